@@ -1,0 +1,100 @@
+package ingest
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dodev/hindsight/schema"
+)
+
+// Config is the ingest component's configuration. Zero fields take the
+// defaults of ApplyDefaults.
+type Config struct {
+	// Brokers are the Kafka seed brokers, host:port. Required.
+	Brokers []string
+	// Topic is read; invalid records go to Topic + ".dlq". Default "events".
+	Topic string
+	// Group is the consumer group. Default "hindsight-ingest".
+	Group string
+	// Database holds the events table. Default "hindsight".
+	Database string
+	// BatchSize is the most rows one insert carries. Default 50,000.
+	BatchSize int
+	// FlushInterval is the longest a record waits in memory before its batch
+	// is inserted. Default 1 s.
+	FlushInterval time.Duration
+	// RecentIDs is how many recent eventIds are remembered to drop producer
+	// retries that land on another partition. Default 2,097,152 (about 50 MB).
+	RecentIDs int
+	// RetryMin and RetryMax bound the backoff while ClickHouse or the
+	// dead-letter topic refuses writes. Defaults 200 ms and 10 s.
+	RetryMin, RetryMax time.Duration
+}
+
+// Defaults.
+const (
+	DefaultTopic         = "events"
+	DefaultGroup         = "hindsight-ingest"
+	DefaultDatabase      = "hindsight"
+	DefaultBatchSize     = 50_000
+	DefaultFlushInterval = time.Second
+	DefaultRecentIDs     = 1 << 21
+)
+
+// ApplyDefaults fills zero fields with their defaults.
+func (c *Config) ApplyDefaults() {
+	if c.Topic == "" {
+		c.Topic = DefaultTopic
+	}
+	if c.Group == "" {
+		c.Group = DefaultGroup
+	}
+	if c.Database == "" {
+		c.Database = DefaultDatabase
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = DefaultBatchSize
+	}
+	if c.FlushInterval == 0 {
+		c.FlushInterval = DefaultFlushInterval
+	}
+	if c.RecentIDs == 0 {
+		c.RecentIDs = DefaultRecentIDs
+	}
+	if c.RetryMin == 0 {
+		c.RetryMin = 200 * time.Millisecond
+	}
+	if c.RetryMax == 0 {
+		c.RetryMax = 10 * time.Second
+	}
+}
+
+// Validate reports the first setting that cannot work.
+func (c *Config) Validate() error {
+	if len(c.Brokers) == 0 {
+		return errors.New("kafka: no brokers given")
+	}
+	if c.Topic == "" {
+		return errors.New("topic: empty")
+	}
+	if c.Group == "" {
+		return errors.New("group: empty")
+	}
+	if err := schema.ValidateDatabase(c.Database); err != nil {
+		return err
+	}
+	if c.BatchSize < 1 || c.BatchSize > 1_000_000 {
+		return fmt.Errorf("batch size %d: want 1 to 1,000,000", c.BatchSize)
+	}
+	if c.FlushInterval < 10*time.Millisecond || c.FlushInterval > time.Minute {
+		return fmt.Errorf("flush interval %s: want 10ms to 1m", c.FlushInterval)
+	}
+	if c.RecentIDs < 1 {
+		return fmt.Errorf("recent ids %d: want at least 1", c.RecentIDs)
+	}
+	if c.RetryMin <= 0 || c.RetryMax < c.RetryMin {
+		return fmt.Errorf("retry backoff %s..%s: want 0 < min <= max", c.RetryMin, c.RetryMax)
+	}
+	return nil
+}

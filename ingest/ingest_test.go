@@ -1,0 +1,319 @@
+package ingest
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/dodev/hindsight/internal/chtest"
+	"github.com/dodev/hindsight/schema"
+)
+
+func TestMain(m *testing.M) { os.Exit(chtest.Main(m)) }
+
+// fixture is a broker with a 4-partition "events" topic and a migrated
+// database of the test's own.
+type fixture struct {
+	t       *testing.T
+	cluster *kfake.Cluster
+	conn    driver.Conn
+	db      string
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	conn, db := chtest.Database(t)
+	_, err := schema.Migrate(context.Background(), conn, db)
+	require.NoError(t, err)
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, "events"), kfake.AllowAutoTopicCreation())
+	require.NoError(t, err)
+	t.Cleanup(cluster.Close)
+	return &fixture{t: t, cluster: cluster, conn: conn, db: db}
+}
+
+func (f *fixture) config() Config {
+	return Config{
+		Brokers:       f.cluster.ListenAddrs(),
+		Database:      f.db,
+		FlushInterval: 100 * time.Millisecond,
+		RetryMin:      20 * time.Millisecond,
+		RetryMax:      200 * time.Millisecond,
+	}
+}
+
+func (f *fixture) produce(values ...[]byte) {
+	f.t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(f.cluster.ListenAddrs()...), kgo.DefaultProduceTopic("events"))
+	require.NoError(f.t, err)
+	defer cl.Close()
+	recs := make([]*kgo.Record, len(values))
+	for i, v := range values {
+		recs[i] = &kgo.Record{Value: v}
+	}
+	require.NoError(f.t, cl.ProduceSync(context.Background(), recs...).FirstErr())
+}
+
+// run starts an ingester and returns it with a function that stops it and
+// returns Run's error.
+func (f *fixture) run(cfg Config, hooks testHooks) (*Ingester, func() error) {
+	f.t.Helper()
+	in, err := New(cfg, f.conn, testLogger(f.t))
+	require.NoError(f.t, err)
+	in.testHooks = hooks
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- in.Run(ctx) }()
+	var once bool
+	var result error
+	stop := func() error {
+		if !once {
+			once = true
+			cancel()
+			result = <-done
+		}
+		return result
+	}
+	f.t.Cleanup(func() { stop() })
+	return in, stop
+}
+
+func (f *fixture) count(query string, args ...any) uint64 {
+	f.t.Helper()
+	var n uint64
+	require.NoError(f.t, f.conn.QueryRow(context.Background(), query, args...).Scan(&n))
+	return n
+}
+
+func (f *fixture) waitConsumed(in *Ingester, n int64) {
+	f.t.Helper()
+	require.Eventually(f.t, func() bool {
+		s := in.Stats()
+		return s.Consumed >= n && s.Inserted+s.Duplicates+s.DeadLettered >= n
+	}, 60*time.Second, 20*time.Millisecond, "ingest did not handle %d records: %+v", n, in.Stats())
+}
+
+// readSample loads testdata's events and counts, independently of package
+// schema, the distinct eventIds per type.
+func readSample(t *testing.T) ([][]byte, map[string]uint64) {
+	t.Helper()
+	raw, err := os.ReadFile("../testdata/events.ndjson")
+	require.NoError(t, err)
+	var lines [][]byte
+	want := map[string]uint64{}
+	seen := map[string]bool{}
+	sc := bufio.NewScanner(bytes.NewReader(raw))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		line := append([]byte(nil), sc.Bytes()...)
+		lines = append(lines, line)
+		var ev struct{ EventID, Type string }
+		require.NoError(t, json.Unmarshal(line, &ev))
+		if !seen[ev.EventID] {
+			seen[ev.EventID] = true
+			want[ev.Type]++
+		}
+	}
+	require.NoError(t, sc.Err())
+	return lines, want
+}
+
+func (f *fixture) countsByType() map[string]uint64 {
+	f.t.Helper()
+	rows, err := f.conn.Query(context.Background(), "SELECT type, count() FROM "+f.db+".events GROUP BY type")
+	require.NoError(f.t, err)
+	defer rows.Close()
+	got := map[string]uint64{}
+	for rows.Next() {
+		var typ string
+		var n uint64
+		require.NoError(f.t, rows.Scan(&typ, &n))
+		got[typ] = n
+	}
+	require.NoError(f.t, rows.Err())
+	return got
+}
+
+func TestIngestSampleEachEventOnce(t *testing.T) {
+	f := newFixture(t)
+	lines, want := readSample(t)
+	in, stop := f.run(f.config(), testHooks{})
+	f.produce(lines...)
+	f.waitConsumed(in, int64(len(lines)))
+	require.NoError(t, stop())
+
+	assert.Equal(t, want, f.countsByType(), "rows per type: every eventId once, retries dropped")
+	s := in.Stats()
+	assert.Equal(t, int64(len(lines)), s.Consumed)
+	assert.Equal(t, int64(0), s.DeadLettered)
+	assert.Equal(t, int64(len(lines)), s.Inserted+s.Duplicates)
+
+	// The stored record is the produced bytes, byte for byte.
+	var raw string
+	require.NoError(t, f.conn.QueryRow(context.Background(),
+		"SELECT raw FROM "+f.db+".events WHERE event_id = ?", eventID(t, lines[0])).Scan(&raw))
+	assert.Equal(t, string(lines[0]), raw)
+}
+
+func eventID(t *testing.T, line []byte) string {
+	var ev struct{ EventID string }
+	require.NoError(t, json.Unmarshal(line, &ev))
+	return ev.EventID
+}
+
+func TestIngestDeadLettersInvalidRecords(t *testing.T) {
+	f := newFixture(t)
+	good := []byte(`{"eventId":"e1","type":"send.email.delivered","service":"send","data":{"messageId":"m","to":"a@b.c"},"createdAt":1790812800000}`)
+	bad := map[string]string{
+		`not json`: "not JSON",
+		`[1,2]`:    "not a JSON object",
+		`{"eventId":"e2","type":"send.email.delivered","service":"telco","data":{"messageId":"m","to":"a@b.c"},"createdAt":1}`: "does not match type",
+		`{"eventId":"e3","type":"send.email.bounced","service":"send","data":{"messageId":"m","to":"a@b.c","bounceType":"hard"},"createdAt":1}`: "missing data.diagnosticCode",
+	}
+	in, stop := f.run(f.config(), testHooks{})
+	values := [][]byte{good}
+	for v := range bad {
+		values = append(values, []byte(v))
+	}
+	f.produce(values...)
+	f.waitConsumed(in, int64(len(values)))
+	require.NoError(t, stop())
+	assert.Equal(t, uint64(1), f.count("SELECT count() FROM "+f.db+".events"))
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(f.cluster.ListenAddrs()...), kgo.ConsumeTopics("events.dlq"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	require.NoError(t, err)
+	defer cl.Close()
+	got := map[string]string{}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for len(got) < len(bad) && ctx.Err() == nil {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			for _, h := range r.Headers {
+				if h.Key == "error" {
+					got[string(r.Value)] = string(h.Value)
+				}
+			}
+		})
+	}
+	require.Len(t, got, len(bad), "every invalid record is on events.dlq with an error header")
+	for v, reason := range bad {
+		assert.Contains(t, got[v], reason, "record %s", v)
+	}
+}
+
+// TestIngestCrashBetweenInsertAndCommit stops ingest after ClickHouse stored a
+// batch and before its offsets were committed, as a crash there would. The
+// next ingester gets the same records again and must store none twice.
+func TestIngestCrashBetweenInsertAndCommit(t *testing.T) {
+	f := newFixture(t)
+	lines, want := readSample(t)
+	f.produce(lines...)
+
+	crash := errors.New("crash before commit")
+	first, stop := f.run(f.config(), testHooks{afterInsert: func() error { return crash }})
+	require.Eventually(t, func() bool { return first.Stats().Consumed > 0 && first.Ready() != nil }, 30*time.Second, 10*time.Millisecond)
+	require.ErrorIs(t, stop(), crash)
+	stored := f.count("SELECT count() FROM " + f.db + ".events")
+	require.NotZero(t, stored, "the first ingester stored a batch before it crashed")
+
+	second, stop2 := f.run(f.config(), testHooks{})
+	f.waitConsumed(second, int64(len(lines)))
+	require.NoError(t, stop2())
+
+	assert.Equal(t, want, f.countsByType(), "no loss and no double count")
+	assert.GreaterOrEqual(t, second.Stats().Duplicates, int64(stored), "the redelivered batch was skipped")
+}
+
+// TestIngestRetriesWhileClickHouseRefuses makes the table unwritable, then
+// writable again: ingest must wait, lose nothing and commit nothing early.
+func TestIngestRetriesWhileClickHouseRefuses(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	lines, want := readSample(t)
+	require.NoError(t, f.conn.Exec(ctx, "RENAME TABLE "+f.db+".events TO "+f.db+".events_away"))
+
+	in, stop := f.run(f.config(), testHooks{})
+	f.produce(lines...)
+	require.Eventually(t, func() bool {
+		err := in.Ready()
+		return err != nil && strings.Contains(err.Error(), "insert events")
+	}, 30*time.Second, 10*time.Millisecond, "readiness shows the failing insert")
+
+	assert.Zero(t, committed(t, f.cluster.ListenAddrs()), "no offset committed while nothing is stored")
+
+	require.NoError(t, f.conn.Exec(ctx, "RENAME TABLE "+f.db+".events_away TO "+f.db+".events"))
+	f.waitConsumed(in, int64(len(lines)))
+	require.NoError(t, stop())
+	assert.Equal(t, want, f.countsByType())
+}
+
+func TestConfigValidate(t *testing.T) {
+	base := func() Config {
+		c := Config{Brokers: []string{"127.0.0.1:9092"}}
+		c.ApplyDefaults()
+		return c
+	}
+	require.NoError(t, func() error { c := base(); return c.Validate() }())
+	for name, mutate := range map[string]func(*Config){
+		"no brokers":     func(c *Config) { c.Brokers = nil },
+		"empty topic":    func(c *Config) { c.Topic = "" },
+		"empty group":    func(c *Config) { c.Group = "" },
+		"bad database":   func(c *Config) { c.Database = "a-b" },
+		"zero batch":     func(c *Config) { c.BatchSize = -1 },
+		"huge batch":     func(c *Config) { c.BatchSize = 2_000_000 },
+		"tiny interval":  func(c *Config) { c.FlushInterval = time.Millisecond },
+		"retry inverted": func(c *Config) { c.RetryMax = c.RetryMin / 2 },
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := base()
+			mutate(&c)
+			assert.Error(t, c.Validate())
+		})
+	}
+	c := Config{Brokers: []string{"x:1"}}
+	c.ApplyDefaults()
+	assert.Equal(t, "events", c.Topic)
+	assert.Equal(t, "hindsight", c.Database)
+	assert.Equal(t, DefaultBatchSize, c.BatchSize)
+	assert.Equal(t, fmt.Sprint(time.Second), fmt.Sprint(c.FlushInterval))
+}
+
+// committed returns the sum of the ingest group's committed offsets.
+func committed(t *testing.T, brokers []string) int64 {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	require.NoError(t, err)
+	defer cl.Close()
+	offsets, err := kadm.NewClient(cl).FetchOffsets(context.Background(), DefaultGroup)
+	require.NoError(t, err)
+	var sum int64
+	offsets.Each(func(o kadm.OffsetResponse) { sum += max(o.At, 0) })
+	return sum
+}
+
+// testLogger logs to the test's output, shown when it fails or with -v.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t *testing.T }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}

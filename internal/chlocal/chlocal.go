@@ -1,0 +1,243 @@
+// Package chlocal runs a private ClickHouse server as a child process: a
+// generated config, data under a directory of the caller's, free loopback
+// ports. `hindsight dev` and the integration tests use it; it knows nothing of
+// Hindsight's tables.
+package chlocal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// ErrNoBinary means no ClickHouse server binary is on PATH.
+var ErrNoBinary = errors.New("no ClickHouse server binary found on PATH (clickhouse-server or clickhouse)")
+
+// InstallHint tells a user how to get a ClickHouse server.
+const InstallHint = `install one and try again:
+  Debian/Ubuntu: sudo apt-get install -y clickhouse-server
+  macOS:         brew install clickhouse
+  or point at a running server with --clickhouse host:9000 (docker compose up clickhouse)`
+
+// Server is a running child ClickHouse server.
+type Server struct {
+	// Addr is the native-protocol address, host:port.
+	Addr string
+	// HTTPAddr is the HTTP interface's address, host:port.
+	HTTPAddr string
+	Dir      string
+
+	cmd  *exec.Cmd
+	done chan error
+	log  *slog.Logger
+}
+
+// FindBinary returns the command that starts a server: clickhouse-server, or
+// the single clickhouse binary with its "server" argument.
+func FindBinary() ([]string, error) {
+	if p, err := exec.LookPath("clickhouse-server"); err == nil {
+		return []string{p}, nil
+	}
+	if p, err := exec.LookPath("clickhouse"); err == nil {
+		return []string{p, "server"}, nil
+	}
+	return nil, ErrNoBinary
+}
+
+// Start starts a server whose data lives under dir (created if missing; reused
+// if it holds an earlier server's data) and waits until it answers. The
+// server listens on 127.0.0.1 only. Stop it with Stop; it is also killed if
+// this process dies, by the parent-death signal.
+func Start(ctx context.Context, dir string, log *slog.Logger) (*Server, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	bin, err := FindBinary()
+	if err != nil {
+		return nil, err
+	}
+	dir, err = filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse data dir: %w", err)
+	}
+	for _, sub := range []string{"db", "tmp", "log", "user_files", "format_schemas"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+			return nil, fmt.Errorf("create clickhouse dir: %w", err)
+		}
+	}
+	ports, err := freePorts(2)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		Addr:     net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])),
+		HTTPAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1])),
+		Dir:      dir,
+		done:     make(chan error, 1),
+		log:      log,
+	}
+	configPath := filepath.Join(dir, "config.xml")
+	if err := os.WriteFile(configPath, []byte(config(dir, ports[0], ports[1])), 0o644); err != nil {
+		return nil, fmt.Errorf("write clickhouse config: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "users.xml"), []byte(usersXML), 0o644); err != nil {
+		return nil, fmt.Errorf("write clickhouse users: %w", err)
+	}
+	args := append(bin[1:], "--config-file="+configPath)
+	s.cmd = exec.Command(bin[0], args...)
+	s.cmd.Dir = dir
+	out, err := os.Create(filepath.Join(dir, "log", "stdout.log"))
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse stdout log: %w", err)
+	}
+	defer out.Close()
+	s.cmd.Stdout, s.cmd.Stderr = out, out
+	// Its own process group, so a Ctrl-C at the terminal reaches only us and we
+	// stop it in order; Pdeathsig so it never outlives us.
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := s.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", bin[0], err)
+	}
+	go func() { s.done <- s.cmd.Wait() }()
+	log.Info("clickhouse starting", "binary", bin[0], "addr", s.Addr, "dir", dir)
+
+	if err := s.waitReady(ctx, 60*time.Second); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) waitReady(ctx context.Context, limit time.Duration) error {
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	client := &http.Client{Timeout: time.Second}
+	for {
+		resp, err := client.Get("http://" + s.HTTPAddr + "/ping")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case err := <-s.done:
+			s.done <- err
+			return fmt.Errorf("clickhouse server exited before it was ready (%v); see %s", err, filepath.Join(s.Dir, "log"))
+		case <-deadline.C:
+			return fmt.Errorf("clickhouse server not ready after %s; see %s", limit, filepath.Join(s.Dir, "log"))
+		case <-ctx.Done():
+			return fmt.Errorf("wait for clickhouse: %w", ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// Stop asks the server to shut down and waits for it, killing it after 20 s.
+func (s *Server) Stop() {
+	if s == nil || s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(20 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-s.done
+	}
+	s.log.Info("clickhouse stopped", "addr", s.Addr)
+}
+
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("find a free port: %w", err)
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+// config is a minimal server config that both ClickHouse 18.16 and current
+// releases accept: <yandex> is still read as the root element by new servers.
+func config(dir string, tcpPort, httpPort int) string {
+	p := func(sub string) string { return filepath.Join(dir, sub) + "/" }
+	r := strings.NewReplacer(
+		"{log}", filepath.Join(dir, "log", "server.log"),
+		"{errlog}", filepath.Join(dir, "log", "server.err.log"),
+		"{tcp}", strconv.Itoa(tcpPort),
+		"{http}", strconv.Itoa(httpPort),
+		"{path}", p("db"),
+		"{tmp}", p("tmp"),
+		"{user_files}", p("user_files"),
+		"{format_schemas}", p("format_schemas"),
+		"{users}", filepath.Join(dir, "users.xml"),
+	)
+	return r.Replace(`<?xml version="1.0"?>
+<yandex>
+    <logger>
+        <level>warning</level>
+        <log>{log}</log>
+        <errorlog>{errlog}</errorlog>
+        <size>100M</size>
+        <count>3</count>
+    </logger>
+    <listen_host>127.0.0.1</listen_host>
+    <tcp_port>{tcp}</tcp_port>
+    <http_port>{http}</http_port>
+    <path>{path}</path>
+    <tmp_path>{tmp}</tmp_path>
+    <user_files_path>{user_files}</user_files_path>
+    <format_schema_path>{format_schemas}</format_schema_path>
+    <users_config>{users}</users_config>
+    <default_profile>default</default_profile>
+    <default_database>default</default_database>
+    <timezone>UTC</timezone>
+    <mark_cache_size>268435456</mark_cache_size>
+    <max_concurrent_queries>100</max_concurrent_queries>
+    <mlock_executable>false</mlock_executable>
+</yandex>
+`)
+}
+
+const usersXML = `<?xml version="1.0"?>
+<yandex>
+    <profiles>
+        <default>
+            <max_memory_usage>4000000000</max_memory_usage>
+        </default>
+    </profiles>
+    <users>
+        <default>
+            <password></password>
+            <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+            <profile>default</profile>
+            <quota>default</quota>
+        </default>
+    </users>
+    <quotas>
+        <default></default>
+    </quotas>
+</yandex>
+`

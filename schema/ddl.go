@@ -1,0 +1,169 @@
+package schema
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+)
+
+// Conn is the part of a ClickHouse connection migrations need.
+type Conn interface {
+	Exec(ctx context.Context, query string, args ...any) error
+	Query(ctx context.Context, query string, args ...any) (driver.Rows, error)
+	ServerVersion() (*driver.ServerVersion, error)
+}
+
+var _ Conn = (driver.Conn)(nil)
+
+// Version is a ClickHouse server version.
+type Version struct{ Major, Minor int }
+
+// HasLowCardinality reports whether LowCardinality works without the
+// experimental setting (which current servers reject as unknown).
+func (v Version) HasLowCardinality() bool { return v.Major >= 20 }
+
+func (v Version) String() string { return fmt.Sprintf("%d.%d", v.Major, v.Minor) }
+
+var identRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
+
+// ValidateDatabase checks a database name: identifiers only, so it can be
+// spliced into statements safely.
+func ValidateDatabase(name string) error {
+	if !identRe.MatchString(name) {
+		return fmt.Errorf("database name %q: want letters, digits and underscores, starting with a letter", name)
+	}
+	return nil
+}
+
+// Migration is one versioned step of the schema. Statements are idempotent
+// (IF NOT EXISTS), so applying one twice is harmless.
+type Migration struct {
+	Version    int
+	Name       string
+	Statements []string
+}
+
+// Migrations returns every migration for database db, with column types
+// chosen for server version v.
+func Migrations(db string, v Version) []Migration {
+	lc := "String"
+	if v.HasLowCardinality() {
+		lc = "LowCardinality(String)"
+	}
+	r := strings.NewReplacer("{db}", "`"+db+"`", "{lc}", lc)
+	return []Migration{
+		{1, "events", []string{r.Replace(`CREATE TABLE IF NOT EXISTS {db}.events (
+	event_id String,
+	type {lc},
+	service {lc},
+	created_at Int64,
+	livemode UInt8,
+	known UInt8,
+	message_id String,
+	recipient_domain {lc},
+	sender_domain {lc},
+	bounce_type {lc},
+	has_carrier UInt8,
+	has_inventory UInt8,
+	npa {lc},
+	voice {lc},
+	format {lc},
+	text_length Int64,
+	duration_sec Float64,
+	raw String,
+	kafka_topic {lc},
+	kafka_partition Int32,
+	kafka_offset Int64,
+	ingested_at DateTime
+) ENGINE = ReplacingMergeTree()
+PARTITION BY toYYYYMM(toDateTime(intDiv(created_at, 1000), 'UTC'))
+ORDER BY (service, type, created_at, event_id)`)}},
+	}
+}
+
+// EventColumns are the events table's columns in insert order.
+var EventColumns = []string{
+	"event_id", "type", "service", "created_at", "livemode", "known",
+	"message_id", "recipient_domain", "sender_domain", "bounce_type",
+	"has_carrier", "has_inventory", "npa", "voice", "format",
+	"text_length", "duration_sec", "raw",
+	"kafka_topic", "kafka_partition", "kafka_offset", "ingested_at",
+}
+
+// ServerVersion reads the server's version from the connection.
+func ServerVersion(conn Conn) (Version, error) {
+	sv, err := conn.ServerVersion()
+	if err != nil {
+		return Version{}, fmt.Errorf("read server version: %w", err)
+	}
+	return Version{Major: int(sv.Version.Major), Minor: int(sv.Version.Minor)}, nil
+}
+
+// Migrate creates database db if needed and applies the migrations it has not
+// applied yet, recording each in db.schema_migrations. It returns the highest
+// version applied.
+func Migrate(ctx context.Context, conn Conn, db string) (int, error) {
+	if err := ValidateDatabase(db); err != nil {
+		return 0, err
+	}
+	v, err := ServerVersion(conn)
+	if err != nil {
+		return 0, err
+	}
+	q := "`" + db + "`"
+	for _, stmt := range []string{
+		"CREATE DATABASE IF NOT EXISTS " + q,
+		"CREATE TABLE IF NOT EXISTS " + q + ".schema_migrations (version UInt32, name String, applied_at DateTime) ENGINE = MergeTree() ORDER BY version",
+	} {
+		if err := conn.Exec(ctx, stmt); err != nil {
+			return 0, fmt.Errorf("prepare database %s: %w", db, err)
+		}
+	}
+	done, err := appliedMigrations(ctx, conn, q)
+	if err != nil {
+		return 0, err
+	}
+	top := 0
+	for v := range done {
+		top = max(top, v)
+	}
+	for _, m := range Migrations(db, v) {
+		if done[m.Version] {
+			continue
+		}
+		for _, stmt := range m.Statements {
+			if err := conn.Exec(ctx, stmt); err != nil {
+				return top, fmt.Errorf("migration %d (%s) on ClickHouse %s: %w", m.Version, m.Name, v, err)
+			}
+		}
+		if err := conn.Exec(ctx, "INSERT INTO "+q+".schema_migrations (version, name, applied_at) SELECT ?, ?, now()",
+			uint32(m.Version), m.Name); err != nil {
+			return top, fmt.Errorf("record migration %d: %w", m.Version, err)
+		}
+		top = m.Version
+	}
+	return top, nil
+}
+
+func appliedMigrations(ctx context.Context, conn Conn, q string) (map[int]bool, error) {
+	rows, err := conn.Query(ctx, "SELECT version FROM "+q+".schema_migrations")
+	if err != nil {
+		return nil, fmt.Errorf("read applied migrations: %w", err)
+	}
+	defer rows.Close()
+	done := map[int]bool{}
+	for rows.Next() {
+		var v uint32
+		if err := rows.Scan(&v); err != nil {
+			return nil, fmt.Errorf("read applied migrations: %w", err)
+		}
+		done[int(v)] = true
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read applied migrations: %w", err)
+	}
+	return done, nil
+}
