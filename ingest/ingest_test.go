@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -181,7 +181,7 @@ func TestIngestDeadLettersInvalidRecords(t *testing.T) {
 	bad := map[string]string{
 		`not json`: "not JSON",
 		`[1,2]`:    "not a JSON object",
-		`{"eventId":"e2","type":"send.email.delivered","service":"telco","data":{"messageId":"m","to":"a@b.c"},"createdAt":1}`: "does not match type",
+		`{"eventId":"e2","type":"send.email.delivered","service":"telco","data":{"messageId":"m","to":"a@b.c"},"createdAt":1}`:                  "does not match type",
 		`{"eventId":"e3","type":"send.email.bounced","service":"send","data":{"messageId":"m","to":"a@b.c","bounceType":"hard"},"createdAt":1}`: "missing data.diagnosticCode",
 	}
 	in, stop := f.run(f.config(), testHooks{})
@@ -245,15 +245,16 @@ func TestIngestRetriesWhileClickHouseRefuses(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	lines, want := readSample(t)
-	require.NoError(t, f.conn.Exec(ctx, "RENAME TABLE "+f.db+".events TO "+f.db+".events_away"))
-
 	in, stop := f.run(f.config(), testHooks{})
+	require.Eventually(t, func() bool { return in.Ready() == nil }, 30*time.Second, 10*time.Millisecond)
+
+	require.NoError(t, f.conn.Exec(ctx, "RENAME TABLE "+f.db+".events TO "+f.db+".events_away"))
 	f.produce(lines...)
 	require.Eventually(t, func() bool {
 		err := in.Ready()
-		return err != nil && strings.Contains(err.Error(), "insert events")
-	}, 30*time.Second, 10*time.Millisecond, "readiness shows the failing insert")
-
+		return err != nil && strings.Contains(err.Error(), "retrying")
+	}, 30*time.Second, 10*time.Millisecond, "readiness shows the failing writes")
+	time.Sleep(300 * time.Millisecond) // several retries while the table is away
 	assert.Zero(t, committed(t, f.cluster.ListenAddrs()), "no offset committed while nothing is stored")
 
 	require.NoError(t, f.conn.Exec(ctx, "RENAME TABLE "+f.db+".events_away TO "+f.db+".events"))
