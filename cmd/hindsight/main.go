@@ -1,0 +1,85 @@
+// Command hindsight runs Hindsight: `dev` runs everything in one process for a
+// laptop; `serve`, `ingest`, `api` and `migrate` run the roles against an
+// existing Kafka and ClickHouse; `produce` sends NDJSON events to Kafka.
+//
+// This package only wires the components together; nothing imports it.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `hindsight: event analytics and replay for do.dev's webhook events
+
+Usage:
+  hindsight dev      [--data DIR] [--http ADDR] [--kafka-listen ADDR] [--clickhouse ADDR] [--load FILE]
+  hindsight serve    --kafka HOSTS --clickhouse ADDR   (ingest and the HTTP API)
+  hindsight ingest   --kafka HOSTS --clickhouse ADDR
+  hindsight api      --clickhouse ADDR
+  hindsight migrate  --clickhouse ADDR
+  hindsight produce  [--kafka HOSTS] [--topic events] FILE|-
+  hindsight version
+
+Every flag can also be set by an environment variable: --kafka is HINDSIGHT_KAFKA,
+--api-key is HINDSIGHT_API_KEY, and so on. "hindsight CMD -h" lists a command's flags.
+`
+
+// usageError is a bad or missing setting: exit code 2.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:])
+	stop()
+	if err == nil {
+		return
+	}
+	fmt.Fprintln(os.Stderr, "hindsight:", err)
+	var ue *usageError
+	if errors.As(err, &ue) {
+		os.Exit(2)
+	}
+	os.Exit(1)
+}
+
+func run(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return usagef("no command given")
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "dev":
+		return runDev(ctx, rest)
+	case "serve":
+		return runRoles(ctx, "serve", rest, true, true)
+	case "ingest":
+		return runRoles(ctx, "ingest", rest, true, false)
+	case "api":
+		return runRoles(ctx, "api", rest, false, true)
+	case "migrate":
+		return runMigrate(ctx, rest)
+	case "produce":
+		return runProduce(ctx, rest)
+	case "version", "--version":
+		fmt.Println("hindsight", version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+		return nil
+	}
+	fmt.Fprint(os.Stderr, usage)
+	return usagef("unknown command %q", cmd)
+}

@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/dodev/hindsight/ingest"
+	"github.com/dodev/hindsight/query"
+	"github.com/dodev/hindsight/schema"
+)
+
+// openClickHouse connects over the native protocol and waits up to a minute
+// for the server to answer, as it may still be starting (compose, dev).
+func openClickHouse(ctx context.Context, c common, log *slog.Logger) (driver.Conn, error) {
+	conn, err := clickhouse.Open(&clickhouse.Options{
+		Addr:         []string{c.clickhouse},
+		Auth:         clickhouse.Auth{Username: c.user, Password: c.password},
+		DialTimeout:  5 * time.Second,
+		ReadTimeout:  5 * time.Minute,
+		MaxOpenConns: 16,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse %s: %w", c.clickhouse, err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err := conn.Ping(ctx)
+		if err == nil {
+			return conn, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			conn.Close()
+			return nil, fmt.Errorf("clickhouse %s does not answer: %w", c.clickhouse, err)
+		}
+		log.Warn("waiting for clickhouse", "addr", c.clickhouse, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// stack is what one process runs: ingest, the API, or both.
+type stack struct {
+	conn     driver.Conn
+	database string
+	log      *slog.Logger
+	ingest   *ingest.Config // nil: no ingest here
+	api      *query.Config  // nil: no API here
+	httpAddr string
+	// ready, if set, is called once the API listens and ingest consumes.
+	ready func(apiURL string, in *ingest.Ingester)
+}
+
+// run migrates, then runs the stack's components until ctx ends or one fails,
+// and stops them all.
+func (s stack) run(ctx context.Context) error {
+	if _, err := schema.Migrate(ctx, s.conn, s.database); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	var in *ingest.Ingester
+	var ready []query.ReadyFunc
+	if s.ingest != nil {
+		var err error
+		if in, err = ingest.New(*s.ingest, s.conn, s.log.With("component", "ingest")); err != nil {
+			return usagef("%v", err)
+		}
+		ready = append(ready, in.Ready)
+		wg.Go(func() {
+			if err := in.Run(ctx); err != nil {
+				cancel(fmt.Errorf("ingest: %w", err))
+			}
+		})
+	}
+	apiURL := ""
+	if s.api != nil {
+		api, err := query.New(*s.api, s.conn, s.log.With("component", "api"), ready...)
+		if err != nil {
+			cancel(nil)
+			wg.Wait()
+			return usagef("%v", err)
+		}
+		ln, err := net.Listen("tcp", s.httpAddr)
+		if err != nil {
+			cancel(nil)
+			wg.Wait()
+			return fmt.Errorf("listen for http on %s: %w", s.httpAddr, err)
+		}
+		apiURL = "http://" + ln.Addr().String()
+		srv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		wg.Go(func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				cancel(fmt.Errorf("http: %w", err))
+			}
+		})
+		wg.Go(func() {
+			<-ctx.Done()
+			// ctx is done; shutting down gets a fresh deadline of its own.
+			sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer scancel()
+			_ = srv.Shutdown(sctx)
+		})
+	}
+	if s.ready != nil {
+		wg.Go(func() {
+			for in != nil && in.Ready() != nil {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(50 * time.Millisecond):
+				}
+			}
+			s.ready(apiURL, in)
+		})
+	}
+	<-ctx.Done()
+	wg.Wait()
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+func runRoles(ctx context.Context, name string, args []string, withIngest, withAPI bool) error {
+	fs := newFlags(name)
+	var c common
+	c.register(fs, "")
+	var kafka, topic, group, httpAddr, apiKey string
+	var batch int
+	var flush time.Duration
+	if withIngest {
+		fs.StringVar(&kafka, "kafka", "", "Kafka seed brokers, host:port,...")
+		fs.StringVar(&topic, "topic", ingest.DefaultTopic, "topic to consume; invalid records go to TOPIC.dlq")
+		fs.StringVar(&group, "group", ingest.DefaultGroup, "consumer group")
+		fs.IntVar(&batch, "batch-size", ingest.DefaultBatchSize, "rows per ClickHouse insert")
+		fs.DurationVar(&flush, "flush-interval", ingest.DefaultFlushInterval, "longest wait before a batch is inserted")
+	}
+	if withAPI {
+		fs.StringVar(&httpAddr, "http", "127.0.0.1:8080", "HTTP listen address")
+		fs.StringVar(&apiKey, "api-key", "", "bearer key for /v1 requests (at least 16 characters)")
+	}
+	if err := fs.parse(args); err != nil {
+		return helpOK(err)
+	}
+	if err := checkAddr("clickhouse", c.clickhouse); err != nil {
+		return err
+	}
+	if err := schema.ValidateDatabase(c.database); err != nil {
+		return usagef("--database: %v", err)
+	}
+	log, err := c.logger()
+	if err != nil {
+		return err
+	}
+	s := stack{database: c.database, log: log, httpAddr: httpAddr}
+	if withIngest {
+		brokers, err := checkAddrs("kafka", kafka)
+		if err != nil {
+			return err
+		}
+		cfg := ingest.Config{Brokers: brokers, Topic: topic, Group: group, Database: c.database, BatchSize: batch, FlushInterval: flush}
+		cfg.ApplyDefaults()
+		if err := cfg.Validate(); err != nil {
+			return usagef("%v", err)
+		}
+		s.ingest = &cfg
+	}
+	if withAPI {
+		if err := checkAddr("http", httpAddr); err != nil {
+			return err
+		}
+		cfg := query.Config{Database: c.database, APIKey: apiKey}
+		cfg.ApplyDefaults()
+		if err := cfg.Validate(); err != nil {
+			return usagef("%v", err)
+		}
+		s.api = &cfg
+	}
+	s.ready = func(apiURL string, _ *ingest.Ingester) {
+		log.Info("hindsight "+name+" ready", "api", apiURL, "clickhouse", c.clickhouse, "kafka", kafka)
+	}
+	conn, err := openClickHouse(ctx, c, log)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	s.conn = conn
+	return s.run(ctx)
+}
+
+func runMigrate(ctx context.Context, args []string) error {
+	fs := newFlags("migrate")
+	var c common
+	c.register(fs, "")
+	if err := fs.parse(args); err != nil {
+		return helpOK(err)
+	}
+	if err := checkAddr("clickhouse", c.clickhouse); err != nil {
+		return err
+	}
+	if err := schema.ValidateDatabase(c.database); err != nil {
+		return usagef("--database: %v", err)
+	}
+	log, err := c.logger()
+	if err != nil {
+		return err
+	}
+	conn, err := openClickHouse(ctx, c, log)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	v, err := schema.Migrate(ctx, conn, c.database)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("database %s is at schema version %d\n", c.database, v)
+	return nil
+}

@@ -1,0 +1,54 @@
+package query
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dodev/hindsight/schema"
+)
+
+// Config is the API's configuration.
+type Config struct {
+	// Database holds the events table. Default "hindsight".
+	Database string
+	// APIKey is the bearer key every /v1 request must present. Required.
+	APIKey string
+	// MaxExecutionTime bounds each ClickHouse query. Default 30 s.
+	MaxExecutionTime time.Duration
+	// MaxResultRows bounds the rows any query may return. Default 100,000.
+	MaxResultRows int
+}
+
+// ApplyDefaults fills zero fields with their defaults.
+func (c *Config) ApplyDefaults() {
+	if c.Database == "" {
+		c.Database = "hindsight"
+	}
+	if c.MaxExecutionTime == 0 {
+		c.MaxExecutionTime = 30 * time.Second
+	}
+	if c.MaxResultRows == 0 {
+		c.MaxResultRows = 100_000
+	}
+}
+
+// Validate reports the first setting that cannot work.
+func (c *Config) Validate() error {
+	if err := schema.ValidateDatabase(c.Database); err != nil {
+		return err
+	}
+	if c.APIKey == "" {
+		return errors.New("api key: empty (set HINDSIGHT_API_KEY)")
+	}
+	if len(c.APIKey) < 16 {
+		return fmt.Errorf("api key: %d characters, want at least 16", len(c.APIKey))
+	}
+	if c.MaxExecutionTime < time.Second {
+		return fmt.Errorf("max execution time %s: want at least 1s", c.MaxExecutionTime)
+	}
+	if c.MaxResultRows < 1 {
+		return fmt.Errorf("max result rows %d: want at least 1", c.MaxResultRows)
+	}
+	return nil
+}

@@ -1,0 +1,161 @@
+package query
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/gin-gonic/gin"
+)
+
+// Conn is the part of a ClickHouse connection the API needs.
+type Conn interface {
+	Query(ctx context.Context, query string, args ...any) (driver.Rows, error)
+	Ping(ctx context.Context) error
+}
+
+var _ Conn = (driver.Conn)(nil)
+
+// ReadyFunc reports nil when a component the API depends on is working.
+type ReadyFunc func() error
+
+// Server is the HTTP API.
+type Server struct {
+	cfg    Config
+	conn   Conn
+	log    *slog.Logger
+	ready  []ReadyFunc
+	engine *gin.Engine
+}
+
+// New builds the API. ready lists extra readiness checks (ingest, when it
+// runs in the same process); ClickHouse is always checked.
+func New(cfg Config, conn Conn, log *slog.Logger, ready ...ReadyFunc) (*Server, error) {
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("api config: %w", err)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	gin.SetMode(gin.ReleaseMode)
+	s := &Server{cfg: cfg, conn: conn, log: log, ready: ready, engine: gin.New()}
+	s.engine.Use(s.recoverJSON, s.logRequests)
+	s.engine.NoRoute(func(c *gin.Context) { abort(c, http.StatusNotFound, "not_found", "no such route: "+c.Request.URL.Path) })
+	s.engine.HandleMethodNotAllowed = true
+	s.engine.NoMethod(func(c *gin.Context) {
+		abort(c, http.StatusMethodNotAllowed, "method_not_allowed", c.Request.Method+" is not allowed on "+c.Request.URL.Path)
+	})
+	s.engine.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	s.engine.GET("/readyz", s.readyz)
+	v1 := s.engine.Group("/v1", s.auth)
+	v1.GET("/stats/:service", s.stats)
+	return s, nil
+}
+
+// Handler returns the API's http.Handler.
+func (s *Server) Handler() http.Handler { return s.engine }
+
+// Routes lists the method and path of every route, for documentation checks.
+func (s *Server) Routes() gin.RoutesInfo { return s.engine.Routes() }
+
+// apiError is the body of every error response.
+type apiError struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func abort(c *gin.Context, status int, code, msg string) {
+	var e apiError
+	e.Error.Code, e.Error.Message = code, msg
+	c.AbortWithStatusPureJSON(status, e)
+}
+
+// badParam is a 400 naming the parameter at fault.
+type badParam struct {
+	param, msg string
+}
+
+func (e *badParam) Error() string { return e.param + ": " + e.msg }
+
+func (s *Server) fail(c *gin.Context, err error) {
+	var bp *badParam
+	switch {
+	case errors.As(err, &bp):
+		abort(c, http.StatusBadRequest, "invalid_parameter", bp.Error())
+	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
+		abort(c, http.StatusServiceUnavailable, "query_timeout", "the query took longer than its limit; narrow the range")
+	default:
+		s.log.Error("request failed", "path", c.Request.URL.Path, "err", err)
+		abort(c, http.StatusInternalServerError, "internal", "internal error; the server log has details")
+	}
+}
+
+// isTimeout reports ClickHouse's TIMEOUT_EXCEEDED (159).
+func isTimeout(err error) bool {
+	var ex *clickhouse.Exception
+	return errors.As(err, &ex) && ex.Code == 159
+}
+
+func (s *Server) recoverJSON(c *gin.Context) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic in handler", "path", c.Request.URL.Path, "panic", r)
+			abort(c, http.StatusInternalServerError, "internal", "internal error; the server log has details")
+		}
+	}()
+	c.Next()
+}
+
+func (s *Server) logRequests(c *gin.Context) {
+	start := time.Now()
+	c.Next()
+	s.log.Debug("http", "method", c.Request.Method, "path", c.Request.URL.Path, "status", c.Writer.Status(), "took", time.Since(start))
+}
+
+func (s *Server) auth(c *gin.Context) {
+	h := c.GetHeader("Authorization")
+	key, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok || key == "" {
+		abort(c, http.StatusUnauthorized, "unauthorized", "missing bearer key: send Authorization: Bearer <key>")
+		return
+	}
+	if subtle.ConstantTimeCompare([]byte(key), []byte(s.cfg.APIKey)) != 1 {
+		abort(c, http.StatusUnauthorized, "unauthorized", "wrong API key")
+		return
+	}
+	c.Next()
+}
+
+func (s *Server) readyz(c *gin.Context) {
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
+	defer cancel()
+	if err := s.conn.Ping(ctx); err != nil {
+		abort(c, http.StatusServiceUnavailable, "not_ready", "clickhouse: "+err.Error())
+		return
+	}
+	for _, r := range s.ready {
+		if err := r(); err != nil {
+			abort(c, http.StatusServiceUnavailable, "not_ready", err.Error())
+			return
+		}
+	}
+	c.JSON(http.StatusOK, gin.H{"status": "ready"})
+}
+
+// queryContext carries the ClickHouse limits every query runs under.
+func (s *Server) queryContext(ctx context.Context) context.Context {
+	return clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
+		"max_execution_time": int(s.cfg.MaxExecutionTime / time.Second),
+		"max_result_rows":    s.cfg.MaxResultRows,
+	}))
+}
