@@ -29,13 +29,13 @@ func TestMain(m *testing.M) { os.Exit(chtest.Main(m)) }
 // fixture is a broker with a 4-partition "events" topic and a migrated
 // database of the test's own.
 type fixture struct {
-	t       *testing.T
+	t       testing.TB
 	cluster *kfake.Cluster
 	conn    driver.Conn
 	db      string
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	conn, db := chtest.Database(t)
 	_, err := schema.Migrate(context.Background(), conn, db)
@@ -308,11 +308,11 @@ func committed(t *testing.T, brokers []string) int64 {
 }
 
 // testLogger logs to the test's output, shown when it fails or with -v.
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-type tWriter struct{ t *testing.T }
+type tWriter struct{ t testing.TB }
 
 func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSuffix(string(p), "\n"))

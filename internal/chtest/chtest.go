@@ -42,6 +42,9 @@ func Main(m *testing.M) int {
 // Addr returns the shared server's native address, starting it on first use.
 func Addr(t testing.TB) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: skipped in -short mode")
+	}
 	once.Do(func() {
 		if _, err := chlocal.FindBinary(); err != nil {
 			initErr = err

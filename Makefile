@@ -1,0 +1,46 @@
+# Hindsight's commands. `make run` and `make test` are the README's two.
+GO      ?= go
+SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+BIN     := bin/hindsight
+
+.PHONY: run test test-unit build vet clickhouse bench-ingest fuzz clean
+
+## run: install ClickHouse if missing, then run everything with the sample loaded
+run: clickhouse build
+	./$(BIN) dev --load testdata/events.ndjson
+
+## test: vet, unit tests and integration tests against a real ClickHouse
+test: clickhouse vet
+	HINDSIGHT_REQUIRE_CLICKHOUSE=1 $(GO) test -count=1 -timeout 20m ./...
+
+## test-unit: unit tests only (no servers)
+test-unit:
+	$(GO) test -count=1 -short ./...
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/hindsight
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+
+# Debian's clickhouse-server (18.16 on bookworm) is enough; any newer server on
+# PATH (clickhouse-server or the single clickhouse binary) is used as it is.
+clickhouse:
+	@if command -v clickhouse-server >/dev/null || command -v clickhouse >/dev/null; then :; else \
+		echo "clickhouse: installing clickhouse-server with apt"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clickhouse-server >/dev/null; \
+	fi
+
+## bench-ingest: print ingest events/s from the broker to acknowledged inserts
+bench-ingest: clickhouse
+	HINDSIGHT_REQUIRE_CLICKHOUSE=1 $(GO) test -run '^$$' -bench BenchmarkIngest -benchtime 1x -count 3 -timeout 30m ./ingest/
+
+## fuzz: run each fuzz test for a while
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./schema/
+
+clean:
+	rm -rf bin .hindsight

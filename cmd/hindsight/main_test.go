@@ -1,0 +1,181 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/dodev/hindsight/ingest"
+	"github.com/dodev/hindsight/internal/chtest"
+	"github.com/dodev/hindsight/query"
+)
+
+func TestMain(m *testing.M) { os.Exit(chtest.Main(m)) }
+
+// TestBadSettingsExitTwo runs the real binary: every bad or missing setting
+// is one line naming it, and exit code 2.
+func TestBadSettingsExitTwo(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "hindsight")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	require.NoError(t, err, string(out))
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  []string
+		says string
+	}{
+		{"no command", nil, nil, "no command"},
+		{"unknown command", []string{"frobnicate"}, nil, "unknown command"},
+		{"serve without kafka", []string{"serve", "--clickhouse", "127.0.0.1:9000", "--api-key", "0123456789abcdef0"}, nil, "--kafka (HINDSIGHT_KAFKA) is required"},
+		{"serve without clickhouse", []string{"serve"}, nil, "--clickhouse (HINDSIGHT_CLICKHOUSE) is required"},
+		{"api without key", []string{"api", "--clickhouse", "127.0.0.1:9000"}, nil, "api key"},
+		{"bad address", []string{"migrate", "--clickhouse", "nohost"}, nil, "--clickhouse \"nohost\": want host:port"},
+		{"bad env value", []string{"ingest", "--clickhouse", "127.0.0.1:9000", "--kafka", "127.0.0.1:9092"}, []string{"HINDSIGHT_BATCH_SIZE=lots"}, "HINDSIGHT_BATCH_SIZE"},
+		{"bad env address", []string{"migrate"}, []string{"HINDSIGHT_CLICKHOUSE=::::"}, "--clickhouse"},
+		{"bad database", []string{"migrate", "--clickhouse", "127.0.0.1:9000", "--database", "a;b"}, nil, "--database"},
+		{"unknown flag", []string{"serve", "--nope"}, nil, "flag provided but not defined: -nope"},
+		{"bad log level", []string{"migrate", "--clickhouse", "127.0.0.1:9000", "--log-level", "loud"}, nil, "--log-level"},
+		{"produce without file", []string{"produce"}, nil, "want one FILE"},
+		{"dev bad listen", []string{"dev", "--kafka-listen", "9092"}, nil, "--kafka-listen"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(bin, tc.args...)
+			cmd.Env = append(os.Environ(), tc.env...)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			var ee *exec.ExitError
+			require.ErrorAs(t, err, &ee, stderr.String())
+			assert.Equal(t, 2, ee.ExitCode(), stderr.String())
+			last := strings.TrimSpace(stderr.String())
+			last = last[strings.LastIndex(last, "\n")+1:]
+			assert.Contains(t, last, tc.says)
+			assert.True(t, strings.HasPrefix(last, "hindsight: "), last)
+		})
+	}
+}
+
+func TestEnvName(t *testing.T) {
+	assert.Equal(t, "HINDSIGHT_KAFKA_LISTEN", envName("kafka-listen"))
+	assert.Equal(t, "HINDSIGHT_API_KEY", envName("api-key"))
+}
+
+// TestEndToEnd produces the sample with franz-go into a kfake broker, runs
+// ingest and the API as `serve` wires them against a real ClickHouse, and
+// checks the counts over HTTP against counts made here from the file.
+func TestEndToEnd(t *testing.T) {
+	conn, db := chtest.Database(t)
+	broker, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, "events"), kfake.AllowAutoTopicCreation())
+	require.NoError(t, err)
+	defer broker.Close()
+	brokers := broker.ListenAddrs()
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	httpAddr := ln.Addr().String()
+	ln.Close()
+
+	const apiKey = "e2e-key-0123456789abcdef"
+	ingestCfg := ingest.Config{Brokers: brokers, Database: db, FlushInterval: 100 * time.Millisecond}
+	apiCfg := query.Config{Database: db, APIKey: apiKey}
+	ready := make(chan string, 1)
+	s := stack{conn: conn, database: db, log: slog.New(slog.DiscardHandler), ingest: &ingestCfg, api: &apiCfg,
+		httpAddr: httpAddr, ready: func(u string, _ *ingest.Ingester) { ready <- u }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.run(ctx) }()
+	defer func() {
+		cancel()
+		require.NoError(t, <-done)
+	}()
+	var apiURL string
+	select {
+	case apiURL = <-ready:
+	case err := <-done:
+		t.Fatalf("stack stopped: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("stack not ready")
+	}
+
+	f, err := os.Open("../../testdata/events.ndjson")
+	require.NoError(t, err)
+	defer f.Close()
+	n, err := produceLines(ctx, brokers, "events", f, func(int64) {})
+	require.NoError(t, err)
+
+	want := sampleCounts(t, "send", "true")
+	var got map[string]any
+	require.Eventually(t, func() bool {
+		got = statsOver(t, apiURL, apiKey, "send", "true")
+		return got["events"] == float64(total(want))
+	}, 30*time.Second, 100*time.Millisecond, "produced %d; want %d send events, got %v", n, total(want), got)
+	for typ, c := range want {
+		assert.EqualValues(t, c, got["by_type"].(map[string]any)[typ], typ)
+	}
+	all := statsOver(t, apiURL, apiKey, "platform", "all")
+	assert.EqualValues(t, total(sampleCounts(t, "platform", "all")), all["events"])
+}
+
+func total(m map[string]uint64) uint64 {
+	var n uint64
+	for _, c := range m {
+		n += c
+	}
+	return n
+}
+
+// sampleCounts counts distinct eventIds per type of one service in the
+// sample, with encoding/json rather than the code under test.
+func sampleCounts(t *testing.T, service, livemode string) map[string]uint64 {
+	t.Helper()
+	raw, err := os.ReadFile("../../testdata/events.ndjson")
+	require.NoError(t, err)
+	counts := map[string]uint64{}
+	seen := map[string]bool{}
+	sc := bufio.NewScanner(bytes.NewReader(raw))
+	for sc.Scan() {
+		var ev struct {
+			EventID, Type, Service string
+			Livemode               *bool
+		}
+		require.NoError(t, json.Unmarshal(sc.Bytes(), &ev))
+		live := ev.Livemode == nil || *ev.Livemode
+		if ev.Service != service || seen[ev.EventID] || (livemode == "true" && !live) || (livemode == "false" && live) {
+			continue
+		}
+		seen[ev.EventID] = true
+		counts[ev.Type]++
+	}
+	return counts
+}
+
+func statsOver(t *testing.T, apiURL, key, service, livemode string) map[string]any {
+	t.Helper()
+	u := fmt.Sprintf("%s/v1/stats/%s?from=2026-10-01T00:00:00Z&to=2026-11-02T00:00:00Z&livemode=%s", apiURL, service, livemode)
+	req, _ := http.NewRequest(http.MethodGet, u, nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var body struct {
+		Totals map[string]any `json:"totals"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+	return body.Totals
+}
