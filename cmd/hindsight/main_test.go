@@ -179,3 +179,9 @@ func statsOver(t *testing.T, apiURL, key, service, livemode string) map[string]a
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
 	return body.Totals
 }
+
+func TestProgressLine(t *testing.T) {
+	assert.Equal(t, "[===============>              ]  50% 100 events 100/s ", progressLine(100, 50, 100, time.Second))
+	assert.Equal(t, "[==============================] 100% 7 events 7/s ", progressLine(7, 100, 100, time.Second))
+	assert.Equal(t, "42 events 21/s ", progressLine(42, 0, 0, 2*time.Second))
+}
