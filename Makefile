@@ -37,6 +37,7 @@ clickhouse:
 ## bench-ingest: print ingest events/s from the broker to acknowledged inserts
 bench-ingest: clickhouse
 	HINDSIGHT_REQUIRE_CLICKHOUSE=1 $(GO) test -run '^$$' -bench BenchmarkIngest -benchtime 1x -count 3 -timeout 30m ./ingest/
+	HINDSIGHT_REQUIRE_CLICKHOUSE=1 $(GO) test -run '^$$$$' -bench BenchmarkIngestMemory -benchtime 1x -timeout 30m ./cmd/hindsight/
 
 ## fuzz: run each fuzz test for a while
 fuzz:

@@ -25,7 +25,7 @@ type Config struct {
 	// is inserted. Default 1 s.
 	FlushInterval time.Duration
 	// RecentIDs is how many recent eventIds are remembered to drop producer
-	// retries that land on another partition. Default 2,097,152 (about 50 MB).
+	// retries that land on another partition. Default 2,097,152 (48 MB).
 	RecentIDs int
 	// RetryMin and RetryMax bound the backoff while ClickHouse or the
 	// dead-letter topic refuses writes. Defaults 200 ms and 10 s.

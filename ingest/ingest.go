@@ -94,7 +94,7 @@ func New(cfg Config, conn Inserter, log *slog.Logger, extra ...kgo.Opt) (*Ingest
 		kgo.BlockRebalanceOnPoll(),
 		kgo.OnPartitionsRevoked(in.partitionsMoved),
 		kgo.OnPartitionsLost(in.partitionsMoved),
-		kgo.FetchMaxBytes(64 << 20),
+		kgo.FetchMaxBytes(16 << 20),
 		kgo.ProducerBatchCompression(kgo.NoCompression()),
 	}
 	client, err := kgo.NewClient(append(opts, extra...)...)

@@ -138,7 +138,7 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 	var c common
 	c.register(fs, "")
 	var kafka, topic, group, httpAddr, apiKey string
-	var batch int
+	var batch, recent int
 	var flush time.Duration
 	if withIngest {
 		fs.StringVar(&kafka, "kafka", "", "Kafka seed brokers, host:port,...")
@@ -146,6 +146,7 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 		fs.StringVar(&group, "group", ingest.DefaultGroup, "consumer group")
 		fs.IntVar(&batch, "batch-size", ingest.DefaultBatchSize, "rows per ClickHouse insert")
 		fs.DurationVar(&flush, "flush-interval", ingest.DefaultFlushInterval, "longest wait before a batch is inserted")
+		fs.IntVar(&recent, "recent-ids", ingest.DefaultRecentIDs, "recent eventIds remembered to drop producer retries (8 B each plus map overhead)")
 	}
 	if withAPI {
 		fs.StringVar(&httpAddr, "http", "127.0.0.1:8080", "HTTP listen address")
@@ -170,7 +171,7 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 		if err != nil {
 			return err
 		}
-		cfg := ingest.Config{Brokers: brokers, Topic: topic, Group: group, Database: c.database, BatchSize: batch, FlushInterval: flush}
+		cfg := ingest.Config{Brokers: brokers, Topic: topic, Group: group, Database: c.database, BatchSize: batch, FlushInterval: flush, RecentIDs: recent}
 		cfg.ApplyDefaults()
 		if err := cfg.Validate(); err != nil {
 			return usagef("%v", err)

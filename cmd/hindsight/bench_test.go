@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/dodev/hindsight/internal/chtest"
+	"github.com/dodev/hindsight/internal/sample"
+)
+
+// BenchmarkIngestMemory runs the real `hindsight ingest` binary as a child
+// process, so its memory is its own and not the in-process broker's, and
+// drains backlogs of 1M and 3M events. It reports the child's peak RSS
+// (VmHWM): it should not grow with the backlog. Run it with `make bench-ingest`.
+func BenchmarkIngestMemory(b *testing.B) {
+	bin := filepath.Join(b.TempDir(), "hindsight")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	require.NoError(b, err, string(out))
+	for _, backlog := range []int{1_000_000, 3_000_000} {
+		b.Run(fmt.Sprintf("backlog=%d", backlog), func(b *testing.B) {
+			opts := sample.TestdataOptions(11)
+			opts.Duplicates, opts.Unknown = 0, 0
+			values := sample.Generate(backlog, opts)
+			for b.Loop() {
+				peak, took := drainWithChild(b, bin, values)
+				b.ReportMetric(float64(peak)/(1<<20), "peak-RSS-MiB")
+				b.ReportMetric(float64(len(values))/took.Seconds(), "events/s")
+				b.Logf("backlog %d: peak RSS %d MiB, %.0f events/s", len(values), peak>>20, float64(len(values))/took.Seconds())
+			}
+		})
+	}
+}
+
+func drainWithChild(b *testing.B, bin string, values [][]byte) (peak int64, took time.Duration) {
+	b.StopTimer()
+	defer b.StartTimer()
+	conn, db := chtest.Database(b)
+	broker, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, "events"), kfake.AllowAutoTopicCreation())
+	require.NoError(b, err)
+	defer broker.Close()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(broker.ListenAddrs()...), kgo.DefaultProduceTopic("events"))
+	require.NoError(b, err)
+	recs := make([]*kgo.Record, len(values))
+	for i, v := range values {
+		recs[i] = &kgo.Record{Value: v}
+	}
+	require.NoError(b, cl.ProduceSync(context.Background(), recs...).FirstErr())
+	cl.Close()
+
+	cmd := exec.Command(bin, "ingest")
+	cmd.Env = append(os.Environ(),
+		"HINDSIGHT_KAFKA="+strings.Join(broker.ListenAddrs(), ","),
+		"HINDSIGHT_CLICKHOUSE="+chtest.Addr(b),
+		"HINDSIGHT_DATABASE="+db,
+		"HINDSIGHT_LOG_LEVEL=warn",
+	)
+	cmd.Stderr = os.Stderr
+	start := time.Now()
+	require.NoError(b, cmd.Start())
+	defer func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+	}()
+	var n uint64
+	for n < uint64(len(values)) {
+		time.Sleep(20 * time.Millisecond)
+		if conn.QueryRow(context.Background(), "SELECT count() FROM "+db+".events").Scan(&n) != nil {
+			n = 0 // the table may not exist until the child migrated
+		}
+		peak = max(peak, vmHWM(b, cmd.Process.Pid))
+		require.Less(b, time.Since(start), 5*time.Minute, "ingest did not finish")
+	}
+	return peak, time.Since(start)
+}
+
+// vmHWM reads a process's peak resident set size, in bytes.
+func vmHWM(b *testing.B, pid int) int64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	require.NoError(b, err)
+	for line := range strings.SplitSeq(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			require.NoError(b, err)
+			return kb << 10
+		}
+	}
+	b.Fatal("no VmHWM in /proc status")
+	return 0
+}

@@ -1,0 +1,60 @@
+package ingest
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestRecentIDsMatchesAMap checks the table against a plain map and a queue
+// over a random mix of new and repeated ids, small sizes so probe runs wrap
+// and collide often.
+func TestRecentIDsMatchesAMap(t *testing.T) {
+	for _, n := range []int{1, 2, 3, 7, 64, 1000} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(uint64(n), 1))
+			r := newRecentIDs(n)
+			want := map[string]bool{}
+			var queue []string
+			for step := range 20_000 {
+				id := fmt.Sprintf("evt_%d", rng.IntN(3*n+5))
+				isNew := !want[id]
+				require.Equal(t, isNew, r.add(id), "step %d id %s", step, id)
+				if isNew {
+					want[id] = true
+					queue = append(queue, id)
+					if len(queue) > n {
+						delete(want, queue[0])
+						queue = queue[1:]
+					}
+				}
+				require.Equal(t, len(want), r.len())
+			}
+		})
+	}
+}
+
+func TestRecentIDsForgetsOldest(t *testing.T) {
+	r := newRecentIDs(3)
+	for _, id := range []string{"a", "b", "c", "d"} {
+		assert.True(t, r.add(id))
+	}
+	assert.False(t, r.add("d"))
+	assert.False(t, r.add("b"))
+	assert.True(t, r.add("a"), "a was the oldest and is forgotten")
+}
+
+func BenchmarkRecentIDs(b *testing.B) {
+	r := newRecentIDs(DefaultRecentIDs)
+	ids := make([]string, 1<<16)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("evt_%016x", rand.Uint64())
+	}
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		r.add(ids[i&(len(ids)-1)])
+	}
+}
