@@ -38,17 +38,12 @@ func runDev(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	if c.clickhouse != "" {
-		if err := checkAddr("clickhouse", c.clickhouse); err != nil {
-			return err
-		}
-	}
 	if load != "" {
 		if _, err := os.Stat(load); err != nil {
 			return usagef("--load: %v", err)
 		}
 	}
-	log, err := c.logger()
+	log, err := c.check(true)
 	if err != nil {
 		return err
 	}

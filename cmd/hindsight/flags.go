@@ -9,6 +9,8 @@ import (
 	"net"
 	"os"
 	"strings"
+
+	"github.com/dodev/hindsight/schema"
 )
 
 // flagSet is a command's flags; each flag also reads HINDSIGHT_<NAME>.
@@ -71,7 +73,17 @@ func (c *common) register(fs *flagSet, chDefault string) {
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 }
 
-func (c *common) logger() (*slog.Logger, error) {
+// check validates the shared settings and returns the logger they ask for.
+// An empty --clickhouse is allowed only where optional (dev starts its own).
+func (c *common) check(clickhouseOptional bool) (*slog.Logger, error) {
+	if c.clickhouse != "" || !clickhouseOptional {
+		if err := checkAddr("clickhouse", c.clickhouse); err != nil {
+			return nil, err
+		}
+	}
+	if err := schema.ValidateDatabase(c.database); err != nil {
+		return nil, usagef("--database: %v", err)
+	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(c.logLevel)); err != nil {
 		return nil, usagef("--log-level %q: want debug, info, warn or error", c.logLevel)

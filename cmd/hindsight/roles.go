@@ -155,13 +155,7 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 	if err := fs.parse(args); err != nil {
 		return helpOK(err)
 	}
-	if err := checkAddr("clickhouse", c.clickhouse); err != nil {
-		return err
-	}
-	if err := schema.ValidateDatabase(c.database); err != nil {
-		return usagef("--database: %v", err)
-	}
-	log, err := c.logger()
+	log, err := c.check(false)
 	if err != nil {
 		return err
 	}
@@ -208,13 +202,7 @@ func runMigrate(ctx context.Context, args []string) error {
 	if err := fs.parse(args); err != nil {
 		return helpOK(err)
 	}
-	if err := checkAddr("clickhouse", c.clickhouse); err != nil {
-		return err
-	}
-	if err := schema.ValidateDatabase(c.database); err != nil {
-		return usagef("--database: %v", err)
-	}
-	log, err := c.logger()
+	log, err := c.check(false)
 	if err != nil {
 		return err
 	}
