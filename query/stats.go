@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -11,77 +14,248 @@ import (
 	"github.com/dodev/hindsight/schema"
 )
 
-// Totals are the counts over a range.
-type Totals struct {
-	Events uint64            `json:"events"`
-	ByType map[string]uint64 `json:"by_type"`
+// Bucket is one step of a series.
+type Bucket struct {
+	Bucket string `json:"bucket"`
+	T
+}
+
+// Group is the numbers of one value of group_by.
+type Group struct {
+	Key string `json:"key"`
+	T
 }
 
 // StatsResponse is the body of GET /v1/stats/{service}.
 type StatsResponse struct {
-	Service  string   `json:"service"`
-	From     string   `json:"from"`
-	To       string   `json:"to"`
-	Livemode Livemode `json:"livemode"`
-	Totals   Totals   `json:"totals"`
+	Service     string      `json:"service"`
+	From        string      `json:"from"`
+	To          string      `json:"to"`
+	Granularity Granularity `json:"granularity,omitempty"`
+	TZ          string      `json:"tz"`
+	Livemode    Livemode    `json:"livemode"`
+	GroupBy     string      `json:"group_by,omitempty"`
+	Totals      T           `json:"totals"`
+	Series      []Bucket    `json:"series,omitempty"`
+	Groups      []Group     `json:"groups,omitempty"`
+}
+
+// statsRequest is a parsed and checked GET /v1/stats/{service}.
+type statsRequest struct {
+	service     string
+	def         serviceDef
+	r           timeRange
+	granularity Granularity
+	loc         *time.Location
+	livemode    Livemode
+	groupBy     string // the parameter's value
+	groupCol    string // its column, from the service's allow-list
+	limit       int
+}
+
+const (
+	defaultGroupLimit = 100
+	maxGroupLimit     = 1000
+)
+
+func parseStatsRequest(c *gin.Context, now time.Time) (statsRequest, error) {
+	req := statsRequest{service: c.Param("service")}
+	var err error
+	if req.r, err = parseRange(c.Query("from"), c.Query("to"), now); err != nil {
+		return req, err
+	}
+	if req.granularity, err = parseGranularity(c.Query("granularity")); err != nil {
+		return req, err
+	}
+	if req.loc, err = parseZone(c.Query("tz")); err != nil {
+		return req, err
+	}
+	if req.livemode, err = parseLivemode(c.Query("livemode")); err != nil {
+		return req, err
+	}
+	req.def = services[req.service]
+	if req.groupBy = c.Query("group_by"); req.groupBy != "" {
+		col, ok := req.def.groupBy[req.groupBy]
+		if !ok {
+			keys := make([]string, 0, len(req.def.groupBy))
+			for k := range req.def.groupBy {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			return req, &badParam{"group_by", fmt.Sprintf("%q is not a group of %s; want one of %s", req.groupBy, req.service, strings.Join(keys, ", "))}
+		}
+		req.groupCol = col
+	}
+	req.limit = defaultGroupLimit
+	if v := c.Query("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxGroupLimit {
+			return req, &badParam{"limit", fmt.Sprintf("want an integer from 1 to %d, got %q", maxGroupLimit, v)}
+		}
+		req.limit = n
+	}
+	return req, nil
 }
 
 func (s *Server) stats(c *gin.Context) {
 	service := c.Param("service")
 	if !schema.IsService(service) {
-		abort(c, http.StatusNotFound, "unknown_service", fmt.Sprintf("no service %q; services are %v", service, schema.Services))
+		abort(c, http.StatusNotFound, "unknown_service", fmt.Sprintf("no service %q; services are %s", service, strings.Join(schema.Services, ", ")))
 		return
 	}
-	r, err := parseRange(c.Query("from"), c.Query("to"), time.Now())
+	req, err := parseStatsRequest(c, time.Now())
 	if err != nil {
 		s.fail(c, err)
 		return
 	}
-	lm, err := parseLivemode(c.Query("livemode"))
+	var buckets []time.Time
+	if req.granularity != NoSeries {
+		if buckets, err = bucketsOf(req.granularity, req.r, req.loc); err != nil {
+			s.fail(c, err)
+			return
+		}
+	}
+	resp, err := s.runStats(c.Request.Context(), req, buckets)
 	if err != nil {
 		s.fail(c, err)
 		return
 	}
-	totals, err := s.totals(c.Request.Context(), service, r, lm)
-	if err != nil {
-		s.fail(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, StatsResponse{
-		Service:  service,
-		From:     formatTime(r.From),
-		To:       formatTime(r.To),
-		Livemode: lm,
-		Totals:   totals,
-	})
+	c.JSON(http.StatusOK, resp)
 }
 
-// totals counts events by type. Every catalog type of the service is listed,
-// zero included, beside any unknown type seen.
-func (s *Server) totals(ctx context.Context, service string, r timeRange, lm Livemode) (Totals, error) {
-	t := Totals{ByType: map[string]uint64{}}
-	for _, typ := range schema.TypesOf(service) {
-		t.ByType[typ] = 0
+// statsSQL builds the one statement a stats request runs: a UNION ALL of
+//
+//	S:  additive counts per (bucket, type); totals are their sum
+//	G:  additive counts per (group, type), for the top groups only
+//	US: distinct messageIds per (bucket, type) of the unique types
+//	UT: the same over the whole range, when there is a series (distinct
+//	    counts do not add up across buckets)
+//	UG: the same per (group, type)
+//
+// The distinct counts read only the rows of their types (opened, clicked),
+// which the table's order (service, type, created_at) makes a narrow read.
+// Columns and values come from allow-lists; everything else is bound.
+func statsSQL(db string, req statsRequest) (string, []any) {
+	table := "`" + db + "`.events"
+	where := "service = ? AND created_at >= ? AND created_at < ?" + req.livemode.sql()
+	whereArgs := []any{req.service, req.r.From.UnixMilli(), req.r.To.UnixMilli()}
+	const additive = "count(), countIf(bounce_type = 'hard'), countIf(bounce_type = 'soft'), " +
+		"countIf(has_carrier = 1), countIf(has_inventory = 1), sum(text_length), sum(duration_sec), toUInt64(0)"
+	const unique = "toUInt64(0), toUInt64(0), toUInt64(0), toUInt64(0), toUInt64(0), toInt64(0), toFloat64(0), uniqExact(message_id)"
+
+	var parts []string
+	var args []any
+	// part adds one SELECT. key is the SQL of its bucket (b) and group (k)
+	// columns, keyArgs what key binds; extra narrows its WHERE.
+	part := func(kind, key string, keyArgs []any, values, extra string, extraArgs []any, groupBy string) {
+		parts = append(parts, "SELECT '"+kind+"' AS kind, "+key+", CAST(type AS String) AS t, "+values+
+			" FROM "+table+" WHERE "+where+extra+" GROUP BY "+groupBy)
+		args = append(append(append(args, keyArgs...), whereArgs...), extraArgs...)
 	}
-	q := "SELECT type, count() FROM `" + s.cfg.Database + "`.events" +
-		" WHERE service = ? AND created_at >= ? AND created_at < ?" + lm.sql() +
-		" GROUP BY type"
-	rows, err := s.conn.Query(s.queryContext(ctx), q, service, r.From.UnixMilli(), r.To.UnixMilli())
+
+	bucket, zoneArgs := bucketSQL(req.granularity)
+	zones := make([]any, zoneArgs)
+	for i := range zones {
+		zones[i] = req.loc.String()
+	}
+	const whole = "toUInt32(0) AS b, '' AS k"
+	seriesKey := bucket + " AS b, '' AS k"
+	part("S", seriesKey, zones, additive, "", nil, "b, t")
+
+	var top string
+	var topArgs []any
+	groupKey := ""
+	if req.groupCol != "" {
+		groupKey = "toUInt32(0) AS b, CAST(" + req.groupCol + " AS String) AS k"
+		top = " AND " + req.groupCol + " IN (SELECT " + req.groupCol + " FROM " + table + " WHERE " + where +
+			" GROUP BY " + req.groupCol + " ORDER BY count() DESC, " + req.groupCol + " LIMIT ?)"
+		topArgs = append(append(topArgs, whereArgs...), req.limit)
+		part("G", groupKey, nil, additive, top, topArgs, "k, t")
+	}
+	if len(req.def.uniqueTypes) > 0 {
+		in := " AND type IN (" + strings.TrimSuffix(strings.Repeat("?, ", len(req.def.uniqueTypes)), ", ") + ")"
+		var typeArgs []any
+		for _, t := range req.def.uniqueTypes {
+			typeArgs = append(typeArgs, t)
+		}
+		part("US", seriesKey, zones, unique, in, typeArgs, "b, t")
+		if req.granularity != NoSeries {
+			part("UT", whole, nil, unique, in, typeArgs, "t")
+		}
+		if req.groupCol != "" {
+			part("UG", groupKey, nil, unique, in+top, append(typeArgs, topArgs...), "k, t")
+		}
+	}
+	return strings.Join(parts, " UNION ALL "), args
+}
+
+func (s *Server) runStats(ctx context.Context, req statsRequest, buckets []time.Time) (StatsResponse, error) {
+	q, args := statsSQL(s.cfg.Database, req)
+	rows, err := s.conn.Query(s.queryContext(ctx), q, args...)
 	if err != nil {
-		return t, fmt.Errorf("count %s events by type: %w", service, err)
+		return StatsResponse{}, fmt.Errorf("stats of %s: %w", req.service, err)
 	}
 	defer rows.Close()
+	totals := map[string]counts{}
+	series := map[int64]map[string]counts{}
+	groups := map[string]map[string]counts{}
+	into := func(m map[string]counts, typ string, c counts) {
+		cur := m[typ]
+		cur.add(c)
+		m[typ] = cur
+	}
 	for rows.Next() {
-		var typ string
-		var n uint64
-		if err := rows.Scan(&typ, &n); err != nil {
-			return t, fmt.Errorf("read %s counts: %w", service, err)
+		var kind, key, typ string
+		var b uint32
+		var c counts
+		if err := rows.Scan(&kind, &b, &key, &typ, &c.n, &c.hard, &c.soft, &c.carrier, &c.inventory, &c.textLength, &c.duration, &c.unique); err != nil {
+			return StatsResponse{}, fmt.Errorf("read stats of %s: %w", req.service, err)
 		}
-		t.ByType[typ] = n
-		t.Events += n
+		switch {
+		case kind == "UT", req.granularity == NoSeries && (kind == "S" || kind == "US"):
+			into(totals, typ, c)
+		case kind == "S" || kind == "US":
+			if kind == "S" {
+				into(totals, typ, c)
+			}
+			if series[int64(b)] == nil {
+				series[int64(b)] = map[string]counts{}
+			}
+			into(series[int64(b)], typ, c)
+		case kind == "G" || kind == "UG":
+			if groups[key] == nil {
+				groups[key] = map[string]counts{}
+			}
+			into(groups[key], typ, c)
+		}
 	}
 	if err := rows.Err(); err != nil {
-		return t, fmt.Errorf("read %s counts: %w", service, err)
+		return StatsResponse{}, fmt.Errorf("read stats of %s: %w", req.service, err)
 	}
-	return t, nil
+
+	resp := StatsResponse{
+		Service: req.service, From: formatTime(req.r.From), To: formatTime(req.r.To),
+		Granularity: req.granularity, TZ: req.loc.String(), Livemode: req.livemode, GroupBy: req.groupBy,
+		Totals: req.def.block(req.service, totals),
+	}
+	for _, b := range buckets {
+		resp.Series = append(resp.Series, Bucket{Bucket: formatBucket(b, req.loc), T: req.def.block(req.service, series[b.Unix()])})
+	}
+	if req.granularity != NoSeries && resp.Series == nil {
+		resp.Series = []Bucket{}
+	}
+	for key, by := range groups {
+		resp.Groups = append(resp.Groups, Group{Key: key, T: req.def.block(req.service, by)})
+	}
+	sort.Slice(resp.Groups, func(i, j int) bool {
+		a, b := resp.Groups[i], resp.Groups[j]
+		if a.Events != b.Events {
+			return a.Events > b.Events
+		}
+		return a.Key < b.Key
+	})
+	if req.groupBy != "" && resp.Groups == nil {
+		resp.Groups = []Group{}
+	}
+	return resp, nil
 }

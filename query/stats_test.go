@@ -1,0 +1,392 @@
+package query_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http"
+	"net/mail"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dodev/hindsight/internal/sample"
+	"github.com/dodev/hindsight/schema"
+)
+
+// fixtureEvent is a sample event read with encoding/json, for expectations
+// computed without the code under test.
+type fixtureEvent struct {
+	EventID   string          `json:"eventId"`
+	Type      string          `json:"type"`
+	Service   string          `json:"service"`
+	CreatedAt int64           `json:"createdAt"`
+	Livemode  *bool           `json:"livemode"`
+	Data      json.RawMessage `json:"data"`
+	data      map[string]any
+}
+
+func (e fixtureEvent) live() bool    { return e.Livemode == nil || *e.Livemode }
+func (e fixtureEvent) at() time.Time { return time.UnixMilli(e.CreatedAt).UTC() }
+func (e fixtureEvent) str(k string) string {
+	s, _ := e.data[k].(string)
+	return s
+}
+func (e fixtureEvent) num(k string) float64 {
+	f, _ := e.data[k].(float64)
+	return f
+}
+
+// loadStatsFixture inserts a week of generated events across the US DST
+// change of 2026-11-01 (stored once per eventId, as ingest stores them) and
+// returns them as read by encoding/json.
+func loadStatsFixture(t *testing.T, conn driver.Conn, db string) []fixtureEvent {
+	t.Helper()
+	opts := sample.Options{Seed: 42, Start: time.Date(2026, 10, 28, 0, 0, 0, 0, time.UTC), Span: 7 * 24 * time.Hour,
+		Duplicates: 0.01, TestMode: 0.05, Unknown: 0.01}
+	raw := sample.Generate(3000, opts)
+	var p schema.Parser
+	var events []fixtureEvent
+	seen := map[string]bool{}
+	batch, err := conn.PrepareBatch(context.Background(), "INSERT INTO "+db+".events ("+strings.Join(schema.EventColumns, ", ")+")")
+	require.NoError(t, err)
+	for i, line := range raw {
+		var fe fixtureEvent
+		require.NoError(t, json.Unmarshal(line, &fe))
+		require.NoError(t, json.Unmarshal(fe.Data, &fe.data))
+		if seen[fe.EventID] {
+			continue
+		}
+		seen[fe.EventID] = true
+		events = append(events, fe)
+		ev, err := p.Parse(line)
+		require.NoError(t, err)
+		d := ev.Dims
+		require.NoError(t, batch.Append(ev.ID, ev.Type, ev.Service, ev.CreatedAt, b2u(ev.Livemode), b2u(ev.Known),
+			d.MessageID, d.RecipientDomain, d.SenderDomain, d.BounceType, b2u(d.HasCarrier), b2u(d.HasInventory),
+			d.NPA, d.Voice, d.Format, d.TextLength, d.DurationSec, string(ev.Raw), "events", int32(0), int64(i), time.Now()))
+	}
+	require.NoError(t, batch.Send())
+	return events
+}
+
+func b2u(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// expectMetrics computes a service's metrics over events, from raw data.
+func expectMetrics(service string, events []fixtureEvent) map[string]float64 {
+	by := map[string]float64{}
+	uniq := map[string]map[string]bool{"send.email.opened": {}, "send.email.clicked": {}}
+	m := map[string]float64{}
+	for _, e := range events {
+		by[e.Type]++
+		switch e.Type {
+		case "send.email.bounced":
+			m[e.str("bounceType")+"_bounced"]++
+		case "send.email.opened", "send.email.clicked":
+			uniq[e.Type][e.str("messageId")] = true
+		case "telco.lookup.completed":
+			if e.data["hasCarrier"] == true {
+				m["lookups_with_carrier"]++
+			}
+			if e.data["hasInventory"] == true {
+				m["lookups_with_inventory"]++
+			}
+		case "talk.speech.generated":
+			m["characters"] += e.num("textLength")
+		case "voip.call.completed":
+			m["call_seconds"] += e.num("durationSec")
+		case "transcribe.session.completed":
+			m["audio_seconds"] += e.num("durationSec")
+		}
+	}
+	switch service {
+	case "send":
+		return map[string]float64{
+			"sent": by["send.email.sent"], "delivered": by["send.email.delivered"], "bounced": by["send.email.bounced"],
+			"complained": by["send.email.complained"], "opened": by["send.email.opened"], "clicked": by["send.email.clicked"],
+			"hard_bounced": m["hard_bounced"], "soft_bounced": m["soft_bounced"],
+			"unique_opened": float64(len(uniq["send.email.opened"])), "unique_clicked": float64(len(uniq["send.email.clicked"])),
+			"domains_verified": by["send.domain.verified"], "suppressions_added": by["send.suppression.added"],
+		}
+	case "telco":
+		return map[string]float64{"lookups": by["telco.lookup.completed"], "searches": by["telco.search.completed"],
+			"lookups_with_carrier": m["lookups_with_carrier"], "lookups_with_inventory": m["lookups_with_inventory"]}
+	case "talk":
+		return map[string]float64{"speeches": by["talk.speech.generated"], "characters": m["characters"]}
+	case "voip":
+		return map[string]float64{"incoming": by["voip.call.incoming"], "completed": by["voip.call.completed"],
+			"missed": by["voip.call.missed"], "call_seconds": m["call_seconds"]}
+	case "transcribe":
+		return map[string]float64{"sessions": by["transcribe.session.completed"], "audio_seconds": m["audio_seconds"]}
+	}
+	return map[string]float64{"keys_created": by["platform.key.created"], "keys_revoked": by["platform.key.revoked"], "tests": by["platform.test"]}
+}
+
+var expectedRates = map[string][][3]string{
+	"send": {{"delivery_rate", "delivered", "sent"}, {"bounce_rate", "bounced", "sent"}, {"hard_bounce_rate", "hard_bounced", "sent"},
+		{"complaint_rate", "complained", "delivered"}, {"open_rate", "unique_opened", "delivered"}, {"click_rate", "unique_clicked", "delivered"}},
+	"telco": {{"carrier_rate", "lookups_with_carrier", "lookups"}, {"inventory_rate", "lookups_with_inventory", "lookups"}},
+	"talk":  {{"avg_characters", "characters", "speeches"}},
+	"voip":  {{"answer_rate", "completed", "incoming"}, {"missed_rate", "missed", "incoming"}},
+}
+
+// checkBlock compares one T of a response with events it should summarise.
+func checkBlock(t *testing.T, where, service string, got map[string]any, events []fixtureEvent) {
+	t.Helper()
+	assert.EqualValues(t, len(events), got["events"], "%s: events", where)
+	byType := map[string]float64{}
+	for _, e := range events {
+		byType[e.Type]++
+	}
+	for typ, n := range got["by_type"].(map[string]any) {
+		assert.EqualValues(t, byType[typ], n, "%s: by_type %s", where, typ)
+	}
+	want := expectMetrics(service, events)
+	gotM := got["metrics"].(map[string]any)
+	require.Len(t, gotM, len(want), "%s: metric names", where)
+	for name, v := range want {
+		assert.InDelta(t, v, gotM[name], 1e-6, "%s: metric %s", where, name)
+	}
+	rates := got["rates"].(map[string]any)
+	require.Len(t, rates, len(expectedRates[service]), "%s: rate names", where)
+	for _, r := range expectedRates[service] {
+		rate := rates[r[0]].(map[string]any)
+		assert.Equal(t, r[1]+" / "+r[2], rate["formula"], "%s: %s formula", where, r[0])
+		num, den := want[r[1]], want[r[2]]
+		assert.InDelta(t, num, rate["numerator"], 1e-6, "%s: %s numerator", where, r[0])
+		assert.InDelta(t, den, rate["denominator"], 1e-6, "%s: %s denominator", where, r[0])
+		if den == 0 {
+			assert.Nil(t, rate["value"], "%s: %s of nothing is null", where, r[0])
+		} else {
+			assert.InDelta(t, num/den, rate["value"], 1e-9, "%s: %s value", where, r[0])
+		}
+	}
+}
+
+func filterEvents(events []fixtureEvent, service string, from, to time.Time, livemode string) []fixtureEvent {
+	var out []fixtureEvent
+	for _, e := range events {
+		if e.Service != service || e.at().Before(from) || !e.at().Before(to) {
+			continue
+		}
+		if (livemode == "true" && !e.live()) || (livemode == "false" && e.live()) {
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// bucketLabel names an event's bucket the simple way: its local clock.
+func bucketLabel(g string, at time.Time, loc *time.Location) string {
+	l := at.In(loc)
+	switch g {
+	case "hour":
+		return l.Format("2006-01-02T15:00:00Z07:00")
+	case "day":
+		return l.Format("2006-01-02")
+	case "week":
+		return l.AddDate(0, 0, -((int(l.Weekday()) + 6) % 7)).Format("2006-01-02")
+	}
+	return l.Format("2006-01")
+}
+
+func responseLabel(g, bucket string) string {
+	switch g {
+	case "hour":
+		return bucket
+	case "month":
+		return bucket[:7]
+	}
+	return bucket[:10]
+}
+
+func statsJSON(t *testing.T, url string) map[string]any {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var body map[string]any
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+	require.Equal(t, http.StatusOK, resp.StatusCode, "%s: %v", url, body)
+	return body
+}
+
+func TestStatsMetricsSeriesAndGroups(t *testing.T) {
+	srv, conn, db := newAPI(t)
+	events := loadStatsFixture(t, conn, db)
+	from := time.Date(2026, 10, 28, 5, 0, 0, 0, time.UTC)
+	to := time.Date(2026, 11, 4, 17, 30, 0, 0, time.UTC)
+
+	for _, service := range schema.Services {
+		for _, lm := range []string{"true", "false", "all"} {
+			t.Run(service+"/totals/livemode="+lm, func(t *testing.T) {
+				body := statsJSON(t, fmt.Sprintf("%s/v1/stats/%s?from=%s&to=%d&livemode=%s", srv.URL, service, from.Format(time.RFC3339), to.UnixMilli(), lm))
+				assert.Nil(t, body["series"])
+				assert.Nil(t, body["groups"])
+				checkBlock(t, "totals", service, body["totals"].(map[string]any), filterEvents(events, service, from, to, lm))
+			})
+		}
+	}
+
+	for _, tc := range []struct{ service, g, tz string }{
+		{"send", "day", "UTC"}, {"send", "day", "America/New_York"}, {"send", "hour", "America/New_York"},
+		{"voip", "week", "America/New_York"}, {"telco", "month", "Asia/Kolkata"}, {"talk", "hour", "Asia/Kolkata"},
+	} {
+		t.Run(fmt.Sprintf("%s/series/%s/%s", tc.service, tc.g, tc.tz), func(t *testing.T) {
+			loc, err := time.LoadLocation(tc.tz)
+			require.NoError(t, err)
+			body := statsJSON(t, fmt.Sprintf("%s/v1/stats/%s?from=%s&to=%s&granularity=%s&tz=%s", srv.URL, tc.service,
+				from.Format(time.RFC3339), to.Format(time.RFC3339), tc.g, tc.tz))
+			assert.Equal(t, tc.tz, body["tz"])
+			all := filterEvents(events, tc.service, from, to, "true")
+			checkBlock(t, "totals", tc.service, body["totals"].(map[string]any), all)
+			perBucket := map[string][]fixtureEvent{}
+			for _, e := range all {
+				l := bucketLabel(tc.g, e.at(), loc)
+				perBucket[l] = append(perBucket[l], e)
+			}
+			series := body["series"].([]any)
+			first := bucketLabel(tc.g, from, loc)
+			last := bucketLabel(tc.g, to.Add(-time.Millisecond), loc)
+			labels := map[string]bool{}
+			for i, raw := range series {
+				b := raw.(map[string]any)
+				bucket := b["bucket"].(string)
+				start, err := time.Parse(time.RFC3339, bucket)
+				require.NoError(t, err, bucket)
+				_, off := start.In(loc).Zone()
+				_, gotOff := start.Zone()
+				assert.Equal(t, off, gotOff, "bucket %s carries the zone's offset", bucket)
+				l := responseLabel(tc.g, bucket)
+				assert.False(t, labels[l], "bucket %s twice", l)
+				labels[l] = true
+				if i == 0 {
+					assert.Equal(t, first, l, "the first bucket holds from")
+				}
+				if i == len(series)-1 {
+					assert.Equal(t, last, l, "the last bucket holds to - 1ms")
+				}
+				checkBlock(t, "bucket "+bucket, tc.service, b, perBucket[l])
+			}
+			for l := range perBucket {
+				assert.True(t, labels[l], "events of bucket %s are in the series", l)
+			}
+			if tc.g == "hour" && tc.tz == "America/New_York" {
+				// 2026-11-01 01:00 happens twice: EDT, then EST.
+				assert.True(t, labels["2026-11-01T01:00:00-04:00"] && labels["2026-11-01T01:00:00-05:00"], "the repeated hour is two buckets")
+				assert.Len(t, series, int(to.Sub(from.Truncate(time.Hour)).Hours())+1)
+			}
+			if tc.g == "day" && tc.tz == "America/New_York" {
+				assert.True(t, labels["2026-11-01"], "the 25-hour day is one bucket")
+			}
+		})
+	}
+
+	groupKey := map[string]func(fixtureEvent) string{
+		"type":  func(e fixtureEvent) string { return e.Type },
+		"voice": func(e fixtureEvent) string { return e.str("voice") },
+		"npa":   func(e fixtureEvent) string { return e.str("npa") },
+		"recipient_domain": func(e fixtureEvent) string {
+			to := e.data["to"]
+			if list, ok := to.([]any); ok && len(list) > 0 {
+				to = list[0]
+			}
+			s, _ := to.(string)
+			return strings.ToLower(s[strings.LastIndex(s, "@")+1:])
+		},
+		"sender_domain": func(e fixtureEvent) string {
+			a, err := mail.ParseAddress(e.str("from"))
+			if err != nil {
+				return ""
+			}
+			return strings.ToLower(a.Address[strings.LastIndex(a.Address, "@")+1:])
+		},
+	}
+	for _, tc := range []struct {
+		service, groupBy string
+		limit            int
+	}{
+		{"send", "recipient_domain", 0}, {"send", "sender_domain", 0}, {"send", "type", 3},
+		{"telco", "npa", 0}, {"talk", "voice", 2}, {"voip", "type", 0},
+	} {
+		t.Run(fmt.Sprintf("%s/group_by=%s/limit=%d", tc.service, tc.groupBy, tc.limit), func(t *testing.T) {
+			u := fmt.Sprintf("%s/v1/stats/%s?from=%s&to=%s&group_by=%s&livemode=all", srv.URL, tc.service, from.Format(time.RFC3339), to.Format(time.RFC3339), tc.groupBy)
+			if tc.limit > 0 {
+				u += fmt.Sprintf("&limit=%d", tc.limit)
+			}
+			body := statsJSON(t, u)
+			perGroup := map[string][]fixtureEvent{}
+			for _, e := range filterEvents(events, tc.service, from, to, "all") {
+				k := groupKey[tc.groupBy](e)
+				perGroup[k] = append(perGroup[k], e)
+			}
+			groups := body["groups"].([]any)
+			want := len(perGroup)
+			if tc.limit > 0 {
+				want = min(want, tc.limit)
+			}
+			require.Len(t, groups, want)
+			prev := math.Inf(1)
+			for _, raw := range groups {
+				g := raw.(map[string]any)
+				n := g["events"].(float64)
+				assert.LessOrEqual(t, n, prev, "groups sorted by events, descending")
+				prev = n
+				checkBlock(t, "group "+g["key"].(string), tc.service, g, perGroup[g["key"].(string)])
+			}
+			if tc.limit > 0 {
+				// The groups kept are the largest.
+				var sizes []int
+				for _, evs := range perGroup {
+					sizes = append(sizes, len(evs))
+				}
+				kept := 0
+				for _, s := range sizes {
+					if float64(s) > prev {
+						kept++
+					}
+				}
+				assert.LessOrEqual(t, kept, tc.limit)
+			}
+		})
+	}
+}
+
+func TestStatsBadParameters(t *testing.T) {
+	srv, _, _ := newAPI(t)
+	for _, tc := range []struct{ query, param string }{
+		{"granularity=minute", "granularity"},
+		{"granularity=hour&from=1990-01-01T00:00:00Z&to=2026-01-01T00:00:00Z", "granularity"},
+		{"tz=Mars/Olympus", "tz"},
+		{"tz=../../etc/passwd", "tz"},
+		{"tz=Local", "tz"},
+		{"group_by=voice", "group_by"},
+		{"group_by=raw", "group_by"},
+		{"group_by=recipient_domain%3BDROP", "group_by"},
+		{"limit=0", "limit"},
+		{"limit=1001", "limit"},
+		{"limit=99999999999999999999", "limit"},
+		{"limit=ten", "limit"},
+	} {
+		t.Run(tc.query, func(t *testing.T) {
+			code, body := get(t, srv, "/v1/stats/send?"+tc.query, key)
+			assert.Equal(t, http.StatusBadRequest, code)
+			e := body["error"].(map[string]any)
+			assert.Equal(t, "invalid_parameter", e["code"])
+			assert.True(t, strings.HasPrefix(e["message"].(string), tc.param+":"), e["message"])
+		})
+	}
+}
