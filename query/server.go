@@ -2,11 +2,13 @@ package query
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -33,6 +35,9 @@ type Server struct {
 	log    *slog.Logger
 	ready  []ReadyFunc
 	engine *gin.Engine
+	// cursorKey signs listing cursors; derived from the API key so every
+	// replica of the API accepts the others' cursors.
+	cursorKey []byte
 }
 
 // New builds the API. ready lists extra readiness checks (ingest, when it
@@ -47,7 +52,9 @@ func New(cfg Config, conn Conn, log *slog.Logger, ready ...ReadyFunc) (*Server, 
 	}
 	gin.SetMode(gin.ReleaseMode)
 	s := &Server{cfg: cfg, conn: conn, log: log, ready: ready, engine: gin.New()}
-	s.engine.Use(s.recoverJSON, s.logRequests)
+	sum := sha256.Sum256([]byte("hindsight cursor v1\x00" + cfg.APIKey))
+	s.cursorKey = sum[:]
+	s.engine.Use(s.recoverJSON, s.logRequests, strictQuery)
 	s.engine.NoRoute(func(c *gin.Context) { abort(c, http.StatusNotFound, "not_found", "no such route: "+c.Request.URL.Path) })
 	s.engine.HandleMethodNotAllowed = true
 	s.engine.NoMethod(func(c *gin.Context) {
@@ -57,6 +64,9 @@ func New(cfg Config, conn Conn, log *slog.Logger, ready ...ReadyFunc) (*Server, 
 	s.engine.GET("/readyz", s.readyz)
 	v1 := s.engine.Group("/v1", s.auth)
 	v1.GET("/stats/:service", s.stats)
+	v1.GET("/events", s.listEvents)
+	v1.GET("/events/:eventId", s.getEvent)
+	v1.GET("/event-types", s.eventTypes)
 	return s, nil
 }
 
@@ -113,6 +123,17 @@ func (s *Server) recoverJSON(c *gin.Context) {
 			abort(c, http.StatusInternalServerError, "internal", "internal error; the server log has details")
 		}
 	}()
+	c.Next()
+}
+
+// strictQuery refuses a malformed query string: net/url drops the pairs it
+// cannot decode, which would silently run a request without them (a cursor
+// of "%%%" would restart a listing from its first page).
+func strictQuery(c *gin.Context) {
+	if _, err := url.ParseQuery(c.Request.URL.RawQuery); err != nil {
+		abort(c, http.StatusBadRequest, "invalid_parameter", "query string: "+err.Error())
+		return
+	}
 	c.Next()
 }
 

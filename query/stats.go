@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -86,15 +85,8 @@ func parseStatsRequest(c *gin.Context, now time.Time) (statsRequest, error) {
 		}
 		req.groupCol = col
 	}
-	req.limit = defaultGroupLimit
-	if v := c.Query("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > maxGroupLimit {
-			return req, &badParam{"limit", fmt.Sprintf("want an integer from 1 to %d, got %q", maxGroupLimit, v)}
-		}
-		req.limit = n
-	}
-	return req, nil
+	req.limit, err = parseLimit(c.Query("limit"), defaultGroupLimit, maxGroupLimit)
+	return req, err
 }
 
 func (s *Server) stats(c *gin.Context) {

@@ -1,0 +1,260 @@
+package query
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/dodev/hindsight/schema"
+)
+
+const (
+	defaultEventLimit = 100
+	maxEventLimit     = 1000
+)
+
+// cursor is where a listing page ended: the last event's (createdAt,
+// eventId), the listing's sort key, so later pages neither skip nor repeat
+// events whatever is ingested meanwhile.
+type cursor struct {
+	CreatedAt int64  `json:"c"`
+	EventID   string `json:"e"`
+}
+
+// encodeCursor signs the position with a key derived from the API key, so a
+// cursor is opaque and a tampered one is refused rather than trusted.
+func (s *Server) encodeCursor(c cursor) string {
+	body, _ := json.Marshal(c)
+	mac := hmac.New(sha256.New, s.cursorKey)
+	mac.Write(body)
+	return base64.RawURLEncoding.EncodeToString(append(mac.Sum(nil)[:16], body...))
+}
+
+func (s *Server) decodeCursor(v string) (cursor, error) {
+	bad := &badParam{"cursor", "not a cursor this API issued"}
+	raw, err := base64.RawURLEncoding.DecodeString(v)
+	if err != nil || len(raw) < 17 || len(raw) > 1024 {
+		return cursor{}, bad
+	}
+	sig, body := raw[:16], raw[16:]
+	mac := hmac.New(sha256.New, s.cursorKey)
+	mac.Write(body)
+	if !hmac.Equal(sig, mac.Sum(nil)[:16]) {
+		return cursor{}, bad
+	}
+	var c cursor
+	if err := json.Unmarshal(body, &c); err != nil {
+		return cursor{}, bad
+	}
+	return c, nil
+}
+
+func parseLimit(v string, def, most int) (int, error) {
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > most {
+		return 0, &badParam{"limit", fmt.Sprintf("want an integer from 1 to %d, got %q", most, v)}
+	}
+	return n, nil
+}
+
+func parseTypes(v string) ([]schema.Pattern, error) {
+	if v == "" {
+		return []schema.Pattern{}, nil
+	}
+	ps, err := schema.ParsePatterns(strings.Split(v, ","))
+	if err != nil {
+		return nil, &badParam{"types", err.Error()}
+	}
+	return ps, nil
+}
+
+// listEvents serves GET /v1/events: original events in (createdAt, eventId)
+// order, a page at a time.
+func (s *Server) listEvents(c *gin.Context) {
+	r, err := parseRange(c.Query("from"), c.Query("to"), time.Now())
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	lm, err := parseLivemode(c.Query("livemode"))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	limit, err := parseLimit(c.Query("limit"), defaultEventLimit, maxEventLimit)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	patterns, err := parseTypes(c.Query("types"))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	var after *cursor
+	if v := c.Query("cursor"); v != "" {
+		cur, err := s.decodeCursor(v)
+		if err != nil {
+			s.fail(c, err)
+			return
+		}
+		after = &cur
+	}
+
+	q := "SELECT raw, created_at, event_id FROM `" + s.cfg.Database + "`.events" +
+		" WHERE created_at >= ? AND created_at < ?" + lm.sql()
+	args := []any{r.From.UnixMilli(), r.To.UnixMilli()}
+	if len(patterns) > 0 {
+		cond, pargs := schema.PatternsSQL(patterns)
+		q += " AND " + cond
+		args = append(args, pargs...)
+	}
+	if after != nil {
+		q += " AND (created_at > ? OR (created_at = ? AND event_id > ?))"
+		args = append(args, after.CreatedAt, after.CreatedAt, after.EventID)
+	}
+	q += " ORDER BY created_at, event_id LIMIT ?"
+	args = append(args, limit+1)
+
+	rows, err := s.conn.Query(s.queryContext(c.Request.Context()), q, args...)
+	if err != nil {
+		s.fail(c, fmt.Errorf("list events: %w", err))
+		return
+	}
+	defer rows.Close()
+	var out bytes.Buffer
+	out.WriteString(`{"data":[`)
+	var last cursor
+	n := 0
+	more := false
+	for rows.Next() {
+		var raw string
+		var cur cursor
+		if err := rows.Scan(&raw, &cur.CreatedAt, &cur.EventID); err != nil {
+			s.fail(c, fmt.Errorf("read events: %w", err))
+			return
+		}
+		if n == limit {
+			more = true
+			break
+		}
+		if n > 0 {
+			out.WriteByte(',')
+		}
+		out.WriteString(raw)
+		last = cur
+		n++
+	}
+	if err := rows.Err(); err != nil {
+		s.fail(c, fmt.Errorf("read events: %w", err))
+		return
+	}
+	out.WriteString(`],"next_cursor":`)
+	if more {
+		next, _ := json.Marshal(s.encodeCursor(last))
+		out.Write(next)
+	} else {
+		out.WriteString("null")
+	}
+	out.WriteByte('}')
+	c.Data(http.StatusOK, "application/json; charset=utf-8", out.Bytes())
+}
+
+// getEvent serves GET /v1/events/{eventId}: the original event, as ingested.
+func (s *Server) getEvent(c *gin.Context) {
+	id := c.Param("eventId")
+	if id == "" || len(id) > 4*schema.MaxEventIDLen {
+		abort(c, http.StatusNotFound, "not_found", "no event with that eventId")
+		return
+	}
+	rows, err := s.conn.Query(s.queryContext(c.Request.Context()),
+		"SELECT raw FROM `"+s.cfg.Database+"`.events WHERE event_id = ? LIMIT 1", id)
+	if err != nil {
+		s.fail(c, fmt.Errorf("get event: %w", err))
+		return
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			s.fail(c, fmt.Errorf("get event: %w", err))
+			return
+		}
+		abort(c, http.StatusNotFound, "not_found", "no event with eventId "+strconv.Quote(id))
+		return
+	}
+	var raw string
+	if err := rows.Scan(&raw); err != nil {
+		s.fail(c, fmt.Errorf("read event: %w", err))
+		return
+	}
+	c.Data(http.StatusOK, "application/json; charset=utf-8", []byte(raw))
+}
+
+// EventTypeInfo is one entry of GET /v1/event-types.
+type EventTypeInfo struct {
+	schema.EventType
+	Count30d uint64 `json:"count_30d"`
+}
+
+// UnknownType is a type seen that the catalog does not describe yet.
+type UnknownType struct {
+	Type     string `json:"type"`
+	Service  string `json:"service"`
+	Count30d uint64 `json:"count_30d"`
+}
+
+// eventTypes serves GET /v1/event-types: the catalog with the count of each
+// type over the last 30 days, and the unknown types seen in that time.
+func (s *Server) eventTypes(c *gin.Context) {
+	counts, err := s.countTypes(c.Request.Context(), time.Now().Add(-30*24*time.Hour))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	resp := struct {
+		Data    []EventTypeInfo `json:"data"`
+		Unknown []UnknownType   `json:"unknown"`
+	}{Data: []EventTypeInfo{}, Unknown: []UnknownType{}}
+	for _, et := range schema.Catalog() {
+		resp.Data = append(resp.Data, EventTypeInfo{EventType: et, Count30d: counts[et.Type]})
+		delete(counts, et.Type)
+	}
+	for typ, n := range counts {
+		resp.Unknown = append(resp.Unknown, UnknownType{Type: typ, Service: schema.ServiceOf(typ), Count30d: n})
+	}
+	sort.Slice(resp.Unknown, func(i, j int) bool { return resp.Unknown[i].Type < resp.Unknown[j].Type })
+	c.JSON(http.StatusOK, resp)
+}
+
+func (s *Server) countTypes(ctx context.Context, since time.Time) (map[string]uint64, error) {
+	rows, err := s.conn.Query(s.queryContext(ctx),
+		"SELECT CAST(type AS String), count() FROM `"+s.cfg.Database+"`.events WHERE created_at >= ? GROUP BY type", since.UnixMilli())
+	if err != nil {
+		return nil, fmt.Errorf("count event types: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]uint64{}
+	for rows.Next() {
+		var typ string
+		var n uint64
+		if err := rows.Scan(&typ, &n); err != nil {
+			return nil, fmt.Errorf("read event type counts: %w", err)
+		}
+		out[typ] = n
+	}
+	return out, rows.Err()
+}

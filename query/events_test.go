@@ -1,0 +1,180 @@
+package query_test
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dodev/hindsight/schema"
+)
+
+type page struct {
+	Data       []json.RawMessage `json:"data"`
+	NextCursor *string           `json:"next_cursor"`
+}
+
+func listPage(t *testing.T, base, query string) page {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, base+"/v1/events?"+query, nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
+	var p page
+	require.NoError(t, json.Unmarshal(body, &p), string(body))
+	return p
+}
+
+func TestListEventsPagesInOrder(t *testing.T) {
+	srv, conn, db := newAPI(t)
+	events := loadStatsFixture(t, conn, db)
+	from := time.Date(2026, 10, 29, 0, 0, 0, 0, time.UTC)
+	to := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+
+	for _, tc := range []struct {
+		types, livemode string
+		match           func(fixtureEvent) bool
+	}{
+		{"", "all", func(fixtureEvent) bool { return true }},
+		{"send.email.*,voip.call.missed", "true", func(e fixtureEvent) bool {
+			return e.live() && (strings.HasPrefix(e.Type, "send.email.") || e.Type == "voip.call.missed")
+		}},
+		{"telco.*", "false", func(e fixtureEvent) bool { return !e.live() && e.Service == "telco" }},
+		{"*", "true", func(e fixtureEvent) bool { return e.live() }},
+	} {
+		t.Run(tc.types+"/"+tc.livemode, func(t *testing.T) {
+			var want []fixtureEvent
+			for _, e := range events {
+				if !e.at().Before(from) && e.at().Before(to) && tc.match(e) {
+					want = append(want, e)
+				}
+			}
+			sort.Slice(want, func(i, j int) bool {
+				if want[i].CreatedAt != want[j].CreatedAt {
+					return want[i].CreatedAt < want[j].CreatedAt
+				}
+				return want[i].EventID < want[j].EventID
+			})
+			require.NotEmpty(t, want)
+
+			q := url.Values{"from": {from.Format(time.RFC3339)}, "to": {fmt.Sprint(to.UnixMilli())}, "livemode": {tc.livemode}, "limit": {"37"}}
+			if tc.types != "" {
+				q.Set("types", tc.types)
+			}
+			var got []string
+			pages := 0
+			for {
+				p := listPage(t, srv.URL, q.Encode())
+				pages++
+				require.LessOrEqual(t, len(p.Data), 37)
+				for _, raw := range p.Data {
+					var e fixtureEvent
+					require.NoError(t, json.Unmarshal(raw, &e))
+					got = append(got, e.EventID)
+				}
+				if p.NextCursor == nil {
+					break
+				}
+				q.Set("cursor", *p.NextCursor)
+				require.Less(t, pages, 1000)
+			}
+			var wantIDs []string
+			for _, e := range want {
+				wantIDs = append(wantIDs, e.EventID)
+			}
+			assert.Equal(t, wantIDs, got, "every event once, in (createdAt, eventId) order")
+			assert.Equal(t, (len(want)+36)/37, pages)
+		})
+	}
+}
+
+func TestListEventsReturnsOriginalBytes(t *testing.T) {
+	srv, conn, db := newAPI(t)
+	at := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
+	insert(t, conn, db, []row{{"evt_a", "platform.test", at, false}})
+	p := listPage(t, srv.URL, "livemode=all&from=2026-05-01T00:00:00Z&to=2026-05-02T00:00:00Z")
+	require.Len(t, p.Data, 1)
+	assert.Equal(t, fmt.Sprintf(`{"eventId":"evt_a","type":"platform.test","service":"platform","data":{},"createdAt":%d}`, at.UnixMilli()), string(p.Data[0]))
+	assert.Nil(t, p.NextCursor)
+
+	code, body := get(t, srv, "/v1/events/evt_a", key)
+	assert.Equal(t, http.StatusOK, code)
+	assert.Equal(t, "evt_a", body["eventId"])
+	code, body = get(t, srv, "/v1/events/"+url.PathEscape("evt_missing' OR '1'='1"), key)
+	assert.Equal(t, http.StatusNotFound, code)
+	assert.Equal(t, "not_found", body["error"].(map[string]any)["code"])
+}
+
+func TestListEventsBadInput(t *testing.T) {
+	srv, conn, db := newAPI(t)
+	at := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
+	insert(t, conn, db, []row{{"a", "platform.test", at, true}, {"b", "platform.test", at, true}})
+	p := listPage(t, srv.URL, "from=2026-05-01T00:00:00Z&to=2026-05-02T00:00:00Z&limit=1")
+	require.NotNil(t, p.NextCursor)
+	raw, err := base64.RawURLEncoding.DecodeString(*p.NextCursor)
+	require.NoError(t, err)
+	tampered := append([]byte(nil), raw...)
+	tampered[len(tampered)-3] ^= 1
+	forged := base64.RawURLEncoding.EncodeToString(append(make([]byte, 16), []byte(`{"c":0,"e":""}`)...))
+
+	for _, tc := range []struct{ query, param string }{
+		{"types=send", "types"},
+		{"types=send.*.sent", "types"},
+		{"types=" + url.QueryEscape("send.*,' OR 1=1 --"), "types"},
+		{"types=", ""},
+		{"limit=0", "limit"},
+		{"limit=1001", "limit"},
+		{"cursor=" + base64.RawURLEncoding.EncodeToString(tampered), "cursor"},
+		{"cursor=" + forged, "cursor"},
+		{"cursor=%%%", "query string"},
+		{"cursor=abc", "cursor"},
+	} {
+		t.Run(tc.query, func(t *testing.T) {
+			code, body := get(t, srv, "/v1/events?"+tc.query, key)
+			if tc.param == "" {
+				assert.Equal(t, http.StatusOK, code, "an empty types list means every type")
+				return
+			}
+			assert.Equal(t, http.StatusBadRequest, code, body)
+			assert.True(t, strings.HasPrefix(body["error"].(map[string]any)["message"].(string), tc.param+":"), body)
+		})
+	}
+}
+
+func TestEventTypes(t *testing.T) {
+	srv, conn, db := newAPI(t)
+	now := time.Now().UTC()
+	insert(t, conn, db, []row{
+		{"a", "send.email.sent", now.Add(-time.Hour), true},
+		{"b", "send.email.sent", now.Add(-48 * time.Hour), false},
+		{"c", "send.email.sent", now.AddDate(0, 0, -31), true},
+		{"d", "send.email.deferred", now.Add(-time.Hour), true},
+	})
+	code, body := get(t, srv, "/v1/event-types", key)
+	require.Equal(t, http.StatusOK, code)
+	data := body["data"].([]any)
+	assert.Len(t, data, len(schema.Catalog()))
+	for _, raw := range data {
+		et := raw.(map[string]any)
+		want := 0.0
+		if et["type"] == "send.email.sent" {
+			want = 2
+		}
+		assert.Equal(t, want, et["count_30d"], et["type"])
+		assert.NotEmpty(t, et["description"])
+		assert.NotEmpty(t, et["fields"])
+	}
+	assert.Equal(t, []any{map[string]any{"type": "send.email.deferred", "service": "send", "count_30d": 1.0}}, body["unknown"])
+}
