@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	_ "embed"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +17,11 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/gin-gonic/gin"
 )
+
+// openAPI documents every route; a test keeps it and the router in step.
+//
+//go:embed openapi.json
+var openAPI []byte
 
 // Conn is the part of a ClickHouse connection the API needs.
 type Conn interface {
@@ -67,6 +73,7 @@ func New(cfg Config, conn Conn, log *slog.Logger, ready ...ReadyFunc) (*Server, 
 	v1.GET("/events", s.listEvents)
 	v1.GET("/events/:eventId", s.getEvent)
 	v1.GET("/event-types", s.eventTypes)
+	v1.GET("/openapi.json", func(c *gin.Context) { c.Data(http.StatusOK, "application/json", openAPI) })
 	return s, nil
 }
 
