@@ -4,7 +4,7 @@ SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 BIN     := bin/hindsight
 
-.PHONY: run test test-unit build vet clickhouse bench-ingest fuzz clean
+.PHONY: run test test-unit build vet clickhouse bench-ingest bench-query fuzz clean
 
 ## run: install ClickHouse if missing, then run everything with the sample loaded
 run: clickhouse build
@@ -39,9 +39,14 @@ bench-ingest: clickhouse
 	HINDSIGHT_REQUIRE_CLICKHOUSE=1 $(GO) test -run '^$$' -bench BenchmarkIngest -benchtime 1x -count 3 -timeout 30m ./ingest/
 	HINDSIGHT_REQUIRE_CLICKHOUSE=1 $(GO) test -run '^$$$$' -bench BenchmarkIngestMemory -benchtime 1x -timeout 30m ./cmd/hindsight/
 
+## bench-query: GET /v1/stats/send with a day series over 10M events, against the same SQL sent directly
+bench-query: clickhouse
+	HINDSIGHT_REQUIRE_CLICKHOUSE=1 $(GO) test -run '^$$' -bench BenchmarkStats10M -benchtime 1x -timeout 30m ./query/
+
 ## fuzz: run each fuzz test for a while
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./schema/
+	$(GO) test -run '^$$' -fuzz FuzzPattern -fuzztime 30s ./schema/
 
 clean:
 	rm -rf bin .hindsight

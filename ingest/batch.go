@@ -15,20 +15,22 @@ import (
 // order: appending a column slice to the driver's batch avoids boxing every
 // value of every row.
 type columns struct {
-	eventID, typ, service                    []string
-	createdAt                                []int64
-	livemode, known                          []uint8
-	messageID, recipientDomain, senderDomain []string
-	bounceType                               []string
-	hasCarrier, hasInventory                 []uint8
-	npa, voice, format                       []string
-	textLength                               []int64
-	durationSec                              []float64
-	raw                                      [][]byte
-	kafkaTopic                               []string
-	kafkaPartition                           []int32
-	kafkaOffset                              []int64
-	ingestedAt                               []time.Time
+	eventID, typ, service         []string
+	createdAt                     []int64
+	livemode, known               []uint8
+	messageID                     []string
+	messageHash                   []uint64
+	recipientDomain, senderDomain []string
+	bounceType                    []string
+	hasCarrier, hasInventory      []uint8
+	npa, voice, format            []string
+	textLength                    []int64
+	durationSec                   []float64
+	raw                           [][]byte
+	kafkaTopic                    []string
+	kafkaPartition                []int32
+	kafkaOffset                   []int64
+	ingestedAt                    []time.Time
 }
 
 func b2u(b bool) uint8 {
@@ -47,6 +49,7 @@ func (c *columns) add(ev *schema.Event, topic string, partition int32, offset in
 	c.known = append(c.known, b2u(ev.Known))
 	d := &ev.Dims
 	c.messageID = append(c.messageID, d.MessageID)
+	c.messageHash = append(c.messageHash, d.MessageHash)
 	c.recipientDomain = append(c.recipientDomain, d.RecipientDomain)
 	c.senderDomain = append(c.senderDomain, d.SenderDomain)
 	c.bounceType = append(c.bounceType, d.BounceType)
@@ -70,7 +73,7 @@ func (c *columns) len() int { return len(c.eventID) }
 func (c *columns) values() []any {
 	return []any{
 		c.eventID, c.typ, c.service, c.createdAt, c.livemode, c.known,
-		c.messageID, c.recipientDomain, c.senderDomain, c.bounceType,
+		c.messageID, c.messageHash, c.recipientDomain, c.senderDomain, c.bounceType,
 		c.hasCarrier, c.hasInventory, c.npa, c.voice, c.format,
 		c.textLength, c.durationSec, c.raw,
 		c.kafkaTopic, c.kafkaPartition, c.kafkaOffset, c.ingestedAt,
@@ -79,20 +82,16 @@ func (c *columns) values() []any {
 
 // reset empties the columns, keeping their memory for the next batch.
 func (c *columns) reset() {
+	clear(c.raw) // drop the references so the records' memory can be freed
 	*c = columns{
-		c.eventID[:0], c.typ[:0], c.service[:0], c.createdAt[:0], c.livemode[:0], c.known[:0],
-		c.messageID[:0], c.recipientDomain[:0], c.senderDomain[:0], c.bounceType[:0],
-		c.hasCarrier[:0], c.hasInventory[:0], c.npa[:0], c.voice[:0], c.format[:0],
-		c.textLength[:0], c.durationSec[:0], clear0(c.raw),
-		c.kafkaTopic[:0], c.kafkaPartition[:0], c.kafkaOffset[:0], c.ingestedAt[:0],
+		eventID: c.eventID[:0], typ: c.typ[:0], service: c.service[:0], createdAt: c.createdAt[:0],
+		livemode: c.livemode[:0], known: c.known[:0], messageID: c.messageID[:0], messageHash: c.messageHash[:0],
+		recipientDomain: c.recipientDomain[:0], senderDomain: c.senderDomain[:0], bounceType: c.bounceType[:0],
+		hasCarrier: c.hasCarrier[:0], hasInventory: c.hasInventory[:0], npa: c.npa[:0], voice: c.voice[:0],
+		format: c.format[:0], textLength: c.textLength[:0], durationSec: c.durationSec[:0], raw: c.raw[:0],
+		kafkaTopic: c.kafkaTopic[:0], kafkaPartition: c.kafkaPartition[:0], kafkaOffset: c.kafkaOffset[:0],
+		ingestedAt: c.ingestedAt[:0],
 	}
-}
-
-// clear0 empties a slice of record values, dropping the references so the
-// records' memory can be freed before the slots are reused.
-func clear0(b [][]byte) [][]byte {
-	clear(b)
-	return b[:0]
 }
 
 // Inserter is the part of a ClickHouse connection ingest needs.

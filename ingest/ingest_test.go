@@ -263,6 +263,10 @@ func TestIngestRetriesWhileClickHouseRefuses(t *testing.T) {
 	assert.Equal(t, want, f.countsByType())
 }
 
+func TestColumnsMatchTheTable(t *testing.T) {
+	assert.Len(t, (&columns{}).values(), len(schema.EventColumns), "one slice per column, in EventColumns order")
+}
+
 func TestConfigValidate(t *testing.T) {
 	base := func() Config {
 		c := Config{Brokers: []string{"127.0.0.1:9092"}}

@@ -52,6 +52,25 @@ type serviceDef struct {
 	groupBy map[string]string
 	// uniqueTypes are the types whose distinct messageIds are counted.
 	uniqueTypes []string
+	// sums are the SQL of the additive columns after count(), in counts'
+	// order (hard, soft, carrier, inventory, textLength, duration, unique):
+	// a service reads only the columns its metrics need.
+	sums string
+}
+
+// sumsSQL writes serviceDef.sums: zeros of the right type where a service
+// has no use for a column.
+func sumsSQL(bounces, lookups, text, duration bool) string {
+	pick := func(use bool, expr, zero string) string {
+		if use {
+			return expr
+		}
+		return zero
+	}
+	return pick(bounces, "countIf(bounce_type = 'hard'), countIf(bounce_type = 'soft')", "toUInt64(0), toUInt64(0)") + ", " +
+		pick(lookups, "countIf(has_carrier = 1), countIf(has_inventory = 1)", "toUInt64(0), toUInt64(0)") + ", " +
+		pick(text, "sum(text_length)", "toInt64(0)") + ", " +
+		pick(duration, "sum(duration_sec)", "toFloat64(0)") + ", toUInt64(0)"
 }
 
 func n(by map[string]counts, typ string) float64 { return float64(by[typ].n) }
@@ -84,6 +103,7 @@ var services = map[string]serviceDef{
 		},
 		groupBy:     map[string]string{"recipient_domain": "recipient_domain", "sender_domain": "sender_domain", "type": "type"},
 		uniqueTypes: []string{"send.email.opened", "send.email.clicked"},
+		sums:        sumsSQL(true, false, false, false),
 	},
 	"telco": {
 		metrics: func(by map[string]counts) map[string]float64 {
@@ -99,6 +119,7 @@ var services = map[string]serviceDef{
 			{"inventory_rate", "lookups_with_inventory", "lookups"},
 		},
 		groupBy: map[string]string{"npa": "npa", "type": "type"},
+		sums:    sumsSQL(false, true, false, false),
 	},
 	"talk": {
 		metrics: func(by map[string]counts) map[string]float64 {
@@ -109,6 +130,7 @@ var services = map[string]serviceDef{
 		},
 		rates:   []rateDef{{"avg_characters", "characters", "speeches"}},
 		groupBy: map[string]string{"voice": "voice", "format": "format", "type": "type"},
+		sums:    sumsSQL(false, false, true, false),
 	},
 	"voip": {
 		metrics: func(by map[string]counts) map[string]float64 {
@@ -124,6 +146,7 @@ var services = map[string]serviceDef{
 			{"missed_rate", "missed", "incoming"},
 		},
 		groupBy: map[string]string{"type": "type"},
+		sums:    sumsSQL(false, false, false, true),
 	},
 	"transcribe": {
 		metrics: func(by map[string]counts) map[string]float64 {
@@ -133,6 +156,7 @@ var services = map[string]serviceDef{
 			}
 		},
 		groupBy: map[string]string{"type": "type"},
+		sums:    sumsSQL(false, false, false, true),
 	},
 	"platform": {
 		metrics: func(by map[string]counts) map[string]float64 {
@@ -143,6 +167,7 @@ var services = map[string]serviceDef{
 			}
 		},
 		groupBy: map[string]string{"type": "type"},
+		sums:    sumsSQL(false, false, false, false),
 	},
 }
 

@@ -131,9 +131,8 @@ func statsSQL(db string, req statsRequest) (string, []any) {
 	table := "`" + db + "`.events"
 	where := "service = ? AND created_at >= ? AND created_at < ?" + req.livemode.sql()
 	whereArgs := []any{req.service, req.r.From.UnixMilli(), req.r.To.UnixMilli()}
-	const additive = "count(), countIf(bounce_type = 'hard'), countIf(bounce_type = 'soft'), " +
-		"countIf(has_carrier = 1), countIf(has_inventory = 1), sum(text_length), sum(duration_sec), toUInt64(0)"
-	const unique = "toUInt64(0), toUInt64(0), toUInt64(0), toUInt64(0), toUInt64(0), toInt64(0), toFloat64(0), uniqExact(message_id)"
+	additive := "count(), " + req.def.sums
+	const unique = "toUInt64(0), toUInt64(0), toUInt64(0), toUInt64(0), toUInt64(0), toInt64(0), toFloat64(0), uniqExact(message_hash)"
 
 	var parts []string
 	var args []any

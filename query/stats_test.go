@@ -68,7 +68,7 @@ func loadStatsFixture(t *testing.T, conn driver.Conn, db string) []fixtureEvent 
 		require.NoError(t, err)
 		d := ev.Dims
 		require.NoError(t, batch.Append(ev.ID, ev.Type, ev.Service, ev.CreatedAt, b2u(ev.Livemode), b2u(ev.Known),
-			d.MessageID, d.RecipientDomain, d.SenderDomain, d.BounceType, b2u(d.HasCarrier), b2u(d.HasInventory),
+			d.MessageID, d.MessageHash, d.RecipientDomain, d.SenderDomain, d.BounceType, b2u(d.HasCarrier), b2u(d.HasInventory),
 			d.NPA, d.Voice, d.Format, d.TextLength, d.DurationSec, string(ev.Raw), "events", int32(0), int64(i), time.Now()))
 	}
 	require.NoError(t, batch.Send())

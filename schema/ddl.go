@@ -63,6 +63,7 @@ func Migrations(db string, v Version) []Migration {
 	livemode UInt8,
 	known UInt8,
 	message_id String,
+	message_hash UInt64,
 	recipient_domain {lc},
 	sender_domain {lc},
 	bounce_type {lc},
@@ -87,7 +88,7 @@ ORDER BY (service, type, created_at, event_id)`)}},
 // EventColumns are the events table's columns in insert order.
 var EventColumns = []string{
 	"event_id", "type", "service", "created_at", "livemode", "known",
-	"message_id", "recipient_domain", "sender_domain", "bounce_type",
+	"message_id", "message_hash", "recipient_domain", "sender_domain", "bounce_type",
 	"has_carrier", "has_inventory", "npa", "voice", "format",
 	"text_length", "duration_sec", "raw",
 	"kafka_topic", "kafka_partition", "kafka_offset", "ingested_at",

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -47,9 +48,9 @@ func TestParseDims(t *testing.T) {
 		{"voip to is not an email", `{"eventId":"a","type":"voip.call.incoming","service":"voip","createdAt":1,"data":{"callId":"c","from":"+1@x","to":"+2@y"}}`,
 			schema.Dims{}, true},
 		{"sent", `{"eventId":"a","type":"send.email.sent","service":"send","createdAt":1,"data":{"messageId":"m","from":"News <news@Mail.do.dev>","to":"x@Y.io","subject":"s"}}`,
-			schema.Dims{MessageID: "m", RecipientDomain: "y.io", SenderDomain: "mail.do.dev"}, true},
+			schema.Dims{MessageID: "m", MessageHash: xxhash.Sum64String("m"), RecipientDomain: "y.io", SenderDomain: "mail.do.dev"}, true},
 		{"unknown type keeps familiar fields", `{"eventId":"a","type":"send.email.deferred","service":"send","createdAt":1,"data":{"messageId":"m","to":7}}`,
-			schema.Dims{MessageID: "m"}, true},
+			schema.Dims{MessageID: "m", MessageHash: xxhash.Sum64String("m")}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ev, err := p.Parse([]byte(tc.in))

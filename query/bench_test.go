@@ -1,0 +1,118 @@
+package query
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/dodev/hindsight/internal/chtest"
+	"github.com/dodev/hindsight/schema"
+)
+
+// fill10M inserts ten million events over 30 days of October 2026 with
+// ClickHouse's numbers(): a send-heavy mix like the platform's, about one
+// opened and clicked message in four, 2% test mode. message_hash is
+// cityHash64 here, where ingest writes xxhash64: the benchmark measures cost,
+// which is the same for any 64-bit hash.
+func fill10M(b *testing.B, db string) {
+	conn := chtest.Open(b)
+	ctx := context.Background()
+	_, err := schema.Migrate(ctx, conn, db)
+	require.NoError(b, err)
+	start := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+	q := fmt.Sprintf(`INSERT INTO %s.events (event_id, type, service, created_at, livemode, known, message_id, message_hash,
+		recipient_domain, sender_domain, bounce_type, has_carrier, has_inventory, npa, voice, format,
+		text_length, duration_sec, raw, kafka_topic, kafka_partition, kafka_offset, ingested_at)
+	SELECT concat('evt_', toString(number)) AS id, t, splitByChar('.', t)[1], %d + number * 259, number %% 50 != 0, 1,
+		concat('msg_', toString(intDiv(number, 6))), cityHash64(concat('msg_', toString(intDiv(number, 6)))),
+		arrayElement(['gmail.com', 'yahoo.com', 'outlook.com', 'icloud.com', 'acme.io', 'example.org', 'proton.me'], number %% 7 + 1),
+		'mail.do.dev', if(t = 'send.email.bounced', if(number %% 3 = 0, 'soft', 'hard'), ''),
+		number %% 5 != 0, number %% 3 = 0, toString(200 + number %% 700), '', '', 0, 0,
+		concat('{"eventId":"evt_', toString(number), '","type":"', t, '"}'), 'events', 0, number, now()
+	FROM (SELECT number, arrayElement(['send.email.sent', 'send.email.sent', 'send.email.sent', 'send.email.sent', 'send.email.sent',
+		'send.email.delivered', 'send.email.delivered', 'send.email.delivered', 'send.email.delivered', 'send.email.opened',
+		'send.email.opened', 'send.email.opened', 'send.email.clicked', 'send.email.bounced', 'send.email.complained',
+		'telco.lookup.completed', 'telco.lookup.completed', 'voip.call.incoming', 'voip.call.completed', 'talk.speech.generated'],
+		number %% 20 + 1) AS t FROM system.numbers LIMIT 10000000)`, db, start)
+	require.NoError(b, conn.Exec(ctx, q))
+	require.NoError(b, conn.Exec(ctx, "OPTIMIZE TABLE "+db+".events FINAL"))
+}
+
+// BenchmarkStats10M times GET /v1/stats/send with a day series over 10M
+// events against the same SQL sent straight to ClickHouse, and reports both
+// medians and the API's overhead. Run it with `make bench-query`.
+func BenchmarkStats10M(b *testing.B) {
+	db := fmt.Sprintf("bench_%d", os.Getpid())
+	conn := chtest.Open(b)
+	defer conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db)
+	began := time.Now()
+	fill10M(b, db)
+	b.Logf("filled 10M events in %s", time.Since(began).Round(time.Second))
+
+	const key = "bench-key-0123456789abcdef"
+	s, err := New(Config{Database: db, APIKey: key}, conn, nil)
+	require.NoError(b, err)
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+	url := srv.URL + "/v1/stats/send?from=2026-10-01T00:00:00Z&to=2026-11-01T00:00:00Z&granularity=day&tz=America/New_York"
+
+	loc, _ := time.LoadLocation("America/New_York")
+	req := statsRequest{
+		service: "send", def: services["send"], granularity: Day, loc: loc, livemode: LiveOnly,
+		r: timeRange{From: time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC), To: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)},
+	}
+	sql, args := statsSQL(db, req)
+	direct := func() {
+		rows, err := conn.Query(s.queryContext(context.Background()), sql, args...)
+		require.NoError(b, err)
+		for rows.Next() {
+		}
+		require.NoError(b, rows.Err())
+		rows.Close()
+	}
+	viaAPI := func() {
+		hr, _ := http.NewRequest(http.MethodGet, url, nil)
+		hr.Header.Set("Authorization", "Bearer "+key)
+		resp, err := http.DefaultClient.Do(hr)
+		require.NoError(b, err)
+		resp.Body.Close()
+		require.Equal(b, http.StatusOK, resp.StatusCode)
+	}
+	direct() // warm the caches both will use
+	viaAPI()
+
+	const rounds = 15
+	var apiTimes, sqlTimes []time.Duration
+	b.ResetTimer()
+	for b.Loop() {
+		// Interleaved, so a noisy neighbour hits both the same.
+		for range rounds {
+			t0 := time.Now()
+			direct()
+			sqlTimes = append(sqlTimes, time.Since(t0))
+			t0 = time.Now()
+			viaAPI()
+			apiTimes = append(apiTimes, time.Since(t0))
+		}
+	}
+	b.StopTimer()
+	api, raw := median(apiTimes), median(sqlTimes)
+	b.ReportMetric(api.Seconds(), "api-p50-s")
+	b.ReportMetric(raw.Seconds(), "sql-p50-s")
+	b.ReportMetric(100*(api.Seconds()/raw.Seconds()-1), "overhead-%")
+	b.Logf("GET /v1/stats/send, day series, 10M events: p50 %s via the API, %s as direct SQL: overhead %.1f%% (%d rounds each)",
+		api.Round(time.Millisecond), raw.Round(time.Millisecond), 100*(api.Seconds()/raw.Seconds()-1), len(apiTimes))
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
+}
