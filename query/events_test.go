@@ -100,6 +100,43 @@ func TestListEventsPagesInOrder(t *testing.T) {
 	}
 }
 
+// TestListEventsCursorUnderConcurrentIngest adds events before and after a
+// page's end while a client pages: later pages neither repeat nor skip the
+// events that were there, and pick up the new ones after the cursor.
+func TestListEventsCursorUnderConcurrentIngest(t *testing.T) {
+	srv, conn, db := newAPI(t)
+	at := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	var rows []row
+	for i := range 10 {
+		rows = append(rows, row{fmt.Sprintf("e%02d", i), "platform.test", at.Add(time.Duration(i) * time.Minute), true})
+	}
+	insert(t, conn, db, rows)
+	q := "from=2026-06-01T00:00:00Z&to=2026-06-02T00:00:00Z&limit=4"
+	ids := func(p page) []string {
+		var out []string
+		for _, raw := range p.Data {
+			var e fixtureEvent
+			require.NoError(t, json.Unmarshal(raw, &e))
+			out = append(out, e.EventID)
+		}
+		return out
+	}
+	p1 := listPage(t, srv.URL, q)
+	assert.Equal(t, []string{"e00", "e01", "e02", "e03"}, ids(p1))
+	insert(t, conn, db, []row{
+		{"early", "platform.test", at.Add(90 * time.Second), true}, // before the cursor: not shown again
+		{"late", "platform.test", at.Add(20 * time.Minute), true},  // after it: shown
+		{"e03a", "platform.test", at.Add(3 * time.Minute), true},   // same createdAt as the cursor, later id
+	})
+	var rest []string
+	for cur := p1.NextCursor; cur != nil; {
+		p := listPage(t, srv.URL, q+"&cursor="+url.QueryEscape(*cur))
+		rest = append(rest, ids(p)...)
+		cur = p.NextCursor
+	}
+	assert.Equal(t, []string{"e03a", "e04", "e05", "e06", "e07", "e08", "e09", "late"}, rest)
+}
+
 func TestListEventsReturnsOriginalBytes(t *testing.T) {
 	srv, conn, db := newAPI(t)
 	at := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)

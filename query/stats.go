@@ -27,16 +27,16 @@ type Group struct {
 
 // StatsResponse is the body of GET /v1/stats/{service}.
 type StatsResponse struct {
-	Service     string      `json:"service"`
-	From        string      `json:"from"`
-	To          string      `json:"to"`
-	Granularity Granularity `json:"granularity,omitempty"`
-	TZ          string      `json:"tz"`
-	Livemode    Livemode    `json:"livemode"`
-	GroupBy     string      `json:"group_by,omitempty"`
-	Totals      T           `json:"totals"`
-	Series      []Bucket    `json:"series,omitempty"`
-	Groups      []Group     `json:"groups,omitempty"`
+	Service     string       `json:"service"`
+	From        string       `json:"from"`
+	To          string       `json:"to"`
+	Granularity *Granularity `json:"granularity"` // null without a series
+	TZ          string       `json:"tz"`
+	Livemode    Livemode     `json:"livemode"`
+	GroupBy     string       `json:"group_by,omitempty"`
+	Totals      T            `json:"totals"`
+	Series      []Bucket     `json:"series,omitempty"`
+	Groups      []Group      `json:"groups,omitempty"`
 }
 
 // statsRequest is a parsed and checked GET /v1/stats/{service}.
@@ -226,8 +226,11 @@ func (s *Server) runStats(ctx context.Context, req statsRequest, buckets []time.
 
 	resp := StatsResponse{
 		Service: req.service, From: formatTime(req.r.From), To: formatTime(req.r.To),
-		Granularity: req.granularity, TZ: req.loc.String(), Livemode: req.livemode, GroupBy: req.groupBy,
+		TZ: req.loc.String(), Livemode: req.livemode, GroupBy: req.groupBy,
 		Totals: req.def.block(req.service, totals),
+	}
+	if req.granularity != NoSeries {
+		resp.Granularity = &req.granularity
 	}
 	for _, b := range buckets {
 		resp.Series = append(resp.Series, Bucket{Bucket: formatBucket(b, req.loc), T: req.def.block(req.service, series[b.Unix()])})

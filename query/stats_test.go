@@ -235,6 +235,8 @@ func TestStatsMetricsSeriesAndGroups(t *testing.T) {
 			t.Run(service+"/totals/livemode="+lm, func(t *testing.T) {
 				body := statsJSON(t, fmt.Sprintf("%s/v1/stats/%s?from=%s&to=%d&livemode=%s", srv.URL, service, from.Format(time.RFC3339), to.UnixMilli(), lm))
 				assert.Nil(t, body["series"])
+				assert.Contains(t, body, "granularity")
+				assert.Nil(t, body["granularity"])
 				assert.Nil(t, body["groups"])
 				checkBlock(t, "totals", service, body["totals"].(map[string]any), filterEvents(events, service, from, to, lm))
 			})
@@ -251,6 +253,7 @@ func TestStatsMetricsSeriesAndGroups(t *testing.T) {
 			body := statsJSON(t, fmt.Sprintf("%s/v1/stats/%s?from=%s&to=%s&granularity=%s&tz=%s", srv.URL, tc.service,
 				from.Format(time.RFC3339), to.Format(time.RFC3339), tc.g, tc.tz))
 			assert.Equal(t, tc.tz, body["tz"])
+			assert.Equal(t, tc.g, body["granularity"])
 			all := filterEvents(events, tc.service, from, to, "true")
 			checkBlock(t, "totals", tc.service, body["totals"].(map[string]any), all)
 			perBucket := map[string][]fixtureEvent{}
@@ -296,9 +299,10 @@ func TestStatsMetricsSeriesAndGroups(t *testing.T) {
 	}
 
 	groupKey := map[string]func(fixtureEvent) string{
-		"type":  func(e fixtureEvent) string { return e.Type },
-		"voice": func(e fixtureEvent) string { return e.str("voice") },
-		"npa":   func(e fixtureEvent) string { return e.str("npa") },
+		"type":   func(e fixtureEvent) string { return e.Type },
+		"voice":  func(e fixtureEvent) string { return e.str("voice") },
+		"npa":    func(e fixtureEvent) string { return e.str("npa") },
+		"format": func(e fixtureEvent) string { return e.str("format") },
 		"recipient_domain": func(e fixtureEvent) string {
 			to := e.data["to"]
 			if list, ok := to.([]any); ok && len(list) > 0 {
@@ -320,7 +324,8 @@ func TestStatsMetricsSeriesAndGroups(t *testing.T) {
 		limit            int
 	}{
 		{"send", "recipient_domain", 0}, {"send", "sender_domain", 0}, {"send", "type", 3},
-		{"telco", "npa", 0}, {"talk", "voice", 2}, {"voip", "type", 0},
+		{"telco", "npa", 0}, {"telco", "type", 0}, {"talk", "voice", 2}, {"talk", "format", 0}, {"talk", "type", 0},
+		{"voip", "type", 0}, {"transcribe", "type", 0}, {"platform", "type", 0},
 	} {
 		t.Run(fmt.Sprintf("%s/group_by=%s/limit=%d", tc.service, tc.groupBy, tc.limit), func(t *testing.T) {
 			u := fmt.Sprintf("%s/v1/stats/%s?from=%s&to=%s&group_by=%s&livemode=all", srv.URL, tc.service, from.Format(time.RFC3339), to.Format(time.RFC3339), tc.groupBy)
