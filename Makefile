@@ -3,6 +3,9 @@ GO      ?= go
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 BIN     := bin/hindsight
+# chDB (ClickHouse 26.x, embedded) for the SQL compatibility test; test-only.
+CHDB_VERSION := 26.7.3-stable.1
+CHDB_LIB     := .cache/chdb/libchdb.so
 
 .PHONY: run test test-unit build vet clickhouse bench-ingest bench-query fuzz clean
 
@@ -10,9 +13,11 @@ BIN     := bin/hindsight
 run: clickhouse build
 	./$(BIN) dev --load testdata/events.ndjson
 
-## test: vet, unit tests and integration tests against a real ClickHouse
-test: clickhouse vet
-	HINDSIGHT_REQUIRE_CLICKHOUSE=1 $(GO) test -count=1 -timeout 20m ./...
+## test: vet, unit tests, integration tests against a real ClickHouse, and the
+## SQL compatibility test against ClickHouse 18.16 and chDB 26.x
+test: clickhouse vet $(CHDB_LIB)
+	HINDSIGHT_REQUIRE_CLICKHOUSE=1 CHDB_LIB_PATH=$(abspath $(CHDB_LIB)) \
+		$(GO) test -count=1 -tags chdb -timeout 20m ./...
 
 ## test-unit: unit tests only (no servers)
 test-unit:
@@ -22,7 +27,7 @@ build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/hindsight
 
 vet:
-	$(GO) vet ./...
+	$(GO) vet -tags chdb ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 
 # Debian's clickhouse-server (18.16 on bookworm) is enough; any newer server on
@@ -33,6 +38,13 @@ clickhouse:
 		$(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clickhouse-server >/dev/null; \
 	fi
+
+# The npm registry ships chDB's official library (178 MB download).
+$(CHDB_LIB):
+	mkdir -p $(dir $@)
+	cd $(dir $@) && npm pack --silent @chdb/lib-linux-x64-gnu@$(CHDB_VERSION) >/dev/null && \
+		tar -xzf chdb-lib-linux-x64-gnu-$(CHDB_VERSION).tgz --strip-components=1 package/libchdb.so && \
+		rm -f chdb-lib-linux-x64-gnu-$(CHDB_VERSION).tgz
 
 ## bench-ingest: print ingest events/s from the broker to acknowledged inserts
 bench-ingest: clickhouse

@@ -67,6 +67,13 @@ func Addr(t testing.TB) string {
 	return server.Addr
 }
 
+// HTTPAddr returns the shared server's HTTP address, starting it on first use.
+func HTTPAddr(t testing.TB) string {
+	t.Helper()
+	Addr(t)
+	return server.HTTPAddr
+}
+
 // Open connects to the shared server.
 func Open(t testing.TB) driver.Conn {
 	t.Helper()

@@ -1,0 +1,272 @@
+//go:build chdb
+
+package compat
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/proto"
+	"github.com/chdb-io/chdb-go/chdb"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/dodev/hindsight/ingest"
+	"github.com/dodev/hindsight/internal/chtest"
+	"github.com/dodev/hindsight/internal/sample"
+	"github.com/dodev/hindsight/query"
+	"github.com/dodev/hindsight/schema"
+)
+
+func TestMain(m *testing.M) { os.Exit(chtest.Main(m)) }
+
+const apiKey = "compat-key-0123456789abcdef"
+
+// fixture is a week of generated events across the US DST change.
+func fixture(t *testing.T) []schema.Event {
+	t.Helper()
+	opts := sample.Options{Seed: 5, Start: time.Date(2026, 10, 28, 0, 0, 0, 0, time.UTC), Span: 7 * 24 * time.Hour, TestMode: 0.05, Unknown: 0.01}
+	var p schema.Parser
+	var out []schema.Event
+	seen := map[string]bool{}
+	for _, raw := range sample.Generate(2000, opts) {
+		ev, err := p.Parse(raw)
+		require.NoError(t, err)
+		if !seen[ev.ID] {
+			seen[ev.ID] = true
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+func rowOf(ev schema.Event, i int, now time.Time) []any {
+	b := func(v bool) uint8 {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	d := ev.Dims
+	return []any{ev.ID, ev.Type, ev.Service, ev.CreatedAt, b(ev.Livemode), b(ev.Known),
+		d.MessageID, d.MessageHash, d.RecipientDomain, d.SenderDomain, d.BounceType, b(d.HasCarrier), b(d.HasInventory),
+		d.NPA, d.Voice, d.Format, d.TextLength, d.DurationSec, string(ev.Raw), "events", int32(0), int64(i), now}
+}
+
+func insertColumns(db string) string {
+	return "INSERT INTO `" + db + "`.events (" + strings.Join(schema.EventColumns, ", ") + ")"
+}
+
+// TestSQLCompatibility migrates a database on both engines, loads the same
+// events into both, then sends every kind of API request to a query.Server
+// on each and requires byte-identical responses. A statement one engine
+// refuses fails the test with the statement in the message.
+func TestSQLCompatibility(t *testing.T) {
+	ctx := context.Background()
+	old, db := chtest.Database(t)
+	chdbDir := t.TempDir()
+	s, err := chdb.NewSession(chdbDir)
+	require.NoError(t, err)
+	t.Cleanup(s.Close)
+	cur := &chdbConn{s: s, version: proto.Version{Major: 26, Minor: 7}}
+
+	// DDL: each engine gets the statements for its version.
+	_, err = schema.Migrate(ctx, old, db)
+	require.NoError(t, err, "migrate on ClickHouse 18.16")
+	_, err = schema.Migrate(ctx, cur, db)
+	require.NoError(t, err, "migrate on chDB 26.7")
+	_, err = schema.Migrate(ctx, cur, db)
+	require.NoError(t, err, "migrate again on chDB 26.7 (idempotent)")
+	typ := chdbColumnType(t, cur, db, "type")
+	assert.Equal(t, "LowCardinality(String)", typ, "current servers get LowCardinality")
+
+	// The same rows in both.
+	events := fixture(t)
+	now := time.Now()
+	batch, err := old.PrepareBatch(ctx, insertColumns(db))
+	require.NoError(t, err)
+	for i, ev := range events {
+		require.NoError(t, batch.Append(rowOf(ev, i, now)...))
+	}
+	require.NoError(t, batch.Send())
+	for start := 0; start < len(events); start += 500 {
+		var values []string
+		var args []any
+		for i := start; i < min(start+500, len(events)); i++ {
+			row := rowOf(events[i], i, now)
+			values = append(values, "("+strings.TrimSuffix(strings.Repeat("?, ", len(row)), ", ")+")")
+			args = append(args, row...)
+		}
+		require.NoError(t, cur.Exec(ctx, insertColumns(db)+" VALUES "+strings.Join(values, ", "), args...))
+	}
+
+	apiOld, err := query.New(query.Config{Database: db, APIKey: apiKey}, old, nil)
+	require.NoError(t, err)
+	apiCur, err := query.New(query.Config{Database: db, APIKey: apiKey}, cur, nil)
+	require.NoError(t, err)
+
+	paths := requests(events)
+	for _, path := range paths {
+		codeOld, bodyOld := call(t, apiOld, path)
+		codeCur, bodyCur := call(t, apiCur, path)
+		if codeCur == http.StatusInternalServerError || codeOld == http.StatusInternalServerError {
+			t.Errorf("GET %s: 18.16 answered %d, chDB %d; the last statement chDB got:\n%s", path, codeOld, codeCur, last(cur.sent))
+			continue
+		}
+		assert.Equal(t, codeOld, codeCur, "GET %s", path)
+		assert.Equal(t, bodyOld, bodyCur, "GET %s: same body on 18.16 and 26.7", path)
+	}
+	t.Logf("%d requests compared, %d statements sent to chDB", len(paths), len(cur.sent))
+
+	// Ingest's own queries, recorded while it consumes for real on 18.16, then
+	// sent to both engines.
+	scratch := db + "_ingest"
+	t.Cleanup(func() { _ = old.Exec(context.Background(), "DROP DATABASE IF EXISTS "+scratch) })
+	_, err = schema.Migrate(ctx, old, scratch)
+	require.NoError(t, err)
+	for _, q := range ingestQueries(t, scratch) {
+		// Asked of the shared fixture, which both engines hold.
+		q.query = strings.ReplaceAll(q.query, "`"+scratch+"`", "`"+db+"`")
+		sql, err := render(q.query, q.args)
+		require.NoError(t, err)
+		onOld := csvOver18(t, sql)
+		onCur, err := cur.run(q.query, q.args)
+		require.NoError(t, err, "ingest statement on chDB: %s", sql)
+		assert.Equal(t, sortLines(onOld), sortLines(onCur), "ingest statement %s", sql)
+	}
+}
+
+func last(sent []string) string {
+	if len(sent) == 0 {
+		return "(none)"
+	}
+	return sent[len(sent)-1]
+}
+
+// requests lists every endpoint with every granularity, group_by and
+// livemode of every service.
+func requests(events []schema.Event) []string {
+	from, to := "2026-10-28T05:00:00Z", "2026-11-04T17:30:00Z"
+	groups := map[string][]string{
+		"send": {"recipient_domain", "sender_domain", "type"}, "telco": {"npa", "type"}, "talk": {"voice", "format", "type"},
+		"voip": {"type"}, "transcribe": {"type"}, "platform": {"type"},
+	}
+	var out []string
+	for _, svc := range schema.Services {
+		base := "/v1/stats/" + svc + "?from=" + from + "&to=" + to
+		for _, lm := range []string{"true", "false", "all"} {
+			out = append(out, base+"&livemode="+lm)
+		}
+		for _, g := range []string{"hour", "day", "week", "month"} {
+			for _, tz := range []string{"UTC", "America/New_York"} {
+				out = append(out, base+"&granularity="+g+"&tz="+url.QueryEscape(tz))
+			}
+		}
+		for _, gb := range groups[svc] {
+			out = append(out, base+"&group_by="+gb, base+"&group_by="+gb+"&granularity=day&limit=2&livemode=all")
+		}
+	}
+	out = append(out,
+		"/v1/events?from="+from+"&to="+to+"&limit=50",
+		"/v1/events?from="+from+"&to="+to+"&types=send.email.*,voip.call.missed&livemode=all&limit=1000",
+		"/v1/events?from="+from+"&to="+to+"&types=telco.*&livemode=false",
+		"/v1/events?from="+from+"&to="+to+"&types=platform.test",
+		"/v1/events/"+url.PathEscape(events[7].ID),
+		"/v1/events/no-such-event",
+		"/v1/event-types",
+	)
+	return out
+}
+
+func call(t *testing.T, api *query.Server, path string) (int, string) {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodGet, path, nil)
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	rec := httptest.NewRecorder()
+	api.Handler().ServeHTTP(rec, req)
+	return rec.Code, rec.Body.String()
+}
+
+func chdbColumnType(t *testing.T, c *chdbConn, db, column string) string {
+	t.Helper()
+	rows, err := c.Query(context.Background(), "SELECT type FROM system.columns WHERE database = ? AND table = 'events' AND name = ?", db, column)
+	require.NoError(t, err)
+	require.True(t, rows.Next())
+	var typ string
+	require.NoError(t, rows.Scan(&typ))
+	return typ
+}
+
+type recorded struct {
+	query string
+	args  []any
+}
+
+// recorder passes an Ingester's statements to ClickHouse and keeps the
+// queries.
+type recorder struct {
+	driver.Conn
+	queries []recorded
+}
+
+func (r *recorder) Query(ctx context.Context, q string, args ...any) (driver.Rows, error) {
+	r.queries = append(r.queries, recorded{q, args})
+	return r.Conn.Query(ctx, q, args...)
+}
+
+// ingestQueries runs ingest over a few records and returns what it queried.
+func ingestQueries(t *testing.T, db string) []recorded {
+	t.Helper()
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "events"), kfake.AllowAutoTopicCreation())
+	require.NoError(t, err)
+	defer cluster.Close()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.DefaultProduceTopic("events"))
+	require.NoError(t, err)
+	var recs []*kgo.Record
+	for i, raw := range sample.Generate(20, sample.TestdataOptions(9)) {
+		recs = append(recs, &kgo.Record{Value: raw, Partition: int32(i % 2)})
+	}
+	require.NoError(t, cl.ProduceSync(context.Background(), recs...).FirstErr())
+	cl.Close()
+
+	rec := &recorder{Conn: chtest.Open(t)}
+	in, err := ingest.New(ingest.Config{Brokers: cluster.ListenAddrs(), Database: db, FlushInterval: 50 * time.Millisecond}, rec, nil)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- in.Run(ctx) }()
+	require.Eventually(t, func() bool { return in.Stats().Flushes > 0 && in.Stats().Consumed == int64(len(recs)) }, 30*time.Second, 10*time.Millisecond)
+	cancel()
+	require.NoError(t, <-done)
+	require.NotEmpty(t, rec.queries)
+	return rec.queries
+}
+
+// csvOver18 runs a rendered statement on the 18.16 server's HTTP interface.
+func csvOver18(t *testing.T, sql string) string {
+	t.Helper()
+	resp, err := http.Post("http://"+chtest.HTTPAddr(t)+"/", "text/plain", strings.NewReader(sql+" FORMAT CSV"))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	require.Equal(t, http.StatusOK, resp.StatusCode, "18.16 refused %s: %s", sql, body)
+	return string(body)
+}
+
+func sortLines(s string) []string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	sort.Strings(lines)
+	return lines
+}
+
