@@ -269,4 +269,3 @@ func sortLines(s string) []string {
 	sort.Strings(lines)
 	return lines
 }
-
