@@ -13,11 +13,22 @@ CHDB_LIB     := .cache/chdb/libchdb.so
 run: clickhouse build
 	./$(BIN) dev --load testdata/events.ndjson
 
-## test: vet, unit tests, integration tests against a real ClickHouse, and the
-## SQL compatibility test against ClickHouse 18.16 and chDB 26.x
+# Images the container suite runs here, where no registry is reachable;
+# elsewhere set HINDSIGHT_TEST_*_IMAGE to the upstream ones (its defaults).
+TEST_IMAGES := HINDSIGHT_TEST_CLICKHOUSE_IMAGE=local/clickhouse-server:18.16 \
+	HINDSIGHT_TEST_KAFKA_IMAGE=local/hindsight-broker:dev
+
+## test: vet; unit tests; integration tests on a local ClickHouse and the
+## embedded broker; the testcontainers suite (Docker is set up, and the
+## dockerd it starts is stopped after); the SQL compatibility test on
+## ClickHouse 18.16 and chDB 26.x
 test: clickhouse vet $(CHDB_LIB)
-	HINDSIGHT_REQUIRE_CLICKHOUSE=1 CHDB_LIB_PATH=$(abspath $(CHDB_LIB)) \
-		$(GO) test -count=1 -tags chdb -timeout 20m ./...
+	internal/testimages/docker.sh up
+	status=0; \
+	HINDSIGHT_REQUIRE_CLICKHOUSE=1 HINDSIGHT_REQUIRE_DOCKER=1 $(TEST_IMAGES) CHDB_LIB_PATH=$(abspath $(CHDB_LIB)) \
+		$(GO) test -count=1 -tags chdb -timeout 20m ./... || status=$$?; \
+	internal/testimages/docker.sh down; \
+	exit $$status
 
 ## test-unit: unit tests only (no servers)
 test-unit:

@@ -6,13 +6,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
-
-	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/dodev/hindsight/ingest"
 	"github.com/dodev/hindsight/internal/chlocal"
@@ -68,15 +65,9 @@ func runDev(ctx context.Context, args []string) error {
 		c.clickhouse = ch.Addr
 	}
 
-	broker, err := kfake.NewCluster(
-		kfake.NumBrokers(1),
-		kfake.ListenFn(func(network, _ string) (net.Listener, error) { return net.Listen(network, kafkaListen) }),
-		kfake.DataDir(filepath.Join(dataDir, "kafka")),
-		kfake.AllowAutoTopicCreation(),
-		kfake.SeedTopics(4, topic),
-	)
+	broker, err := startBroker(kafkaListen, filepath.Join(dataDir, "kafka"), topic, 4)
 	if err != nil {
-		return fmt.Errorf("embedded kafka broker on %s: %w", kafkaListen, err)
+		return err
 	}
 	defer broker.Close()
 

@@ -26,6 +26,7 @@ Usage:
   hindsight api      --clickhouse ADDR
   hindsight migrate  --clickhouse ADDR
   hindsight produce  [--kafka HOSTS] [--topic events] FILE|-
+  hindsight broker   [--listen 127.0.0.1:9092] [--data DIR]   (the embedded Kafka-protocol broker alone)
   hindsight version
 
 Every flag can also be set by an environment variable: --kafka is HINDSIGHT_KAFKA,
@@ -73,6 +74,8 @@ func run(ctx context.Context, args []string) error {
 		return runMigrate(ctx, rest)
 	case "produce":
 		return runProduce(ctx, rest)
+	case "broker":
+		return runBroker(ctx, rest)
 	case "version", "--version":
 		fmt.Println("hindsight", version)
 		return nil
