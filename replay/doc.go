@@ -1,7 +1,10 @@
-// Package replay will re-deliver historical ranges of the events table to
-// webhook endpoints by event-type pattern, signed per the Standard Webhooks
-// spec. It reads ClickHouse through package schema's definitions and must
-// not import package ingest or query.
+// Package replay re-delivers historical ranges of the events table to
+// webhook endpoints by event-type pattern: it owns endpoints (URL, patterns,
+// signing secrets), replay jobs (leased by workers, resumable from a
+// persisted cursor), the delivery of each event (Standard Webhooks
+// signatures, retries with backoff, SSRF checks at dial time) and the record
+// of every attempt.
 //
-// Nothing is built here yet: see the replay issue.
+// It reads events and keeps its own tables in ClickHouse, with DDL from
+// package schema. It must not import package ingest or query.
 package replay

@@ -1,0 +1,187 @@
+package replay
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// Limits of one delivery attempt.
+const (
+	AttemptTimeout = 15 * time.Second
+	MaxResponse    = 64 << 10 // bytes of a response body read, at most
+)
+
+// Backoff is the wait before each retry; after the last, the delivery fails.
+var Backoff = []time.Duration{time.Second, 5 * time.Second, 30 * time.Second, 2 * time.Minute, 10 * time.Minute}
+
+// Outcome is what one attempt means for the delivery.
+type Outcome int
+
+// Outcomes.
+const (
+	Delivered Outcome = iota // 2xx
+	Retry                    // 408, 429, 5xx, a timeout or connection error
+	Failed                   // anything else: a redirect, another 4xx, a refused address
+)
+
+func (o Outcome) String() string {
+	return [...]string{"delivered", "retry", "failed"}[o]
+}
+
+// Attempt is the result of one POST.
+type Attempt struct {
+	Outcome    Outcome
+	Status     int // 0 without a response
+	Latency    time.Duration
+	Err        string        // why it was not delivered
+	RetryAfter time.Duration // the receiver's Retry-After, if any
+}
+
+// Message is one delivery: an event's original bytes and what signs them.
+type Message struct {
+	ID       string // webhook-id: the eventId, the receiver's idempotency key
+	Body     []byte
+	ReplayID string // Hindsight-Replay-Id, empty for test sends
+	Secrets  []string
+}
+
+// Sender posts messages to endpoints. It never follows redirects, reads at
+// most MaxResponse bytes of a response, gives each attempt AttemptTimeout,
+// and connects only where its Policy allows.
+type Sender struct {
+	client    *http.Client
+	userAgent string
+	now       func() time.Time
+	policy    Policy
+	lookup    lookupFunc
+}
+
+// NewSender builds a Sender. maxConns bounds the connections kept per host.
+func NewSender(p Policy, version string, maxConns int) *Sender {
+	return newSender(p, version, maxConns, defaultLookup)
+}
+
+func newSender(p Policy, version string, maxConns int, lookup lookupFunc) *Sender {
+	d := newDialer(p, lookup)
+	transport := &http.Transport{
+		DialContext:           d.DialContext,
+		MaxIdleConns:          max(maxConns, 100),
+		MaxIdleConnsPerHost:   max(maxConns, 2),
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: AttemptTimeout,
+		// Bodies are read raw and capped, so a gzip bomb stays 64 KiB.
+		DisableCompression: true,
+	}
+	return &Sender{
+		client: &http.Client{
+			Transport: transport,
+			Timeout:   AttemptTimeout,
+			CheckRedirect: func(*http.Request, []*http.Request) error {
+				return http.ErrUseLastResponse
+			},
+		},
+		userAgent: "hindsight/" + version,
+		now:       time.Now,
+		policy:    p,
+		lookup:    lookup,
+	}
+}
+
+// ValidateURL checks an endpoint URL against the sender's policy, resolving
+// names the way its connections do.
+func (s *Sender) ValidateURL(ctx context.Context, raw string) (*url.URL, error) {
+	return s.policy.ValidateURL(ctx, raw, s.lookup)
+}
+
+// Send makes one attempt.
+func (s *Sender) Send(ctx context.Context, url string, m Message) Attempt {
+	start := s.now()
+	sig, err := Sign(m.ID, start, m.Body, m.Secrets...)
+	if err != nil {
+		return Attempt{Outcome: Failed, Err: "sign: " + err.Error()}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(m.Body))
+	if err != nil {
+		return Attempt{Outcome: Failed, Err: "request: " + err.Error()}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", s.userAgent)
+	req.Header.Set("webhook-id", m.ID)
+	req.Header.Set("webhook-timestamp", strconv.FormatInt(start.Unix(), 10))
+	req.Header.Set("webhook-signature", sig)
+	if m.ReplayID != "" {
+		req.Header.Set("Hindsight-Replay-Id", m.ReplayID)
+	}
+	resp, err := s.client.Do(req)
+	a := Attempt{Latency: time.Since(start)}
+	if err != nil {
+		a.Err = err.Error()
+		switch {
+		case errors.Is(err, ErrForbiddenAddress):
+			a.Outcome = Failed
+		case ctx.Err() != nil:
+			a.Outcome, a.Err = Retry, "cancelled: "+ctx.Err().Error()
+		default:
+			a.Outcome = Retry // timeouts, refused and reset connections
+		}
+		return a
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, MaxResponse))
+	resp.Body.Close()
+	a.Latency = time.Since(start)
+	a.Status = resp.StatusCode
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+		a.Outcome = Delivered
+	case resp.StatusCode == http.StatusRequestTimeout || resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
+		a.Outcome = Retry
+		a.Err = fmt.Sprintf("HTTP %d", resp.StatusCode)
+		a.RetryAfter = retryAfter(resp.Header.Get("Retry-After"), s.now())
+	case resp.StatusCode >= 300 && resp.StatusCode < 400:
+		a.Outcome = Failed
+		a.Err = fmt.Sprintf("HTTP %d redirect to %q not followed", resp.StatusCode, resp.Header.Get("Location"))
+	default:
+		a.Outcome = Failed
+		a.Err = fmt.Sprintf("HTTP %d", resp.StatusCode)
+	}
+	return a
+}
+
+// retryAfter reads seconds or an HTTP date; 0 when absent or unreadable.
+func retryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.Atoi(v); err == nil && secs >= 0 {
+		return time.Duration(min(secs, 86400)) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}
+
+// RetryDelay is the wait before retry number n (0-based), or false when the
+// delivery has had all its attempts. A Retry-After is honoured within the
+// schedule's bounds (1 s to 10 min); otherwise the schedule's step gets
+// ±20% jitter so many failing deliveries do not retry in lockstep.
+func RetryDelay(n int, retryAfter time.Duration) (time.Duration, bool) {
+	if n >= len(Backoff) {
+		return 0, false
+	}
+	if retryAfter > 0 {
+		return min(max(retryAfter, Backoff[0]), Backoff[len(Backoff)-1]), true
+	}
+	step := Backoff[n]
+	jitter := time.Duration((rand.Float64()*0.4 - 0.2) * float64(step))
+	return step + jitter, true
+}

@@ -1,0 +1,254 @@
+package replay
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestPolicyCheckIP(t *testing.T) {
+	for _, tc := range []struct {
+		ip                   string
+		strict, allowPrivate bool // allowed under each policy
+	}{
+		{"93.184.216.34", true, true},
+		{"2606:4700::1111", true, true},
+		{"127.0.0.1", false, true},
+		{"127.8.9.10", false, true},
+		{"::1", false, true},
+		{"10.1.2.3", false, true},
+		{"172.16.0.1", false, true},
+		{"172.31.255.255", false, true},
+		{"172.32.0.1", true, true},
+		{"192.168.1.1", false, true},
+		{"100.64.0.1", false, true},
+		{"100.127.255.254", false, true},
+		{"fd00::1", false, true},
+		{"::ffff:127.0.0.1", false, true},
+		{"::ffff:10.0.0.1", false, true},
+		{"64:ff9b::7f00:1", false, true}, // NAT64 of 127.0.0.1
+		{"169.254.169.254", false, false},
+		{"::ffff:169.254.169.254", false, false},
+		{"fe80::1", false, false},
+		{"224.0.0.1", false, false},
+		{"ff02::1", false, false},
+		{"0.0.0.0", false, false},
+		{"0.1.2.3", false, false},
+		{"::", false, false},
+		{"255.255.255.255", false, false},
+		{"240.0.0.1", false, false},
+	} {
+		ip := netip.MustParseAddr(tc.ip)
+		assert.Equal(t, tc.strict, Policy{}.CheckIP(ip) == nil, "%s strict", tc.ip)
+		assert.Equal(t, tc.allowPrivate, Policy{AllowPrivate: true}.CheckIP(ip) == nil, "%s allow-private", tc.ip)
+	}
+}
+
+func TestValidateURL(t *testing.T) {
+	lookup := func(_ context.Context, host string) ([]netip.Addr, error) {
+		if host == "internal.test" {
+			return []netip.Addr{netip.MustParseAddr("10.0.0.5")}, nil
+		}
+		return []netip.Addr{netip.MustParseAddr("203.0.113.10")}, nil
+	}
+	ctx := context.Background()
+	for _, ok := range []string{"https://example.com/webhooks/alerts", "http://example.com:8080/x?y=1", "https://[2606:4700::1111]/hook"} {
+		_, err := Policy{}.ValidateURL(ctx, ok, lookup)
+		assert.NoError(t, err, ok)
+	}
+	for _, bad := range []string{"ftp://example.com/x", "example.com/x", "https://", "https://user:pw@example.com/",
+		"http://127.0.0.1/x", "http://[::1]/x", "http://169.254.169.254/latest/meta-data", "http://[::ffff:169.254.169.254]/",
+		"http://10.0.0.1/", "http://internal.test/hook", "javascript:alert(1)", "http://%zz/"} {
+		_, err := Policy{}.ValidateURL(ctx, bad, lookup)
+		assert.Error(t, err, bad)
+	}
+	_, err := Policy{AllowPrivate: true}.ValidateURL(ctx, "http://127.0.0.1:3000/hook", lookup)
+	assert.NoError(t, err, "dev allows a receiver on loopback")
+	_, err = Policy{AllowPrivate: true}.ValidateURL(ctx, "http://169.254.169.254/", lookup)
+	assert.Error(t, err, "but never link-local")
+}
+
+// receiver counts requests and answers with fn.
+func receiver(t *testing.T, fn http.HandlerFunc) (*httptest.Server, *atomic.Int64) {
+	var hits atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		fn(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &hits
+}
+
+func testMessage(t *testing.T) Message {
+	secret, err := NewSecret()
+	require.NoError(t, err)
+	return Message{ID: "evt_1", Body: []byte(`{"eventId":"evt_1","type":"platform.test"}`), ReplayID: "rpl_1", Secrets: []string{secret}}
+}
+
+func TestSendHeadersAndSignature(t *testing.T) {
+	m := testMessage(t)
+	var got *http.Request
+	var body []byte
+	srv, _ := receiver(t, func(w http.ResponseWriter, r *http.Request) {
+		got = r.Clone(context.Background())
+		body, _ = io.ReadAll(r.Body)
+		w.WriteHeader(http.StatusNoContent)
+	})
+	s := NewSender(Policy{AllowPrivate: true}, "1.2.3", 4)
+	a := s.Send(context.Background(), srv.URL+"/hook", m)
+	require.Equal(t, Delivered, a.Outcome, a.Err)
+	assert.Equal(t, http.StatusNoContent, a.Status)
+	assert.Equal(t, m.Body, body, "the original bytes, as they are")
+	assert.Equal(t, "application/json", got.Header.Get("Content-Type"))
+	assert.Equal(t, "hindsight/1.2.3", got.Header.Get("User-Agent"))
+	assert.Equal(t, "evt_1", got.Header.Get("webhook-id"))
+	assert.Equal(t, "rpl_1", got.Header.Get("Hindsight-Replay-Id"))
+	wh, err := standardwebhooks.NewWebhook(m.Secrets[0])
+	require.NoError(t, err)
+	assert.NoError(t, wh.Verify(body, got.Header), "the reference library verifies the delivery")
+}
+
+func TestSendOutcomes(t *testing.T) {
+	s := NewSender(Policy{AllowPrivate: true}, "test", 4)
+	for status, want := range map[int]Outcome{
+		200: Delivered, 201: Delivered, 204: Delivered,
+		408: Retry, 429: Retry, 500: Retry, 502: Retry, 503: Retry,
+		400: Failed, 401: Failed, 404: Failed, 410: Failed, 422: Failed,
+		301: Failed, 302: Failed, 307: Failed, 308: Failed,
+	} {
+		srv, _ := receiver(t, func(w http.ResponseWriter, r *http.Request) {
+			if status >= 300 && status < 400 {
+				w.Header().Set("Location", "/elsewhere")
+			}
+			w.WriteHeader(status)
+		})
+		a := s.Send(context.Background(), srv.URL, testMessage(t))
+		assert.Equal(t, want, a.Outcome, "HTTP %d", status)
+		assert.Equal(t, status, a.Status)
+	}
+	// Nothing listens: a connection error is retried.
+	srv, _ := receiver(t, func(http.ResponseWriter, *http.Request) {})
+	url := srv.URL
+	srv.Close()
+	assert.Equal(t, Retry, s.Send(context.Background(), url, testMessage(t)).Outcome)
+}
+
+func TestSendRetryAfter(t *testing.T) {
+	srv, _ := receiver(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "42")
+		w.WriteHeader(http.StatusTooManyRequests)
+	})
+	a := NewSender(Policy{AllowPrivate: true}, "test", 4).Send(context.Background(), srv.URL, testMessage(t))
+	assert.Equal(t, Retry, a.Outcome)
+	assert.Equal(t, 42*time.Second, a.RetryAfter)
+
+	d, ok := RetryDelay(0, 42*time.Second)
+	assert.True(t, ok)
+	assert.Equal(t, 42*time.Second, d)
+	d, _ = RetryDelay(0, 3*time.Hour)
+	assert.Equal(t, 10*time.Minute, d, "Retry-After is held to the schedule's bounds")
+	d, _ = RetryDelay(0, 10*time.Millisecond)
+	assert.Equal(t, time.Second, d)
+	for n, step := range Backoff {
+		d, ok := RetryDelay(n, 0)
+		require.True(t, ok)
+		assert.InDelta(t, float64(step), float64(d), 0.2*float64(step)+1, "retry %d: %s ±20%%", n, step)
+	}
+	_, ok = RetryDelay(len(Backoff), 0)
+	assert.False(t, ok, "after the last retry the delivery fails")
+	assert.Equal(t, time.Duration(0), retryAfter("soon", time.Now()))
+	assert.InDelta(t, float64(time.Minute), float64(retryAfter(time.Now().Add(time.Minute).UTC().Format(http.TimeFormat), time.Now())), float64(2*time.Second))
+}
+
+// TestHostileEndpoints: none of them holds the sender longer than its
+// limits, or makes it read more than 64 KiB.
+func TestHostileEndpoints(t *testing.T) {
+	s := NewSender(Policy{AllowPrivate: true}, "test", 4)
+	s.client.Timeout = 300 * time.Millisecond
+
+	slow, _ := receiver(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-time.After(time.Second):
+		case <-r.Context().Done():
+		}
+	})
+	a := s.Send(context.Background(), slow.URL, testMessage(t))
+	assert.Equal(t, Retry, a.Outcome, "a timeout is retried")
+	assert.Less(t, a.Latency, 2*time.Second)
+
+	var written atomic.Int64
+	huge, _ := receiver(t, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		chunk := bytes.Repeat([]byte("x"), 1<<20)
+		for range 1024 { // 1 GiB if anyone read it all
+			n, err := w.Write(chunk)
+			written.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	})
+	a = s.Send(context.Background(), huge.URL, testMessage(t))
+	assert.Equal(t, Delivered, a.Outcome, a.Err)
+	assert.Less(t, written.Load(), int64(64<<20), "the sender stopped reading long before the end")
+
+	var bomb bytes.Buffer
+	zw := gzip.NewWriter(&bomb)
+	_, _ = zw.Write(make([]byte, 256<<20)) // 256 MiB of zeros, ~256 KiB compressed
+	zw.Close()
+	gz, _ := receiver(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Encoding", "gzip")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(bomb.Bytes())
+	})
+	a = s.Send(context.Background(), gz.URL, testMessage(t))
+	assert.Equal(t, Delivered, a.Outcome, "a gzip bomb is never inflated: %s", a.Err)
+
+	internal, internalHits := receiver(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
+	redirect, _ := receiver(t, func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, internal.URL+"/admin", http.StatusMovedPermanently)
+	})
+	a = s.Send(context.Background(), redirect.URL, testMessage(t))
+	assert.Equal(t, Failed, a.Outcome)
+	assert.Contains(t, a.Err, "not followed")
+	assert.Zero(t, internalHits.Load(), "the redirect to loopback was not followed")
+}
+
+// TestDNSRebinding: the name resolved to a public address when the endpoint
+// was created and resolves to loopback when the delivery connects.
+func TestDNSRebinding(t *testing.T) {
+	srv, hits := receiver(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
+	port := srv.URL[strings.LastIndex(srv.URL, ":")+1:]
+	var calls atomic.Int64
+	lookup := func(context.Context, string) ([]netip.Addr, error) {
+		if calls.Add(1) == 1 {
+			return []netip.Addr{netip.MustParseAddr("203.0.113.10")}, nil
+		}
+		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
+	}
+	s := newSender(Policy{}, "test", 4, lookup)
+	url := "http://rebind.test:" + port + "/hook"
+	_, err := s.ValidateURL(context.Background(), url)
+	require.NoError(t, err, "at creation the name looks public")
+	a := s.Send(context.Background(), url, testMessage(t))
+	assert.Equal(t, Failed, a.Outcome)
+	assert.Contains(t, a.Err, "forbidden address")
+	assert.Zero(t, hits.Load(), "nothing reached the loopback receiver")
+
+	// A literal loopback URL, whatever the DNS says, is refused by the dialer too.
+	a = newSender(Policy{}, "test", 4, lookup).Send(context.Background(), srv.URL, testMessage(t))
+	assert.Equal(t, Failed, a.Outcome)
+	assert.Zero(t, hits.Load())
+}
