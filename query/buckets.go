@@ -26,7 +26,7 @@ func parseGranularity(v string) (Granularity, error) {
 	case NoSeries, Hour, Day, Week, Month:
 		return g, nil
 	}
-	return "", &badParam{"granularity", "want hour, day, week or month, got " + strconv.Quote(v)}
+	return "", badParam("granularity", "want hour, day, week or month, got "+strconv.Quote(v))
 }
 
 func parseZone(v string) (*time.Location, error) {
@@ -36,11 +36,11 @@ func parseZone(v string) (*time.Location, error) {
 	// LoadLocation also reads paths relative to the zoneinfo root and accepts
 	// "Local"; neither is a zone a client means.
 	if v == "Local" || len(v) > 64 || containsDotDot(v) {
-		return nil, &badParam{"tz", "unknown time zone " + strconv.Quote(v)}
+		return nil, badParam("tz", "unknown time zone "+strconv.Quote(v))
 	}
 	loc, err := time.LoadLocation(v)
 	if err != nil {
-		return nil, &badParam{"tz", "unknown time zone " + strconv.Quote(v)}
+		return nil, badParam("tz", "unknown time zone "+strconv.Quote(v))
 	}
 	return loc, nil
 }
@@ -97,13 +97,13 @@ func bucketsOf(g Granularity, r timeRange, loc *time.Location) ([]time.Time, err
 	// Bound the count before building the list, so a century of hours is
 	// refused without allocating it.
 	if approx := r.To.Sub(r.From) / approxWidth(g); approx > MaxBuckets+2 {
-		return nil, &badParam{"granularity", "the series would have more than 10000 buckets; narrow the range or widen the granularity"}
+		return nil, badParam("granularity", "the series would have more than 10000 buckets; narrow the range or widen the granularity")
 	}
 	var out []time.Time
 	for b := bucketStart(g, r.From, loc); !b.After(last); b = nextBucket(g, b, loc) {
 		out = append(out, b)
 		if len(out) > MaxBuckets {
-			return nil, &badParam{"granularity", "the series would have more than 10000 buckets; narrow the range or widen the granularity"}
+			return nil, badParam("granularity", "the series would have more than 10000 buckets; narrow the range or widen the granularity")
 		}
 	}
 	return out, nil

@@ -42,7 +42,7 @@ func (s *Server) encodeCursor(c cursor) string {
 }
 
 func (s *Server) decodeCursor(v string) (cursor, error) {
-	bad := &badParam{"cursor", "not a cursor this API issued"}
+	bad := badParam("cursor", "not a cursor this API issued")
 	raw, err := base64.RawURLEncoding.DecodeString(v)
 	if err != nil || len(raw) < 17 || len(raw) > 1024 {
 		return cursor{}, bad
@@ -66,7 +66,7 @@ func parseLimit(v string, def, most int) (int, error) {
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 1 || n > most {
-		return 0, &badParam{"limit", fmt.Sprintf("want an integer from 1 to %d, got %q", most, v)}
+		return 0, badParam("limit", fmt.Sprintf("want an integer from 1 to %d, got %q", most, v))
 	}
 	return n, nil
 }
@@ -77,7 +77,7 @@ func parseTypes(v string) ([]schema.Pattern, error) {
 	}
 	ps, err := schema.ParsePatterns(strings.Split(v, ","))
 	if err != nil {
-		return nil, &badParam{"types", err.Error()}
+		return nil, badParam("types", err.Error())
 	}
 	return ps, nil
 }

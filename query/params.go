@@ -2,8 +2,9 @@ package query
 
 import (
 	"strconv"
-	"strings"
 	"time"
+
+	"github.com/dodev/hindsight/internal/httpapi"
 )
 
 // Livemode selects live events, test events or both.
@@ -36,42 +37,7 @@ func parseLivemode(v string) (Livemode, error) {
 	case "all":
 		return LiveAll, nil
 	}
-	return "", &badParam{"livemode", "want true, false or all, got " + strconv.Quote(v)}
-}
-
-// parseTime reads an RFC3339 time or integer milliseconds since the epoch.
-func parseTime(param, v string) (time.Time, error) {
-	if isInteger(v) {
-		ms, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || ms < 0 || ms > maxMillis {
-			return time.Time{}, &badParam{param, "integer milliseconds out of range: " + strconv.Quote(v)}
-		}
-		return time.UnixMilli(ms).UTC(), nil
-	}
-	t, err := time.Parse(time.RFC3339Nano, v)
-	if err != nil {
-		return time.Time{}, &badParam{param, "want RFC3339 (2026-01-02T15:04:05Z) or integer milliseconds, got " + strconv.Quote(v)}
-	}
-	if t.Before(time.Unix(0, 0)) || t.UnixMilli() > maxMillis {
-		return time.Time{}, &badParam{param, "time out of range: " + strconv.Quote(v)}
-	}
-	return t.UTC(), nil
-}
-
-// maxMillis is 9999-12-31T23:59:59.999Z: later times have no RFC3339 form.
-const maxMillis = 253402300799999
-
-func isInteger(v string) bool {
-	v = strings.TrimPrefix(v, "-")
-	if v == "" {
-		return false
-	}
-	for i := 0; i < len(v); i++ {
-		if v[i] < '0' || v[i] > '9' {
-			return false
-		}
-	}
-	return true
+	return "", badParam("livemode", "want true, false or all, got "+strconv.Quote(v))
 }
 
 // timeRange is a half-open range [From, To).
@@ -95,9 +61,15 @@ func parseRange(from, to string, now time.Time) (timeRange, error) {
 		}
 	}
 	if !r.From.Before(r.To) {
-		return r, &badParam{"from", "must be before to"}
+		return r, badParam("from", "must be before to")
 	}
 	return r, nil
 }
 
-func formatTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z07:00") }
+var formatTime = httpapi.FormatTime
+
+// parseTime reads an RFC3339 time or integer milliseconds since the epoch.
+var parseTime = httpapi.ParseTime
+
+// badParam is a 400 naming the parameter at fault.
+func badParam(param, msg string) error { return &httpapi.BadParam{Param: param, Msg: msg} }

@@ -16,6 +16,8 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/gin-gonic/gin"
+
+	"github.com/dodev/hindsight/internal/httpapi"
 )
 
 // openAPI documents every route; a test keeps it and the router in step.
@@ -83,29 +85,10 @@ func (s *Server) Handler() http.Handler { return s.engine }
 // Routes lists the method and path of every route, for documentation checks.
 func (s *Server) Routes() gin.RoutesInfo { return s.engine.Routes() }
 
-// apiError is the body of every error response.
-type apiError struct {
-	Error struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	} `json:"error"`
-}
-
-func abort(c *gin.Context, status int, code, msg string) {
-	var e apiError
-	e.Error.Code, e.Error.Message = code, msg
-	c.AbortWithStatusPureJSON(status, e)
-}
-
-// badParam is a 400 naming the parameter at fault.
-type badParam struct {
-	param, msg string
-}
-
-func (e *badParam) Error() string { return e.param + ": " + e.msg }
+func abort(c *gin.Context, status int, code, msg string) { httpapi.Abort(c, status, code, msg) }
 
 func (s *Server) fail(c *gin.Context, err error) {
-	var bp *badParam
+	var bp *httpapi.BadParam
 	switch {
 	case errors.As(err, &bp):
 		abort(c, http.StatusBadRequest, "invalid_parameter", bp.Error())

@@ -81,7 +81,7 @@ func parseStatsRequest(c *gin.Context, now time.Time) (statsRequest, error) {
 				keys = append(keys, k)
 			}
 			sort.Strings(keys)
-			return req, &badParam{"group_by", fmt.Sprintf("%q is not a group of %s; want one of %s", req.groupBy, req.service, strings.Join(keys, ", "))}
+			return req, badParam("group_by", fmt.Sprintf("%q is not a group of %s; want one of %s", req.groupBy, req.service, strings.Join(keys, ", ")))
 		}
 		req.groupCol = col
 	}

@@ -82,6 +82,75 @@ func Migrations(db string, v Version) []Migration {
 ) ENGINE = ReplacingMergeTree()
 PARTITION BY toYYYYMM(toDateTime(intDiv(created_at, 1000), 'UTC'))
 ORDER BY (service, type, created_at, event_id)`)}},
+		// Replay's state. Rows are never updated: a change is a new row with a
+		// higher version, read back with FINAL (ReplacingMergeTree keeps the
+		// highest). Each table has one writer per row: the API writes endpoints
+		// and new replays, the worker holding a replay's lease its progress.
+		{2, "replay", []string{
+			r.Replace(`CREATE TABLE IF NOT EXISTS {db}.endpoints (
+	id String,
+	url String,
+	enabled_events Array(String),
+	description String,
+	rate_limit Float64,
+	secret String,
+	previous_secret String,
+	previous_secret_until Int64,
+	created_at Int64,
+	deleted UInt8,
+	version UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY id`),
+			r.Replace(`CREATE TABLE IF NOT EXISTS {db}.replays (
+	id String,
+	endpoint_id String,
+	since Int64,
+	until Int64,
+	enabled_events Array(String),
+	livemode {lc},
+	ordered UInt8,
+	concurrency UInt16,
+	rate_limit Float64,
+	status {lc},
+	matched UInt64,
+	delivered UInt64,
+	failed UInt64,
+	attempts UInt64,
+	cursor_created_at Int64,
+	cursor_event_id String,
+	created_at Int64,
+	started_at Int64,
+	finished_at Int64,
+	last_error String,
+	version UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY id`),
+			r.Replace(`CREATE TABLE IF NOT EXISTS {db}.replay_cancels (
+	replay_id String,
+	at Int64
+) ENGINE = ReplacingMergeTree()
+ORDER BY replay_id`),
+			r.Replace(`CREATE TABLE IF NOT EXISTS {db}.replay_leases (
+	replay_id String,
+	owner String,
+	until Int64,
+	version UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY replay_id`),
+			r.Replace(`CREATE TABLE IF NOT EXISTS {db}.deliveries (
+	endpoint_id String,
+	replay_id String,
+	event_id String,
+	attempt UInt8,
+	status UInt16,
+	outcome {lc},
+	latency_ms Float64,
+	error String,
+	at Int64
+) ENGINE = MergeTree()
+PARTITION BY toYYYYMM(toDateTime(intDiv(at, 1000), 'UTC'))
+ORDER BY (endpoint_id, at)`),
+		}},
 	}
 }
 

@@ -1,0 +1,72 @@
+// Package httpapi holds what every part of Hindsight's HTTP API shares: the
+// JSON error body, the 400 that names a parameter, and the parsing of times
+// given as RFC3339 or integer milliseconds. It knows no routes.
+package httpapi
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+)
+
+// Error is the body of every error response.
+type Error struct {
+	Error struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+// Abort ends a request with an error body.
+func Abort(c *gin.Context, status int, code, msg string) {
+	var e Error
+	e.Error.Code, e.Error.Message = code, msg
+	c.AbortWithStatusJSON(status, e)
+}
+
+// BadParam is a 400 naming the parameter at fault.
+type BadParam struct {
+	Param, Msg string
+}
+
+func (e *BadParam) Error() string { return e.Param + ": " + e.Msg }
+
+// MaxMillis is 9999-12-31T23:59:59.999Z: later times have no RFC3339 form.
+const MaxMillis = 253402300799999
+
+// ParseTime reads an RFC3339 time or integer milliseconds since the epoch.
+func ParseTime(param, v string) (time.Time, error) {
+	if isInteger(v) {
+		ms, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || ms < 0 || ms > MaxMillis {
+			return time.Time{}, &BadParam{param, "integer milliseconds out of range: " + strconv.Quote(v)}
+		}
+		return time.UnixMilli(ms).UTC(), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return time.Time{}, &BadParam{param, "want RFC3339 (2026-01-02T15:04:05Z) or integer milliseconds, got " + strconv.Quote(v)}
+	}
+	if t.Before(time.Unix(0, 0)) || t.UnixMilli() > MaxMillis {
+		return time.Time{}, &BadParam{param, "time out of range: " + strconv.Quote(v)}
+	}
+	return t.UTC(), nil
+}
+
+func isInteger(v string) bool {
+	v = strings.TrimPrefix(v, "-")
+	if v == "" {
+		return false
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] < '0' || v[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// FormatTime renders a time the way every response does.
+func FormatTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z07:00") }
