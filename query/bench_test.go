@@ -3,6 +3,7 @@ package query
 import (
 	"context"
 	"fmt"
+	"github.com/dodev/hindsight/internal/httpapi"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -65,7 +66,7 @@ func BenchmarkStats10M(b *testing.B) {
 
 	loc, _ := time.LoadLocation("America/New_York")
 	req := statsRequest{
-		service: "send", def: services["send"], granularity: Day, loc: loc, livemode: LiveOnly,
+		service: "send", def: services["send"], granularity: httpapi.Day, loc: loc, livemode: LiveOnly,
 		r: timeRange{From: time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC), To: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)},
 	}
 	sql, args := statsSQL(db, req)

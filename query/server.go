@@ -43,6 +43,7 @@ type Server struct {
 	log    *slog.Logger
 	ready  []ReadyFunc
 	engine *gin.Engine
+	v1     *gin.RouterGroup
 	// cursorKey signs listing cursors; derived from the API key so every
 	// replica of the API accepts the others' cursors.
 	cursorKey []byte
@@ -71,6 +72,7 @@ func New(cfg Config, conn Conn, log *slog.Logger, ready ...ReadyFunc) (*Server, 
 	s.engine.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	s.engine.GET("/readyz", s.readyz)
 	v1 := s.engine.Group("/v1", s.auth)
+	s.v1 = v1
 	v1.GET("/stats/:service", s.stats)
 	v1.GET("/events", s.listEvents)
 	v1.GET("/events/:eventId", s.getEvent)
@@ -81,6 +83,10 @@ func New(cfg Config, conn Conn, log *slog.Logger, ready ...ReadyFunc) (*Server, 
 
 // Handler returns the API's http.Handler.
 func (s *Server) Handler() http.Handler { return s.engine }
+
+// V1 is the /v1 group, behind the API key, for other packages' routes
+// (cmd mounts replay's there).
+func (s *Server) V1() *gin.RouterGroup { return s.v1 }
 
 // Routes lists the method and path of every route, for documentation checks.
 func (s *Server) Routes() gin.RoutesInfo { return s.engine.Routes() }

@@ -3,6 +3,7 @@ package query
 import (
 	"context"
 	"fmt"
+	"github.com/dodev/hindsight/internal/httpapi"
 	"net/http"
 	"sort"
 	"strings"
@@ -27,16 +28,16 @@ type Group struct {
 
 // StatsResponse is the body of GET /v1/stats/{service}.
 type StatsResponse struct {
-	Service     string       `json:"service"`
-	From        string       `json:"from"`
-	To          string       `json:"to"`
-	Granularity *Granularity `json:"granularity"` // null without a series
-	TZ          string       `json:"tz"`
-	Livemode    Livemode     `json:"livemode"`
-	GroupBy     string       `json:"group_by,omitempty"`
-	Totals      T            `json:"totals"`
-	Series      []Bucket     `json:"series,omitempty"`
-	Groups      []Group      `json:"groups,omitempty"`
+	Service     string               `json:"service"`
+	From        string               `json:"from"`
+	To          string               `json:"to"`
+	Granularity *httpapi.Granularity `json:"granularity"` // null without a series
+	TZ          string               `json:"tz"`
+	Livemode    Livemode             `json:"livemode"`
+	GroupBy     string               `json:"group_by,omitempty"`
+	Totals      T                    `json:"totals"`
+	Series      []Bucket             `json:"series,omitempty"`
+	Groups      []Group              `json:"groups,omitempty"`
 }
 
 // statsRequest is a parsed and checked GET /v1/stats/{service}.
@@ -44,7 +45,7 @@ type statsRequest struct {
 	service     string
 	def         serviceDef
 	r           timeRange
-	granularity Granularity
+	granularity httpapi.Granularity
 	loc         *time.Location
 	livemode    Livemode
 	groupBy     string // the parameter's value
@@ -63,10 +64,10 @@ func parseStatsRequest(c *gin.Context, now time.Time) (statsRequest, error) {
 	if req.r, err = parseRange(c.Query("from"), c.Query("to"), now); err != nil {
 		return req, err
 	}
-	if req.granularity, err = parseGranularity(c.Query("granularity")); err != nil {
+	if req.granularity, err = httpapi.ParseGranularity(c.Query("granularity")); err != nil {
 		return req, err
 	}
-	if req.loc, err = parseZone(c.Query("tz")); err != nil {
+	if req.loc, err = httpapi.ParseZone(c.Query("tz")); err != nil {
 		return req, err
 	}
 	if req.livemode, err = parseLivemode(c.Query("livemode")); err != nil {
@@ -101,8 +102,8 @@ func (s *Server) stats(c *gin.Context) {
 		return
 	}
 	var buckets []time.Time
-	if req.granularity != NoSeries {
-		if buckets, err = bucketsOf(req.granularity, req.r, req.loc); err != nil {
+	if req.granularity != httpapi.NoSeries {
+		if buckets, err = httpapi.BucketsOf(req.granularity, req.r.From, req.r.To, req.loc); err != nil {
 			s.fail(c, err)
 			return
 		}
@@ -144,7 +145,7 @@ func statsSQL(db string, req statsRequest) (string, []any) {
 		args = append(append(append(args, keyArgs...), whereArgs...), extraArgs...)
 	}
 
-	bucket, zoneArgs := bucketSQL(req.granularity)
+	bucket, zoneArgs := httpapi.BucketSQL(req.granularity, "created_at")
 	zones := make([]any, zoneArgs)
 	for i := range zones {
 		zones[i] = req.loc.String()
@@ -170,7 +171,7 @@ func statsSQL(db string, req statsRequest) (string, []any) {
 			typeArgs = append(typeArgs, t)
 		}
 		part("US", seriesKey, zones, unique, in, typeArgs, "b, t")
-		if req.granularity != NoSeries {
+		if req.granularity != httpapi.NoSeries {
 			part("UT", whole, nil, unique, in, typeArgs, "t")
 		}
 		if req.groupCol != "" {
@@ -203,7 +204,7 @@ func (s *Server) runStats(ctx context.Context, req statsRequest, buckets []time.
 			return StatsResponse{}, fmt.Errorf("read stats of %s: %w", req.service, err)
 		}
 		switch {
-		case kind == "UT", req.granularity == NoSeries && (kind == "S" || kind == "US"):
+		case kind == "UT", req.granularity == httpapi.NoSeries && (kind == "S" || kind == "US"):
 			into(totals, typ, c)
 		case kind == "S" || kind == "US":
 			if kind == "S" {
@@ -229,13 +230,13 @@ func (s *Server) runStats(ctx context.Context, req statsRequest, buckets []time.
 		TZ: req.loc.String(), Livemode: req.livemode, GroupBy: req.groupBy,
 		Totals: req.def.block(req.service, totals),
 	}
-	if req.granularity != NoSeries {
+	if req.granularity != httpapi.NoSeries {
 		resp.Granularity = &req.granularity
 	}
 	for _, b := range buckets {
-		resp.Series = append(resp.Series, Bucket{Bucket: formatBucket(b, req.loc), T: req.def.block(req.service, series[b.Unix()])})
+		resp.Series = append(resp.Series, Bucket{Bucket: httpapi.FormatBucket(b, req.loc), T: req.def.block(req.service, series[b.Unix()])})
 	}
-	if req.granularity != NoSeries && resp.Series == nil {
+	if req.granularity != httpapi.NoSeries && resp.Series == nil {
 		resp.Series = []Bucket{}
 	}
 	for key, by := range groups {

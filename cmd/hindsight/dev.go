@@ -14,6 +14,7 @@ import (
 	"github.com/dodev/hindsight/ingest"
 	"github.com/dodev/hindsight/internal/chlocal"
 	"github.com/dodev/hindsight/query"
+	"github.com/dodev/hindsight/replay"
 )
 
 func runDev(ctx context.Context, args []string) error {
@@ -79,9 +80,14 @@ func runDev(ctx context.Context, args []string) error {
 
 	ingestCfg := ingest.Config{Brokers: []string{kafkaListen}, Topic: topic, Database: c.database}
 	apiCfg := query.Config{Database: c.database, APIKey: apiKey}
+	replayCfg := replay.WorkerConfig{Database: c.database}
+	replayCfg.ApplyDefaults()
 	s := stack{
 		conn: conn, database: c.database, log: log,
-		ingest: &ingestCfg, api: &apiCfg, httpAddr: httpAddr,
+		ingest: &ingestCfg, api: &apiCfg, replay: &replayCfg, httpAddr: httpAddr,
+		// A developer's receiver runs on this machine or its network; cloud
+		// metadata (link-local) stays refused.
+		policy: replay.Policy{AllowPrivate: true},
 	}
 	s.ready = func(apiURL string, _ *ingest.Ingester) {
 		fmt.Printf("hindsight dev ready: api %s (Authorization: Bearer %s) · kafka %s · clickhouse %s · data %s\n",

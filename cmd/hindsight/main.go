@@ -21,9 +21,10 @@ const usage = `hindsight: event analytics and replay for do.dev's webhook events
 
 Usage:
   hindsight dev      [--data DIR] [--http ADDR] [--kafka-listen ADDR] [--clickhouse ADDR] [--load FILE]
-  hindsight serve    --kafka HOSTS --clickhouse ADDR   (ingest and the HTTP API)
+  hindsight serve    --kafka HOSTS --clickhouse ADDR   (ingest, the HTTP API and a replay worker)
   hindsight ingest   --kafka HOSTS --clickhouse ADDR
   hindsight api      --clickhouse ADDR
+  hindsight replay-worker --clickhouse ADDR            (runs replay jobs; start several to share them)
   hindsight migrate  --clickhouse ADDR
   hindsight produce  [--kafka HOSTS] [--topic events] FILE|-
   hindsight broker   [--listen 127.0.0.1:9092] [--data DIR]   (the embedded Kafka-protocol broker alone)
@@ -65,11 +66,13 @@ func run(ctx context.Context, args []string) error {
 	case "dev":
 		return runDev(ctx, rest)
 	case "serve":
-		return runRoles(ctx, "serve", rest, true, true)
+		return runRoles(ctx, "serve", rest, true, true, true)
 	case "ingest":
-		return runRoles(ctx, "ingest", rest, true, false)
+		return runRoles(ctx, "ingest", rest, true, false, false)
 	case "api":
-		return runRoles(ctx, "api", rest, false, true)
+		return runRoles(ctx, "api", rest, false, true, false)
+	case "replay-worker":
+		return runRoles(ctx, "replay-worker", rest, false, false, true)
 	case "migrate":
 		return runMigrate(ctx, rest)
 	case "produce":

@@ -15,6 +15,7 @@ import (
 
 	"github.com/dodev/hindsight/ingest"
 	"github.com/dodev/hindsight/query"
+	"github.com/dodev/hindsight/replay"
 	"github.com/dodev/hindsight/schema"
 )
 
@@ -54,8 +55,10 @@ type stack struct {
 	conn     driver.Conn
 	database string
 	log      *slog.Logger
-	ingest   *ingest.Config // nil: no ingest here
-	api      *query.Config  // nil: no API here
+	ingest   *ingest.Config       // nil: no ingest here
+	api      *query.Config        // nil: no API here
+	replay   *replay.WorkerConfig // nil: no replay worker here
+	policy   replay.Policy        // where deliveries may connect
 	httpAddr string
 	// ready, if set, is called once the API listens and ingest consumes.
 	ready func(apiURL string, in *ingest.Ingester)
@@ -84,6 +87,20 @@ func (s stack) run(ctx context.Context) error {
 			}
 		})
 	}
+	sender := replay.NewSender(s.policy, version, 256)
+	if s.replay != nil {
+		w, err := replay.NewWorker(*s.replay, s.conn, sender, s.log.With("component", "replay"))
+		if err != nil {
+			cancel(nil)
+			wg.Wait()
+			return usagef("%v", err)
+		}
+		wg.Go(func() {
+			if err := w.Run(ctx); err != nil {
+				cancel(fmt.Errorf("replay worker: %w", err))
+			}
+		})
+	}
 	apiURL := ""
 	if s.api != nil {
 		api, err := query.New(*s.api, s.conn, s.log.With("component", "api"), ready...)
@@ -92,6 +109,7 @@ func (s stack) run(ctx context.Context) error {
 			wg.Wait()
 			return usagef("%v", err)
 		}
+		replay.NewAPI(s.database, s.conn, sender, s.log.With("component", "replay-api")).Register(api.V1())
 		ln, err := net.Listen("tcp", s.httpAddr)
 		if err != nil {
 			cancel(nil)
@@ -133,7 +151,7 @@ func (s stack) run(ctx context.Context) error {
 	return nil
 }
 
-func runRoles(ctx context.Context, name string, args []string, withIngest, withAPI bool) error {
+func runRoles(ctx context.Context, name string, args []string, withIngest, withAPI, withReplay bool) error {
 	fs := newFlags(name)
 	var c common
 	c.register(fs, "")
@@ -152,6 +170,10 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 		fs.StringVar(&httpAddr, "http", "127.0.0.1:8080", "HTTP listen address")
 		fs.StringVar(&apiKey, "api-key", "", "bearer key for /v1 requests (at least 16 characters)")
 	}
+	var allowPrivate bool
+	if withAPI || withReplay {
+		fs.BoolVar(&allowPrivate, "allow-private-endpoints", false, "let webhooks reach loopback and private addresses (never link-local)")
+	}
 	if err := fs.parse(args); err != nil {
 		return helpOK(err)
 	}
@@ -159,7 +181,12 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 	if err != nil {
 		return err
 	}
-	s := stack{database: c.database, log: log, httpAddr: httpAddr}
+	s := stack{database: c.database, log: log, httpAddr: httpAddr, policy: replay.Policy{AllowPrivate: allowPrivate}}
+	if withReplay {
+		cfg := replay.WorkerConfig{Database: c.database}
+		cfg.ApplyDefaults()
+		s.replay = &cfg
+	}
 	if withIngest {
 		brokers, err := checkAddrs("kafka", kafka)
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/dodev/hindsight/internal/chlocal"
+	"github.com/dodev/hindsight/schema"
 )
 
 var (
@@ -99,4 +101,32 @@ func Database(t testing.TB) (driver.Conn, string) {
 		_ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name)
 	})
 	return conn, name
+}
+
+// InsertEvents stores events in db's events table the way ingest does,
+// one row each, with Kafka offsets in order.
+func InsertEvents(t testing.TB, conn driver.Conn, db string, events []schema.Event) {
+	t.Helper()
+	b := func(v bool) uint8 {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	batch, err := conn.PrepareBatch(context.Background(), "INSERT INTO `"+db+"`.events ("+strings.Join(schema.EventColumns, ", ")+")")
+	if err != nil {
+		t.Fatalf("prepare insert: %v", err)
+	}
+	now := time.Now()
+	for i, ev := range events {
+		d := ev.Dims
+		if err := batch.Append(ev.ID, ev.Type, ev.Service, ev.CreatedAt, b(ev.Livemode), b(ev.Known),
+			d.MessageID, d.MessageHash, d.RecipientDomain, d.SenderDomain, d.BounceType, b(d.HasCarrier), b(d.HasInventory),
+			d.NPA, d.Voice, d.Format, d.TextLength, d.DurationSec, string(ev.Raw), "events", int32(0), int64(i), now); err != nil {
+			t.Fatalf("append event: %v", err)
+		}
+	}
+	if err := batch.Send(); err != nil {
+		t.Fatalf("insert %d events: %v", len(events), err)
+	}
 }

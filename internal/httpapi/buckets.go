@@ -1,4 +1,4 @@
-package query
+package httpapi
 
 import (
 	"strconv"
@@ -21,7 +21,7 @@ const (
 // MaxBuckets is the most buckets a series may have.
 const MaxBuckets = 10_000
 
-func parseGranularity(v string) (Granularity, error) {
+func ParseGranularity(v string) (Granularity, error) {
 	switch g := Granularity(v); g {
 	case NoSeries, Hour, Day, Week, Month:
 		return g, nil
@@ -29,7 +29,7 @@ func parseGranularity(v string) (Granularity, error) {
 	return "", badParam("granularity", "want hour, day, week or month, got "+strconv.Quote(v))
 }
 
-func parseZone(v string) (*time.Location, error) {
+func ParseZone(v string) (*time.Location, error) {
 	if v == "" {
 		return time.UTC, nil
 	}
@@ -54,8 +54,8 @@ func containsDotDot(s string) bool {
 	return false
 }
 
-// bucketStart returns the start of the bucket holding t, in loc.
-func bucketStart(g Granularity, t time.Time, loc *time.Location) time.Time {
+// BucketStart returns the start of the bucket holding t, in loc.
+func BucketStart(g Granularity, t time.Time, loc *time.Location) time.Time {
 	t = t.In(loc)
 	switch g {
 	case Hour:
@@ -76,10 +76,10 @@ func bucketStart(g Granularity, t time.Time, loc *time.Location) time.Time {
 	return t
 }
 
-func nextBucket(g Granularity, b time.Time, loc *time.Location) time.Time {
+func NextBucket(g Granularity, b time.Time, loc *time.Location) time.Time {
 	switch g {
 	case Hour:
-		return bucketStart(Hour, b.Add(time.Hour), loc)
+		return BucketStart(Hour, b.Add(time.Hour), loc)
 	case Day:
 		return time.Date(b.Year(), b.Month(), b.Day()+1, 0, 0, 0, 0, loc)
 	case Week:
@@ -90,17 +90,17 @@ func nextBucket(g Granularity, b time.Time, loc *time.Location) time.Time {
 	return b
 }
 
-// bucketsOf lists every bucket from the one holding r.From to the one holding
-// r.To minus 1 ms.
-func bucketsOf(g Granularity, r timeRange, loc *time.Location) ([]time.Time, error) {
-	last := bucketStart(g, r.To.Add(-time.Millisecond), loc)
+// BucketsOf lists every bucket from the one holding from to the one holding
+// to minus 1 ms.
+func BucketsOf(g Granularity, from, to time.Time, loc *time.Location) ([]time.Time, error) {
+	last := BucketStart(g, to.Add(-time.Millisecond), loc)
 	// Bound the count before building the list, so a century of hours is
 	// refused without allocating it.
-	if approx := r.To.Sub(r.From) / approxWidth(g); approx > MaxBuckets+2 {
+	if approx := to.Sub(from) / approxWidth(g); approx > MaxBuckets+2 {
 		return nil, badParam("granularity", "the series would have more than 10000 buckets; narrow the range or widen the granularity")
 	}
 	var out []time.Time
-	for b := bucketStart(g, r.From, loc); !b.After(last); b = nextBucket(g, b, loc) {
+	for b := BucketStart(g, from, loc); !b.After(last); b = NextBucket(g, b, loc) {
 		out = append(out, b)
 		if len(out) > MaxBuckets {
 			return nil, badParam("granularity", "the series would have more than 10000 buckets; narrow the range or widen the granularity")
@@ -121,10 +121,10 @@ func approxWidth(g Granularity) time.Duration {
 	return 28 * 24 * time.Hour
 }
 
-// bucketSQL is the SQL for the unix-seconds start of an event's bucket; the
+// BucketSQL is the SQL for the unix-seconds start of an event's bucket; the
 // zone is bound as the single argument each "?" takes.
-func bucketSQL(g Granularity) (string, int) {
-	const ts = "toDateTime(intDiv(created_at, 1000))"
+func BucketSQL(g Granularity, msColumn string) (string, int) {
+	ts := "toDateTime(intDiv(" + msColumn + ", 1000))"
 	switch g {
 	case Hour:
 		return "toUInt32(toUnixTimestamp(toStartOfHour(" + ts + ", ?)))", 1
@@ -138,7 +138,9 @@ func bucketSQL(g Granularity) (string, int) {
 	return "toUInt32(0)", 0
 }
 
-// formatBucket renders a bucket's start in its zone, offset included.
-func formatBucket(t time.Time, loc *time.Location) string {
+// FormatBucket renders a bucket's start in its zone, offset included.
+func FormatBucket(t time.Time, loc *time.Location) string {
 	return t.In(loc).Format(time.RFC3339)
 }
+
+func badParam(param, msg string) error { return &BadParam{Param: param, Msg: msg} }

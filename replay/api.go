@@ -1,0 +1,522 @@
+package replay
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/dodev/hindsight/internal/httpapi"
+	"github.com/dodev/hindsight/schema"
+)
+
+// API serves endpoints, replays and delivery stats on the /v1 group of the
+// HTTP API.
+type API struct {
+	store  *Store
+	conn   Conn
+	db     string
+	sender *Sender
+	log    *slog.Logger
+}
+
+// NewAPI builds the replay routes.
+func NewAPI(db string, conn Conn, sender *Sender, log *slog.Logger) *API {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &API{store: NewStore(conn, db), conn: conn, db: db, sender: sender, log: log}
+}
+
+// Register adds the routes to a group that already checks the API key.
+func (a *API) Register(g *gin.RouterGroup) {
+	g.POST("/endpoints", a.createEndpoint)
+	g.GET("/endpoints", a.listEndpoints)
+	g.GET("/endpoints/:id", a.getEndpoint)
+	g.PATCH("/endpoints/:id", a.updateEndpoint)
+	g.DELETE("/endpoints/:id", a.deleteEndpoint)
+	g.POST("/endpoints/:id/secret/rotate", a.rotateSecret)
+	g.POST("/endpoints/:id/test", a.testEndpoint)
+	g.POST("/replays", a.createReplay)
+	g.GET("/replays", a.listReplays)
+	g.GET("/replays/:id", a.getReplay)
+	g.POST("/replays/:id/cancel", a.cancelReplay)
+	g.GET("/stats/deliveries", a.deliveryStats)
+}
+
+func (a *API) fail(c *gin.Context, err error) {
+	var bp *httpapi.BadParam
+	switch {
+	case errors.As(err, &bp):
+		httpapi.Abort(c, http.StatusBadRequest, "invalid_parameter", bp.Error())
+	case errors.Is(err, ErrNotFound):
+		httpapi.Abort(c, http.StatusNotFound, "not_found", err.Error())
+	default:
+		a.log.Error("request failed", "path", c.Request.URL.Path, "err", err)
+		httpapi.Abort(c, http.StatusInternalServerError, "internal", "internal error; the server log has details")
+	}
+}
+
+func bad(param, msg string) error { return &httpapi.BadParam{Param: param, Msg: msg} }
+
+// decode reads a JSON body of at most 64 KiB into v, refusing unknown fields.
+func decode(c *gin.Context, v any) error {
+	body, err := io.ReadAll(io.LimitReader(c.Request.Body, 64<<10+1))
+	if err != nil {
+		return bad("body", "unreadable: "+err.Error())
+	}
+	if len(body) > 64<<10 {
+		return bad("body", "larger than 64 KiB")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return bad(te.Field, fmt.Sprintf("want a %s", te.Type))
+		}
+		return bad("body", "not the JSON this route takes: "+err.Error())
+	}
+	return nil
+}
+
+type endpointView struct {
+	ID            string   `json:"id"`
+	URL           string   `json:"url"`
+	EnabledEvents []string `json:"enabled_events"`
+	Description   string   `json:"description"`
+	RateLimit     *float64 `json:"rate_limit"`
+	Secret        string   `json:"secret,omitempty"`
+	CreatedAt     string   `json:"created_at"`
+}
+
+func viewEndpoint(e Endpoint, withSecret bool) endpointView {
+	v := endpointView{ID: e.ID, URL: e.URL, EnabledEvents: e.EnabledEvents, Description: e.Description, CreatedAt: httpapi.FormatTime(e.CreatedAt)}
+	if e.RateLimit > 0 {
+		r := e.RateLimit
+		v.RateLimit = &r
+	}
+	if withSecret {
+		v.Secret = e.Secret
+	}
+	return v
+}
+
+// endpointInput is the body of POST and PATCH /v1/endpoints.
+type endpointInput struct {
+	URL           *string   `json:"url"`
+	EnabledEvents *[]string `json:"enabled_events"`
+	Description   *string   `json:"description"`
+	RateLimit     *float64  `json:"rate_limit"`
+}
+
+// apply checks the input and copies what it sets onto e.
+func (a *API) apply(ctx context.Context, in endpointInput, e *Endpoint) error {
+	if in.URL != nil {
+		if _, err := a.sender.ValidateURL(ctx, *in.URL); err != nil {
+			return bad("url", strings.TrimPrefix(err.Error(), "url: "))
+		}
+		e.URL = *in.URL
+	}
+	if in.EnabledEvents != nil {
+		if _, err := schema.ParsePatterns(*in.EnabledEvents); err != nil {
+			return bad("enabled_events", err.Error())
+		}
+		if len(*in.EnabledEvents) > 100 {
+			return bad("enabled_events", "more than 100 patterns")
+		}
+		e.EnabledEvents = *in.EnabledEvents
+	}
+	if in.Description != nil {
+		if len(*in.Description) > 1024 {
+			return bad("description", "longer than 1024 bytes")
+		}
+		e.Description = *in.Description
+	}
+	if in.RateLimit != nil {
+		if r := *in.RateLimit; r <= 0 || r > 100_000 || math.IsNaN(r) {
+			return bad("rate_limit", "want deliveries per second, more than 0 and at most 100000")
+		}
+		e.RateLimit = *in.RateLimit
+	}
+	return nil
+}
+
+func (a *API) createEndpoint(c *gin.Context) {
+	var in endpointInput
+	if err := decode(c, &in); err != nil {
+		a.fail(c, err)
+		return
+	}
+	if in.URL == nil {
+		a.fail(c, bad("url", "required"))
+		return
+	}
+	if in.EnabledEvents == nil {
+		a.fail(c, bad("enabled_events", "required: patterns such as [\"*\"] or [\"send.email.bounced\"]"))
+		return
+	}
+	secret, err := NewSecret()
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	e := Endpoint{ID: newID("whep_"), Secret: secret, CreatedAt: time.Now().UTC()}
+	if err := a.apply(c.Request.Context(), in, &e); err != nil {
+		a.fail(c, err)
+		return
+	}
+	if err := a.store.SaveEndpoint(c.Request.Context(), e); err != nil {
+		a.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusCreated, viewEndpoint(e, true))
+}
+
+func (a *API) listEndpoints(c *gin.Context) {
+	es, err := a.store.Endpoints(c.Request.Context(), "")
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	out := make([]endpointView, 0, len(es))
+	for _, e := range es {
+		out = append(out, viewEndpoint(e, false))
+	}
+	c.JSON(http.StatusOK, gin.H{"data": out})
+}
+
+func (a *API) getEndpoint(c *gin.Context) {
+	e, err := a.store.Endpoint(c.Request.Context(), c.Param("id"))
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, viewEndpoint(e, false))
+}
+
+func (a *API) updateEndpoint(c *gin.Context) {
+	e, err := a.store.Endpoint(c.Request.Context(), c.Param("id"))
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	var in endpointInput
+	if err := decode(c, &in); err != nil {
+		a.fail(c, err)
+		return
+	}
+	if err := a.apply(c.Request.Context(), in, &e); err != nil {
+		a.fail(c, err)
+		return
+	}
+	if err := a.store.SaveEndpoint(c.Request.Context(), e); err != nil {
+		a.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, viewEndpoint(e, false))
+}
+
+func (a *API) deleteEndpoint(c *gin.Context) {
+	e, err := a.store.Endpoint(c.Request.Context(), c.Param("id"))
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	if err := a.store.DeleteEndpoint(c.Request.Context(), e); err != nil {
+		a.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"id": e.ID, "deleted": true})
+}
+
+// rotateSecret gives the endpoint a new secret; the old one keeps signing
+// beside it for 24 hours, so receivers can switch without a gap.
+func (a *API) rotateSecret(c *gin.Context) {
+	e, err := a.store.Endpoint(c.Request.Context(), c.Param("id"))
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	secret, err := NewSecret()
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	e.PreviousSecret, e.PreviousUntil, e.Secret = e.Secret, time.Now().UTC().Add(24*time.Hour), secret
+	if err := a.store.SaveEndpoint(c.Request.Context(), e); err != nil {
+		a.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"id": e.ID, "secret": secret, "previous_secret_expires_at": httpapi.FormatTime(e.PreviousUntil)})
+}
+
+type attemptView struct {
+	Outcome   string  `json:"outcome"`
+	Status    int     `json:"status"`
+	LatencyMS float64 `json:"latency_ms"`
+	Error     string  `json:"error,omitempty"`
+}
+
+// testEndpoint sends one platform.test event, like a dashboard's Test
+// Webhook button, and answers with what happened.
+func (a *API) testEndpoint(c *gin.Context) {
+	ctx := c.Request.Context()
+	e, err := a.store.Endpoint(ctx, c.Param("id"))
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	now := time.Now().UTC()
+	id := newID("evt_test_")
+	body, _ := json.Marshal(map[string]any{
+		"eventId": id, "type": "platform.test", "service": "platform", "livemode": false, "createdAt": now.UnixMilli(),
+		"data": map[string]any{"message": "This is a test webhook event from do.dev", "endpoint_id": e.ID},
+	})
+	at := a.sender.Send(ctx, e.URL, Message{ID: id, Body: body, Secrets: e.Secrets(now)})
+	if err := a.store.RecordAttempts(ctx, []Record{{EndpointID: e.ID, EventID: id, Attempt: 1, Result: at, At: now}}); err != nil {
+		a.log.Warn("record test delivery", "endpoint", e.ID, "err", err)
+	}
+	c.JSON(http.StatusOK, gin.H{
+		"event":   json.RawMessage(body),
+		"attempt": attemptView{Outcome: at.Outcome.String(), Status: at.Status, LatencyMS: float64(at.Latency.Microseconds()) / 1000, Error: at.Err},
+	})
+}
+
+// replayInput is the body of POST /v1/replays.
+type replayInput struct {
+	EndpointID    string          `json:"endpoint_id"`
+	Since         json.RawMessage `json:"since"`
+	Until         json.RawMessage `json:"until"`
+	EnabledEvents []string        `json:"enabled_events"`
+	Livemode      json.RawMessage `json:"livemode"`
+	Ordered       *bool           `json:"ordered"`
+	Concurrency   *int            `json:"concurrency"`
+	RateLimit     *float64        `json:"rate_limit"`
+	DryRun        bool            `json:"dry_run"`
+}
+
+// jsonTime reads a JSON number of milliseconds or a string (RFC3339 or
+// digits).
+func jsonTime(param string, raw json.RawMessage) (time.Time, error) {
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		s = string(bytes.TrimSpace(raw))
+	}
+	return httpapi.ParseTime(param, s)
+}
+
+func (a *API) createReplay(c *gin.Context) {
+	ctx := c.Request.Context()
+	var in replayInput
+	if err := decode(c, &in); err != nil {
+		a.fail(c, err)
+		return
+	}
+	job, patterns, err := a.newJob(ctx, in)
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	if in.DryRun {
+		d, err := dryRun(ctx, a.conn, a.db, job, patterns)
+		if err != nil {
+			a.fail(c, err)
+			return
+		}
+		c.JSON(http.StatusOK, d)
+		return
+	}
+	if err := a.store.SaveJob(ctx, job); err != nil {
+		a.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusAccepted, viewJob(job, time.Now()))
+}
+
+func (a *API) newJob(ctx context.Context, in replayInput) (Job, []schema.Pattern, error) {
+	if in.EndpointID == "" {
+		return Job{}, nil, bad("endpoint_id", "required")
+	}
+	ep, err := a.store.Endpoint(ctx, in.EndpointID)
+	if errors.Is(err, ErrNotFound) {
+		return Job{}, nil, bad("endpoint_id", "no endpoint "+strconv.Quote(in.EndpointID))
+	}
+	if err != nil {
+		return Job{}, nil, err
+	}
+	job := Job{ID: newID("rpl_"), EndpointID: ep.ID, Status: StatusPending, Livemode: "all", Ordered: true, Concurrency: 1,
+		EnabledEvents: ep.EnabledEvents, CreatedAt: time.Now().UTC()}
+	if len(in.Since) == 0 {
+		return Job{}, nil, bad("since", "required: RFC3339 or integer milliseconds")
+	}
+	if job.Since, err = jsonTime("since", in.Since); err != nil {
+		return Job{}, nil, err
+	}
+	if len(in.Until) > 0 && string(in.Until) != "null" {
+		if job.Until, err = jsonTime("until", in.Until); err != nil {
+			return Job{}, nil, err
+		}
+		if !job.Since.Before(job.Until) {
+			return Job{}, nil, bad("since", "must be before until")
+		}
+	}
+	if in.EnabledEvents != nil {
+		job.EnabledEvents = in.EnabledEvents
+	}
+	patterns, err := schema.ParsePatterns(job.EnabledEvents)
+	if err != nil {
+		return Job{}, nil, bad("enabled_events", err.Error())
+	}
+	if len(in.Livemode) > 0 {
+		switch strings.Trim(string(in.Livemode), `"`) {
+		case "true":
+			job.Livemode = "true"
+		case "false":
+			job.Livemode = "false"
+		case "all":
+		default:
+			return Job{}, nil, bad("livemode", "want true, false or \"all\"")
+		}
+	}
+	if in.Ordered != nil {
+		job.Ordered = *in.Ordered
+	}
+	if !job.Ordered {
+		job.Concurrency = 8
+	}
+	if in.Concurrency != nil {
+		if job.Ordered {
+			return Job{}, nil, bad("concurrency", "only for unordered replays (ordered: false)")
+		}
+		if *in.Concurrency < 1 || *in.Concurrency > 256 {
+			return Job{}, nil, bad("concurrency", "want 1 to 256")
+		}
+		job.Concurrency = *in.Concurrency
+	}
+	if in.RateLimit != nil {
+		if r := *in.RateLimit; r <= 0 || r > 100_000 || math.IsNaN(r) {
+			return Job{}, nil, bad("rate_limit", "want deliveries per second, more than 0 and at most 100000")
+		}
+		job.RateLimit = *in.RateLimit
+	}
+	return job, patterns, nil
+}
+
+type jobView struct {
+	ID            string   `json:"id"`
+	EndpointID    string   `json:"endpoint_id"`
+	Status        string   `json:"status"`
+	Since         string   `json:"since"`
+	Until         *string  `json:"until"`
+	EnabledEvents []string `json:"enabled_events"`
+	Livemode      string   `json:"livemode"`
+	Ordered       bool     `json:"ordered"`
+	Concurrency   int      `json:"concurrency"`
+	RateLimit     *float64 `json:"rate_limit"`
+	Matched       uint64   `json:"matched"`
+	Delivered     uint64   `json:"delivered"`
+	Failed        uint64   `json:"failed"`
+	Attempts      uint64   `json:"attempts"`
+	Progress      float64  `json:"progress"`
+	Rate          float64  `json:"rate"`
+	ETASeconds    *float64 `json:"eta_seconds"`
+	CreatedAt     string   `json:"created_at"`
+	StartedAt     *string  `json:"started_at"`
+	FinishedAt    *string  `json:"finished_at"`
+	LastError     *string  `json:"last_error"`
+}
+
+func optTime(t time.Time) *string {
+	if t.IsZero() {
+		return nil
+	}
+	s := httpapi.FormatTime(t)
+	return &s
+}
+
+// viewJob adds the figures a client follows a job by: progress, the mean
+// rate since it started, and the time left at that rate.
+func viewJob(j Job, now time.Time) jobView {
+	v := jobView{ID: j.ID, EndpointID: j.EndpointID, Status: j.Status, Since: httpapi.FormatTime(j.Since), Until: optTime(j.Until),
+		EnabledEvents: j.EnabledEvents, Livemode: j.Livemode, Ordered: j.Ordered, Concurrency: j.Concurrency,
+		Matched: j.Matched, Delivered: j.Delivered, Failed: j.Failed, Attempts: j.Attempts,
+		CreatedAt: httpapi.FormatTime(j.CreatedAt), StartedAt: optTime(j.StartedAt), FinishedAt: optTime(j.FinishedAt)}
+	if j.RateLimit > 0 {
+		r := j.RateLimit
+		v.RateLimit = &r
+	}
+	if j.LastError != "" {
+		e := j.LastError
+		v.LastError = &e
+	}
+	done := j.Delivered + j.Failed
+	switch {
+	case j.Status == StatusCompleted:
+		v.Progress = 1
+	case j.Matched > 0:
+		v.Progress = min(float64(done)/float64(j.Matched), 1)
+	}
+	end := now
+	if !j.FinishedAt.IsZero() {
+		end = j.FinishedAt
+	}
+	if !j.StartedAt.IsZero() && end.After(j.StartedAt) {
+		v.Rate = float64(done) / end.Sub(j.StartedAt).Seconds()
+	}
+	if !j.Done() && v.Rate > 0 && j.Matched >= done {
+		eta := float64(j.Matched-done) / v.Rate
+		v.ETASeconds = &eta
+	}
+	return v
+}
+
+func (a *API) listReplays(c *gin.Context) {
+	js, err := a.store.Jobs(c.Request.Context(), "", 100)
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	now := time.Now()
+	out := make([]jobView, 0, len(js))
+	for _, j := range js {
+		out = append(out, viewJob(j, now))
+	}
+	c.JSON(http.StatusOK, gin.H{"data": out})
+}
+
+func (a *API) getReplay(c *gin.Context) {
+	j, err := a.store.Job(c.Request.Context(), c.Param("id"))
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, viewJob(j, time.Now()))
+}
+
+func (a *API) cancelReplay(c *gin.Context) {
+	ctx := c.Request.Context()
+	j, err := a.store.Job(ctx, c.Param("id"))
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	if !j.Done() {
+		if err := a.store.Cancel(ctx, j.ID); err != nil {
+			a.fail(c, err)
+			return
+		}
+		j.Status = StatusCancelled
+	}
+	c.JSON(http.StatusOK, viewJob(j, time.Now()))
+}

@@ -1,0 +1,245 @@
+package replay
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"time"
+)
+
+// Job statuses.
+const (
+	StatusPending   = "pending"
+	StatusRunning   = "running"
+	StatusCompleted = "completed"
+	StatusFailed    = "failed"
+	StatusCancelled = "cancelled"
+)
+
+// Job is a replay: a range of events to deliver to one endpoint, and how far
+// it has come.
+type Job struct {
+	ID            string
+	EndpointID    string
+	Since, Until  time.Time
+	EnabledEvents []string
+	Livemode      string // "true", "false" or "all"
+	Ordered       bool
+	Concurrency   int
+	RateLimit     float64 // deliveries per second; 0 is no limit
+	Status        string
+	Matched       uint64
+	Delivered     uint64
+	Failed        uint64
+	Attempts      uint64
+	// The cursor: every event up to (CursorAt, CursorID) in (createdAt,
+	// eventId) order is done.
+	CursorAt   int64
+	CursorID   string
+	CreatedAt  time.Time
+	StartedAt  time.Time
+	FinishedAt time.Time
+	LastError  string
+}
+
+// Done reports whether the job has ended.
+func (j Job) Done() bool {
+	return j.Status == StatusCompleted || j.Status == StatusFailed || j.Status == StatusCancelled
+}
+
+var jobCols = []string{"id", "endpoint_id", "since", "until", "enabled_events", "livemode", "ordered", "concurrency",
+	"rate_limit", "status", "matched", "delivered", "failed", "attempts", "cursor_created_at", "cursor_event_id",
+	"created_at", "started_at", "finished_at", "last_error", "version"}
+
+func ms(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func fromMS(v int64) time.Time {
+	if v == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(v).UTC()
+}
+
+// SaveJob writes the job's current state.
+func (s *Store) SaveJob(ctx context.Context, j Job) error {
+	ordered := uint8(0)
+	if j.Ordered {
+		ordered = 1
+	}
+	return s.insert(ctx, "replays", jobCols, []any{j.ID, j.EndpointID, ms(j.Since), ms(j.Until), j.EnabledEvents, j.Livemode,
+		ordered, uint16(j.Concurrency), j.RateLimit, j.Status, j.Matched, j.Delivered, j.Failed, j.Attempts,
+		j.CursorAt, j.CursorID, ms(j.CreatedAt), ms(j.StartedAt), ms(j.FinishedAt), j.LastError, s.version()})
+}
+
+// Jobs returns replays, newest first, or the one with id. A pending or
+// running job whose cancellation was asked is reported cancelled even
+// before a worker has seen it.
+func (s *Store) Jobs(ctx context.Context, id string, limit int) ([]Job, error) {
+	where, args := "", []any{}
+	if id != "" {
+		where, args = " WHERE id = ?", append(args, id)
+	}
+	args = append(args, limit)
+	rows, err := s.conn.Query(ctx, "SELECT id, endpoint_id, since, until, enabled_events, CAST(livemode AS String), ordered, "+
+		"concurrency, rate_limit, CAST(status AS String), matched, delivered, failed, attempts, cursor_created_at, cursor_event_id, "+
+		"created_at, started_at, finished_at, last_error FROM "+s.table("replays")+" FINAL"+where+
+		" ORDER BY created_at DESC, id LIMIT ?", args...)
+	if err != nil {
+		return nil, fmt.Errorf("read replays: %w", err)
+	}
+	defer rows.Close()
+	var out []Job
+	for rows.Next() {
+		var j Job
+		var since, until, created, started, finished int64
+		var ordered uint8
+		var conc uint16
+		if err := rows.Scan(&j.ID, &j.EndpointID, &since, &until, &j.EnabledEvents, &j.Livemode, &ordered, &conc,
+			&j.RateLimit, &j.Status, &j.Matched, &j.Delivered, &j.Failed, &j.Attempts, &j.CursorAt, &j.CursorID,
+			&created, &started, &finished, &j.LastError); err != nil {
+			return nil, fmt.Errorf("read replays: %w", err)
+		}
+		j.Since, j.Until, j.CreatedAt, j.StartedAt, j.FinishedAt = fromMS(since), fromMS(until), fromMS(created), fromMS(started), fromMS(finished)
+		j.Ordered, j.Concurrency = ordered == 1, int(conc)
+		out = append(out, j)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read replays: %w", err)
+	}
+	cancelled, err := s.cancelled(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	for i := range out {
+		if !out[i].Done() && cancelled[out[i].ID] {
+			out[i].Status = StatusCancelled
+		}
+	}
+	return out, nil
+}
+
+// Job returns one replay.
+func (s *Store) Job(ctx context.Context, id string) (Job, error) {
+	js, err := s.Jobs(ctx, id, 1)
+	if err != nil {
+		return Job{}, err
+	}
+	if len(js) == 0 {
+		return Job{}, fmt.Errorf("replay %s: %w", id, ErrNotFound)
+	}
+	return js[0], nil
+}
+
+// Cancel asks for a replay to stop. It is its own table, so the worker's
+// progress writes cannot overwrite it.
+func (s *Store) Cancel(ctx context.Context, id string) error {
+	return s.insert(ctx, "replay_cancels", []string{"replay_id", "at"}, []any{id, time.Now().UnixMilli()})
+}
+
+func (s *Store) cancelled(ctx context.Context, id string) (map[string]bool, error) {
+	where, args := "", []any{}
+	if id != "" {
+		where, args = " WHERE replay_id = ?", append(args, id)
+	}
+	rows, err := s.conn.Query(ctx, "SELECT DISTINCT replay_id FROM "+s.table("replay_cancels")+where, args...)
+	if err != nil {
+		return nil, fmt.Errorf("read cancellations: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]bool{}
+	for rows.Next() {
+		var rid string
+		if err := rows.Scan(&rid); err != nil {
+			return nil, fmt.Errorf("read cancellations: %w", err)
+		}
+		out[rid] = true
+	}
+	return out, rows.Err()
+}
+
+// IsCancelled reports whether cancelling replay id was asked.
+func (s *Store) IsCancelled(ctx context.Context, id string) (bool, error) {
+	c, err := s.cancelled(ctx, id)
+	return c[id], err
+}
+
+// leaseSettle is how long a worker waits between writing its lease and
+// reading who holds it. Two workers that both found a job free both insert
+// within a few ms of each other; after the wait each reads both rows, and
+// FINAL shows both the same holder (the higher version).
+const leaseSettle = 300 * time.Millisecond
+
+// TryLease takes or renews the lease on a replay for ttl. It reports false
+// when another worker holds a lease that has not expired.
+func (s *Store) TryLease(ctx context.Context, id, owner string, ttl time.Duration) (bool, error) {
+	holder, until, err := s.leaseHolder(ctx, id)
+	if err != nil {
+		return false, err
+	}
+	now := time.Now()
+	if holder != "" && holder != owner && now.UnixMilli() < until {
+		return false, nil
+	}
+	if err := s.insert(ctx, "replay_leases", []string{"replay_id", "owner", "until", "version"},
+		[]any{id, owner, now.Add(ttl).UnixMilli(), s.version()}); err != nil {
+		return false, err
+	}
+	if holder == owner {
+		return true, nil // a renewal: nobody else could have taken a lease we held
+	}
+	select {
+	case <-ctx.Done():
+		return false, ctx.Err()
+	case <-time.After(leaseSettle):
+	}
+	holder, _, err = s.leaseHolder(ctx, id)
+	return holder == owner, err
+}
+
+// ReleaseLease ends a lease early, so another worker can go on at once.
+func (s *Store) ReleaseLease(ctx context.Context, id, owner string) error {
+	return s.insert(ctx, "replay_leases", []string{"replay_id", "owner", "until", "version"}, []any{id, owner, int64(0), s.version()})
+}
+
+func (s *Store) leaseHolder(ctx context.Context, id string) (string, int64, error) {
+	rows, err := s.conn.Query(ctx, "SELECT owner, until FROM "+s.table("replay_leases")+" FINAL WHERE replay_id = ?", id)
+	if err != nil {
+		return "", 0, fmt.Errorf("read lease of %s: %w", id, err)
+	}
+	defer rows.Close()
+	var owner string
+	var until int64
+	if rows.Next() {
+		if err := rows.Scan(&owner, &until); err != nil {
+			return "", 0, fmt.Errorf("read lease of %s: %w", id, err)
+		}
+	}
+	return owner, until, rows.Err()
+}
+
+// Record is one delivery attempt.
+type Record struct {
+	EndpointID, ReplayID, EventID string
+	Attempt                       int
+	Result                        Attempt
+	At                            time.Time
+}
+
+// RecordAttempts appends attempts to the deliveries table.
+func (s *Store) RecordAttempts(ctx context.Context, recs []Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	rows := make([][]any, len(recs))
+	for i, r := range recs {
+		rows[i] = []any{r.EndpointID, r.ReplayID, r.EventID, uint8(min(r.Attempt, math.MaxUint8)), uint16(r.Result.Status),
+			r.Result.Outcome.String(), float64(r.Result.Latency.Microseconds()) / 1000, r.Result.Err, r.At.UnixMilli()}
+	}
+	return s.insert(ctx, "deliveries", []string{"endpoint_id", "replay_id", "event_id", "attempt", "status", "outcome",
+		"latency_ms", "error", "at"}, rows...)
+}

@@ -1,0 +1,505 @@
+package replay
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/gin-gonic/gin"
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dodev/hindsight/internal/chtest"
+	"github.com/dodev/hindsight/internal/sample"
+	"github.com/dodev/hindsight/schema"
+)
+
+func TestMain(m *testing.M) { os.Exit(chtest.Main(m)) }
+
+// env is a migrated database with sample events, the replay API on an HTTP
+// server, and a sender that may reach loopback receivers.
+type env struct {
+	t      *testing.T
+	conn   driver.Conn
+	db     string
+	events []schema.Event
+	api    *httptest.Server
+	sender *Sender
+}
+
+func newEnv(t *testing.T, n int) *env {
+	t.Helper()
+	conn, db := chtest.Database(t)
+	_, err := schema.Migrate(context.Background(), conn, db)
+	require.NoError(t, err)
+	var p schema.Parser
+	var events []schema.Event
+	seen := map[string]bool{}
+	opts := sample.TestdataOptions(3)
+	opts.Duplicates = 0
+	for _, raw := range sample.Generate(n, opts) {
+		ev, err := p.Parse(raw)
+		require.NoError(t, err)
+		if !seen[ev.ID] {
+			seen[ev.ID] = true
+			events = append(events, ev)
+		}
+	}
+	chtest.InsertEvents(t, conn, db, events)
+	sender := NewSender(Policy{AllowPrivate: true}, "test", 64)
+	gin.SetMode(gin.ReleaseMode)
+	g := gin.New()
+	NewAPI(db, conn, sender, nil).Register(g.Group("/v1"))
+	api := httptest.NewServer(g)
+	t.Cleanup(api.Close)
+	return &env{t: t, conn: conn, db: db, events: events, api: api, sender: sender}
+}
+
+func (e *env) call(method, path string, body any, into any) int {
+	e.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		require.NoError(e.t, err)
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, e.api.URL+path, rd)
+	require.NoError(e.t, err)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(e.t, err)
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if into != nil {
+		require.NoError(e.t, json.Unmarshal(raw, into), string(raw))
+	}
+	return resp.StatusCode
+}
+
+// worker runs a replay worker until the test ends or stop is called.
+func (e *env) worker(cfg WorkerConfig) (stop func()) {
+	cfg.Database = e.db
+	if cfg.Poll == 0 {
+		cfg.Poll = 50 * time.Millisecond
+	}
+	w, err := NewWorker(cfg, e.conn, e.sender, nil)
+	require.NoError(e.t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = w.Run(ctx)
+	}()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-done }) }
+	e.t.Cleanup(stop)
+	return stop
+}
+
+// sink is a webhook receiver that verifies signatures with the reference
+// library and records what it got.
+type sink struct {
+	mu     sync.Mutex
+	ids    []string
+	bodies map[string][]byte
+	bad    int
+	fn     func(id string) int // status to answer; nil is 200
+	secret atomic.Pointer[string]
+	srv    *httptest.Server
+}
+
+func newSink(t *testing.T) *sink {
+	s := &sink{bodies: map[string][]byte{}}
+	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		id := r.Header.Get("webhook-id")
+		if sec := s.secret.Load(); sec != nil {
+			wh, _ := standardwebhooks.NewWebhook(*sec)
+			if wh.Verify(body, r.Header) != nil || r.Header.Get("Hindsight-Replay-Id") == "" {
+				s.mu.Lock()
+				s.bad++
+				s.mu.Unlock()
+				w.WriteHeader(http.StatusUnauthorized)
+				return
+			}
+		}
+		status := http.StatusOK
+		if s.fn != nil {
+			status = s.fn(id)
+		}
+		if status < 300 {
+			s.mu.Lock()
+			s.ids = append(s.ids, id)
+			s.bodies[id] = body
+			s.mu.Unlock()
+		}
+		w.WriteHeader(status)
+	}))
+	t.Cleanup(s.srv.Close)
+	return s
+}
+
+func (s *sink) got() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.ids...)
+}
+
+func (e *env) endpoint(s *sink, events ...string) string {
+	e.t.Helper()
+	if len(events) == 0 {
+		events = []string{"*"}
+	}
+	var ep map[string]any
+	require.Equal(e.t, http.StatusCreated, e.call("POST", "/v1/endpoints", map[string]any{"url": s.srv.URL + "/hook", "enabled_events": events}, &ep))
+	secret := ep["secret"].(string)
+	s.secret.Store(&secret)
+	return ep["id"].(string)
+}
+
+// want lists, in (createdAt, eventId) order, the events a replay of
+// [since, until) with these patterns must send.
+func (e *env) want(since, until time.Time, patterns ...string) []string {
+	ps, err := schema.ParsePatterns(patterns)
+	require.NoError(e.t, err)
+	var evs []schema.Event
+	for _, ev := range e.events {
+		match := false
+		for _, p := range ps {
+			match = match || p.Match(ev.Type)
+		}
+		if match && ev.CreatedAt >= since.UnixMilli() && ev.CreatedAt < until.UnixMilli() {
+			evs = append(evs, ev)
+		}
+	}
+	sort.Slice(evs, func(i, j int) bool {
+		if evs[i].CreatedAt != evs[j].CreatedAt {
+			return evs[i].CreatedAt < evs[j].CreatedAt
+		}
+		return evs[i].ID < evs[j].ID
+	})
+	ids := make([]string, len(evs))
+	for i, ev := range evs {
+		ids[i] = ev.ID
+	}
+	return ids
+}
+
+func (e *env) waitDone(id string) map[string]any {
+	e.t.Helper()
+	var job map[string]any
+	require.Eventually(e.t, func() bool {
+		e.call("GET", "/v1/replays/"+id, nil, &job)
+		s := job["status"]
+		return s == StatusCompleted || s == StatusFailed || s == StatusCancelled
+	}, 60*time.Second, 20*time.Millisecond, "replay %s did not end", id)
+	return job
+}
+
+var (
+	since = time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
+	until = time.Date(2026, 10, 20, 0, 0, 0, 0, time.UTC)
+)
+
+func TestOrderedReplayDeliversEachEventOnceInOrder(t *testing.T) {
+	e := newEnv(t, 1500)
+	s := newSink(t)
+	ep := e.endpoint(s, "send.email.*", "voip.call.missed")
+	e.worker(WorkerConfig{PageSize: 100})
+
+	var dry map[string]any
+	require.Equal(t, http.StatusOK, e.call("POST", "/v1/replays", map[string]any{"endpoint_id": ep, "since": since.Format(time.RFC3339),
+		"until": until.UnixMilli(), "dry_run": true}, &dry))
+	want := e.want(since, until, "send.email.*", "voip.call.missed")
+	require.NotEmpty(t, want)
+	assert.EqualValues(t, len(want), dry["matched"])
+	assert.Empty(t, s.got(), "a dry run sends nothing")
+
+	var job map[string]any
+	require.Equal(t, http.StatusAccepted, e.call("POST", "/v1/replays", map[string]any{"endpoint_id": ep, "since": since.Format(time.RFC3339),
+		"until": until.UnixMilli()}, &job))
+	assert.Equal(t, StatusPending, job["status"])
+	job = e.waitDone(job["id"].(string))
+	assert.Equal(t, StatusCompleted, job["status"], job)
+	assert.EqualValues(t, len(want), job["matched"])
+	assert.EqualValues(t, len(want), job["delivered"])
+	assert.EqualValues(t, 1, job["progress"])
+	assert.Equal(t, want, s.got(), "every matching event once, in (createdAt, eventId) order")
+	assert.Zero(t, s.bad, "every signature verified")
+	for _, ev := range e.events {
+		if b, ok := s.bodies[ev.ID]; ok {
+			require.Equal(t, string(ev.Raw), string(b), "the body is the original record")
+		}
+	}
+}
+
+func TestUnorderedReplayWithFailuresAndRetries(t *testing.T) {
+	e := newEnv(t, 600)
+	s := newSink(t)
+	var tries sync.Map
+	s.fn = func(id string) int {
+		n, _ := tries.LoadOrStore(id, new(atomic.Int64))
+		c := n.(*atomic.Int64).Add(1)
+		switch {
+		case strings.HasSuffix(id, "7"):
+			return http.StatusGone // fails at once
+		case strings.HasSuffix(id, "3") && c == 1:
+			return http.StatusServiceUnavailable // retried, then delivered
+		}
+		return http.StatusOK
+	}
+	ep := e.endpoint(s)
+	e.worker(WorkerConfig{PageSize: 50})
+	var job map[string]any
+	require.Equal(t, http.StatusAccepted, e.call("POST", "/v1/replays", map[string]any{"endpoint_id": ep, "since": since.UnixMilli(),
+		"until": until.Format(time.RFC3339), "ordered": false, "concurrency": 16}, &job))
+	job = e.waitDone(job["id"].(string))
+	want := e.want(since, until, "*")
+	var failing, retried int
+	for _, id := range want {
+		switch {
+		case strings.HasSuffix(id, "7"):
+			failing++
+		case strings.HasSuffix(id, "3"):
+			retried++
+		}
+	}
+	require.NotZero(t, failing)
+	require.NotZero(t, retried)
+	assert.Equal(t, StatusCompleted, job["status"])
+	assert.EqualValues(t, len(want)-failing, job["delivered"])
+	assert.EqualValues(t, failing, job["failed"])
+	assert.EqualValues(t, len(want)+retried, job["attempts"], "one attempt each, two for the retried")
+	got := s.got()
+	sort.Strings(got)
+	var wantOK []string
+	for _, id := range want {
+		if !strings.HasSuffix(id, "7") {
+			wantOK = append(wantOK, id)
+		}
+	}
+	sort.Strings(wantOK)
+	assert.Equal(t, wantOK, got, "each deliverable event once")
+	assert.Contains(t, job["last_error"], "HTTP 410")
+
+	var stats map[string]any
+	require.Equal(t, http.StatusOK, e.call("GET", "/v1/stats/deliveries?endpoint_id="+ep+"&granularity=day", nil, &stats))
+	totals := stats["totals"].(map[string]any)
+	assert.EqualValues(t, len(want)+retried, totals["attempts"])
+	assert.EqualValues(t, len(want)-failing, totals["delivered"])
+	assert.EqualValues(t, failing, totals["failed"])
+	assert.Equal(t, "delivered / attempts", totals["success_rate"].(map[string]any)["formula"])
+	assert.NotNil(t, totals["latency_ms"].(map[string]any)["p95"])
+	assert.NotEmpty(t, stats["series"])
+}
+
+// TestKillAndResume stops a worker in the middle of a job, as a crash
+// would, and starts another: every event arrives, none is skipped, and at
+// most one page is sent twice.
+func TestKillAndResume(t *testing.T) {
+	e := newEnv(t, 800)
+	s := newSink(t)
+	var served atomic.Int64
+	gate := make(chan struct{})
+	s.fn = func(string) int {
+		if served.Add(1) == 250 {
+			close(gate)
+		}
+		return http.StatusOK
+	}
+	ep := e.endpoint(s)
+	const page = 40
+	stop := e.worker(WorkerConfig{PageSize: page, LeaseTTL: 2 * time.Second})
+	var job map[string]any
+	require.Equal(t, http.StatusAccepted, e.call("POST", "/v1/replays", map[string]any{"endpoint_id": ep, "since": since.UnixMilli(),
+		"until": until.UnixMilli()}, &job))
+	<-gate
+	stop()
+	sent := len(s.got())
+	want := e.want(since, until, "*")
+	require.Less(t, sent, len(want), "stopped mid-job")
+
+	e.worker(WorkerConfig{PageSize: page, LeaseTTL: 2 * time.Second})
+	job = e.waitDone(job["id"].(string))
+	assert.Equal(t, StatusCompleted, job["status"])
+	got := s.got()
+	seen := map[string]int{}
+	for _, id := range got {
+		seen[id]++
+	}
+	for _, id := range want {
+		assert.GreaterOrEqual(t, seen[id], 1, "event %s was skipped", id)
+	}
+	assert.LessOrEqual(t, len(got)-len(want), page, "repeats at the resume point: at most one page")
+}
+
+// TestWorkersShareJobs runs three workers on four jobs: each job runs on one
+// worker at a time, so no event reaches a receiver twice.
+func TestWorkersShareJobs(t *testing.T) {
+	e := newEnv(t, 400)
+	var sinks []*sink
+	var jobs []string
+	for range 4 {
+		s := newSink(t)
+		sinks = append(sinks, s)
+		var job map[string]any
+		require.Equal(t, http.StatusAccepted, e.call("POST", "/v1/replays", map[string]any{"endpoint_id": e.endpoint(s), "since": since.UnixMilli(),
+			"until": until.UnixMilli()}, &job))
+		jobs = append(jobs, job["id"].(string))
+	}
+	for range 3 {
+		e.worker(WorkerConfig{PageSize: 25})
+	}
+	want := e.want(since, until, "*")
+	for i, id := range jobs {
+		job := e.waitDone(id)
+		assert.Equal(t, StatusCompleted, job["status"])
+		assert.Equal(t, want, sinks[i].got(), "job %d: once each, in order", i)
+	}
+}
+
+// TestSlowEndpointHoldsUpNoOne: a receiver that never answers in time does
+// not slow a replay to another endpoint.
+func TestSlowEndpointHoldsUpNoOne(t *testing.T) {
+	e := newEnv(t, 300)
+	slow := newSink(t)
+	slow.fn = func(string) int { time.Sleep(3 * time.Second); return http.StatusOK }
+	fast := newSink(t)
+	e.worker(WorkerConfig{PageSize: 50})
+	var slowJob, fastJob map[string]any
+	require.Equal(t, http.StatusAccepted, e.call("POST", "/v1/replays", map[string]any{"endpoint_id": e.endpoint(slow), "since": since.UnixMilli()}, &slowJob))
+	require.Equal(t, http.StatusAccepted, e.call("POST", "/v1/replays", map[string]any{"endpoint_id": e.endpoint(fast), "since": since.UnixMilli()}, &fastJob))
+	job := e.waitDone(fastJob["id"].(string))
+	assert.Equal(t, StatusCompleted, job["status"])
+	var cancelled map[string]any
+	require.Equal(t, http.StatusOK, e.call("POST", "/v1/replays/"+slowJob["id"].(string)+"/cancel", nil, &cancelled))
+	assert.Equal(t, StatusCancelled, cancelled["status"])
+	assert.Equal(t, StatusCancelled, e.waitDone(slowJob["id"].(string))["status"])
+	// The worker notices within a second or so and records the end itself.
+	require.Eventually(t, func() bool {
+		j, err := NewStore(e.conn, e.db).Job(context.Background(), slowJob["id"].(string))
+		return err == nil && !j.FinishedAt.IsZero()
+	}, 10*time.Second, 100*time.Millisecond, "the worker stopped the cancelled job mid-page")
+}
+
+func TestEndpointsAPI(t *testing.T) {
+	e := newEnv(t, 10)
+	s := newSink(t)
+	var ep map[string]any
+	require.Equal(t, http.StatusCreated, e.call("POST", "/v1/endpoints", map[string]any{"url": s.srv.URL + "/hook",
+		"enabled_events": []string{"send.email.bounced", "send.email.complained"}, "description": "alerts", "rate_limit": 50}, &ep))
+	id := ep["id"].(string)
+	assert.True(t, strings.HasPrefix(id, "whep_"))
+	assert.True(t, strings.HasPrefix(ep["secret"].(string), "whsec_"))
+	assert.EqualValues(t, 50, ep["rate_limit"])
+	assert.Equal(t, "alerts", ep["description"])
+
+	var got map[string]any
+	require.Equal(t, http.StatusOK, e.call("GET", "/v1/endpoints/"+id, nil, &got))
+	assert.Nil(t, got["secret"], "the secret is shown at creation and rotation only")
+	require.Equal(t, http.StatusOK, e.call("PATCH", "/v1/endpoints/"+id, map[string]any{"enabled_events": []string{"send.*"}}, &got))
+	assert.Equal(t, []any{"send.*"}, got["enabled_events"])
+	assert.Equal(t, "alerts", got["description"], "PATCH keeps what it does not set")
+
+	// Rotation: both secrets sign for a day.
+	oldSecret := ep["secret"].(string)
+	var rot map[string]any
+	require.Equal(t, http.StatusOK, e.call("POST", "/v1/endpoints/"+id+"/secret/rotate", nil, &rot))
+	newSecret := rot["secret"].(string)
+	assert.NotEqual(t, oldSecret, newSecret)
+	var headersSeen http.Header
+	var bodySeen []byte
+	s.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		headersSeen, bodySeen = r.Header.Clone(), must(io.ReadAll(r.Body))
+		w.WriteHeader(http.StatusNoContent)
+	})
+	var test map[string]any
+	require.Equal(t, http.StatusOK, e.call("POST", "/v1/endpoints/"+id+"/test", nil, &test))
+	assert.Equal(t, "delivered", test["attempt"].(map[string]any)["outcome"])
+	var sent map[string]any
+	require.NoError(t, json.Unmarshal(bodySeen, &sent))
+	assert.Equal(t, "platform.test", sent["type"])
+	assert.Equal(t, false, sent["livemode"])
+	assert.Equal(t, "This is a test webhook event from do.dev", sent["data"].(map[string]any)["message"])
+	assert.Equal(t, id, sent["data"].(map[string]any)["endpoint_id"])
+	for _, secret := range []string{oldSecret, newSecret} {
+		wh, _ := standardwebhooks.NewWebhook(secret)
+		assert.NoError(t, wh.Verify(bodySeen, headersSeen), "signed with both secrets during the rotation")
+	}
+
+	var list map[string]any
+	require.Equal(t, http.StatusOK, e.call("GET", "/v1/endpoints", nil, &list))
+	assert.Len(t, list["data"], 1)
+	require.Equal(t, http.StatusOK, e.call("DELETE", "/v1/endpoints/"+id, nil, nil))
+	assert.Equal(t, http.StatusNotFound, e.call("GET", "/v1/endpoints/"+id, nil, nil))
+	require.Equal(t, http.StatusOK, e.call("GET", "/v1/endpoints", nil, &list))
+	assert.Empty(t, list["data"])
+}
+
+func must[T any](v T, _ error) T { return v }
+
+func TestBadRequests(t *testing.T) {
+	e := newEnv(t, 10)
+	s := newSink(t)
+	ep := e.endpoint(s)
+	strict := NewAPI(e.db, e.conn, NewSender(Policy{}, "test", 4), nil)
+	g := gin.New()
+	strict.Register(g.Group("/v1"))
+	strictSrv := httptest.NewServer(g)
+	defer strictSrv.Close()
+
+	for _, tc := range []struct {
+		path  string
+		body  any
+		param string
+	}{
+		{"/v1/endpoints", map[string]any{"enabled_events": []string{"*"}}, "url"},
+		{"/v1/endpoints", map[string]any{"url": "ftp://x.example/", "enabled_events": []string{"*"}}, "url"},
+		{"/v1/endpoints", map[string]any{"url": "http://169.254.169.254/", "enabled_events": []string{"*"}}, "url"},
+		{"/v1/endpoints", map[string]any{"url": "https://example.com/h"}, "enabled_events"},
+		{"/v1/endpoints", map[string]any{"url": "https://example.com/h", "enabled_events": []string{"send"}}, "enabled_events"},
+		{"/v1/endpoints", map[string]any{"url": "https://example.com/h", "enabled_events": []string{}}, "enabled_events"},
+		{"/v1/endpoints", map[string]any{"url": "https://example.com/h", "enabled_events": []string{"*"}, "rate_limit": -1}, "rate_limit"},
+		{"/v1/endpoints", map[string]any{"url": "https://example.com/h", "enabled_events": []string{"*"}, "colour": "red"}, "body"},
+		{"/v1/endpoints", map[string]any{"url": 7, "enabled_events": []string{"*"}}, "url"},
+		{"/v1/replays", map[string]any{"since": 0}, "endpoint_id"},
+		{"/v1/replays", map[string]any{"endpoint_id": "whep_nope", "since": 0}, "endpoint_id"},
+		{"/v1/replays", map[string]any{"endpoint_id": ep}, "since"},
+		{"/v1/replays", map[string]any{"endpoint_id": ep, "since": "yesterday"}, "since"},
+		{"/v1/replays", map[string]any{"endpoint_id": ep, "since": 10, "until": 5}, "since"},
+		{"/v1/replays", map[string]any{"endpoint_id": ep, "since": 0, "concurrency": 8}, "concurrency"},
+		{"/v1/replays", map[string]any{"endpoint_id": ep, "since": 0, "ordered": false, "concurrency": 257}, "concurrency"},
+		{"/v1/replays", map[string]any{"endpoint_id": ep, "since": 0, "livemode": "maybe"}, "livemode"},
+		{"/v1/replays", map[string]any{"endpoint_id": ep, "since": 0, "enabled_events": []string{"*.email"}}, "enabled_events"},
+	} {
+		var body map[string]any
+		code := e.call("POST", tc.path, tc.body, &body)
+		if tc.path == "/v1/endpoints" && tc.param == "url" && strings.Contains(fmt.Sprint(tc.body), "169.254") {
+			assert.Equal(t, http.StatusBadRequest, code, "dev refuses link-local too")
+		}
+		assert.Equal(t, http.StatusBadRequest, code, "%s %v: %v", tc.path, tc.body, body)
+		if msg, ok := body["error"].(map[string]any)["message"].(string); assert.True(t, ok) {
+			assert.True(t, strings.HasPrefix(msg, tc.param), "%s %v: %s", tc.path, tc.body, msg)
+		}
+	}
+	// Under serve's policy a loopback receiver is refused at creation.
+	resp, err := http.Post(strictSrv.URL+"/v1/endpoints", "application/json",
+		strings.NewReader(`{"url":"http://127.0.0.1:9/hook","enabled_events":["*"]}`))
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusBadRequest, resp.StatusCode)
+	assert.Equal(t, http.StatusNotFound, e.call("GET", "/v1/replays/rpl_nope", nil, nil))
+	assert.Equal(t, http.StatusNotFound, e.call("POST", "/v1/endpoints/whep_nope/test", nil, nil))
+}

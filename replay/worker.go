@@ -1,0 +1,375 @@
+package replay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/dodev/hindsight/schema"
+)
+
+// WorkerConfig configures a replay worker.
+type WorkerConfig struct {
+	// Database holds the events and replay tables. Default "hindsight".
+	Database string
+	// Owner names this worker in leases. Default host-pid.
+	Owner string
+	// Poll is how often unfinished jobs are looked for. Default 1 s.
+	Poll time.Duration
+	// LeaseTTL is how long a lease lasts unless renewed (every third of it).
+	// A worker that dies loses its jobs to others after this. Default 30 s.
+	LeaseTTL time.Duration
+	// MaxJobs is how many jobs this worker runs at once. Default 64.
+	MaxJobs int
+	// PageSize is how many events are read per query; it is also what a
+	// resumed job may repeat. Default 5000.
+	PageSize int
+}
+
+// ApplyDefaults fills zero fields.
+func (c *WorkerConfig) ApplyDefaults() {
+	if c.Database == "" {
+		c.Database = "hindsight"
+	}
+	if c.Owner == "" {
+		host, _ := os.Hostname()
+		c.Owner = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), newID("")[:6])
+	}
+	if c.Poll == 0 {
+		c.Poll = time.Second
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = 30 * time.Second
+	}
+	if c.MaxJobs == 0 {
+		c.MaxJobs = 64
+	}
+	if c.PageSize == 0 {
+		c.PageSize = 5000
+	}
+}
+
+// Validate reports the first setting that cannot work.
+func (c *WorkerConfig) Validate() error {
+	if err := schema.ValidateDatabase(c.Database); err != nil {
+		return err
+	}
+	if c.Poll < 10*time.Millisecond || c.LeaseTTL < time.Second || c.MaxJobs < 1 || c.PageSize < 1 {
+		return fmt.Errorf("replay worker: poll %s, lease %s, max jobs %d, page %d: want >= 10ms, >= 1s, >= 1, >= 1",
+			c.Poll, c.LeaseTTL, c.MaxJobs, c.PageSize)
+	}
+	return nil
+}
+
+// Worker runs replay jobs. Several workers, in one process or many, share
+// the jobs: each job is leased to one worker at a time.
+type Worker struct {
+	cfg    WorkerConfig
+	store  *Store
+	conn   Conn
+	sender *Sender
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	running map[string]bool
+	wg      sync.WaitGroup
+}
+
+// NewWorker builds a worker.
+func NewWorker(cfg WorkerConfig, conn Conn, sender *Sender, log *slog.Logger) (*Worker, error) {
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Worker{cfg: cfg, store: NewStore(conn, cfg.Database), conn: conn, sender: sender, log: log, running: map[string]bool{}}, nil
+}
+
+// Run looks for unfinished jobs until ctx ends, then waits for the jobs it
+// runs to stop at their next delivery.
+func (w *Worker) Run(ctx context.Context) error {
+	defer w.wg.Wait()
+	t := time.NewTicker(w.cfg.Poll)
+	defer t.Stop()
+	for {
+		if err := w.claim(ctx); err != nil && ctx.Err() == nil {
+			w.log.Warn("look for replay jobs", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+func (w *Worker) claim(ctx context.Context) error {
+	jobs, err := w.store.Jobs(ctx, "", 10_000)
+	if err != nil {
+		return err
+	}
+	for _, j := range jobs {
+		if j.Done() {
+			continue
+		}
+		w.mu.Lock()
+		busy := w.running[j.ID] || len(w.running) >= w.cfg.MaxJobs
+		if !busy {
+			w.running[j.ID] = true
+		}
+		w.mu.Unlock()
+		if busy {
+			continue
+		}
+		w.wg.Go(func() {
+			defer func() {
+				w.mu.Lock()
+				delete(w.running, j.ID)
+				w.mu.Unlock()
+			}()
+			if err := w.runJob(ctx, j.ID); err != nil && ctx.Err() == nil {
+				w.log.Warn("replay job", "replay", j.ID, "err", err)
+			}
+		})
+	}
+	return nil
+}
+
+// runJob leases a job and delivers it page by page until it ends, the lease
+// is lost, or ctx ends.
+func (w *Worker) runJob(ctx context.Context, id string) error {
+	ok, err := w.store.TryLease(ctx, id, w.cfg.Owner, w.cfg.LeaseTTL)
+	if err != nil || !ok {
+		return err
+	}
+	jobCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go w.watch(jobCtx, id, cancel)
+	defer func() {
+		// The job's ctx may be over; releasing still lets another worker
+		// resume at once instead of after the lease expires.
+		rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer rcancel()
+		_ = w.store.ReleaseLease(rctx, id, w.cfg.Owner)
+	}()
+
+	job, err := w.store.Job(jobCtx, id)
+	if err != nil || job.Done() {
+		return err
+	}
+	err = w.deliverJob(jobCtx, &job)
+	if errors.Is(context.Cause(jobCtx), errCancelled) {
+		// Stopped mid-page by a cancel: record it under a fresh context, as
+		// the job's own is over.
+		fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer fcancel()
+		return w.finish(fctx, job, StatusCancelled, "")
+	}
+	return err
+}
+
+// errCancelled is the cause of a job's context ending by a cancel request.
+var errCancelled = errors.New("replay cancelled")
+
+// watch renews the job's lease and looks for a cancel request, every second
+// for the cancel, every third of the TTL for the lease. Losing the lease or
+// being cancelled ends the job's context.
+func (w *Worker) watch(ctx context.Context, id string, cancel context.CancelCauseFunc) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	renewed := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if c, err := w.store.IsCancelled(ctx, id); err == nil && c {
+			cancel(errCancelled)
+			return
+		}
+		if time.Since(renewed) >= w.cfg.LeaseTTL/3 {
+			ok, err := w.store.TryLease(ctx, id, w.cfg.Owner, w.cfg.LeaseTTL)
+			if err == nil && !ok {
+				w.log.Warn("replay lease lost", "replay", id)
+				cancel(errors.New("lease lost"))
+				return
+			}
+			if err == nil {
+				renewed = time.Now()
+			}
+		}
+	}
+}
+
+// event is one row of a page.
+type event struct {
+	id        string
+	createdAt int64
+	raw       []byte
+}
+
+// deliverJob runs the job, updating *job as it goes.
+func (w *Worker) deliverJob(ctx context.Context, job *Job) error {
+	patterns, err := schema.ParsePatterns(job.EnabledEvents)
+	if err != nil {
+		return w.finish(ctx, *job, StatusFailed, "bad patterns: "+err.Error())
+	}
+	if job.Status == StatusPending {
+		if job.Matched, err = countMatching(ctx, w.conn, w.cfg.Database, *job, patterns); err != nil {
+			return err
+		}
+		job.Status, job.StartedAt = StatusRunning, time.Now().UTC()
+		if err := w.store.SaveJob(ctx, *job); err != nil {
+			return err
+		}
+		w.log.Info("replay started", "replay", job.ID, "endpoint", job.EndpointID, "matched", job.Matched)
+	}
+	for {
+		if cancelled, err := w.store.IsCancelled(ctx, job.ID); err != nil {
+			return err
+		} else if cancelled {
+			return w.finish(ctx, *job, StatusCancelled, "")
+		}
+		ep, err := w.store.Endpoint(ctx, job.EndpointID)
+		if errors.Is(err, ErrNotFound) {
+			return w.finish(ctx, *job, StatusFailed, "endpoint "+job.EndpointID+" was deleted")
+		}
+		if err != nil {
+			return err
+		}
+		page, err := readPage(ctx, w.conn, w.cfg.Database, *job, patterns, w.cfg.PageSize)
+		if err != nil {
+			return err
+		}
+		if len(page) == 0 {
+			return w.finish(ctx, *job, StatusCompleted, job.LastError)
+		}
+		recs, delivered, failed, lastErr := w.deliverPage(ctx, *job, ep, page)
+		if ctx.Err() != nil {
+			// Stopped mid-page: the cursor stays before it, so whoever runs the
+			// job next sends this page again (receivers dedupe on webhook-id).
+			return ctx.Err()
+		}
+		last := page[len(page)-1]
+		job.CursorAt, job.CursorID = last.createdAt, last.id
+		job.Delivered += delivered
+		job.Failed += failed
+		job.Attempts += uint64(len(recs))
+		if lastErr != "" {
+			job.LastError = lastErr
+		}
+		if err := w.store.RecordAttempts(ctx, recs); err != nil {
+			return err
+		}
+		if err := w.store.SaveJob(ctx, *job); err != nil {
+			return err
+		}
+	}
+}
+
+func (w *Worker) finish(ctx context.Context, job Job, status, lastErr string) error {
+	job.Status, job.LastError, job.FinishedAt = status, lastErr, time.Now().UTC()
+	w.log.Info("replay ended", "replay", job.ID, "status", status, "delivered", job.Delivered, "failed", job.Failed)
+	return w.store.SaveJob(ctx, job)
+}
+
+// deliverPage sends a page: in order with one delivery in flight, or with
+// job.Concurrency in flight. It returns every attempt made.
+func (w *Worker) deliverPage(ctx context.Context, job Job, ep Endpoint, page []event) ([]Record, uint64, uint64, string) {
+	limit := job.RateLimit
+	if ep.RateLimit > 0 && (limit == 0 || ep.RateLimit < limit) {
+		limit = ep.RateLimit
+	}
+	var limiter *rate.Limiter
+	if limit > 0 {
+		limiter = rate.NewLimiter(rate.Limit(limit), 1)
+	}
+	var (
+		mu                sync.Mutex
+		recs              []Record
+		delivered, failed uint64
+		lastErr           string
+	)
+	one := func(ev event) {
+		r, ok, errText := w.deliverOne(ctx, job, ep, ev, limiter)
+		mu.Lock()
+		defer mu.Unlock()
+		recs = append(recs, r...)
+		if ok {
+			delivered++
+		} else if ctx.Err() == nil {
+			failed++
+			lastErr = errText
+		}
+	}
+	if job.Ordered || job.Concurrency <= 1 {
+		for _, ev := range page {
+			if ctx.Err() != nil {
+				break
+			}
+			one(ev)
+		}
+		return recs, delivered, failed, lastErr
+	}
+	work := make(chan event)
+	var wg sync.WaitGroup
+	for range min(job.Concurrency, len(page)) {
+		wg.Go(func() {
+			for ev := range work {
+				one(ev)
+			}
+		})
+	}
+	for _, ev := range page {
+		if ctx.Err() != nil {
+			break
+		}
+		work <- ev
+	}
+	close(work)
+	wg.Wait()
+	return recs, delivered, failed, lastErr
+}
+
+// deliverOne sends one event until it is delivered, fails for good, or its
+// retries run out. It reports the attempts and whether it was delivered.
+func (w *Worker) deliverOne(ctx context.Context, job Job, ep Endpoint, ev event, limiter *rate.Limiter) ([]Record, bool, string) {
+	var recs []Record
+	for n := 0; ; n++ {
+		if limiter != nil {
+			if err := limiter.Wait(ctx); err != nil {
+				return recs, false, err.Error()
+			}
+		}
+		now := time.Now()
+		a := w.sender.Send(ctx, ep.URL, Message{ID: ev.id, Body: ev.raw, ReplayID: job.ID, Secrets: ep.Secrets(now)})
+		if ctx.Err() != nil {
+			return recs, false, "stopped"
+		}
+		recs = append(recs, Record{EndpointID: ep.ID, ReplayID: job.ID, EventID: ev.id, Attempt: n + 1, Result: a, At: now})
+		switch a.Outcome {
+		case Delivered:
+			return recs, true, ""
+		case Failed:
+			return recs, false, a.Err
+		}
+		wait, ok := RetryDelay(n, a.RetryAfter)
+		if !ok {
+			return recs, false, fmt.Sprintf("gave up after %d attempts: %s", n+1, a.Err)
+		}
+		select {
+		case <-ctx.Done():
+			return recs, false, "stopped"
+		case <-time.After(wait):
+		}
+	}
+}
