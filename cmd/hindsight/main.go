@@ -27,6 +27,8 @@ Usage:
   hindsight replay-worker --clickhouse ADDR            (runs replay jobs; start several to share them)
   hindsight migrate  --clickhouse ADDR
   hindsight produce  [--kafka HOSTS] [--topic events] FILE|-
+  hindsight replay   --endpoint whep_… --since TIME [--until TIME] [--events send.email.*] [--dry-run] [--unordered --concurrency N]
+  hindsight replay   --cancel rpl_…
   hindsight broker   [--listen 127.0.0.1:9092] [--data DIR]   (the embedded Kafka-protocol broker alone)
   hindsight version
 
@@ -79,6 +81,8 @@ func run(ctx context.Context, args []string) error {
 		return runProduce(ctx, rest)
 	case "broker":
 		return runBroker(ctx, rest)
+	case "replay":
+		return runReplay(ctx, rest)
 	case "version", "--version":
 		fmt.Println("hindsight", version)
 		return nil

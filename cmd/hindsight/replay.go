@@ -1,0 +1,213 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+)
+
+// replayClient talks to the HTTP API.
+type replayClient struct {
+	base, key string
+	http      *http.Client
+}
+
+func (c replayClient) do(ctx context.Context, method, path string, body, into any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode >= 300 {
+		var e struct {
+			Error struct{ Code, Message string }
+		}
+		if json.Unmarshal(raw, &e) == nil && e.Error.Message != "" {
+			return fmt.Errorf("%s %s: %d %s: %s", method, path, resp.StatusCode, e.Error.Code, e.Error.Message)
+		}
+		return fmt.Errorf("%s %s: HTTP %d", method, path, resp.StatusCode)
+	}
+	if into != nil {
+		return json.Unmarshal(raw, into)
+	}
+	return nil
+}
+
+type replayStatus struct {
+	ID         string   `json:"id"`
+	Status     string   `json:"status"`
+	Matched    uint64   `json:"matched"`
+	Delivered  uint64   `json:"delivered"`
+	Failed     uint64   `json:"failed"`
+	Progress   float64  `json:"progress"`
+	Rate       float64  `json:"rate"`
+	ETASeconds *float64 `json:"eta_seconds"`
+	LastError  *string  `json:"last_error"`
+}
+
+func (s replayStatus) done() bool {
+	return s.Status == "completed" || s.Status == "failed" || s.Status == "cancelled"
+}
+
+func runReplay(ctx context.Context, args []string) error {
+	fs := newFlags("replay")
+	var apiURL, apiKey, endpoint, since, until, events, livemode, cancelID string
+	var dryRun, unordered bool
+	var concurrency int
+	var rateLimit float64
+	fs.StringVar(&apiURL, "api", "http://127.0.0.1:8080", "Hindsight API base URL")
+	fs.StringVar(&apiKey, "api-key", "", "API key (default: HINDSIGHT_API_KEY, or .hindsight/api-key left by dev)")
+	fs.StringVar(&endpoint, "endpoint", "", "endpoint to replay to, whep_…")
+	fs.StringVar(&since, "since", "", "replay events created at or after this time (RFC3339 or ms)")
+	fs.StringVar(&until, "until", "", "and before this time (default: no end)")
+	fs.StringVar(&events, "events", "", "comma-separated patterns (default: the endpoint's)")
+	fs.StringVar(&livemode, "livemode", "all", "true, false or all")
+	fs.BoolVar(&dryRun, "dry-run", false, "count what would be sent, send nothing")
+	fs.BoolVar(&unordered, "unordered", false, "deliver with several in flight instead of in order")
+	fs.IntVar(&concurrency, "concurrency", 0, "deliveries in flight for --unordered (default 8, at most 256)")
+	fs.Float64Var(&rateLimit, "rate-limit", 0, "deliveries per second at most")
+	fs.StringVar(&cancelID, "cancel", "", "cancel this replay, rpl_…, instead of starting one")
+	if err := fs.parse(args); err != nil {
+		return helpOK(err)
+	}
+	if apiKey == "" {
+		if b, err := os.ReadFile(".hindsight/api-key"); err == nil {
+			apiKey = strings.TrimSpace(string(b))
+		}
+	}
+	if apiKey == "" {
+		return usagef("--api-key (HINDSIGHT_API_KEY) is required")
+	}
+	c := replayClient{base: strings.TrimSuffix(apiURL, "/"), key: apiKey, http: &http.Client{Timeout: 30 * time.Second}}
+	if cancelID != "" {
+		var st replayStatus
+		if err := c.do(ctx, http.MethodPost, "/v1/replays/"+cancelID+"/cancel", nil, &st); err != nil {
+			return err
+		}
+		fmt.Printf("%s: %s\n", st.ID, st.Status)
+		return nil
+	}
+	if endpoint == "" {
+		return usagef("--endpoint is required")
+	}
+	if since == "" {
+		return usagef("--since is required")
+	}
+	if concurrency != 0 && !unordered {
+		return usagef("--concurrency goes with --unordered")
+	}
+	body := map[string]any{"endpoint_id": endpoint, "since": since, "livemode": livemode, "ordered": !unordered, "dry_run": dryRun}
+	if until != "" {
+		body["until"] = until
+	}
+	if events != "" {
+		body["enabled_events"] = strings.Split(events, ",")
+	}
+	if concurrency != 0 {
+		body["concurrency"] = concurrency
+	}
+	if rateLimit != 0 {
+		body["rate_limit"] = rateLimit
+	}
+	if dryRun {
+		var d map[string]any
+		if err := c.do(ctx, http.MethodPost, "/v1/replays", body, &d); err != nil {
+			return err
+		}
+		out, _ := json.MarshalIndent(d, "", "  ")
+		fmt.Println(string(out))
+		return nil
+	}
+	var st replayStatus
+	if err := c.do(ctx, http.MethodPost, "/v1/replays", body, &st); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "replay %s started; Ctrl-C stops following, not the replay\n", st.ID)
+	return follow(ctx, c, st.ID, isTerminal(os.Stderr))
+}
+
+// follow shows a replay's progress until it ends or ctx does (Ctrl-C,
+// which detaches: the job goes on in the workers).
+func follow(ctx context.Context, c replayClient, id string, bar bool) error {
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	var st replayStatus
+	last := ""
+	for {
+		// A fresh context per poll: ctx ending means "detach", not "fail".
+		pctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := c.do(pctx, http.MethodGet, "/v1/replays/"+id, nil, &st)
+		cancel()
+		if err != nil {
+			return err
+		}
+		line := replayLine(st)
+		if bar {
+			fmt.Fprint(os.Stderr, "\r"+line)
+		} else if line != last {
+			fmt.Fprintln(os.Stderr, line)
+		}
+		last = line
+		if st.done() {
+			if bar {
+				fmt.Fprintln(os.Stderr)
+			}
+			fmt.Printf("%s %s: %d delivered, %d failed of %d\n", st.ID, st.Status, st.Delivered, st.Failed, st.Matched)
+			if st.Status != "completed" {
+				msg := st.Status
+				if st.LastError != nil {
+					msg += ": " + *st.LastError
+				}
+				return errors.New(msg)
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if bar {
+				fmt.Fprintln(os.Stderr)
+			}
+			fmt.Printf("detached; %s goes on. Follow it with GET /v1/replays/%s, stop it with: hindsight replay --cancel %s\n", id, id, id)
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// replayLine is "[=====>    ]  52% 2600/5000 delivered, 3 failed, 1234/s, ETA 12s".
+func replayLine(st replayStatus) string {
+	const width = 30
+	done := int(st.Progress * width)
+	bar := strings.Repeat("=", done) + strings.Repeat(" ", width-done)
+	if done < width {
+		bar = bar[:done] + ">" + bar[done+1:]
+	}
+	eta := "-"
+	if st.ETASeconds != nil {
+		eta = (time.Duration(*st.ETASeconds) * time.Second).String()
+	}
+	return fmt.Sprintf("[%s] %3.0f%% %d/%d delivered, %d failed, %.0f/s, ETA %s, %s ",
+		bar, st.Progress*100, st.Delivered, st.Matched, st.Failed, st.Rate, eta, st.Status)
+}
