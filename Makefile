@@ -7,7 +7,7 @@ BIN     := bin/hindsight
 CHDB_VERSION := 26.7.3-stable.1
 CHDB_LIB     := .cache/chdb/libchdb.so
 
-.PHONY: run test test-unit build vet clickhouse bench-ingest bench-query fuzz clean
+.PHONY: run test test-unit build vet clickhouse bench-ingest bench-query bench-replay fuzz clean
 
 ## run: install ClickHouse if missing, then run everything with the sample loaded
 run: clickhouse build
@@ -65,6 +65,10 @@ bench-ingest: clickhouse
 ## bench-query: GET /v1/stats/send with a day series over 10M events, against the same SQL sent directly
 bench-query: clickhouse
 	HINDSIGHT_REQUIRE_CLICKHOUSE=1 $(GO) test -run '^$$' -bench BenchmarkStats10M -benchtime 1x -timeout 30m ./query/
+
+## bench-replay: deliveries/s and peak heap of replays to a loopback receiver
+bench-replay: clickhouse
+	HINDSIGHT_REQUIRE_CLICKHOUSE=1 $(GO) test -run '^$$' -bench BenchmarkReplay -benchtime 1x -timeout 30m ./replay/
 
 ## fuzz: run each fuzz test for a while
 fuzz:

@@ -1,0 +1,132 @@
+package replay
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/dodev/hindsight/internal/chtest"
+	"github.com/dodev/hindsight/schema"
+)
+
+// fillEvents inserts n small events (about 120 B each) of October 2026 with
+// ClickHouse's numbers().
+func fillEvents(b *testing.B, n int) string {
+	conn, db := chtest.Database(b)
+	ctx := context.Background()
+	_, err := schema.Migrate(ctx, conn, db)
+	require.NoError(b, err)
+	start := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+	require.NoError(b, conn.Exec(ctx, fmt.Sprintf(`INSERT INTO %s.events (event_id, type, service, created_at, livemode, known,
+		message_id, message_hash, recipient_domain, sender_domain, bounce_type, has_carrier, has_inventory, npa, voice, format,
+		text_length, duration_sec, raw, kafka_topic, kafka_partition, kafka_offset, ingested_at)
+	SELECT concat('evt_', toString(number)), 'send.email.delivered', 'send', %d + number, 1, 1, '', 0, '', '', '', 0, 0, '', '', '',
+		0, 0, concat('{"eventId":"evt_', toString(number), '","type":"send.email.delivered","service":"send","data":{"messageId":"m"},"createdAt":', toString(%d + number), '}'),
+		'events', 0, number, now()
+	FROM system.numbers LIMIT %d`, db, start, start, n)))
+	return db
+}
+
+// BenchmarkReplay measures deliveries per second to a receiver on loopback
+// that answers 204 at once, and the worker's peak heap, for ordered and
+// unordered (64 in flight) replays of 100k and 1M events. Run it with
+// `make bench-replay`.
+func BenchmarkReplay(b *testing.B) {
+	for _, tc := range []struct {
+		name        string
+		n           int
+		ordered     bool
+		concurrency int
+	}{
+		{"unordered-64/100k", 100_000, false, 64},
+		{"unordered-64/1M", 1_000_000, false, 64},
+		{"ordered/100k", 100_000, true, 1},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			db := fillEvents(b, tc.n)
+			conn := chtest.Open(b)
+			var got atomic.Int64
+			recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body)
+				got.Add(1)
+				w.WriteHeader(http.StatusNoContent)
+			}))
+			defer recv.Close()
+			store := NewStore(conn, db)
+			secret, _ := NewSecret()
+			ep := Endpoint{ID: newID("whep_"), URL: recv.URL + "/hook", EnabledEvents: []string{"*"}, Secret: secret, CreatedAt: time.Now()}
+			require.NoError(b, store.SaveEndpoint(context.Background(), ep))
+			sender := NewSender(Policy{AllowPrivate: true}, "bench", 256)
+
+			for b.Loop() {
+				b.StopTimer()
+				got.Store(0)
+				job := Job{ID: newID("rpl_"), EndpointID: ep.ID, Since: time.Unix(0, 0), EnabledEvents: []string{"*"}, Livemode: "all",
+					Ordered: tc.ordered, Concurrency: tc.concurrency, Status: StatusPending, CreatedAt: time.Now()}
+				require.NoError(b, store.SaveJob(context.Background(), job))
+				w, err := NewWorker(WorkerConfig{Database: db, Poll: 10 * time.Millisecond}, conn, sender, nil)
+				require.NoError(b, err)
+				runtime.GC()
+				var peak atomic.Uint64
+				stopSampling := sampleHeap(&peak)
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan struct{})
+				b.StartTimer()
+				start := time.Now()
+				go func() { defer close(done); _ = w.Run(ctx) }()
+				for {
+					j, err := store.Job(context.Background(), job.ID)
+					require.NoError(b, err)
+					if j.Done() {
+						require.Equal(b, StatusCompleted, j.Status, j.LastError)
+						require.EqualValues(b, tc.n, j.Delivered)
+						break
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				took := time.Since(start)
+				b.StopTimer()
+				cancel()
+				<-done
+				stopSampling()
+				b.ReportMetric(float64(tc.n)/took.Seconds(), "deliveries/s")
+				b.ReportMetric(float64(peak.Load())/(1<<20), "peak-heap-MiB")
+				b.Logf("%s: %d deliveries in %s: %.0f/s, peak heap %.0f MiB", tc.name, tc.n, took.Round(time.Millisecond),
+					float64(tc.n)/took.Seconds(), float64(peak.Load())/(1<<20))
+				b.StartTimer()
+			}
+		})
+	}
+}
+
+// sampleHeap records the largest heap in use seen every 20 ms.
+func sampleHeap(peak *atomic.Uint64) (stop func()) {
+	quit := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var ms runtime.MemStats
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse > peak.Load() {
+				peak.Store(ms.HeapInuse)
+			}
+			select {
+			case <-quit:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() { close(quit); <-done }
+}
