@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/column"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/proto"
 	"github.com/chdb-io/chdb-go/chdb"
@@ -128,6 +129,14 @@ func literal(v any) (string, error) {
 		return strconv.FormatFloat(v, 'g', -1, 64), nil
 	case time.Time:
 		return fmt.Sprintf("toDateTime(%d)", v.Unix()), nil
+	case uint16:
+		return strconv.FormatUint(uint64(v), 10), nil
+	case []string:
+		parts := make([]string, len(v))
+		for i, s := range v {
+			parts[i], _ = literal(s)
+		}
+		return "[" + strings.Join(parts, ", ") + "]", nil
 	}
 	return "", fmt.Errorf("no literal for %T", v)
 }
@@ -176,6 +185,19 @@ func scanField(s string, dest any) error {
 		*d = uint8(v)
 	case *int64:
 		*d, err = strconv.ParseInt(s, 10, 64)
+	case *uint16:
+		var v uint64
+		v, err = strconv.ParseUint(s, 10, 16)
+		*d = uint16(v)
+	case *[]string:
+		// CSV renders Array(String) as ['a','b'].
+		*d = []string{}
+		inner := strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")
+		for _, part := range strings.Split(inner, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				*d = append(*d, strings.Trim(part, "'"))
+			}
+		}
 	case *float64:
 		switch s {
 		case "inf":
@@ -198,3 +220,45 @@ func (r *csvRows) Columns() []string                { return nil }
 func (r *csvRows) Close() error                     { return nil }
 func (r *csvRows) Err() error                       { return r.err }
 func (r *csvRows) HasData() bool                    { return len(r.records) > 0 }
+
+// PrepareBatch collects rows and sends them as one INSERT ... VALUES.
+func (c *chdbConn) PrepareBatch(_ context.Context, query string, _ ...driver.PrepareBatchOption) (driver.Batch, error) {
+	return &valuesBatch{c: c, insert: query}, nil
+}
+
+type valuesBatch struct {
+	c      *chdbConn
+	insert string
+	rows   [][]any
+	sent   bool
+}
+
+var _ driver.Batch = (*valuesBatch)(nil)
+
+func (b *valuesBatch) Append(v ...any) error {
+	b.rows = append(b.rows, v)
+	return nil
+}
+
+func (b *valuesBatch) Send() error {
+	b.sent = true
+	if len(b.rows) == 0 {
+		return nil
+	}
+	var values []string
+	var args []any
+	for _, r := range b.rows {
+		values = append(values, "("+strings.TrimSuffix(strings.Repeat("?, ", len(r)), ", ")+")")
+		args = append(args, r...)
+	}
+	return b.c.Exec(context.Background(), b.insert+" VALUES "+strings.Join(values, ", "), args...)
+}
+
+func (b *valuesBatch) Abort() error                  { b.sent = true; return nil }
+func (b *valuesBatch) AppendStruct(any) error        { return fmt.Errorf("AppendStruct is not supported") }
+func (b *valuesBatch) Column(int) driver.BatchColumn { return nil }
+func (b *valuesBatch) Flush() error                  { return nil }
+func (b *valuesBatch) IsSent() bool                  { return b.sent }
+func (b *valuesBatch) Rows() int                     { return len(b.rows) }
+func (b *valuesBatch) Columns() []column.Interface   { return nil }
+func (b *valuesBatch) Close() error                  { return nil }

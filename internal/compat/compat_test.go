@@ -11,6 +11,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -75,14 +76,10 @@ func insertColumns(db string) string {
 func TestSQLCompatibility(t *testing.T) {
 	ctx := context.Background()
 	old, db := chtest.Database(t)
-	chdbDir := t.TempDir()
-	s, err := chdb.NewSession(chdbDir)
-	require.NoError(t, err)
-	t.Cleanup(s.Close)
-	cur := &chdbConn{s: s, version: proto.Version{Major: 26, Minor: 7}}
+	cur := &chdbConn{s: session(t), version: newVersion}
 
 	// DDL: each engine gets the statements for its version.
-	_, err = schema.Migrate(ctx, old, db)
+	_, err := schema.Migrate(ctx, old, db)
 	require.NoError(t, err, "migrate on ClickHouse 18.16")
 	_, err = schema.Migrate(ctx, cur, db)
 	require.NoError(t, err, "migrate on chDB 26.7")
@@ -93,23 +90,8 @@ func TestSQLCompatibility(t *testing.T) {
 
 	// The same rows in both.
 	events := fixture(t)
-	now := time.Now()
-	batch, err := old.PrepareBatch(ctx, insertColumns(db))
-	require.NoError(t, err)
-	for i, ev := range events {
-		require.NoError(t, batch.Append(rowOf(ev, i, now)...))
-	}
-	require.NoError(t, batch.Send())
-	for start := 0; start < len(events); start += 500 {
-		var values []string
-		var args []any
-		for i := start; i < min(start+500, len(events)); i++ {
-			row := rowOf(events[i], i, now)
-			values = append(values, "("+strings.TrimSuffix(strings.Repeat("?, ", len(row)), ", ")+")")
-			args = append(args, row...)
-		}
-		require.NoError(t, cur.Exec(ctx, insertColumns(db)+" VALUES "+strings.Join(values, ", "), args...))
-	}
+	loadOld(t, old, db, events)
+	loadCur(t, cur, db, events)
 
 	apiOld, err := query.New(query.Config{Database: db, APIKey: apiKey}, old, nil)
 	require.NoError(t, err)
@@ -144,6 +126,52 @@ func TestSQLCompatibility(t *testing.T) {
 		onCur, err := cur.run(q.query, q.args)
 		require.NoError(t, err, "ingest statement on chDB: %s", sql)
 		assert.Equal(t, sortLines(onOld), sortLines(onCur), "ingest statement %s", sql)
+	}
+}
+
+// newVersion is the version chDB reports: its engine is ClickHouse 26.7.
+var newVersion = proto.Version{Major: 26, Minor: 7}
+
+var (
+	sessionOnce sync.Once
+	shared      *chdb.Session
+)
+
+// session opens the process's one chDB session (chdb-go keeps one).
+func session(t *testing.T) *chdb.Session {
+	t.Helper()
+	sessionOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "hindsight-chdb-")
+		require.NoError(t, err)
+		shared, err = chdb.NewSession(dir)
+		require.NoError(t, err)
+	})
+	return shared
+}
+
+func loadOld(t *testing.T, old driver.Conn, db string, events []schema.Event) {
+	t.Helper()
+	now := time.Now()
+	batch, err := old.PrepareBatch(context.Background(), insertColumns(db))
+	require.NoError(t, err)
+	for i, ev := range events {
+		require.NoError(t, batch.Append(rowOf(ev, i, now)...))
+	}
+	require.NoError(t, batch.Send())
+}
+
+func loadCur(t *testing.T, cur *chdbConn, db string, events []schema.Event) {
+	t.Helper()
+	now := time.Now()
+	for start := 0; start < len(events); start += 500 {
+		var values []string
+		var args []any
+		for i := start; i < min(start+500, len(events)); i++ {
+			row := rowOf(events[i], i, now)
+			values = append(values, "("+strings.TrimSuffix(strings.Repeat("?, ", len(row)), ", ")+")")
+			args = append(args, row...)
+		}
+		require.NoError(t, cur.Exec(context.Background(), insertColumns(db)+" VALUES "+strings.Join(values, ", "), args...))
 	}
 }
 
