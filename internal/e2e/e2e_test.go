@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"github.com/moby/moby/api/types/container"
+	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/testcontainers/testcontainers-go"
@@ -228,7 +230,9 @@ func serve(t *testing.T, s stack, db, topic string) string {
 	cmd.Env = append(os.Environ(),
 		"HINDSIGHT_KAFKA="+s.kafka, "HINDSIGHT_CLICKHOUSE="+s.clickhouse, "HINDSIGHT_DATABASE="+db,
 		"HINDSIGHT_TOPIC="+topic, "HINDSIGHT_GROUP="+topic+"-ingest", "HINDSIGHT_HTTP="+httpAddr,
-		"HINDSIGHT_API_KEY="+apiKey, "HINDSIGHT_FLUSH_INTERVAL=200ms")
+		"HINDSIGHT_API_KEY="+apiKey, "HINDSIGHT_FLUSH_INTERVAL=200ms",
+		// The test's webhook receiver listens on loopback.
+		"HINDSIGHT_ALLOW_PRIVATE_ENDPOINTS=true")
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	require.NoError(t, cmd.Start())
@@ -380,4 +384,76 @@ func TestProduceQueryList(t *testing.T) {
 	}
 	assert.Contains(t, reasons[string(bad[0])], "not JSON")
 	assert.Contains(t, reasons[string(bad[1])], "missing data.messageId")
+
+	replayToReceiver(t, base, unique)
+}
+
+// replayToReceiver creates an endpoint for every event type, replays the
+// whole sample to it, and checks each delivery with the Standard Webhooks
+// reference library: every eventId arrives once, signed, with its
+// original bytes.
+func replayToReceiver(t *testing.T, base string, unique int) {
+	t.Helper()
+	var mu sync.Mutex
+	got := map[string]int{}
+	var bad atomic.Int64
+	var secret atomic.Pointer[string]
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		wh, err := standardwebhooks.NewWebhook(*secret.Load())
+		if err != nil || wh.Verify(body, r.Header) != nil {
+			bad.Add(1)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		var ev struct{ EventID string }
+		if json.Unmarshal(body, &ev) != nil || ev.EventID != r.Header.Get("webhook-id") {
+			bad.Add(1)
+		}
+		mu.Lock()
+		got[ev.EventID]++
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer recv.Close()
+
+	var ep struct{ ID, Secret string }
+	require.Equal(t, http.StatusCreated, post(t, base+"/v1/endpoints", map[string]any{"url": recv.URL + "/hook", "enabled_events": []string{"*"}}, &ep))
+	secret.Store(&ep.Secret)
+	var job struct{ ID, Status string }
+	require.Equal(t, http.StatusAccepted, post(t, base+"/v1/replays", map[string]any{"endpoint_id": ep.ID, "since": "2026-10-01T00:00:00Z",
+		"until": "2026-11-02T00:00:00Z", "ordered": false, "concurrency": 16}, &job))
+	var state struct {
+		Status                     string
+		Matched, Delivered, Failed int
+	}
+	require.Eventually(t, func() bool {
+		getJSON(t, base+"/v1/replays/"+job.ID, &state)
+		return state.Status == "completed" || state.Status == "failed" || state.Status == "cancelled"
+	}, 2*time.Minute, 200*time.Millisecond, "replay %s: %+v", job.ID, state)
+	assert.Equal(t, "completed", state.Status)
+	assert.Equal(t, unique, state.Matched)
+	assert.Equal(t, unique, state.Delivered)
+	assert.Zero(t, bad.Load(), "every delivery verified with the reference library")
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Len(t, got, unique, "every eventId delivered")
+	for id, n := range got {
+		assert.Equal(t, 1, n, "%s delivered once", id)
+	}
+}
+
+func post(t *testing.T, url string, body, into any) int {
+	t.Helper()
+	b, err := json.Marshal(body)
+	require.NoError(t, err)
+	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+apiKey)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	require.NoError(t, json.Unmarshal(raw, into), string(raw))
+	return resp.StatusCode
 }
