@@ -171,7 +171,11 @@ func (a *API) createEndpoint(c *gin.Context) {
 		a.fail(c, err)
 		return
 	}
-	e := Endpoint{ID: newID("whep_"), Secret: secret, CreatedAt: time.Now().UTC()}
+	a.applyAndSave(c, in, Endpoint{ID: newID("whep_"), Secret: secret, CreatedAt: time.Now().UTC()}, http.StatusCreated, true)
+}
+
+// applyAndSave checks the input onto e, stores e and answers with it.
+func (a *API) applyAndSave(c *gin.Context, in endpointInput, e Endpoint, status int, withSecret bool) {
 	if err := a.apply(c.Request.Context(), in, &e); err != nil {
 		a.fail(c, err)
 		return
@@ -180,7 +184,7 @@ func (a *API) createEndpoint(c *gin.Context) {
 		a.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusCreated, viewEndpoint(e, true))
+	c.JSON(status, viewEndpoint(e, withSecret))
 }
 
 func (a *API) listEndpoints(c *gin.Context) {
@@ -216,15 +220,7 @@ func (a *API) updateEndpoint(c *gin.Context) {
 		a.fail(c, err)
 		return
 	}
-	if err := a.apply(c.Request.Context(), in, &e); err != nil {
-		a.fail(c, err)
-		return
-	}
-	if err := a.store.SaveEndpoint(c.Request.Context(), e); err != nil {
-		a.fail(c, err)
-		return
-	}
-	c.JSON(http.StatusOK, viewEndpoint(e, false))
+	a.applyAndSave(c, in, e, http.StatusOK, false)
 }
 
 func (a *API) deleteEndpoint(c *gin.Context) {
