@@ -174,6 +174,12 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 	if withAPI || withReplay {
 		fs.BoolVar(&allowPrivate, "allow-private-endpoints", false, "let webhooks reach loopback and private addresses (never link-local)")
 	}
+	var leaseTTL time.Duration
+	var pageSize int
+	if withReplay {
+		fs.DurationVar(&leaseTTL, "lease-ttl", 30*time.Second, "how long a replay job stays with a worker that stopped renewing it")
+		fs.IntVar(&pageSize, "page-size", 5000, "events read per query by replay jobs; what a resumed job may repeat")
+	}
 	if err := fs.parse(args); err != nil {
 		return helpOK(err)
 	}
@@ -183,8 +189,11 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 	}
 	s := stack{database: c.database, log: log, httpAddr: httpAddr, policy: replay.Policy{AllowPrivate: allowPrivate}}
 	if withReplay {
-		cfg := replay.WorkerConfig{Database: c.database}
+		cfg := replay.WorkerConfig{Database: c.database, LeaseTTL: leaseTTL, PageSize: pageSize}
 		cfg.ApplyDefaults()
+		if err := cfg.Validate(); err != nil {
+			return usagef("%v", err)
+		}
 		s.replay = &cfg
 	}
 	if withIngest {

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dodev/hindsight/internal/chtest"
+	"github.com/dodev/hindsight/internal/sample"
+	"github.com/dodev/hindsight/replay"
+	"github.com/dodev/hindsight/schema"
+)
+
+// TestReplayWorkerKilled SIGKILLs a `hindsight replay-worker` in the middle
+// of a job: it neither saves nor releases anything. A second worker takes
+// the job once the lease expires and resumes from the saved cursor: no event
+// is skipped and at most one page is sent twice.
+func TestReplayWorkerKilled(t *testing.T) {
+	conn, db := chtest.Database(t)
+	ctx := context.Background()
+	_, err := schema.Migrate(ctx, conn, db)
+	require.NoError(t, err)
+	var p schema.Parser
+	var events []schema.Event
+	opts := sample.TestdataOptions(21)
+	opts.Duplicates = 0
+	for _, raw := range sample.Generate(1200, opts) {
+		ev, err := p.Parse(raw)
+		require.NoError(t, err)
+		events = append(events, ev)
+	}
+	chtest.InsertEvents(t, conn, db, events)
+
+	var mu sync.Mutex
+	got := map[string]int{}
+	total := 0
+	firstKill := make(chan struct{})
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		got[r.Header.Get("webhook-id")]++
+		total++
+		if total == 300 {
+			close(firstKill)
+		}
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer recv.Close()
+
+	store := replay.NewStore(conn, db)
+	secret, err := replay.NewSecret()
+	require.NoError(t, err)
+	ep := replay.Endpoint{ID: "whep_kill", URL: recv.URL, EnabledEvents: []string{"*"}, Secret: secret, CreatedAt: time.Now()}
+	require.NoError(t, store.SaveEndpoint(ctx, ep))
+	job := replay.Job{ID: "rpl_kill", EndpointID: ep.ID, Since: time.Unix(0, 0), EnabledEvents: []string{"*"}, Livemode: "all",
+		Ordered: true, Concurrency: 1, Status: replay.StatusPending, CreatedAt: time.Now()}
+	require.NoError(t, store.SaveJob(ctx, job))
+
+	bin := filepath.Join(t.TempDir(), "hindsight")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	require.NoError(t, err, string(out))
+	const page = 50
+	worker := func() *exec.Cmd {
+		cmd := exec.Command(bin, "replay-worker", "--allow-private-endpoints", "--lease-ttl", "2s", "--page-size", "50")
+		cmd.Env = append(os.Environ(), "HINDSIGHT_CLICKHOUSE="+chtest.Addr(t), "HINDSIGHT_DATABASE="+db, "HINDSIGHT_LOG_LEVEL=warn")
+		cmd.Stderr = os.Stderr
+		require.NoError(t, cmd.Start())
+		return cmd
+	}
+	first := worker()
+	select {
+	case <-firstKill:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the first worker delivered nothing")
+	}
+	require.NoError(t, first.Process.Signal(syscall.SIGKILL))
+	_ = first.Wait()
+
+	second := worker()
+	defer func() {
+		_ = second.Process.Signal(os.Interrupt)
+		_ = second.Wait()
+	}()
+	require.Eventually(t, func() bool {
+		j, err := store.Job(ctx, job.ID)
+		return err == nil && j.Status == replay.StatusCompleted
+	}, 90*time.Second, 100*time.Millisecond, "the second worker did not finish the job")
+
+	mu.Lock()
+	defer mu.Unlock()
+	repeats := 0
+	for _, ev := range events {
+		assert.GreaterOrEqual(t, got[ev.ID], 1, "event %s was skipped", ev.ID)
+		repeats += max(got[ev.ID]-1, 0)
+	}
+	t.Logf("%d events, %d sent twice after the kill", len(events), repeats)
+	assert.LessOrEqual(t, repeats, page, "at most one page is sent twice")
+	j, err := store.Job(ctx, job.ID)
+	require.NoError(t, err)
+	assert.EqualValues(t, len(events), j.Matched)
+}
