@@ -17,6 +17,11 @@ type Config struct {
 	Topic string
 	// Group is the consumer group. Default "hindsight-ingest".
 	Group string
+	// InstanceID, when set, makes this a static member of the group (KIP-345):
+	// a restarted process with the same ID takes its old place at once
+	// instead of waiting for the old session to time out. Use a stable name
+	// per process, such as a pod name. Default: dynamic membership.
+	InstanceID string
 	// Database holds the events table. Default "hindsight".
 	Database string
 	// BatchSize is the most rows one insert carries. Default 50,000.

@@ -97,6 +97,9 @@ func New(cfg Config, conn Inserter, log *slog.Logger, extra ...kgo.Opt) (*Ingest
 		kgo.FetchMaxBytes(16 << 20),
 		kgo.ProducerBatchCompression(kgo.NoCompression()),
 	}
+	if cfg.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(cfg.InstanceID))
+	}
 	client, err := kgo.NewClient(append(opts, extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka client: %w", err)

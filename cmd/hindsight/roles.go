@@ -155,13 +155,14 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 	fs := newFlags(name)
 	var c common
 	c.register(fs, "")
-	var kafka, topic, group, httpAddr, apiKey string
+	var kafka, topic, group, instanceID, httpAddr, apiKey string
 	var batch, recent int
 	var flush time.Duration
 	if withIngest {
 		fs.StringVar(&kafka, "kafka", "", "Kafka seed brokers, host:port,...")
 		fs.StringVar(&topic, "topic", ingest.DefaultTopic, "topic to consume; invalid records go to TOPIC.dlq")
 		fs.StringVar(&group, "group", ingest.DefaultGroup, "consumer group")
+		fs.StringVar(&instanceID, "instance-id", "", "static group membership: a stable name for this process (e.g. the pod name) lets a restart rejoin at once")
 		fs.IntVar(&batch, "batch-size", ingest.DefaultBatchSize, "rows per ClickHouse insert")
 		fs.DurationVar(&flush, "flush-interval", ingest.DefaultFlushInterval, "longest wait before a batch is inserted")
 		fs.IntVar(&recent, "recent-ids", ingest.DefaultRecentIDs, "recent eventIds remembered to drop producer retries (8 B each plus map overhead)")
@@ -201,7 +202,7 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 		if err != nil {
 			return err
 		}
-		cfg := ingest.Config{Brokers: brokers, Topic: topic, Group: group, Database: c.database, BatchSize: batch, FlushInterval: flush, RecentIDs: recent}
+		cfg := ingest.Config{Brokers: brokers, Topic: topic, Group: group, InstanceID: instanceID, Database: c.database, BatchSize: batch, FlushInterval: flush, RecentIDs: recent}
 		cfg.ApplyDefaults()
 		if err := cfg.Validate(); err != nil {
 			return usagef("%v", err)
