@@ -123,6 +123,27 @@ func (s *Store) Jobs(ctx context.Context, id string, limit int) ([]Job, error) {
 	return out, nil
 }
 
+// Unfinished lists the ids of replays whose stored status is pending or
+// running: the work for workers. A job cancelled before it started is
+// among them, so a worker records its end.
+func (s *Store) Unfinished(ctx context.Context) ([]string, error) {
+	rows, err := s.conn.Query(ctx, "SELECT id FROM (SELECT id, CAST(status AS String) AS st FROM "+s.table("replays")+
+		" FINAL) WHERE st IN ('pending', 'running') ORDER BY id")
+	if err != nil {
+		return nil, fmt.Errorf("read unfinished replays: %w", err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("read unfinished replays: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
+}
+
 // Job returns one replay.
 func (s *Store) Job(ctx context.Context, id string) (Job, error) {
 	js, err := s.Jobs(ctx, id, 1)

@@ -394,6 +394,29 @@ func TestSlowEndpointHoldsUpNoOne(t *testing.T) {
 	}, 10*time.Second, 100*time.Millisecond, "the worker stopped the cancelled job mid-page")
 }
 
+// TestCancelBeforeStart: a job cancelled while no worker runs is shown
+// cancelled at once, and the next worker records its end without sending.
+func TestCancelBeforeStart(t *testing.T) {
+	e := newEnv(t, 50)
+	s := newSink(t)
+	var job map[string]any
+	require.Equal(t, http.StatusAccepted, e.call("POST", "/v1/replays", map[string]any{"endpoint_id": e.endpoint(s), "since": since.UnixMilli()}, &job))
+	id := job["id"].(string)
+	require.Equal(t, http.StatusOK, e.call("POST", "/v1/replays/"+id+"/cancel", nil, &job))
+	assert.Equal(t, StatusCancelled, job["status"])
+	e.worker(WorkerConfig{})
+	store := NewStore(e.conn, e.db)
+	require.Eventually(t, func() bool {
+		ids, err := store.Unfinished(context.Background())
+		return err == nil && len(ids) == 0
+	}, 10*time.Second, 50*time.Millisecond, "the worker recorded the end")
+	j, err := store.Job(context.Background(), id)
+	require.NoError(t, err)
+	assert.Equal(t, StatusCancelled, j.Status)
+	assert.False(t, j.FinishedAt.IsZero())
+	assert.Empty(t, s.got(), "nothing was sent")
+}
+
 func TestEndpointsAPI(t *testing.T) {
 	e := newEnv(t, 10)
 	s := newSink(t)

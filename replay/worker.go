@@ -112,18 +112,15 @@ func (w *Worker) Run(ctx context.Context) error {
 }
 
 func (w *Worker) claim(ctx context.Context) error {
-	jobs, err := w.store.Jobs(ctx, "", 10_000)
+	ids, err := w.store.Unfinished(ctx)
 	if err != nil {
 		return err
 	}
-	for _, j := range jobs {
-		if j.Done() {
-			continue
-		}
+	for _, id := range ids {
 		w.mu.Lock()
-		busy := w.running[j.ID] || len(w.running) >= w.cfg.MaxJobs
+		busy := w.running[id] || len(w.running) >= w.cfg.MaxJobs
 		if !busy {
-			w.running[j.ID] = true
+			w.running[id] = true
 		}
 		w.mu.Unlock()
 		if busy {
@@ -132,11 +129,11 @@ func (w *Worker) claim(ctx context.Context) error {
 		w.wg.Go(func() {
 			defer func() {
 				w.mu.Lock()
-				delete(w.running, j.ID)
+				delete(w.running, id)
 				w.mu.Unlock()
 			}()
-			if err := w.runJob(ctx, j.ID); err != nil && ctx.Err() == nil {
-				w.log.Warn("replay job", "replay", j.ID, "err", err)
+			if err := w.runJob(ctx, id); err != nil && ctx.Err() == nil {
+				w.log.Warn("replay job", "replay", id, "err", err)
 			}
 		})
 	}
@@ -162,8 +159,15 @@ func (w *Worker) runJob(ctx context.Context, id string) error {
 	}()
 
 	job, err := w.store.Job(jobCtx, id)
-	if err != nil || job.Done() {
+	if err != nil {
 		return err
+	}
+	if job.Status == StatusCancelled {
+		// Cancelled before any worker ran it: record the end.
+		return w.finish(jobCtx, job, StatusCancelled, "")
+	}
+	if job.Done() {
+		return nil
 	}
 	err = w.deliverJob(jobCtx, &job)
 	if errors.Is(context.Cause(jobCtx), errCancelled) {
