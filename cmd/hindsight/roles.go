@@ -70,9 +70,7 @@ func (s stack) run(ctx context.Context) error {
 	if _, err := schema.Migrate(ctx, s.conn, s.database); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
-	ctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	var wg sync.WaitGroup
+	// Build everything first: a bad setting then stops us before anything runs.
 	var in *ingest.Ingester
 	var ready []query.ReadyFunc
 	if s.ingest != nil {
@@ -81,43 +79,50 @@ func (s stack) run(ctx context.Context) error {
 			return usagef("%v", err)
 		}
 		ready = append(ready, in.Ready)
+	}
+	sender := replay.NewSender(s.policy, version, 256)
+	var worker *replay.Worker
+	if s.replay != nil {
+		var err error
+		if worker, err = replay.NewWorker(*s.replay, s.conn, sender, s.log.With("component", "replay")); err != nil {
+			return usagef("%v", err)
+		}
+	}
+	var srv *http.Server
+	var ln net.Listener
+	apiURL := ""
+	if s.api != nil {
+		api, err := query.New(*s.api, s.conn, s.log.With("component", "api"), ready...)
+		if err != nil {
+			return usagef("%v", err)
+		}
+		replay.NewAPI(s.database, s.conn, sender, s.log.With("component", "replay-api")).Register(api.V1())
+		if ln, err = net.Listen("tcp", s.httpAddr); err != nil {
+			return fmt.Errorf("listen for http on %s: %w", s.httpAddr, err)
+		}
+		apiURL = "http://" + ln.Addr().String()
+		srv = &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	}
+
+	// Then run them; the first to fail stops the others.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	if in != nil {
 		wg.Go(func() {
 			if err := in.Run(ctx); err != nil {
 				cancel(fmt.Errorf("ingest: %w", err))
 			}
 		})
 	}
-	sender := replay.NewSender(s.policy, version, 256)
-	if s.replay != nil {
-		w, err := replay.NewWorker(*s.replay, s.conn, sender, s.log.With("component", "replay"))
-		if err != nil {
-			cancel(nil)
-			wg.Wait()
-			return usagef("%v", err)
-		}
+	if worker != nil {
 		wg.Go(func() {
-			if err := w.Run(ctx); err != nil {
+			if err := worker.Run(ctx); err != nil {
 				cancel(fmt.Errorf("replay worker: %w", err))
 			}
 		})
 	}
-	apiURL := ""
-	if s.api != nil {
-		api, err := query.New(*s.api, s.conn, s.log.With("component", "api"), ready...)
-		if err != nil {
-			cancel(nil)
-			wg.Wait()
-			return usagef("%v", err)
-		}
-		replay.NewAPI(s.database, s.conn, sender, s.log.With("component", "replay-api")).Register(api.V1())
-		ln, err := net.Listen("tcp", s.httpAddr)
-		if err != nil {
-			cancel(nil)
-			wg.Wait()
-			return fmt.Errorf("listen for http on %s: %w", s.httpAddr, err)
-		}
-		apiURL = "http://" + ln.Addr().String()
-		srv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	if srv != nil {
 		wg.Go(func() {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				cancel(fmt.Errorf("http: %w", err))
