@@ -45,19 +45,10 @@ func newEnv(t *testing.T, n int) *env {
 	conn, db := chtest.Database(t)
 	_, err := schema.Migrate(context.Background(), conn, db)
 	require.NoError(t, err)
-	var p schema.Parser
-	var events []schema.Event
-	seen := map[string]bool{}
 	opts := sample.TestdataOptions(3)
 	opts.Duplicates = 0
-	for _, raw := range sample.Generate(n, opts) {
-		ev, err := p.Parse(raw)
-		require.NoError(t, err)
-		if !seen[ev.ID] {
-			seen[ev.ID] = true
-			events = append(events, ev)
-		}
-	}
+	events, err := sample.Events(n, opts)
+	require.NoError(t, err)
 	chtest.InsertEvents(t, conn, db, events)
 	sender := NewSender(Policy{AllowPrivate: true}, "test", 64)
 	gin.SetMode(gin.ReleaseMode)

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -24,9 +23,7 @@ import (
 // drains backlogs of 1M and 3M events. It reports the child's peak RSS
 // (VmHWM): it should not grow with the backlog. Run it with `make bench-ingest`.
 func BenchmarkIngestMemory(b *testing.B) {
-	bin := filepath.Join(b.TempDir(), "hindsight")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	require.NoError(b, err, string(out))
+	bin := binary(b)
 	for _, backlog := range []int{1_000_000, 3_000_000} {
 		b.Run(fmt.Sprintf("backlog=%d", backlog), func(b *testing.B) {
 			opts := sample.TestdataOptions(11)

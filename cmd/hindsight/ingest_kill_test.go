@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -46,9 +45,7 @@ func TestIngestKilled(t *testing.T) {
 	require.NoError(t, cl.ProduceSync(context.Background(), recs...).FirstErr())
 	cl.Close()
 
-	bin := filepath.Join(t.TempDir(), "hindsight")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	require.NoError(t, err, string(out))
+	bin := binary(t)
 	start := func() *exec.Cmd {
 		// A static member: each restart takes the killed process's place at
 		// once instead of waiting out its session.

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,14 +26,42 @@ import (
 	"github.com/dodev/hindsight/query"
 )
 
-func TestMain(m *testing.M) { os.Exit(chtest.Main(m)) }
+func TestMain(m *testing.M) {
+	code := chtest.Main(m)
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+var (
+	binOnce sync.Once
+	binDir  string
+	binPath string
+	binErr  error
+)
+
+// binary builds the hindsight binary once for the package's tests, which
+// run it as users do.
+func binary(t testing.TB) string {
+	t.Helper()
+	binOnce.Do(func() {
+		if binDir, binErr = os.MkdirTemp("", "hindsight-bin-"); binErr != nil {
+			return
+		}
+		binPath = filepath.Join(binDir, "hindsight")
+		if out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput(); err != nil {
+			binErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	require.NoError(t, binErr)
+	return binPath
+}
 
 // TestBadSettingsExitTwo runs the real binary: every bad or missing setting
 // is one line naming it, and exit code 2.
 func TestBadSettingsExitTwo(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "hindsight")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	require.NoError(t, err, string(out))
+	bin := binary(t)
 	for _, tc := range []struct {
 		name string
 		args []string

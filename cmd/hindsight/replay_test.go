@@ -7,7 +7,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"testing"
@@ -31,15 +30,10 @@ func TestReplayWorkerKilled(t *testing.T) {
 	ctx := context.Background()
 	_, err := schema.Migrate(ctx, conn, db)
 	require.NoError(t, err)
-	var p schema.Parser
-	var events []schema.Event
 	opts := sample.TestdataOptions(21)
 	opts.Duplicates = 0
-	for _, raw := range sample.Generate(1200, opts) {
-		ev, err := p.Parse(raw)
-		require.NoError(t, err)
-		events = append(events, ev)
-	}
+	events, err := sample.Events(1200, opts)
+	require.NoError(t, err)
 	chtest.InsertEvents(t, conn, db, events)
 
 	var mu sync.Mutex
@@ -68,9 +62,7 @@ func TestReplayWorkerKilled(t *testing.T) {
 		Ordered: true, Concurrency: 1, Status: replay.StatusPending, CreatedAt: time.Now()}
 	require.NoError(t, store.SaveJob(ctx, job))
 
-	bin := filepath.Join(t.TempDir(), "hindsight")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	require.NoError(t, err, string(out))
+	bin := binary(t)
 	const page = 50
 	worker := func() *exec.Cmd {
 		cmd := exec.Command(bin, "replay-worker", "--allow-private-endpoints", "--lease-ttl", "2s", "--page-size", "50")

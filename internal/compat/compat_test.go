@@ -38,18 +38,9 @@ const apiKey = "compat-key-0123456789abcdef"
 func fixture(t *testing.T) []schema.Event {
 	t.Helper()
 	opts := sample.Options{Seed: 5, Start: time.Date(2026, 10, 28, 0, 0, 0, 0, time.UTC), Span: 7 * 24 * time.Hour, TestMode: 0.05, Unknown: 0.01}
-	var p schema.Parser
-	var out []schema.Event
-	seen := map[string]bool{}
-	for _, raw := range sample.Generate(2000, opts) {
-		ev, err := p.Parse(raw)
-		require.NoError(t, err)
-		if !seen[ev.ID] {
-			seen[ev.ID] = true
-			out = append(out, ev)
-		}
-	}
-	return out
+	events, err := sample.Events(2000, opts)
+	require.NoError(t, err)
+	return events
 }
 
 func rowOf(ev schema.Event, i int, now time.Time) []any {

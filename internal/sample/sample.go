@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"time"
+
+	"github.com/dodev/hindsight/schema"
 )
 
 // Options shape a generated sample.
@@ -230,4 +232,23 @@ func TestdataOptions(seed uint64) Options {
 		TestMode:   0.02,
 		Unknown:    0.004,
 	}
+}
+
+// Events generates about n events and parses them, each eventId once (the
+// first of any retries), as ingest would store them.
+func Events(n int, opts Options) ([]schema.Event, error) {
+	var p schema.Parser
+	var out []schema.Event
+	seen := map[string]bool{}
+	for _, raw := range Generate(n, opts) {
+		ev, err := p.Parse(raw)
+		if err != nil {
+			return nil, fmt.Errorf("generated event does not parse: %w", err)
+		}
+		if !seen[ev.ID] {
+			seen[ev.ID] = true
+			out = append(out, ev)
+		}
+	}
+	return out, nil
 }
