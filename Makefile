@@ -52,6 +52,8 @@ clickhouse:
 
 # The npm registry ships chDB's official library (178 MB download).
 $(CHDB_LIB):
+	@command -v npm >/dev/null || { echo "chdb: installing npm with apt"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; }
 	mkdir -p $(dir $@)
 	cd $(dir $@) && npm pack --silent @chdb/lib-linux-x64-gnu@$(CHDB_VERSION) >/dev/null && \
 		tar -xzf chdb-lib-linux-x64-gnu-$(CHDB_VERSION).tgz --strip-components=1 package/libchdb.so && \
