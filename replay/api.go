@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/gin-gonic/gin"
 
 	"github.com/dodev/hindsight/internal/httpapi"
@@ -65,6 +66,15 @@ func (a *API) fail(c *gin.Context, err error) {
 		a.log.Error("request failed", "path", c.Request.URL.Path, "err", err)
 		httpapi.Abort(c, http.StatusInternalServerError, "internal", "internal error; the server log has details")
 	}
+}
+
+// limited is a request's context with the ClickHouse limits every API
+// query carries, as in package query.
+func limited(c *gin.Context) context.Context {
+	return clickhouse.Context(c.Request.Context(), clickhouse.WithSettings(clickhouse.Settings{
+		"max_execution_time": 30,
+		"max_result_rows":    100_000,
+	}))
 }
 
 func bad(param, msg string) error { return &httpapi.BadParam{Param: param, Msg: msg} }
@@ -176,11 +186,11 @@ func (a *API) createEndpoint(c *gin.Context) {
 
 // applyAndSave checks the input onto e, stores e and answers with it.
 func (a *API) applyAndSave(c *gin.Context, in endpointInput, e Endpoint, status int, withSecret bool) {
-	if err := a.apply(c.Request.Context(), in, &e); err != nil {
+	if err := a.apply(limited(c), in, &e); err != nil {
 		a.fail(c, err)
 		return
 	}
-	if err := a.store.SaveEndpoint(c.Request.Context(), e); err != nil {
+	if err := a.store.SaveEndpoint(limited(c), e); err != nil {
 		a.fail(c, err)
 		return
 	}
@@ -188,7 +198,7 @@ func (a *API) applyAndSave(c *gin.Context, in endpointInput, e Endpoint, status 
 }
 
 func (a *API) listEndpoints(c *gin.Context) {
-	es, err := a.store.Endpoints(c.Request.Context(), "")
+	es, err := a.store.Endpoints(limited(c), "")
 	if err != nil {
 		a.fail(c, err)
 		return
@@ -201,7 +211,7 @@ func (a *API) listEndpoints(c *gin.Context) {
 }
 
 func (a *API) getEndpoint(c *gin.Context) {
-	e, err := a.store.Endpoint(c.Request.Context(), c.Param("id"))
+	e, err := a.store.Endpoint(limited(c), c.Param("id"))
 	if err != nil {
 		a.fail(c, err)
 		return
@@ -210,7 +220,7 @@ func (a *API) getEndpoint(c *gin.Context) {
 }
 
 func (a *API) updateEndpoint(c *gin.Context) {
-	e, err := a.store.Endpoint(c.Request.Context(), c.Param("id"))
+	e, err := a.store.Endpoint(limited(c), c.Param("id"))
 	if err != nil {
 		a.fail(c, err)
 		return
@@ -224,12 +234,12 @@ func (a *API) updateEndpoint(c *gin.Context) {
 }
 
 func (a *API) deleteEndpoint(c *gin.Context) {
-	e, err := a.store.Endpoint(c.Request.Context(), c.Param("id"))
+	e, err := a.store.Endpoint(limited(c), c.Param("id"))
 	if err != nil {
 		a.fail(c, err)
 		return
 	}
-	if err := a.store.DeleteEndpoint(c.Request.Context(), e); err != nil {
+	if err := a.store.DeleteEndpoint(limited(c), e); err != nil {
 		a.fail(c, err)
 		return
 	}
@@ -239,7 +249,7 @@ func (a *API) deleteEndpoint(c *gin.Context) {
 // rotateSecret gives the endpoint a new secret; the old one keeps signing
 // beside it for 24 hours, so receivers can switch without a gap.
 func (a *API) rotateSecret(c *gin.Context) {
-	e, err := a.store.Endpoint(c.Request.Context(), c.Param("id"))
+	e, err := a.store.Endpoint(limited(c), c.Param("id"))
 	if err != nil {
 		a.fail(c, err)
 		return
@@ -250,7 +260,7 @@ func (a *API) rotateSecret(c *gin.Context) {
 		return
 	}
 	e.PreviousSecret, e.PreviousUntil, e.Secret = e.Secret, time.Now().UTC().Add(24*time.Hour), secret
-	if err := a.store.SaveEndpoint(c.Request.Context(), e); err != nil {
+	if err := a.store.SaveEndpoint(limited(c), e); err != nil {
 		a.fail(c, err)
 		return
 	}
@@ -267,7 +277,7 @@ type attemptView struct {
 // testEndpoint sends one platform.test event, like a dashboard's Test
 // Webhook button, and answers with what happened.
 func (a *API) testEndpoint(c *gin.Context) {
-	ctx := c.Request.Context()
+	ctx := limited(c)
 	e, err := a.store.Endpoint(ctx, c.Param("id"))
 	if err != nil {
 		a.fail(c, err)
@@ -313,7 +323,7 @@ func jsonTime(param string, raw json.RawMessage) (time.Time, error) {
 }
 
 func (a *API) createReplay(c *gin.Context) {
-	ctx := c.Request.Context()
+	ctx := limited(c)
 	var in replayInput
 	if err := decode(c, &in); err != nil {
 		a.fail(c, err)
@@ -478,7 +488,7 @@ func viewJob(j Job, now time.Time) jobView {
 }
 
 func (a *API) listReplays(c *gin.Context) {
-	js, err := a.store.Jobs(c.Request.Context(), "", 100)
+	js, err := a.store.Jobs(limited(c), "", 100)
 	if err != nil {
 		a.fail(c, err)
 		return
@@ -492,7 +502,7 @@ func (a *API) listReplays(c *gin.Context) {
 }
 
 func (a *API) getReplay(c *gin.Context) {
-	j, err := a.store.Job(c.Request.Context(), c.Param("id"))
+	j, err := a.store.Job(limited(c), c.Param("id"))
 	if err != nil {
 		a.fail(c, err)
 		return
@@ -501,7 +511,7 @@ func (a *API) getReplay(c *gin.Context) {
 }
 
 func (a *API) cancelReplay(c *gin.Context) {
-	ctx := c.Request.Context()
+	ctx := limited(c)
 	j, err := a.store.Job(ctx, c.Param("id"))
 	if err != nil {
 		a.fail(c, err)
