@@ -76,6 +76,10 @@ bench-replay: clickhouse
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./schema/
 	$(GO) test -run '^$$' -fuzz FuzzPattern -fuzztime 30s ./schema/
+	$(GO) test -run '^$$' -fuzz FuzzParseTime -fuzztime 30s ./internal/httpapi/
+	$(GO) test -run '^$$' -fuzz FuzzBuckets -fuzztime 30s ./internal/httpapi/
+	$(GO) test -run '^$$' -fuzz FuzzDecodeCursor -fuzztime 30s ./query/
+	$(GO) test -run '^$$' -fuzz FuzzRetryAfter -fuzztime 30s ./replay/
 
 clean:
 	rm -rf bin .hindsight

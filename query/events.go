@@ -43,7 +43,7 @@ func (s *Server) encodeCursor(c cursor) string {
 
 func (s *Server) decodeCursor(v string) (cursor, error) {
 	bad := badParam("cursor", "not a cursor this API issued")
-	raw, err := base64.RawURLEncoding.DecodeString(v)
+	raw, err := base64.RawURLEncoding.Strict().DecodeString(v)
 	if err != nil || len(raw) < 17 || len(raw) > 1024 {
 		return cursor{}, bad
 	}

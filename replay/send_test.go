@@ -252,3 +252,26 @@ func TestDNSRebinding(t *testing.T) {
 	assert.Equal(t, Failed, a.Outcome)
 	assert.Zero(t, hits.Load())
 }
+
+func FuzzRetryAfter(f *testing.F) {
+	for _, s := range []string{"0", "120", "Wed, 21 Oct 2015 07:28:00 GMT", "-1", "soon", "99999999999999999999"} {
+		f.Add(s)
+	}
+	now := time.Now()
+	f.Fuzz(func(t *testing.T, in string) {
+		d := retryAfter(in, now)
+		if d < 0 || d > 24*time.Hour+time.Second && !strings.Contains(in, ",") {
+			t.Fatalf("%q gave %s", in, d)
+		}
+		// With a Retry-After the wait is held to [1 s, 10 min]; without one it
+		// is the first step, 1 s, with its ±20% jitter.
+		wait, ok := RetryDelay(0, d)
+		lo := time.Second
+		if d == 0 {
+			lo = 800 * time.Millisecond
+		}
+		if !ok || wait < lo || wait > 10*time.Minute {
+			t.Fatalf("%q: wait %s outside the schedule's bounds", in, wait)
+		}
+	})
+}
