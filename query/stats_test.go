@@ -1,7 +1,6 @@
 package query_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -15,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dodev/hindsight/internal/chtest"
 	"github.com/dodev/hindsight/internal/sample"
 	"github.com/dodev/hindsight/schema"
 )
@@ -49,37 +49,15 @@ func loadStatsFixture(t *testing.T, conn driver.Conn, db string) []fixtureEvent 
 	t.Helper()
 	opts := sample.Options{Seed: 42, Start: time.Date(2026, 10, 28, 0, 0, 0, 0, time.UTC), Span: 7 * 24 * time.Hour,
 		Duplicates: 0.01, TestMode: 0.05, Unknown: 0.01}
-	raw := sample.Generate(3000, opts)
-	var p schema.Parser
-	var events []fixtureEvent
-	seen := map[string]bool{}
-	batch, err := conn.PrepareBatch(context.Background(), "INSERT INTO "+db+".events ("+strings.Join(schema.EventColumns, ", ")+")")
+	stored, err := sample.Events(3000, opts)
 	require.NoError(t, err)
-	for i, line := range raw {
-		var fe fixtureEvent
-		require.NoError(t, json.Unmarshal(line, &fe))
-		require.NoError(t, json.Unmarshal(fe.Data, &fe.data))
-		if seen[fe.EventID] {
-			continue
-		}
-		seen[fe.EventID] = true
-		events = append(events, fe)
-		ev, err := p.Parse(line)
-		require.NoError(t, err)
-		d := ev.Dims
-		require.NoError(t, batch.Append(ev.ID, ev.Type, ev.Service, ev.CreatedAt, b2u(ev.Livemode), b2u(ev.Known),
-			d.MessageID, d.MessageHash, d.RecipientDomain, d.SenderDomain, d.BounceType, b2u(d.HasCarrier), b2u(d.HasInventory),
-			d.NPA, d.Voice, d.Format, d.TextLength, d.DurationSec, string(ev.Raw), "events", int32(0), int64(i), time.Now()))
+	chtest.InsertEvents(t, conn, db, stored)
+	events := make([]fixtureEvent, len(stored))
+	for i, ev := range stored {
+		require.NoError(t, json.Unmarshal(ev.Raw, &events[i]))
+		require.NoError(t, json.Unmarshal(events[i].Data, &events[i].data))
 	}
-	require.NoError(t, batch.Send())
 	return events
-}
-
-func b2u(b bool) uint8 {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // expectMetrics computes a service's metrics over events, from raw data.

@@ -103,26 +103,36 @@ func Database(t testing.TB) (driver.Conn, string) {
 	return conn, name
 }
 
-// InsertEvents stores events in db's events table the way ingest does,
-// one row each, with Kafka offsets in order.
-func InsertEvents(t testing.TB, conn driver.Conn, db string, events []schema.Event) {
-	t.Helper()
+// InsertColumns is the INSERT of every events column, in EventColumns order.
+func InsertColumns(db string) string {
+	return "INSERT INTO `" + db + "`.events (" + strings.Join(schema.EventColumns, ", ") + ")"
+}
+
+// EventRow is the row ingest stores for ev, read from Kafka offset offset.
+func EventRow(ev schema.Event, offset int, now time.Time) []any {
 	b := func(v bool) uint8 {
 		if v {
 			return 1
 		}
 		return 0
 	}
-	batch, err := conn.PrepareBatch(context.Background(), "INSERT INTO `"+db+"`.events ("+strings.Join(schema.EventColumns, ", ")+")")
+	d := ev.Dims
+	return []any{ev.ID, ev.Type, ev.Service, ev.CreatedAt, b(ev.Livemode), b(ev.Known),
+		d.MessageID, d.MessageHash, d.RecipientDomain, d.SenderDomain, d.BounceType, b(d.HasCarrier), b(d.HasInventory),
+		d.NPA, d.Voice, d.Format, d.TextLength, d.DurationSec, string(ev.Raw), "events", int32(0), int64(offset), now}
+}
+
+// InsertEvents stores events in db's events table the way ingest does,
+// one row each, with Kafka offsets in order.
+func InsertEvents(t testing.TB, conn driver.Conn, db string, events []schema.Event) {
+	t.Helper()
+	batch, err := conn.PrepareBatch(context.Background(), InsertColumns(db))
 	if err != nil {
 		t.Fatalf("prepare insert: %v", err)
 	}
 	now := time.Now()
 	for i, ev := range events {
-		d := ev.Dims
-		if err := batch.Append(ev.ID, ev.Type, ev.Service, ev.CreatedAt, b(ev.Livemode), b(ev.Known),
-			d.MessageID, d.MessageHash, d.RecipientDomain, d.SenderDomain, d.BounceType, b(d.HasCarrier), b(d.HasInventory),
-			d.NPA, d.Voice, d.Format, d.TextLength, d.DurationSec, string(ev.Raw), "events", int32(0), int64(i), now); err != nil {
+		if err := batch.Append(EventRow(ev, i, now)...); err != nil {
 			t.Fatalf("append event: %v", err)
 		}
 	}

@@ -43,23 +43,6 @@ func fixture(t *testing.T) []schema.Event {
 	return events
 }
 
-func rowOf(ev schema.Event, i int, now time.Time) []any {
-	b := func(v bool) uint8 {
-		if v {
-			return 1
-		}
-		return 0
-	}
-	d := ev.Dims
-	return []any{ev.ID, ev.Type, ev.Service, ev.CreatedAt, b(ev.Livemode), b(ev.Known),
-		d.MessageID, d.MessageHash, d.RecipientDomain, d.SenderDomain, d.BounceType, b(d.HasCarrier), b(d.HasInventory),
-		d.NPA, d.Voice, d.Format, d.TextLength, d.DurationSec, string(ev.Raw), "events", int32(0), int64(i), now}
-}
-
-func insertColumns(db string) string {
-	return "INSERT INTO `" + db + "`.events (" + strings.Join(schema.EventColumns, ", ") + ")"
-}
-
 // TestSQLCompatibility migrates a database on both engines, loads the same
 // events into both, then sends every kind of API request to a query.Server
 // on each and requires byte-identical responses. A statement one engine
@@ -142,13 +125,7 @@ func session(t *testing.T) *chdb.Session {
 
 func loadOld(t *testing.T, old driver.Conn, db string, events []schema.Event) {
 	t.Helper()
-	now := time.Now()
-	batch, err := old.PrepareBatch(context.Background(), insertColumns(db))
-	require.NoError(t, err)
-	for i, ev := range events {
-		require.NoError(t, batch.Append(rowOf(ev, i, now)...))
-	}
-	require.NoError(t, batch.Send())
+	chtest.InsertEvents(t, old, db, events)
 }
 
 func loadCur(t *testing.T, cur *chdbConn, db string, events []schema.Event) {
@@ -158,11 +135,11 @@ func loadCur(t *testing.T, cur *chdbConn, db string, events []schema.Event) {
 		var values []string
 		var args []any
 		for i := start; i < min(start+500, len(events)); i++ {
-			row := rowOf(events[i], i, now)
+			row := chtest.EventRow(events[i], i, now)
 			values = append(values, "("+strings.TrimSuffix(strings.Repeat("?, ", len(row)), ", ")+")")
 			args = append(args, row...)
 		}
-		require.NoError(t, cur.Exec(context.Background(), insertColumns(db)+" VALUES "+strings.Join(values, ", "), args...))
+		require.NoError(t, cur.Exec(context.Background(), chtest.InsertColumns(db)+" VALUES "+strings.Join(values, ", "), args...))
 	}
 }
 
