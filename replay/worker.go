@@ -237,6 +237,7 @@ func (w *Worker) deliverJob(ctx context.Context, job *Job) error {
 		}
 		w.log.Info("replay started", "replay", job.ID, "endpoint", job.EndpointID, "matched", job.Matched)
 	}
+	next := w.prefetch(ctx, *job, patterns)
 	for {
 		if cancelled, err := w.store.IsCancelled(ctx, job.ID); err != nil {
 			return err
@@ -250,13 +251,20 @@ func (w *Worker) deliverJob(ctx context.Context, job *Job) error {
 		if err != nil {
 			return err
 		}
-		page, err := readPage(ctx, w.conn, w.cfg.Database, *job, patterns, w.cfg.PageSize)
-		if err != nil {
-			return err
+		res := <-next
+		if res.err != nil {
+			return res.err
 		}
+		page := res.page
 		if len(page) == 0 {
 			return w.finish(ctx, *job, StatusCompleted, job.LastError)
 		}
+		// Read the following page while this one is delivered: the query then
+		// costs no delivery time. The cursor still moves only once this page is
+		// done.
+		ahead := *job
+		ahead.CursorAt, ahead.CursorID = page[len(page)-1].createdAt, page[len(page)-1].id
+		next = w.prefetch(ctx, ahead, patterns)
 		recs, delivered, failed, lastErr := w.deliverPage(ctx, *job, ep, page)
 		if ctx.Err() != nil {
 			// Stopped mid-page: the cursor stays before it, so whoever runs the
@@ -278,6 +286,22 @@ func (w *Worker) deliverJob(ctx context.Context, job *Job) error {
 			return err
 		}
 	}
+}
+
+type pageResult struct {
+	page []event
+	err  error
+}
+
+// prefetch reads the page after job's cursor in the background. The channel
+// has room for the result, so the goroutine ends even if nobody reads it.
+func (w *Worker) prefetch(ctx context.Context, job Job, patterns []schema.Pattern) <-chan pageResult {
+	ch := make(chan pageResult, 1)
+	go func() {
+		page, err := readPage(ctx, w.conn, w.cfg.Database, job, patterns, w.cfg.PageSize)
+		ch <- pageResult{page, err}
+	}()
+	return ch
 }
 
 func (w *Worker) finish(ctx context.Context, job Job, status, lastErr string) error {
