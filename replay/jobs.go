@@ -189,58 +189,77 @@ func (s *Store) IsCancelled(ctx context.Context, id string) (bool, error) {
 	return c[id], err
 }
 
-// leaseSettle is how long a worker waits between writing its lease and
-// reading who holds it. Two workers that both found a job free both insert
-// within a few ms of each other; after the wait each reads both rows, and
-// FINAL shows both the same holder (the higher version).
+// Leases. Claims on a job are appended to replay_leases, never replaced; a
+// renewal repeats its claim's claimed_at with a later until, and a release
+// writes until = -1. Of the claims still live (until in the future, not
+// released), the one claimed first holds the job. A claim that lands late
+// therefore cannot take a job from the worker that claimed it first, however
+// slow its insert was; and a holder checks every second that it still holds
+// (Worker.watch), which bounds any overlap from clock skew between hosts.
+// leaseSettle is the wait between writing a claim and reading who holds
+// the job, so claims made at nearly the same time are both seen.
 const leaseSettle = 300 * time.Millisecond
 
 // TryLease takes or renews the lease on a replay for ttl. It reports false
-// when another worker holds a lease that has not expired.
+// when another worker holds it.
 func (s *Store) TryLease(ctx context.Context, id, owner string, ttl time.Duration) (bool, error) {
-	holder, until, err := s.leaseHolder(ctx, id)
+	holder, claimedAt, err := s.LeaseHolder(ctx, id)
 	if err != nil {
 		return false, err
 	}
-	now := time.Now()
-	if holder != "" && holder != owner && now.UnixMilli() < until {
+	if holder != "" && holder != owner {
 		return false, nil
 	}
-	if err := s.insert(ctx, "replay_leases", []string{"replay_id", "owner", "until", "version"},
-		[]any{id, owner, now.Add(ttl).UnixMilli(), s.version()}); err != nil {
-		return false, err
-	}
+	now := time.Now()
 	if holder == owner {
-		return true, nil // a renewal: nobody else could have taken a lease we held
+		// A renewal: the claim keeps its place.
+		return true, s.writeLease(ctx, id, owner, claimedAt, now.Add(ttl).UnixMilli())
+	}
+	claimedAt = now.UnixNano()
+	if err := s.writeLease(ctx, id, owner, claimedAt, now.Add(ttl).UnixMilli()); err != nil {
+		return false, err
 	}
 	select {
 	case <-ctx.Done():
 		return false, ctx.Err()
 	case <-time.After(leaseSettle):
 	}
-	holder, _, err = s.leaseHolder(ctx, id)
+	holder, _, err = s.LeaseHolder(ctx, id)
 	return holder == owner, err
 }
 
-// ReleaseLease ends a lease early, so another worker can go on at once.
+// ReleaseLease ends this owner's claims early, so another worker can go on
+// at once.
 func (s *Store) ReleaseLease(ctx context.Context, id, owner string) error {
-	return s.insert(ctx, "replay_leases", []string{"replay_id", "owner", "until", "version"}, []any{id, owner, int64(0), s.version()})
+	holder, claimedAt, err := s.LeaseHolder(ctx, id)
+	if err != nil || holder != owner {
+		return err
+	}
+	return s.writeLease(ctx, id, owner, claimedAt, -1)
 }
 
-func (s *Store) leaseHolder(ctx context.Context, id string) (string, int64, error) {
-	rows, err := s.conn.Query(ctx, "SELECT owner, until FROM "+s.table("replay_leases")+" FINAL WHERE replay_id = ?", id)
+func (s *Store) writeLease(ctx context.Context, id, owner string, claimedAt, until int64) error {
+	return s.insert(ctx, "replay_leases", []string{"replay_id", "owner", "claimed_at", "until"}, []any{id, owner, claimedAt, until})
+}
+
+// LeaseHolder returns who holds a replay now and when they claimed it, or
+// "" when nobody does.
+func (s *Store) LeaseHolder(ctx context.Context, id string) (string, int64, error) {
+	rows, err := s.conn.Query(ctx, "SELECT owner, claimed_at FROM "+s.table("replay_leases")+" WHERE replay_id = ?"+
+		" GROUP BY owner, claimed_at HAVING max(until) > ? AND min(until) >= 0 ORDER BY claimed_at, owner LIMIT 1",
+		id, time.Now().UnixMilli())
 	if err != nil {
 		return "", 0, fmt.Errorf("read lease of %s: %w", id, err)
 	}
 	defer rows.Close()
 	var owner string
-	var until int64
+	var claimedAt int64
 	if rows.Next() {
-		if err := rows.Scan(&owner, &until); err != nil {
+		if err := rows.Scan(&owner, &claimedAt); err != nil {
 			return "", 0, fmt.Errorf("read lease of %s: %w", id, err)
 		}
 	}
-	return owner, until, rows.Err()
+	return owner, claimedAt, rows.Err()
 }
 
 // Record is one delivery attempt.

@@ -517,3 +517,41 @@ func TestBadRequests(t *testing.T) {
 	assert.Equal(t, http.StatusNotFound, e.call("GET", "/v1/replays/rpl_nope", nil, nil))
 	assert.Equal(t, http.StatusNotFound, e.call("POST", "/v1/endpoints/whep_nope/test", nil, nil))
 }
+
+// TestLeaseFirstClaimWins: a claim that lands after the holder's, however
+// slowly, does not take the job; releasing or expiring hands it on.
+func TestLeaseFirstClaimWins(t *testing.T) {
+	e := newEnv(t, 1)
+	ctx := context.Background()
+	s := NewStore(e.conn, e.db)
+	ok, err := s.TryLease(ctx, "rpl_x", "a", time.Minute)
+	require.NoError(t, err)
+	require.True(t, ok)
+	holder, claimedA, err := s.LeaseHolder(ctx, "rpl_x")
+	require.NoError(t, err)
+	assert.Equal(t, "a", holder)
+
+	// b found the job free before a's claim was visible, and its claim lands now.
+	require.NoError(t, s.writeLease(ctx, "rpl_x", "b", claimedA+1, time.Now().Add(time.Minute).UnixMilli()))
+	holder, _, _ = s.LeaseHolder(ctx, "rpl_x")
+	assert.Equal(t, "a", holder, "the first claim keeps the job")
+	ok, err = s.TryLease(ctx, "rpl_x", "b", time.Minute)
+	require.NoError(t, err)
+	assert.False(t, ok)
+	ok, err = s.TryLease(ctx, "rpl_x", "a", time.Minute)
+	require.NoError(t, err)
+	assert.True(t, ok, "a renews")
+	_, renewedAt, _ := s.LeaseHolder(ctx, "rpl_x")
+	assert.Equal(t, claimedA, renewedAt, "a renewal keeps the claim's place")
+
+	require.NoError(t, s.ReleaseLease(ctx, "rpl_x", "a"))
+	holder, _, _ = s.LeaseHolder(ctx, "rpl_x")
+	assert.Equal(t, "b", holder, "after a's release, the next live claim holds")
+
+	require.NoError(t, s.writeLease(ctx, "rpl_y", "c", 1, time.Now().Add(-time.Second).UnixMilli()))
+	holder, _, _ = s.LeaseHolder(ctx, "rpl_y")
+	assert.Empty(t, holder, "an expired claim holds nothing")
+	ok, err = s.TryLease(ctx, "rpl_y", "d", time.Minute)
+	require.NoError(t, err)
+	assert.True(t, ok)
+}

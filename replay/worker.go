@@ -183,9 +183,9 @@ func (w *Worker) runJob(ctx context.Context, id string) error {
 // errCancelled is the cause of a job's context ending by a cancel request.
 var errCancelled = errors.New("replay cancelled")
 
-// watch renews the job's lease and looks for a cancel request, every second
-// for the cancel, every third of the TTL for the lease. Losing the lease or
-// being cancelled ends the job's context.
+// watch checks every second that the job is not cancelled and that this
+// worker still holds its lease, and renews the lease every third of its TTL.
+// Losing the lease or being cancelled ends the job's context.
 func (w *Worker) watch(ctx context.Context, id string, cancel context.CancelCauseFunc) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -198,6 +198,11 @@ func (w *Worker) watch(ctx context.Context, id string, cancel context.CancelCaus
 		}
 		if c, err := w.store.IsCancelled(ctx, id); err == nil && c {
 			cancel(errCancelled)
+			return
+		}
+		if holder, _, err := w.store.LeaseHolder(ctx, id); err == nil && holder != w.cfg.Owner {
+			w.log.Warn("replay lease lost", "replay", id, "holder", holder)
+			cancel(errors.New("lease lost"))
 			return
 		}
 		if time.Since(renewed) >= w.cfg.LeaseTTL/3 {

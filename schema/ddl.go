@@ -130,13 +130,15 @@ ORDER BY id`),
 	at Int64
 ) ENGINE = ReplacingMergeTree()
 ORDER BY replay_id`),
+			// Lease claims are appended, never replaced: of the claims still
+			// live, the earliest holds the job (see replay.Store.TryLease).
 			r.Replace(`CREATE TABLE IF NOT EXISTS {db}.replay_leases (
 	replay_id String,
 	owner String,
-	until Int64,
-	version UInt64
-) ENGINE = ReplacingMergeTree(version)
-ORDER BY replay_id`),
+	claimed_at Int64,
+	until Int64
+) ENGINE = MergeTree()
+ORDER BY (replay_id, claimed_at)`),
 			r.Replace(`CREATE TABLE IF NOT EXISTS {db}.deliveries (
 	endpoint_id String,
 	replay_id String,
