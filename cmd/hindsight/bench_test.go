@@ -20,11 +20,11 @@ import (
 
 // BenchmarkIngestMemory runs the real `hindsight ingest` binary as a child
 // process, so its memory is its own and not the in-process broker's, and
-// drains backlogs of 1M and 3M events. It reports the child's peak RSS
+// drains backlogs of 1M, 3M and 6M events. It reports the child's peak RSS
 // (VmHWM): it should not grow with the backlog. Run it with `make bench-ingest`.
 func BenchmarkIngestMemory(b *testing.B) {
 	bin := binary(b)
-	for _, backlog := range []int{1_000_000, 3_000_000} {
+	for _, backlog := range []int{1_000_000, 3_000_000, 6_000_000} {
 		b.Run(fmt.Sprintf("backlog=%d", backlog), func(b *testing.B) {
 			opts := sample.TestdataOptions(11)
 			opts.Duplicates, opts.Unknown = 0, 0
