@@ -1,6 +1,7 @@
 package query
 
 import (
+	"github.com/dodev/hindsight/internal/httpapi"
 	"github.com/dodev/hindsight/schema"
 )
 
@@ -26,12 +27,7 @@ func (c *counts) add(o counts) {
 }
 
 // Rate is a ratio that explains itself. Value is null when Denominator is 0.
-type Rate struct {
-	Value       *float64 `json:"value"`
-	Numerator   float64  `json:"numerator"`
-	Denominator float64  `json:"denominator"`
-	Formula     string   `json:"formula"`
-}
+type Rate = httpapi.Rate
 
 // T is the block of numbers for the whole range, one bucket or one group.
 type T struct {
@@ -182,13 +178,7 @@ func (d serviceDef) block(service string, by map[string]counts) T {
 		t.Events += c.n
 	}
 	for _, r := range d.rates {
-		num, den := t.Metrics[r.num], t.Metrics[r.den]
-		rate := Rate{Numerator: num, Denominator: den, Formula: r.num + " / " + r.den}
-		if den != 0 {
-			v := num / den
-			rate.Value = &v
-		}
-		t.Rates[r.name] = rate
+		t.Rates[r.name] = httpapi.NewRate(t.Metrics[r.num], t.Metrics[r.den], r.num+" / "+r.den)
 	}
 	return t
 }

@@ -2,7 +2,6 @@ package query
 
 import (
 	"strconv"
-	"time"
 
 	"github.com/dodev/hindsight/internal/httpapi"
 )
@@ -41,30 +40,10 @@ func parseLivemode(v string) (Livemode, error) {
 }
 
 // timeRange is a half-open range [From, To).
-type timeRange struct {
-	From, To time.Time
-}
+type timeRange = httpapi.Range
 
 // parseRange reads from and to, by default the last 7 days up to now.
-func parseRange(from, to string, now time.Time) (timeRange, error) {
-	r := timeRange{To: now.UTC().Truncate(time.Millisecond)}
-	var err error
-	if to != "" {
-		if r.To, err = parseTime("to", to); err != nil {
-			return r, err
-		}
-	}
-	r.From = r.To.Add(-7 * 24 * time.Hour)
-	if from != "" {
-		if r.From, err = parseTime("from", from); err != nil {
-			return r, err
-		}
-	}
-	if !r.From.Before(r.To) {
-		return r, badParam("from", "must be before to")
-	}
-	return r, nil
-}
+var parseRange = httpapi.ParseRange
 
 var formatTime = httpapi.FormatTime
 

@@ -11,14 +11,6 @@ import (
 	"github.com/dodev/hindsight/internal/httpapi"
 )
 
-// rate explains itself, like the rates of /v1/stats.
-type rateView struct {
-	Value       *float64 `json:"value"`
-	Numerator   float64  `json:"numerator"`
-	Denominator float64  `json:"denominator"`
-	Formula     string   `json:"formula"`
-}
-
 // latency holds percentiles of attempt latency; null without attempts.
 type latency struct {
 	P50 *float64 `json:"p50"`
@@ -27,19 +19,17 @@ type latency struct {
 
 // deliveryBlock is the numbers of a range or a bucket.
 type deliveryBlock struct {
-	Attempts    uint64   `json:"attempts"`
-	Delivered   uint64   `json:"delivered"`
-	Failed      uint64   `json:"failed"`
-	SuccessRate rateView `json:"success_rate"`
-	LatencyMS   latency  `json:"latency_ms"`
+	Attempts    uint64       `json:"attempts"`
+	Delivered   uint64       `json:"delivered"`
+	Failed      uint64       `json:"failed"`
+	SuccessRate httpapi.Rate `json:"success_rate"`
+	LatencyMS   latency      `json:"latency_ms"`
 }
 
 func block(attempts, delivered, failed uint64, p50, p95 float64) deliveryBlock {
 	b := deliveryBlock{Attempts: attempts, Delivered: delivered, Failed: failed,
-		SuccessRate: rateView{Numerator: float64(delivered), Denominator: float64(attempts), Formula: "delivered / attempts"}}
+		SuccessRate: httpapi.NewRate(float64(delivered), float64(attempts), "delivered / attempts")}
 	if attempts > 0 {
-		v := float64(delivered) / float64(attempts)
-		b.SuccessRate.Value = &v
 		if !math.IsNaN(p50) {
 			b.LatencyMS.P50 = &p50
 		}
@@ -55,25 +45,12 @@ func block(attempts, delivered, failed uint64, p50, p95 float64) deliveryBlock {
 // One statement: the buckets, and the whole range beside them (percentiles
 // do not add up across buckets).
 func (a *API) deliveryStats(c *gin.Context) {
-	to := time.Now().UTC().Truncate(time.Millisecond)
-	var err error
-	if v := c.Query("to"); v != "" {
-		if to, err = httpapi.ParseTime("to", v); err != nil {
-			a.fail(c, err)
-			return
-		}
-	}
-	from := to.Add(-7 * 24 * time.Hour)
-	if v := c.Query("from"); v != "" {
-		if from, err = httpapi.ParseTime("from", v); err != nil {
-			a.fail(c, err)
-			return
-		}
-	}
-	if !from.Before(to) {
-		a.fail(c, bad("from", "must be before to"))
+	r, err := httpapi.ParseRange(c.Query("from"), c.Query("to"), time.Now())
+	if err != nil {
+		a.fail(c, err)
 		return
 	}
+	from, to := r.From, r.To
 	g, err := httpapi.ParseGranularity(c.Query("granularity"))
 	if err != nil {
 		a.fail(c, err)

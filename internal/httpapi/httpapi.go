@@ -70,3 +70,48 @@ func isInteger(v string) bool {
 
 // FormatTime renders a time the way every response does.
 func FormatTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z07:00") }
+
+// Range is a half-open time range [From, To).
+type Range struct {
+	From, To time.Time
+}
+
+// ParseRange reads the from and to parameters, by default the 7 days up to
+// now, and requires from before to.
+func ParseRange(from, to string, now time.Time) (Range, error) {
+	r := Range{To: now.UTC().Truncate(time.Millisecond)}
+	var err error
+	if to != "" {
+		if r.To, err = ParseTime("to", to); err != nil {
+			return r, err
+		}
+	}
+	r.From = r.To.Add(-7 * 24 * time.Hour)
+	if from != "" {
+		if r.From, err = ParseTime("from", from); err != nil {
+			return r, err
+		}
+	}
+	if !r.From.Before(r.To) {
+		return r, badParam("from", "must be before to")
+	}
+	return r, nil
+}
+
+// Rate is a ratio that explains itself. Value is null when Denominator is 0.
+type Rate struct {
+	Value       *float64 `json:"value"`
+	Numerator   float64  `json:"numerator"`
+	Denominator float64  `json:"denominator"`
+	Formula     string   `json:"formula"`
+}
+
+// NewRate is num / den under formula.
+func NewRate(num, den float64, formula string) Rate {
+	r := Rate{Numerator: num, Denominator: den, Formula: formula}
+	if den != 0 {
+		v := num / den
+		r.Value = &v
+	}
+	return r
+}
