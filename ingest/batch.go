@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/dodev/hindsight/schema"
 )
@@ -31,6 +32,12 @@ type columns struct {
 	kafkaPartition                []int32
 	kafkaOffset                   []int64
 	ingestedAt                    []time.Time
+
+	// recs are the rows' Kafka records, not inserted: a row ClickHouse
+	// refuses for good is dead-lettered from its record.
+	recs []*kgo.Record
+	// bytes is the sum of the rows' record values.
+	bytes int
 }
 
 func b2u(b bool) uint8 {
@@ -40,7 +47,7 @@ func b2u(b bool) uint8 {
 	return 0
 }
 
-func (c *columns) add(ev *schema.Event, topic string, partition int32, offset int64, now time.Time) {
+func (c *columns) add(ev *schema.Event, r *kgo.Record, now time.Time) {
 	c.eventID = append(c.eventID, ev.ID)
 	c.typ = append(c.typ, ev.Type)
 	c.service = append(c.service, ev.Service)
@@ -61,10 +68,96 @@ func (c *columns) add(ev *schema.Event, topic string, partition int32, offset in
 	c.textLength = append(c.textLength, d.TextLength)
 	c.durationSec = append(c.durationSec, d.DurationSec)
 	c.raw = append(c.raw, ev.Raw)
-	c.kafkaTopic = append(c.kafkaTopic, topic)
-	c.kafkaPartition = append(c.kafkaPartition, partition)
-	c.kafkaOffset = append(c.kafkaOffset, offset)
+	c.kafkaTopic = append(c.kafkaTopic, r.Topic)
+	c.kafkaPartition = append(c.kafkaPartition, r.Partition)
+	c.kafkaOffset = append(c.kafkaOffset, r.Offset)
 	c.ingestedAt = append(c.ingestedAt, now)
+	c.recs = append(c.recs, r)
+	c.bytes += len(r.Value)
+}
+
+// pick returns the rows at idx, in that order, as new columns.
+func (c *columns) pick(idx []int) *columns {
+	p := &columns{}
+	for _, i := range idx {
+		p.eventID = append(p.eventID, c.eventID[i])
+		p.typ = append(p.typ, c.typ[i])
+		p.service = append(p.service, c.service[i])
+		p.createdAt = append(p.createdAt, c.createdAt[i])
+		p.livemode = append(p.livemode, c.livemode[i])
+		p.known = append(p.known, c.known[i])
+		p.messageID = append(p.messageID, c.messageID[i])
+		p.messageHash = append(p.messageHash, c.messageHash[i])
+		p.recipientDomain = append(p.recipientDomain, c.recipientDomain[i])
+		p.senderDomain = append(p.senderDomain, c.senderDomain[i])
+		p.bounceType = append(p.bounceType, c.bounceType[i])
+		p.hasCarrier = append(p.hasCarrier, c.hasCarrier[i])
+		p.hasInventory = append(p.hasInventory, c.hasInventory[i])
+		p.npa = append(p.npa, c.npa[i])
+		p.voice = append(p.voice, c.voice[i])
+		p.format = append(p.format, c.format[i])
+		p.textLength = append(p.textLength, c.textLength[i])
+		p.durationSec = append(p.durationSec, c.durationSec[i])
+		p.raw = append(p.raw, c.raw[i])
+		p.kafkaTopic = append(p.kafkaTopic, c.kafkaTopic[i])
+		p.kafkaPartition = append(p.kafkaPartition, c.kafkaPartition[i])
+		p.kafkaOffset = append(p.kafkaOffset, c.kafkaOffset[i])
+		p.ingestedAt = append(p.ingestedAt, c.ingestedAt[i])
+		p.recs = append(p.recs, c.recs[i])
+		p.bytes += len(c.raw[i])
+	}
+	return p
+}
+
+// month is the events table's partition of a createdAt: months since 1970
+// in UTC, as toYYYYMM(toDateTime(created_at / 1000, 'UTC')) divides them.
+func month(createdAtMs int64) int64 {
+	y, m, _ := time.UnixMilli(createdAtMs).UTC().Date()
+	return int64(y)*12 + int64(m)
+}
+
+// byMonth splits the rows by table partition, so that each insert writes one
+// part: ClickHouse writes a block spanning several partitions part by part
+// (a crash in between stores some of them) and refuses blocks of more than
+// max_partitions_per_insert_block (100) partitions on current servers.
+// The common case, one month, returns c itself without copying.
+func (c *columns) byMonth() []*columns {
+	first := month(c.createdAt[0])
+	i := 1
+	for i < c.len() && month(c.createdAt[i]) == first {
+		i++
+	}
+	if i == c.len() {
+		return []*columns{c}
+	}
+	var order []int64
+	idx := map[int64][]int{}
+	for i, ms := range c.createdAt {
+		m := month(ms)
+		if _, ok := idx[m]; !ok {
+			order = append(order, m)
+		}
+		idx[m] = append(idx[m], i)
+	}
+	parts := make([]*columns, len(order))
+	for i, m := range order {
+		parts[i] = c.pick(idx[m])
+	}
+	return parts
+}
+
+// halves splits the rows in two, to find the ones ClickHouse refuses.
+func (c *columns) halves() (*columns, *columns) {
+	n := c.len()
+	left, right := make([]int, 0, n/2), make([]int, 0, n-n/2)
+	for i := range n {
+		if i < n/2 {
+			left = append(left, i)
+		} else {
+			right = append(right, i)
+		}
+	}
+	return c.pick(left), c.pick(right)
 }
 
 func (c *columns) len() int { return len(c.eventID) }
@@ -83,6 +176,7 @@ func (c *columns) values() []any {
 // reset empties the columns, keeping their memory for the next batch.
 func (c *columns) reset() {
 	clear(c.raw) // drop the references so the records' memory can be freed
+	clear(c.recs)
 	*c = columns{
 		eventID: c.eventID[:0], typ: c.typ[:0], service: c.service[:0], createdAt: c.createdAt[:0],
 		livemode: c.livemode[:0], known: c.known[:0], messageID: c.messageID[:0], messageHash: c.messageHash[:0],
@@ -90,7 +184,7 @@ func (c *columns) reset() {
 		hasCarrier: c.hasCarrier[:0], hasInventory: c.hasInventory[:0], npa: c.npa[:0], voice: c.voice[:0],
 		format: c.format[:0], textLength: c.textLength[:0], durationSec: c.durationSec[:0], raw: c.raw[:0],
 		kafkaTopic: c.kafkaTopic[:0], kafkaPartition: c.kafkaPartition[:0], kafkaOffset: c.kafkaOffset[:0],
-		ingestedAt: c.ingestedAt[:0],
+		ingestedAt: c.ingestedAt[:0], recs: c.recs[:0],
 	}
 }
 

@@ -24,8 +24,15 @@ type Config struct {
 	InstanceID string
 	// Database holds the events table. Default "hindsight".
 	Database string
-	// BatchSize is the most rows one insert carries. Default 50,000.
+	// BatchSize is the most rows one batch carries. Default 50,000.
 	BatchSize int
+	// BatchBytes is the most record bytes (values stored plus dead letters)
+	// a batch holds before it is flushed, whatever its row count. Default
+	// 64 MiB.
+	BatchBytes int
+	// MaxEventBytes is the largest record value stored as an event; larger
+	// records are dead-lettered. Default 256 KiB.
+	MaxEventBytes int
 	// FlushInterval is the longest a record waits in memory before its batch
 	// is inserted. Default 1 s.
 	FlushInterval time.Duration
@@ -43,6 +50,8 @@ const (
 	DefaultGroup         = "hindsight-ingest"
 	DefaultDatabase      = "hindsight"
 	DefaultBatchSize     = 50_000
+	DefaultBatchBytes    = 64 << 20
+	DefaultMaxEventBytes = 256 << 10
 	DefaultFlushInterval = time.Second
 	DefaultRecentIDs     = 1 << 21
 )
@@ -60,6 +69,12 @@ func (c *Config) ApplyDefaults() {
 	}
 	if c.BatchSize == 0 {
 		c.BatchSize = DefaultBatchSize
+	}
+	if c.BatchBytes == 0 {
+		c.BatchBytes = DefaultBatchBytes
+	}
+	if c.MaxEventBytes == 0 {
+		c.MaxEventBytes = DefaultMaxEventBytes
 	}
 	if c.FlushInterval == 0 {
 		c.FlushInterval = DefaultFlushInterval
@@ -91,6 +106,12 @@ func (c *Config) Validate() error {
 	}
 	if c.BatchSize < 1 || c.BatchSize > 1_000_000 {
 		return fmt.Errorf("batch size %d: want 1 to 1,000,000", c.BatchSize)
+	}
+	if c.BatchBytes < 1<<20 || c.BatchBytes > 1<<30 {
+		return fmt.Errorf("batch bytes %d: want 1 MiB to 1 GiB", c.BatchBytes)
+	}
+	if c.MaxEventBytes < 1<<10 || c.MaxEventBytes > 8<<20 {
+		return fmt.Errorf("max event bytes %d: want 1 KiB to 8 MiB", c.MaxEventBytes)
 	}
 	if c.FlushInterval < 10*time.Millisecond || c.FlushInterval > time.Minute {
 		return fmt.Errorf("flush interval %s: want 10ms to 1m", c.FlushInterval)

@@ -10,8 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/dodev/hindsight/schema"
@@ -35,18 +34,25 @@ type Ingester struct {
 	log    *slog.Logger
 	query  string
 
-	parser  schema.Parser
-	rows    columns
-	dlq     []*kgo.Record
-	last    map[int32]*kgo.Record // newest record per partition in the batch
-	started time.Time             // when the batch's first record arrived
-	recent  *recentIDs
+	extra []kgo.Opt // the caller's client options, for the dead-letter producer too
 
-	// floors holds, per partition, the highest offset already stored in
-	// ClickHouse; records at or below it are redeliveries of stored rows. It is
-	// reset when partitions move, from the client's rebalance callbacks.
-	floorsMu sync.Mutex
-	floors   map[int32]int64
+	parser   schema.Parser
+	rows     columns
+	todo     []*columns // the batch's parts not stored yet, once flushing began
+	dlq      []*kgo.Record
+	dlqBytes int
+	last     map[int32]*kgo.Record // newest record per partition in the batch
+	started  time.Time             // when the batch's first record arrived
+	recent   *recentIDs
+
+	dlqClient *kgo.Client // producer sized to the dead-letter topic's limit
+	dlqLimit  int
+
+	// resumed marks the partitions whose stored rows at and after their
+	// first offset of this assignment were loaded into recent (see resume).
+	// It is cleared when partitions move, from the rebalance callbacks.
+	resumedMu sync.Mutex
+	resumed   map[int32]bool
 
 	running   atomic.Bool
 	flushErr  atomic.Pointer[error]
@@ -63,6 +69,12 @@ type testHooks struct {
 	// afterInsert runs once ClickHouse acknowledged a batch, before offsets are
 	// committed; an error ends Run without committing, as a crash would.
 	afterInsert func() error
+	// afterPart runs once ClickHouse acknowledged one part (one month) of a
+	// batch; an error ends Run there, as a crash would.
+	afterPart func() error
+	// beforeInsert sees each insert's rows before they are sent; an error is
+	// taken as ClickHouse's answer to the insert.
+	beforeInsert func(*columns) error
 }
 
 // New creates an Ingester. extra kgo options are appended to the client's
@@ -76,13 +88,14 @@ func New(cfg Config, conn Inserter, log *slog.Logger, extra ...kgo.Opt) (*Ingest
 		log = slog.New(slog.DiscardHandler)
 	}
 	in := &Ingester{
-		cfg:    cfg,
-		conn:   conn,
-		log:    log,
-		query:  insertQuery(cfg.Database),
-		last:   map[int32]*kgo.Record{},
-		recent: newRecentIDs(cfg.RecentIDs),
-		floors: map[int32]int64{},
+		cfg:     cfg,
+		conn:    conn,
+		log:     log,
+		query:   insertQuery(cfg.Database),
+		extra:   extra,
+		last:    map[int32]*kgo.Record{},
+		recent:  newRecentIDs(cfg.RecentIDs),
+		resumed: map[int32]bool{},
 	}
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
@@ -109,9 +122,9 @@ func New(cfg Config, conn Inserter, log *slog.Logger, extra ...kgo.Opt) (*Ingest
 }
 
 func (in *Ingester) partitionsMoved(_ context.Context, _ *kgo.Client, _ map[string][]int32) {
-	in.floorsMu.Lock()
-	clear(in.floors)
-	in.floorsMu.Unlock()
+	in.resumedMu.Lock()
+	clear(in.resumed)
+	in.resumedMu.Unlock()
 }
 
 // Stats returns the running totals.
@@ -146,7 +159,10 @@ func (in *Ingester) Run(ctx context.Context) error {
 		in.client.AllowRebalance()
 		in.client.Close()
 	}()
-	in.ensureDLQTopic(ctx)
+	if err := in.openDLQ(ctx); err != nil {
+		return err
+	}
+	defer in.dlqClient.Close()
 	if err := in.warmRecent(ctx); err != nil {
 		return err
 	}
@@ -178,7 +194,8 @@ func (in *Ingester) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return in.stop(nil)
 		}
-		due := in.pending() > 0 && (in.rows.len() >= in.cfg.BatchSize || time.Since(in.started) >= in.cfg.FlushInterval)
+		due := in.pending() > 0 && (in.rows.len() >= in.cfg.BatchSize || in.rows.bytes+in.dlqBytes >= in.cfg.BatchBytes ||
+			time.Since(in.started) >= in.cfg.FlushInterval)
 		if due {
 			if err := in.flush(ctx); err != nil {
 				return in.stop(err)
@@ -213,8 +230,7 @@ func (in *Ingester) pending() int { return len(in.last) }
 // add validates one record and puts it in the batch, the dead-letter list, or
 // (a duplicate) nowhere; its offset is committed with the batch either way.
 func (in *Ingester) add(ctx context.Context, r *kgo.Record, now time.Time) error {
-	floor, err := in.floor(ctx, r.Partition)
-	if err != nil {
+	if err := in.resume(ctx, r); err != nil {
 		return err
 	}
 	in.consumed.Add(1)
@@ -223,82 +239,92 @@ func (in *Ingester) add(ctx context.Context, r *kgo.Record, now time.Time) error
 	}
 	// From here on the record is handled, so its offset may be committed.
 	in.last[r.Partition] = r
-	if r.Offset <= floor {
-		in.dups.Add(1)
+	if len(r.Value) > in.cfg.MaxEventBytes {
+		in.deadLetter(r, fmt.Sprintf("record is %d bytes, over the maximum event size of %d bytes", len(r.Value), in.cfg.MaxEventBytes))
 		return nil
 	}
 	ev, err := in.parser.Parse(r.Value)
 	if err != nil {
-		in.dlq = append(in.dlq, deadLetter(in.cfg.Topic+".dlq", r, err))
+		in.deadLetter(r, reasonOf(err))
 		return nil
 	}
 	if !in.recent.add(ev.ID) {
 		in.dups.Add(1)
 		return nil
 	}
-	in.rows.add(&ev, r.Topic, r.Partition, r.Offset, now)
+	in.rows.add(&ev, r, now)
 	return nil
 }
 
-func deadLetter(topic string, r *kgo.Record, err error) *kgo.Record {
-	reason := err.Error()
-	var ie *schema.InvalidError
-	if errors.As(err, &ie) {
-		reason = ie.Reason
-	}
-	headers := append(r.Headers[:len(r.Headers):len(r.Headers)],
-		kgo.RecordHeader{Key: "error", Value: []byte(reason)},
-		kgo.RecordHeader{Key: "source", Value: fmt.Appendf(nil, "%s/%d/%d", r.Topic, r.Partition, r.Offset)},
-	)
-	return &kgo.Record{Topic: topic, Key: r.Key, Value: r.Value, Headers: headers, Timestamp: r.Timestamp}
+func (in *Ingester) deadLetter(r *kgo.Record, reason string) {
+	d := deadLetter(in.cfg.Topic+".dlq", r, reason, in.dlqLimit)
+	in.dlq = append(in.dlq, d)
+	in.dlqBytes += len(d.Key) + len(d.Value)
 }
 
-// floor returns the highest offset of partition p already in ClickHouse, or
-// -1, reading it once per assignment.
-func (in *Ingester) floor(ctx context.Context, p int32) (int64, error) {
-	in.floorsMu.Lock()
-	f, ok := in.floors[p]
-	in.floorsMu.Unlock()
-	if ok {
-		return f, nil
+// resume runs on the first record of a partition after it was assigned to
+// us. Rows from that record's offset on may already be stored: this process
+// or the partition's previous owner inserted them and stopped before
+// committing. Their eventIds go into the recent set, so the redelivered
+// copies are dropped as duplicates.
+//
+// Nothing is skipped by its offset alone: offsets start again at 0 when a
+// topic is recreated or moved to another cluster, and a row that was never
+// stored (a crash between two inserts) is not in the table to be found. Only
+// eventIds that are stored are skipped, which is what dedup means anyway.
+// The window is bounded: copies beyond it are left to ReplacingMergeTree.
+func (in *Ingester) resume(ctx context.Context, r *kgo.Record) error {
+	in.resumedMu.Lock()
+	done := in.resumed[r.Partition]
+	in.resumedMu.Unlock()
+	if done {
+		return nil
 	}
-	err := in.retry(ctx, "read stored offsets", func(ctx context.Context) error {
-		rows, err := in.conn.Query(ctx, "SELECT count(), max(kafka_offset) FROM `"+in.cfg.Database+
-			"`.events WHERE kafka_topic = ? AND kafka_partition = ?", in.cfg.Topic, p)
+	window := int64(in.resumeWindow())
+	var loaded int
+	err := in.retry(ctx, "read stored rows of a resumed partition", func(ctx context.Context) error {
+		loaded = 0
+		rows, err := in.conn.Query(limited(ctx), "SELECT event_id FROM `"+in.cfg.Database+
+			"`.events WHERE kafka_topic = ? AND kafka_partition = ? AND kafka_offset >= ? AND kafka_offset < ? LIMIT ?",
+			r.Topic, r.Partition, r.Offset, r.Offset+window, window)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
-		var n uint64
-		var top int64
-		if rows.Next() {
-			if err := rows.Scan(&n, &top); err != nil {
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
 				return err
 			}
-		}
-		f = -1
-		if n > 0 {
-			f = top
+			in.recent.add(id)
+			loaded++
 		}
 		return rows.Err()
 	})
 	if err != nil {
-		return 0, err
+		return err
 	}
-	in.floorsMu.Lock()
-	in.floors[p] = f
-	in.floorsMu.Unlock()
-	if f >= 0 {
-		in.log.Debug("partition resumes after stored offset", "partition", p, "offset", f)
+	in.resumedMu.Lock()
+	in.resumed[r.Partition] = true
+	in.resumedMu.Unlock()
+	if loaded > 0 {
+		in.log.Debug("partition resumes over stored rows", "partition", r.Partition, "offset", r.Offset, "stored", loaded)
 	}
-	return f, nil
+	return nil
+}
+
+// resumeWindow is how many offsets after a resumed partition's first record
+// are looked up in the table: a few batches, what a crash or a rebalance can
+// leave stored but uncommitted, and at most half the recent set.
+func (in *Ingester) resumeWindow() int {
+	return min(4*in.cfg.BatchSize, max(in.cfg.RecentIDs/2, 1))
 }
 
 // warmRecent loads the eventIds stored in the last hour, so producer retries
 // of events stored before a restart are recognised.
 func (in *Ingester) warmRecent(ctx context.Context) error {
 	return in.retry(ctx, "load recent event ids", func(ctx context.Context) error {
-		rows, err := in.conn.Query(ctx, "SELECT event_id FROM `"+in.cfg.Database+
+		rows, err := in.conn.Query(limited(ctx), "SELECT event_id FROM `"+in.cfg.Database+
 			"`.events WHERE ingested_at >= now() - 3600 LIMIT ?", in.cfg.RecentIDs)
 		if err != nil {
 			return err
@@ -315,25 +341,59 @@ func (in *Ingester) warmRecent(ctx context.Context) error {
 	})
 }
 
-// flush stores the batch, dead-letters the bad records, then commits the
-// offsets of everything the batch covered. A ClickHouse or Kafka failure is
-// retried until it succeeds or ctx ends; offsets are never committed past
-// what is stored.
+// flush stores the batch month by month, dead-letters the bad records, then
+// commits the offsets of everything the batch covered. A ClickHouse or Kafka
+// outage is retried until it ends or ctx does; rows ClickHouse refuses for
+// good are dead-lettered. Offsets are never committed past what is stored or
+// dead-lettered, and a flush cut short by ctx resumes where it stopped, so
+// nothing is inserted twice by the final flush.
 func (in *Ingester) flush(ctx context.Context) error {
-	n := in.rows.len()
-	if n > 0 {
-		if err := in.retry(ctx, "insert events", func(ctx context.Context) error {
-			return in.rows.insert(ctx, in.conn, in.query)
-		}); err != nil {
+	if in.todo == nil && in.rows.len() > 0 {
+		in.todo = in.rows.byMonth()
+	}
+	for len(in.todo) > 0 {
+		part := in.todo[0]
+		err := in.retry(ctx, "insert events", func(ctx context.Context) error {
+			if in.testHooks.beforeInsert != nil {
+				if err := in.testHooks.beforeInsert(part); err != nil {
+					return permanentIf(err)
+				}
+			}
+			return permanentIf(part.insert(ctx, in.conn, in.query))
+		})
+		var p permanent
+		switch {
+		case errors.As(err, &p) && part.len() > 1:
+			// Find the rows ClickHouse refuses by halving: the good ones are
+			// stored, the refused ones dead-lettered.
+			left, right := part.halves()
+			in.todo = append([]*columns{left, right}, in.todo[1:]...)
+			continue
+		case errors.As(err, &p):
+			in.log.Warn("clickhouse refuses a row; dead-lettering it", "source", fmt.Sprintf("%s/%d/%d",
+				part.recs[0].Topic, part.recs[0].Partition, part.recs[0].Offset), "err", p.err)
+			in.deadLetter(part.recs[0], "clickhouse refused the row: "+p.err.Error())
+		case err != nil:
 			return err
+		default:
+			in.inserted.Add(int64(part.len()))
+		}
+		in.todo = in.todo[1:]
+		if in.testHooks.afterPart != nil {
+			if err := in.testHooks.afterPart(); err != nil {
+				return err
+			}
 		}
 	}
+	in.todo = nil
+	in.rows.reset()
 	if len(in.dlq) > 0 {
-		if err := in.retry(ctx, "produce to dead-letter topic", func(ctx context.Context) error {
-			return in.client.ProduceSync(ctx, in.dlq...).FirstErr()
-		}); err != nil {
+		if err := in.sendDeadLetters(ctx); err != nil {
 			return err
 		}
+		in.dead.Add(int64(len(in.dlq)))
+		clear(in.dlq)
+		in.dlq, in.dlqBytes = in.dlq[:0], 0
 	}
 	if in.testHooks.afterInsert != nil {
 		if err := in.testHooks.afterInsert(); err != nil {
@@ -345,18 +405,21 @@ func (in *Ingester) flush(ctx context.Context) error {
 		recs = append(recs, r)
 	}
 	if err := in.client.CommitRecords(ctx, recs...); err != nil {
-		// The rows are stored; whoever reads these partitions next skips them by
-		// their stored offsets, so this is not a loss.
+		// The rows are stored; whoever reads these partitions next finds them
+		// in the table (resume), so this is not a loss.
 		in.log.Warn("commit offsets", "err", err)
 	}
-	in.inserted.Add(int64(n))
-	in.dead.Add(int64(len(in.dlq)))
 	in.flushes.Add(1)
-	in.rows.reset()
-	clear(in.dlq)
-	in.dlq = in.dlq[:0]
 	clear(in.last)
 	return nil
+}
+
+// permanentIf marks ClickHouse refusing the rows themselves as permanent.
+func permanentIf(err error) error {
+	if err != nil && rowsRefused(err) {
+		return permanent{err}
+	}
+	return err
 }
 
 // retry runs op until it succeeds or ctx ends, backing off with jitter
@@ -365,6 +428,10 @@ func (in *Ingester) retry(ctx context.Context, what string, op func(context.Cont
 	wait := in.cfg.RetryMin
 	for attempt := 1; ; attempt++ {
 		err := op(ctx)
+		var p permanent
+		if errors.As(err, &p) {
+			return err
+		}
 		if err == nil {
 			if attempt > 1 {
 				in.log.Info(what+" recovered", "attempts", attempt)
@@ -388,15 +455,11 @@ func (in *Ingester) retry(ctx context.Context, what string, op func(context.Cont
 	}
 }
 
-// ensureDLQTopic creates the dead-letter topic if the cluster lacks it, with
-// the broker's default partitions and replication. Failing is not fatal: the
-// cluster may auto-create topics or forbid us to create them.
-func (in *Ingester) ensureDLQTopic(ctx context.Context) {
-	adm := kadm.NewClient(in.client)
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	_, err := adm.CreateTopic(ctx, -1, -1, nil, in.cfg.Topic+".dlq")
-	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-		in.log.Warn("create dead-letter topic", "topic", in.cfg.Topic+".dlq", "err", err)
-	}
+// limited bounds a statement ingest runs outside an insert (start-up and
+// resume scans): a table grown past what the server can scan quickly must
+// fail and be retried, not hold a partition for ever.
+func limited(ctx context.Context) context.Context {
+	return clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
+		"max_execution_time": 60,
+	}))
 }

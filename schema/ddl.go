@@ -153,6 +153,21 @@ ORDER BY (replay_id, claimed_at)`),
 PARTITION BY toYYYYMM(toDateTime(intDiv(at, 1000), 'UTC'))
 ORDER BY (endpoint_id, at)`),
 		}},
+		// Dead letters that the dead-letter topic could not take (it cannot
+		// be created, or refuses us): kept here so a broken DLQ never stops
+		// ingest. See package ingest.
+		{3, "dead_letters", []string{r.Replace(`CREATE TABLE IF NOT EXISTS {db}.dead_letters (
+	source String,
+	error String,
+	dlq_error String,
+	headers String,
+	key String,
+	value String,
+	truncated UInt64,
+	at DateTime
+) ENGINE = MergeTree()
+PARTITION BY toYYYYMM(at)
+ORDER BY at`)}},
 	}
 }
 

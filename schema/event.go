@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/valyala/fastjson"
@@ -13,6 +12,9 @@ import (
 
 // Limits of the envelope.
 const (
+	// MaxEventIDLen bounds an eventId in bytes. EventIDs travel as the
+	// webhook-id header of every delivery, so they are also limited to
+	// printable ASCII without spaces (see checkEventID).
 	MaxEventIDLen = 128
 	MaxTypeLen    = 128
 	// MaxCreatedAt is 2100-01-01T00:00:00Z in ms: ClickHouse's DateTime, which
@@ -101,8 +103,8 @@ func (ps *Parser) Parse(raw []byte) (Event, error) {
 	if ev.ID, err = envelopeString(v, "eventId"); err != nil {
 		return Event{}, err
 	}
-	if utf8.RuneCountInString(ev.ID) > MaxEventIDLen {
-		return Event{}, invalid("eventId is longer than %d characters", MaxEventIDLen)
+	if err := checkEventID(ev.ID); err != nil {
+		return Event{}, err
 	}
 	if ev.Type, err = envelopeString(v, "type"); err != nil {
 		return Event{}, err
@@ -158,6 +160,21 @@ func envelopeString(v *fastjson.Value, key string) (string, error) {
 		return "", invalid("empty %s", key)
 	}
 	return string(b), nil
+}
+
+// checkEventID accepts printable ASCII without spaces, at most
+// MaxEventIDLen bytes: an eventId is sent as an HTTP header value on every
+// delivery, where a control character makes the request impossible to build.
+func checkEventID(id string) error {
+	if len(id) > MaxEventIDLen {
+		return invalid("eventId is longer than %d bytes", MaxEventIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c <= ' ' || c > '~' {
+			return invalid("eventId has %q at byte %d: want printable ASCII without spaces", rune(c), i)
+		}
+	}
+	return nil
 }
 
 // checkType accepts lowercase dotted names of at least two segments, each
