@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/dodev/hindsight/schema"
@@ -180,8 +181,12 @@ func (in *Ingester) Run(ctx context.Context) error {
 		if fetches.IsClientClosed() {
 			return nil
 		}
+		recreated := false
 		for _, fe := range fetches.Errors() {
-			if !errors.Is(fe.Err, context.Canceled) && !errors.Is(fe.Err, context.DeadlineExceeded) {
+			switch {
+			case errors.Is(fe.Err, kerr.UnknownTopicID) && fe.Topic == in.cfg.Topic:
+				recreated = true
+			case !errors.Is(fe.Err, context.Canceled) && !errors.Is(fe.Err, context.DeadlineExceeded):
 				in.log.Warn("kafka fetch", "topic", fe.Topic, "partition", fe.Partition, "err", fe.Err)
 			}
 		}
@@ -201,10 +206,34 @@ func (in *Ingester) Run(ctx context.Context) error {
 				return in.stop(err)
 			}
 		}
+		if recreated {
+			if err := in.rejoinRecreated(ctx); err != nil {
+				return in.stop(err)
+			}
+		}
 		if in.pending() == 0 {
 			in.client.AllowRebalance()
 		}
 	}
+}
+
+// rejoinRecreated handles a topic that was deleted and created again under
+// the same name. franz-go keeps consuming the first instance and fails the
+// new one with UNKNOWN_TOPIC_ID until the topic is purged from the client
+// and added back, so: store what the batch holds, then purge and re-add.
+// The broker dropped the group's offsets with the old topic, so the new one
+// is read from its start.
+func (in *Ingester) rejoinRecreated(ctx context.Context) error {
+	in.log.Warn("the topic was deleted and recreated; reading the new one from its start", "topic", in.cfg.Topic)
+	if in.pending() > 0 {
+		if err := in.flush(ctx); err != nil {
+			return err
+		}
+	}
+	in.client.AllowRebalance()
+	in.client.PurgeTopicsFromClient(in.cfg.Topic)
+	in.client.AddConsumeTopics(in.cfg.Topic)
+	return nil
 }
 
 // stop ends Run: on a clean stop (err nil, or ctx cancelled) the batch in hand

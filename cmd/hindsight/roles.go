@@ -161,7 +161,7 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 	var c common
 	c.register(fs, "")
 	var kafka, topic, group, instanceID, httpAddr, apiKey string
-	var batch, recent int
+	var batch, batchBytes, maxEvent, recent int
 	var flush time.Duration
 	if withIngest {
 		fs.StringVar(&kafka, "kafka", "", "Kafka seed brokers, host:port,...")
@@ -169,6 +169,8 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 		fs.StringVar(&group, "group", ingest.DefaultGroup, "consumer group")
 		fs.StringVar(&instanceID, "instance-id", "", "static group membership: a stable name for this process (e.g. the pod name) lets a restart rejoin at once")
 		fs.IntVar(&batch, "batch-size", ingest.DefaultBatchSize, "rows per ClickHouse insert")
+		fs.IntVar(&batchBytes, "batch-bytes", ingest.DefaultBatchBytes, "record bytes a batch holds before it is inserted, whatever its row count")
+		fs.IntVar(&maxEvent, "max-event-bytes", ingest.DefaultMaxEventBytes, "largest record stored as an event; larger ones are dead-lettered")
 		fs.DurationVar(&flush, "flush-interval", ingest.DefaultFlushInterval, "longest wait before a batch is inserted")
 		fs.IntVar(&recent, "recent-ids", ingest.DefaultRecentIDs, "recent eventIds remembered to drop producer retries (8 B each plus map overhead)")
 	}
@@ -207,7 +209,7 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 		if err != nil {
 			return err
 		}
-		cfg := ingest.Config{Brokers: brokers, Topic: topic, Group: group, InstanceID: instanceID, Database: c.database, BatchSize: batch, FlushInterval: flush, RecentIDs: recent}
+		cfg := ingest.Config{Brokers: brokers, Topic: topic, Group: group, InstanceID: instanceID, Database: c.database, BatchSize: batch, BatchBytes: batchBytes, MaxEventBytes: maxEvent, FlushInterval: flush, RecentIDs: recent}
 		cfg.ApplyDefaults()
 		if err := cfg.Validate(); err != nil {
 			return usagef("%v", err)

@@ -37,6 +37,7 @@ type Server struct {
 	HTTPAddr string
 	Dir      string
 
+	args []string // the command line, binary first
 	cmd  *exec.Cmd
 	done chan error
 	log  *slog.Logger
@@ -83,7 +84,6 @@ func Start(ctx context.Context, dir string, log *slog.Logger) (*Server, error) {
 		Addr:     net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])),
 		HTTPAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1])),
 		Dir:      dir,
-		done:     make(chan error, 1),
 		log:      log,
 	}
 	configPath := filepath.Join(dir, "config.xml")
@@ -93,12 +93,21 @@ func Start(ctx context.Context, dir string, log *slog.Logger) (*Server, error) {
 	if err := os.WriteFile(filepath.Join(dir, "users.xml"), []byte(usersXML), 0o644); err != nil {
 		return nil, fmt.Errorf("write clickhouse users: %w", err)
 	}
-	args := append(bin[1:], "--config-file="+configPath)
-	s.cmd = exec.Command(bin[0], args...)
-	s.cmd.Dir = dir
-	out, err := os.Create(filepath.Join(dir, "log", "stdout.log"))
+	s.args = append(bin, "--config-file="+configPath)
+	if err := s.start(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// start runs the server on its config and waits until it answers.
+func (s *Server) start(ctx context.Context) error {
+	s.done = make(chan error, 1)
+	s.cmd = exec.Command(s.args[0], s.args[1:]...)
+	s.cmd.Dir = s.Dir
+	out, err := os.OpenFile(filepath.Join(s.Dir, "log", "stdout.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("clickhouse stdout log: %w", err)
+		return fmt.Errorf("clickhouse stdout log: %w", err)
 	}
 	defer out.Close()
 	s.cmd.Stdout, s.cmd.Stderr = out, out
@@ -106,16 +115,23 @@ func Start(ctx context.Context, dir string, log *slog.Logger) (*Server, error) {
 	// stop it in order; Pdeathsig so it never outlives us.
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := s.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", bin[0], err)
+		return fmt.Errorf("start %s: %w", s.args[0], err)
 	}
 	go func() { s.done <- s.cmd.Wait() }()
-	log.Info("clickhouse starting", "binary", bin[0], "addr", s.Addr, "dir", dir)
+	s.log.Info("clickhouse starting", "binary", s.args[0], "addr", s.Addr, "dir", s.Dir)
 
 	if err := s.waitReady(ctx, 60*time.Second); err != nil {
 		s.Stop()
-		return nil, err
+		return err
 	}
-	return s, nil
+	return nil
+}
+
+// Restart stops the server and starts it again on the same ports and data,
+// as an outage would (tests of what clients do meanwhile).
+func (s *Server) Restart(ctx context.Context) error {
+	s.Stop()
+	return s.start(ctx)
 }
 
 func (s *Server) waitReady(ctx context.Context, limit time.Duration) error {

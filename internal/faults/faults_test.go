@@ -1,0 +1,175 @@
+//go:build faults
+
+package faults
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// The stream's range for the API's counts: October 2026, the sample's month.
+const from, to = "2026-10-01T00:00:00Z", "2026-11-02T00:00:00Z"
+
+// TestCrashLoop SIGKILLs `hindsight ingest`, started with its default flags,
+// every 1.5 to 4 s for two minutes while producers send a stream with
+// producer retries and invalid records, and stops ClickHouse for 20 s in
+// the middle. A last process then has to store everything within the
+// session timeout plus a rebalance.
+func TestCrashLoop(t *testing.T) {
+	r := newRig(t, 4)
+	r.stream = newStream(135_000, streamOptions(1, 0.02))
+	produced := make(chan struct{})
+	go func() {
+		defer close(produced)
+		r.produce(r.stream.values, 2_000, 600*time.Millisecond) // about 45 s
+	}()
+	rng := rand.New(rand.NewPCG(5, 5))
+	start := time.Now()
+	outage := false
+	kills := 0
+	for time.Since(start) < 2*time.Minute {
+		p := r.start("ingest")
+		time.Sleep(jitter(rng, 1500*time.Millisecond, 4*time.Second))
+		kill(p, syscall.SIGKILL)
+		kills++
+		if !outage && time.Since(start) > 50*time.Second {
+			outage = true
+			go func() {
+				server.Stop()
+				time.Sleep(20 * time.Second)
+				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+				defer cancel()
+				if err := server.Restart(ctx); err != nil {
+					t.Errorf("restart clickhouse: %v", err)
+				}
+			}()
+		}
+	}
+	<-produced
+	r.start("ingest")
+	took, ok := r.waitStored(3 * time.Minute)
+	require.True(t, ok, "the last ingest process stored %d of %d within %s of the last kill", r.stored(), len(r.stream.valid), took)
+	r.check("crash loop", fmt.Sprintf("`hindsight ingest` (default flags) SIGKILLed %d times in 2 min, 1.5-4 s apart; ClickHouse down for 20 s in the middle; 2%% producer retries", kills),
+		took, from, to)
+}
+
+// TestClickHouseOutage stops ClickHouse for 20 s under a steady stream.
+func TestClickHouseOutage(t *testing.T) {
+	r := newRig(t, 4)
+	r.stream = newStream(60_000, streamOptions(2, 0.02))
+	r.start("ingest")
+	go func() {
+		time.Sleep(3 * time.Second)
+		server.Stop()
+		time.Sleep(20 * time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		if err := server.Restart(ctx); err != nil {
+			t.Errorf("restart clickhouse: %v", err)
+		}
+	}()
+	r.produce(r.stream.values, 1_000, 400*time.Millisecond) // about 25 s, across the outage
+	took, ok := r.waitStored(2 * time.Minute)
+	require.True(t, ok, "stored %d of %d", r.stored(), len(r.stream.valid))
+	r.check("ClickHouse outage", "ClickHouse stopped for 20 s while a stream was produced", took, from, to)
+}
+
+// TestTopicRecreated deletes and recreates the topic under a running ingest
+// process: offsets start again at 0, below those already stored.
+func TestTopicRecreated(t *testing.T) {
+	r := newRig(t, 4)
+	r.stream = newStream(20_000, streamOptions(3, 0.02))
+	half := len(r.stream.values) / 2
+	r.start("ingest")
+	r.produce(r.stream.values[:half], 1_000, 0)
+	require.Eventually(t, func() bool { return r.stored() > half*9/10 }, time.Minute, 100*time.Millisecond)
+	time.Sleep(2 * time.Second)
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(r.broker.ListenAddrs()...))
+	require.NoError(t, err)
+	adm := kadm.NewClient(cl)
+	_, err = adm.DeleteTopic(context.Background(), "events")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		_, err := adm.CreateTopic(context.Background(), 4, 1, nil, "events")
+		return err == nil || strings.Contains(err.Error(), "TOPIC_ALREADY_EXISTS")
+	}, 10*time.Second, 50*time.Millisecond)
+	cl.Close()
+	recreated := time.Now()
+	r.produce(r.stream.values[half:], 1_000, 0)
+	_, ok := r.waitStored(2 * time.Minute)
+	require.True(t, ok, "stored %d of %d", r.stored(), len(r.stream.valid))
+	r.check("topic recreated", "topic deleted and recreated under a running ingest; the second half produced to the new topic",
+		time.Since(recreated), from, to)
+}
+
+// TestBackfill ingests ten years of months in one go.
+func TestBackfill(t *testing.T) {
+	r := newRig(t, 4)
+	opts := streamOptions(4, 0.02)
+	opts.Start = time.Date(2016, 10, 1, 0, 0, 0, 0, time.UTC)
+	opts.Span = 10 * 365 * 24 * time.Hour
+	r.stream = newStream(60_000, opts)
+	r.start("ingest")
+	r.produce(r.stream.values, 10_000, 0)
+	took, ok := r.waitStored(2 * time.Minute)
+	require.True(t, ok, "stored %d of %d", r.stored(), len(r.stream.valid))
+	require.Equal(t, 120, r.count("SELECT uniqExact(toYYYYMM(toDateTime(intDiv(created_at, 1000), 'UTC'))) FROM "+r.db+".events"))
+	r.check("ten-year backfill", "60k events over 120 months, produced at once", took, "2016-10-01T00:00:00Z", "2026-10-01T00:00:00Z")
+}
+
+// TestOversizedInvalidRecord sends a 1 MB invalid record amid valid ones.
+func TestOversizedInvalidRecord(t *testing.T) {
+	r := newRig(t, 1)
+	r.stream = newStream(10_000, streamOptions(5, 0.02))
+	huge := []byte(`{"eventId":"huge","type":"send.email.sent","service":"send","data":{"pad":"` + strings.Repeat("x", 1_040_000) + `"}}`)
+	half := len(r.stream.values) / 2
+	values := append(append(append([][]byte{}, r.stream.values[:half]...), huge), r.stream.values[half:]...)
+	r.stream.values = values
+	r.stream.invalid[string(huge)] = true
+	r.start("ingest")
+	r.produce(values, 500, 0)
+	took, ok := r.waitStored(2 * time.Minute)
+	require.True(t, ok, "stored %d of %d", r.stored(), len(r.stream.valid))
+	r.check("1 MB invalid record", "a 1,040,085-byte invalid record in the middle of a stream", took, from, to)
+}
+
+// TestRebalanceStorm runs three ingest processes that keep joining and
+// leaving (SIGTERM, then a new one) while a stream is produced.
+func TestRebalanceStorm(t *testing.T) {
+	r := newRig(t, 4)
+	r.stream = newStream(100_000, streamOptions(6, 0.02))
+	produced := make(chan struct{})
+	go func() {
+		defer close(produced)
+		r.produce(r.stream.values, 2_000, 500*time.Millisecond)
+	}()
+	rng := rand.New(rand.NewPCG(6, 6))
+	procs := []*exec.Cmd{r.start("ingest"), r.start("ingest"), r.start("ingest")}
+	moves := 0
+	for done := false; !done; {
+		select {
+		case <-produced:
+			done = true
+		case <-time.After(jitter(rng, time.Second, 3*time.Second)):
+			i := rng.IntN(len(procs))
+			kill(procs[i], syscall.SIGTERM)
+			procs[i] = r.start("ingest")
+			moves++
+		}
+	}
+	end := time.Now()
+	_, ok := r.waitStored(2 * time.Minute)
+	require.True(t, ok, "stored %d of %d", r.stored(), len(r.stream.valid))
+	r.check("rebalance storm", fmt.Sprintf("three ingest processes, one replaced by SIGTERM and a new start %d times", moves), time.Since(end), from, to)
+}

@@ -1,0 +1,368 @@
+//go:build faults
+
+package faults
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/dodev/hindsight/internal/chlocal"
+	"github.com/dodev/hindsight/internal/sample"
+)
+
+// The suite's own ClickHouse server (so an outage here touches no other
+// package's tests) and binary, shared by its tests.
+var (
+	server  *chlocal.Server
+	binPath string
+	dbSeq   int
+	results []result
+	resMu   sync.Mutex
+)
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		dir, err := os.MkdirTemp("", "hindsight-faults-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		binPath = filepath.Join(dir, "hindsight")
+		if out, err := exec.Command("go", "build", "-o", binPath, "../../cmd/hindsight").CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+			return 1
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		defer cancel()
+		if server, err = chlocal.Start(ctx, filepath.Join(dir, "clickhouse"), nil); err != nil {
+			fmt.Fprintln(os.Stderr, "the fault suite needs a ClickHouse server:", err)
+			return 1
+		}
+		defer server.Stop()
+		code := m.Run()
+		if path := os.Getenv("HINDSIGHT_FAULTS_REPORT"); path != "" && code == 0 {
+			if err := writeReport(path); err != nil {
+				fmt.Fprintln(os.Stderr, "write report:", err)
+				return 1
+			}
+		}
+		return code
+	}()
+	os.Exit(code)
+}
+
+// result is one fault's line in the report.
+type result struct {
+	Fault, Injected                 string
+	Produced, Valid, Invalid        int // records produced; unique valid eventIds; invalid records
+	Stored, Lost, Doubled, APICount int
+	DLQ                             int // distinct invalid records found on the dead-letter topic
+	Recovery                        time.Duration
+}
+
+func record(r result) {
+	resMu.Lock()
+	defer resMu.Unlock()
+	results = append(results, r)
+}
+
+// rig is one fault's world: a broker, a database, the processes it started.
+type rig struct {
+	t      *testing.T
+	broker *kfake.Cluster
+	conn   driver.Conn
+	db     string
+	procs  []*exec.Cmd
+	stream stream
+	apiURL string
+}
+
+const apiKey = "faults-key-0123456789abcdef"
+
+func newRig(t *testing.T, partitions int) *rig {
+	t.Helper()
+	broker, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(int32(partitions), "events"), kfake.AllowAutoTopicCreation())
+	require.NoError(t, err)
+	t.Cleanup(broker.Close)
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{server.Addr}, DialTimeout: 5 * time.Second})
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	dbSeq++
+	r := &rig{t: t, broker: broker, conn: conn, db: fmt.Sprintf("faults_%d_%d", os.Getpid(), dbSeq)}
+	t.Cleanup(func() {
+		for _, p := range r.procs {
+			if p.ProcessState == nil {
+				_ = p.Process.Kill()
+				_ = p.Wait()
+			}
+		}
+	})
+	return r
+}
+
+// start runs `hindsight <role>` against the rig's broker, server and database.
+func (r *rig) start(role string, args ...string) *exec.Cmd {
+	r.t.Helper()
+	cmd := exec.Command(binPath, append([]string{role}, args...)...)
+	cmd.Env = append(os.Environ(), "HINDSIGHT_KAFKA="+strings.Join(r.broker.ListenAddrs(), ","),
+		"HINDSIGHT_CLICKHOUSE="+server.Addr, "HINDSIGHT_DATABASE="+r.db, "HINDSIGHT_LOG_LEVEL=warn",
+		"HINDSIGHT_API_KEY="+apiKey)
+	logf, err := os.OpenFile(filepath.Join(r.t.TempDir(), role+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	require.NoError(r.t, err)
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	require.NoError(r.t, cmd.Start())
+	r.procs = append(r.procs, cmd)
+	return cmd
+}
+
+func kill(cmd *exec.Cmd, sig syscall.Signal) {
+	_ = cmd.Process.Signal(sig)
+	_ = cmd.Wait()
+}
+
+// stream is what a fault's producers sent, counted here with encoding/json,
+// independently of package schema.
+type stream struct {
+	values  [][]byte
+	valid   map[string]string // unique valid eventId -> service
+	invalid map[string]bool   // distinct invalid values
+}
+
+// newStream generates about n valid events (with producer retries) and
+// mixes in an invalid record every 400th.
+func newStream(n int, opts sample.Options) stream {
+	s := stream{valid: map[string]string{}, invalid: map[string]bool{}}
+	bad := []string{`not json %d`, `{"eventId":"bad-%d","type":"Send.Email","service":"send","data":{},"createdAt":1}`,
+		`{"eventId":"evt\n%d","type":"send.email.sent","service":"send","data":{},"createdAt":1}`,
+		`{"eventId":"nodata-%d","type":"voip.call.missed","service":"voip","createdAt":1790812800000}`}
+	for i, v := range sample.Generate(n, opts) {
+		if i%400 == 399 {
+			b := []byte(fmt.Sprintf(bad[(i/400)%len(bad)], i))
+			s.values = append(s.values, b)
+			s.invalid[string(b)] = true
+		}
+		var ev struct{ EventID, Service string }
+		if err := json.Unmarshal(v, &ev); err != nil {
+			panic(err)
+		}
+		s.valid[ev.EventID] = ev.Service
+		s.values = append(s.values, v)
+	}
+	return s
+}
+
+func streamOptions(seed uint64, dupShare float64) sample.Options {
+	o := sample.TestdataOptions(seed)
+	o.Duplicates = dupShare
+	o.Unknown = 0
+	return o
+}
+
+// produce sends values to the topic, chunk by chunk, pausing between chunks.
+func (r *rig) produce(values [][]byte, chunk int, pause time.Duration) {
+	r.t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(r.broker.ListenAddrs()...), kgo.DefaultProduceTopic("events"),
+		kgo.ProducerBatchMaxBytes(2<<20), kgo.RecordRetries(100))
+	require.NoError(r.t, err)
+	defer cl.Close()
+	for i := 0; i < len(values); i += chunk {
+		recs := make([]*kgo.Record, 0, chunk)
+		for _, v := range values[i:min(i+chunk, len(values))] {
+			recs = append(recs, &kgo.Record{Value: v})
+		}
+		require.NoError(r.t, cl.ProduceSync(context.Background(), recs...).FirstErr())
+		time.Sleep(pause)
+	}
+}
+
+func (r *rig) count(q string) int {
+	var n uint64
+	if err := r.conn.QueryRow(context.Background(), q); err.Err() != nil {
+		return -1
+	} else if err.Scan(&n) != nil {
+		return -1
+	}
+	return int(n)
+}
+
+func (r *rig) stored() int { return r.count("SELECT count() FROM " + r.db + ".events") }
+
+// waitStored waits until every unique valid eventId is stored, up to limit.
+func (r *rig) waitStored(limit time.Duration) (time.Duration, bool) {
+	start := time.Now()
+	want := len(r.stream.valid)
+	for time.Since(start) < limit {
+		if r.stored() >= want {
+			time.Sleep(2 * time.Second) // anything later would be a duplicate
+			return time.Since(start), true
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return time.Since(start), false
+}
+
+// dlqValues reads every record on events.dlq and returns the distinct
+// original values among them (a truncated one counts by its kept start).
+func (r *rig) dlqValues() map[string]bool {
+	r.t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(r.broker.ListenAddrs()...), kgo.ConsumeTopics("events.dlq"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxBytes(8<<20))
+	require.NoError(r.t, err)
+	defer cl.Close()
+	got := map[string]bool{}
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		fs := cl.PollFetches(ctx)
+		cancel()
+		n := 0
+		fs.EachRecord(func(rec *kgo.Record) { got[string(rec.Value)] = true; n++ })
+		if n == 0 {
+			return got
+		}
+	}
+}
+
+// apiCount asks a `hindsight api` process for every service's events over
+// the stream's range, test mode included, and sums them.
+func (r *rig) apiCount(from, to string) int {
+	r.t.Helper()
+	if r.apiURL == "" {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(r.t, err)
+		addr := ln.Addr().String()
+		ln.Close()
+		r.start("api", "--http", addr)
+		r.apiURL = "http://" + addr
+	}
+	total := 0
+	for _, svc := range []string{"send", "telco", "talk", "voip", "transcribe", "platform"} {
+		var body struct {
+			Totals struct {
+				Events int `json:"events"`
+			} `json:"totals"`
+		}
+		require.Eventually(r.t, func() bool {
+			req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/v1/stats/%s?from=%s&to=%s&livemode=all", r.apiURL, svc, from, to), nil)
+			req.Header.Set("Authorization", "Bearer "+apiKey)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			return resp.StatusCode == http.StatusOK && json.NewDecoder(resp.Body).Decode(&body) == nil
+		}, 30*time.Second, 100*time.Millisecond)
+		total += body.Totals.Events
+	}
+	return total
+}
+
+// check counts what the fault left and asserts nothing was lost or doubled.
+func (r *rig) check(fault, injected string, recovery time.Duration, from, to string) {
+	r.t.Helper()
+	s := r.stream
+	stored := r.stored()
+	distinct := r.count("SELECT uniqExact(event_id) FROM " + r.db + ".events")
+	missing := 0
+	ids := make([]string, 0, len(s.valid))
+	for id := range s.valid {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	storedIDs := map[string]bool{}
+	rows, err := r.conn.Query(context.Background(), "SELECT DISTINCT event_id FROM "+r.db+".events")
+	require.NoError(r.t, err)
+	for rows.Next() {
+		var id string
+		require.NoError(r.t, rows.Scan(&id))
+		storedIDs[id] = true
+	}
+	rows.Close()
+	for _, id := range ids {
+		if !storedIDs[id] {
+			missing++
+		}
+	}
+	dlq := r.dlqValues()
+	onDLQ := 0
+	for v := range s.invalid {
+		if dlq[v] || truncatedOn(dlq, v) {
+			onDLQ++
+		}
+	}
+	api := r.apiCount(from, to)
+	res := result{Fault: fault, Injected: injected, Produced: len(s.values), Valid: len(s.valid), Invalid: len(s.invalid),
+		Stored: distinct, Lost: missing, Doubled: stored - distinct, APICount: api, DLQ: onDLQ, Recovery: recovery}
+	record(res)
+	r.t.Logf("%s: %+v", fault, res)
+	assert.Zero(r.t, missing, "valid eventIds lost")
+	assert.Equal(r.t, len(s.valid), distinct, "unique valid eventIds stored")
+	assert.Equal(r.t, len(s.valid), api, "the API counts each eventId once")
+	assert.Equal(r.t, len(s.invalid), onDLQ, "every invalid record on the dead-letter topic")
+}
+
+func truncatedOn(dlq map[string]bool, v string) bool {
+	for d := range dlq {
+		if len(d) < len(v) && strings.HasPrefix(v, d) {
+			return true
+		}
+	}
+	return false
+}
+
+func writeReport(path string) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Reliability: what the fault suite injected and counted\n\n")
+	fmt.Fprintf(&b, "Written by `make test-faults` (internal/faults) on %s, %s/%s, %d CPUs, ClickHouse at %s, franz-go's kfake broker.\n",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), chVersion())
+	fmt.Fprintf(&b, "Every figure below comes from that run. *Valid* counts unique valid eventIds produced, *stored* the distinct ones in\n")
+	fmt.Fprintf(&b, "the events table, *doubled* rows beyond one per eventId, *API* the events `/v1/stats` counts over all services,\n")
+	fmt.Fprintf(&b, "*DLQ* the invalid records found on `events.dlq`, *recovery* the time from the end of the fault to the last event stored.\n\n")
+	fmt.Fprintf(&b, "| fault | injected | produced | valid | invalid | stored | lost | doubled | API | DLQ | recovery |\n")
+	fmt.Fprintf(&b, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, r := range results {
+		fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %d | %d | %d | %d | %d | %.1f s |\n", r.Fault, r.Injected, r.Produced,
+			r.Valid, r.Invalid, r.Stored, r.Lost, r.Doubled, r.APICount, r.DLQ, r.Recovery.Seconds())
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+func chVersion() string {
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{server.Addr}})
+	if err != nil {
+		return "?"
+	}
+	defer conn.Close()
+	var v string
+	if conn.QueryRow(context.Background(), "SELECT version()").Scan(&v) != nil {
+		return "?"
+	}
+	return v
+}
+
+// jitter returns a duration in [lo, hi).
+func jitter(rng *rand.Rand, lo, hi time.Duration) time.Duration {
+	return lo + time.Duration(rng.Int64N(int64(hi-lo)))
+}
