@@ -398,7 +398,7 @@ func TestCancelBeforeStart(t *testing.T) {
 	e.worker(WorkerConfig{})
 	store := NewStore(e.conn, e.db)
 	require.Eventually(t, func() bool {
-		ids, err := store.Unfinished(context.Background())
+		ids, err := store.Unfinished(context.Background(), "")
 		return err == nil && len(ids) == 0
 	}, 10*time.Second, 50*time.Millisecond, "the worker recorded the end")
 	j, err := store.Job(context.Background(), id)
@@ -554,4 +554,83 @@ func TestLeaseFirstClaimWins(t *testing.T) {
 	ok, err = s.TryLease(ctx, "rpl_y", "d", time.Minute)
 	require.NoError(t, err)
 	assert.True(t, ok)
+}
+
+// shortJobs saves n pending replays of a few events each to endpoint ep and
+// returns their ids in id order.
+func (e *env) shortJobs(n int, ep string) []string {
+	e.t.Helper()
+	store := NewStore(e.conn, e.db)
+	var ids []string
+	for i := range n {
+		j := Job{ID: fmt.Sprintf("rpl_short_%04d", i), EndpointID: ep, Since: since, Until: since.Add(6 * time.Hour),
+			EnabledEvents: []string{"*"}, Livemode: "all", Concurrency: 4, Status: StatusPending, CreatedAt: time.Now()}
+		require.NoError(e.t, store.SaveJob(context.Background(), j))
+		ids = append(ids, j.ID)
+	}
+	return ids
+}
+
+// TestIdleWorkerClaimsFreeJobs holds the first 64 of 300 jobs under another
+// worker's live lease: an idle worker must run the other 236, not spend its
+// slots on the held ones.
+func TestIdleWorkerClaimsFreeJobs(t *testing.T) {
+	e := newEnv(t, 100)
+	s := newSink(t)
+	ids := e.shortJobs(300, e.endpoint(s))
+	store := NewStore(e.conn, e.db)
+	until := time.Now().Add(10 * time.Minute).UnixMilli()
+	for _, id := range ids[:64] {
+		require.NoError(t, store.writeLease(context.Background(), id, "elsewhere", time.Now().UnixNano(), until))
+	}
+	e.worker(WorkerConfig{Owner: "idle"})
+	require.Eventually(t, func() bool {
+		done := 0
+		for _, id := range ids[64:] {
+			if j, err := store.Job(context.Background(), id); err == nil && j.Status == StatusCompleted {
+				done++
+			}
+		}
+		return done == len(ids)-64
+	}, 90*time.Second, time.Second, "every free job completed")
+	for _, id := range ids[:64] {
+		j, err := store.Job(context.Background(), id)
+		require.NoError(t, err)
+		assert.Equal(t, StatusPending, j.Status, "a held job is left to its holder")
+	}
+}
+
+// TestThreeWorkersShareManyJobs runs three workers over 300 short jobs:
+// every job completes and every worker gets some.
+func TestThreeWorkersShareManyJobs(t *testing.T) {
+	e := newEnv(t, 100)
+	s := newSink(t)
+	ids := e.shortJobs(300, e.endpoint(s))
+	for i := range 3 {
+		e.worker(WorkerConfig{Owner: fmt.Sprintf("w%d", i), MaxJobs: 16})
+	}
+	store := NewStore(e.conn, e.db)
+	require.Eventually(t, func() bool {
+		left, err := store.Unfinished(context.Background(), "")
+		return err == nil && len(left) == 0
+	}, 120*time.Second, time.Second, "every job finished")
+	for _, id := range ids {
+		j, err := store.Job(context.Background(), id)
+		require.NoError(t, err)
+		assert.Equal(t, StatusCompleted, j.Status, id)
+	}
+	rows, err := e.conn.Query(context.Background(), "SELECT owner, uniqExact(replay_id) FROM "+e.db+".replay_leases GROUP BY owner")
+	require.NoError(t, err)
+	defer rows.Close()
+	per := map[string]uint64{}
+	for rows.Next() {
+		var owner string
+		var n uint64
+		require.NoError(t, rows.Scan(&owner, &n))
+		per[owner] = n
+	}
+	t.Logf("jobs leased per worker: %v", per)
+	for i := range 3 {
+		assert.NotZero(t, per[fmt.Sprintf("w%d", i)], "worker w%d got work", i)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"sync"
 	"time"
@@ -112,16 +113,21 @@ func (w *Worker) Run(ctx context.Context) error {
 }
 
 func (w *Worker) claim(ctx context.Context) error {
-	ids, err := w.store.Unfinished(ctx)
+	ids, err := w.store.Unfinished(ctx, w.cfg.Owner)
 	if err != nil {
 		return err
 	}
+	// Idle workers polling at once would all try the same first free job;
+	// in a random order they spread over the free ones.
+	rand.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
 	for _, id := range ids {
 		w.mu.Lock()
-		busy := w.running[id] || len(w.running) >= w.cfg.MaxJobs
-		if !busy {
-			w.running[id] = true
+		if len(w.running) >= w.cfg.MaxJobs {
+			w.mu.Unlock()
+			return nil
 		}
+		busy := w.running[id]
+		w.running[id] = true
 		w.mu.Unlock()
 		if busy {
 			continue
