@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -109,9 +110,13 @@ func (s *Sender) Send(ctx context.Context, url string, m Message) Attempt {
 	if err != nil {
 		return Attempt{Outcome: Failed, Err: "sign: " + err.Error()}
 	}
+	if !validHeaderValue(m.ID) {
+		// It would fail the same way every time: never retried.
+		return Attempt{Outcome: Failed, Err: "request: the eventId cannot be sent as a webhook-id header"}
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(m.Body))
 	if err != nil {
-		return Attempt{Outcome: Failed, Err: "request: " + err.Error()}
+		return Attempt{Outcome: Failed, Err: "request: " + redactURLError(err)}
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", s.userAgent)
@@ -124,14 +129,19 @@ func (s *Sender) Send(ctx context.Context, url string, m Message) Attempt {
 	resp, err := s.client.Do(req)
 	a := Attempt{Latency: time.Since(start)}
 	if err != nil {
-		a.Err = err.Error()
+		a.Err = redactURLError(err)
+		var op *net.OpError
 		switch {
 		case errors.Is(err, ErrForbiddenAddress):
 			a.Outcome = Failed
 		case ctx.Err() != nil:
 			a.Outcome, a.Err = Retry, "cancelled: "+ctx.Err().Error()
+		case errors.As(err, &op) && op.Op == "dial":
+			// Refused, unreachable or timed out while connecting: one answer
+			// for all, so endpoints cannot be used to map a network's ports.
+			a.Outcome, a.Err = Retry, "connection failed"
 		default:
-			a.Outcome = Retry // timeouts, refused and reset connections
+			a.Outcome = Retry // timeouts and reset connections
 		}
 		return a
 	}
@@ -148,12 +158,44 @@ func (s *Sender) Send(ctx context.Context, url string, m Message) Attempt {
 		a.RetryAfter = retryAfter(resp.Header.Get("Retry-After"), s.now())
 	case resp.StatusCode >= 300 && resp.StatusCode < 400:
 		a.Outcome = Failed
-		a.Err = fmt.Sprintf("HTTP %d redirect to %q not followed", resp.StatusCode, resp.Header.Get("Location"))
+		a.Err = fmt.Sprintf("HTTP %d redirect to %q not followed", resp.StatusCode, withoutQuery(resp.Header.Get("Location")))
 	default:
 		a.Outcome = Failed
 		a.Err = fmt.Sprintf("HTTP %d", resp.StatusCode)
 	}
 	return a
+}
+
+// validHeaderValue reports whether v can be sent as an HTTP header value:
+// printable ASCII (ingest admits no other eventIds, but the table may hold
+// rows written before that rule).
+func validHeaderValue(v string) bool {
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < ' ' || c > '~' {
+			return false
+		}
+	}
+	return v != ""
+}
+
+// redactURLError describes a client error without the URL net/http puts in
+// it: an endpoint's query string often holds a token.
+func redactURLError(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Op + " " + withoutQuery(ue.URL) + ": " + ue.Err.Error()
+	}
+	return err.Error()
+}
+
+// withoutQuery drops a URL's query, fragment and credentials.
+func withoutQuery(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unreadable URL)"
+	}
+	u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment, u.User = "", false, "", "", nil
+	return u.String()
 }
 
 // retryAfter reads seconds or an HTTP date; 0 when absent or unreadable.

@@ -5,9 +5,11 @@ import (
 	"compress/gzip"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -49,6 +51,29 @@ func TestPolicyCheckIP(t *testing.T) {
 		{"::", false, false},
 		{"255.255.255.255", false, false},
 		{"240.0.0.1", false, false},
+		// Special-purpose ranges: never a webhook.
+		{"198.18.0.1", false, false},
+		{"198.19.255.254", false, false},
+		{"192.0.0.8", false, false},
+		{"192.0.2.10", false, false},
+		{"203.0.113.5", false, false},
+		{"fec0::1", false, false},
+		{"2001:db8::1", false, false},
+		// IPv6 forms that carry an IPv4 address are judged by it.
+		{"2002:7f00:1::", false, true},                        // 6to4 of 127.0.0.1
+		{"2002:a9fe:a9fe::1", false, false},                   // 6to4 of 169.254.169.254
+		{"2002:5db8:d822::1", true, true},                     // 6to4 of 93.184.216.34
+		{"2001:0:4136:e378:8000:63bf:80ff:fffe", false, true}, // Teredo, client 127.0.0.1
+		{"2001:0:a9fe:a9fe::1", false, false},                 // Teredo, server 169.254.169.254
+		{"::127.0.0.1", false, true},                          // IPv4-compatible
+		{"::169.254.169.254", false, false},                   // IPv4-compatible
+		{"64:ff9b:1:a9fe:a9:fe00::", false, false},            // local-use NAT64 of 169.254.169.254
+		{"64:ff9b:1:7f00:0:100::", false, true},               // local-use NAT64 of 127.0.0.1
+		{"64:ff9b::a9fe:a9fe", false, false},                  // NAT64 of 169.254.169.254
+		// Metadata services outside link-local: refused in every mode.
+		{"fd00:ec2::254", false, false},
+		{"100.100.100.200", false, false},
+		{"168.63.129.16", false, false},
 	} {
 		ip := netip.MustParseAddr(tc.ip)
 		assert.Equal(t, tc.strict, Policy{}.CheckIP(ip) == nil, "%s strict", tc.ip)
@@ -61,7 +86,7 @@ func TestValidateURL(t *testing.T) {
 		if host == "internal.test" {
 			return []netip.Addr{netip.MustParseAddr("10.0.0.5")}, nil
 		}
-		return []netip.Addr{netip.MustParseAddr("203.0.113.10")}, nil
+		return []netip.Addr{netip.MustParseAddr("93.184.216.34")}, nil
 	}
 	ctx := context.Background()
 	for _, ok := range []string{"https://example.com/webhooks/alerts", "http://example.com:8080/x?y=1", "https://[2606:4700::1111]/hook"} {
@@ -234,7 +259,7 @@ func TestDNSRebinding(t *testing.T) {
 	var calls atomic.Int64
 	lookup := func(context.Context, string) ([]netip.Addr, error) {
 		if calls.Add(1) == 1 {
-			return []netip.Addr{netip.MustParseAddr("203.0.113.10")}, nil
+			return []netip.Addr{netip.MustParseAddr("93.184.216.34")}, nil
 		}
 		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
 	}
@@ -274,4 +299,46 @@ func FuzzRetryAfter(f *testing.F) {
 			t.Fatalf("%q: wait %s outside the schedule's bounds", in, wait)
 		}
 	})
+}
+
+// TestSendUnbuildableRequestFailsAtOnce: an eventId that cannot be a header
+// value fails the attempt for good instead of being retried for minutes.
+func TestSendUnbuildableRequestFailsAtOnce(t *testing.T) {
+	calls := 0
+	srv, _ := receiver(t, func(w http.ResponseWriter, r *http.Request) { calls++ })
+	s := NewSender(Policy{AllowPrivate: true}, "test", 4)
+	m := testMessage(t)
+	m.ID = "evt\n1"
+	a := s.Send(context.Background(), srv.URL, m)
+	assert.Equal(t, Failed, a.Outcome)
+	assert.Contains(t, a.Err, "cannot be sent as a webhook-id header")
+	assert.Zero(t, calls)
+}
+
+// TestSendErrorsHideURLsAndPorts: a delivery error never carries the
+// endpoint's query string (tokens live there), and every failure to connect
+// reads the same, so endpoints cannot map which ports are open.
+func TestSendErrorsHideURLsAndPorts(t *testing.T) {
+	s := NewSender(Policy{AllowPrivate: true}, "test", 4)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	closed := ln.Addr().String()
+	ln.Close()
+	a := s.Send(context.Background(), "http://"+closed+"/hook?token=s3cret", testMessage(t))
+	assert.Equal(t, Retry, a.Outcome)
+	assert.Equal(t, "connection failed", a.Err)
+
+	redirect, _ := receiver(t, func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "http://127.0.0.1:1/x?token=s3cret", http.StatusFound)
+	})
+	a = s.Send(context.Background(), redirect.URL+"/hook?token=s3cret", testMessage(t))
+	assert.Equal(t, Failed, a.Outcome)
+	assert.NotContains(t, a.Err, "s3cret")
+
+	slow, _ := receiver(t, func(w http.ResponseWriter, r *http.Request) { time.Sleep(2 * time.Second) })
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	a = s.Send(ctx, slow.URL+"/hook?token=s3cret", testMessage(t))
+	assert.NotContains(t, a.Err, "s3cret")
+	assert.Equal(t, "POST "+slow.URL+"/hook: EOF", redactURLError(&url.Error{Op: "POST", URL: slow.URL + "/hook?token=s3cret#f", Err: io.EOF}))
 }

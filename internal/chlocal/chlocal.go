@@ -39,7 +39,8 @@ type Server struct {
 
 	args []string // the command line, binary first
 	cmd  *exec.Cmd
-	done chan error
+	done    chan struct{} // closed when the process has exited
+	exitErr error         // its exit status, once done is closed
 	log  *slog.Logger
 }
 
@@ -102,7 +103,7 @@ func Start(ctx context.Context, dir string, log *slog.Logger) (*Server, error) {
 
 // start runs the server on its config and waits until it answers.
 func (s *Server) start(ctx context.Context) error {
-	s.done = make(chan error, 1)
+	s.done = make(chan struct{})
 	s.cmd = exec.Command(s.args[0], s.args[1:]...)
 	s.cmd.Dir = s.Dir
 	out, err := os.OpenFile(filepath.Join(s.Dir, "log", "stdout.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -117,7 +118,7 @@ func (s *Server) start(ctx context.Context) error {
 	if err := s.cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", s.args[0], err)
 	}
-	go func() { s.done <- s.cmd.Wait() }()
+	go func() { s.exitErr = s.cmd.Wait(); close(s.done) }()
 	s.log.Info("clickhouse starting", "binary", s.args[0], "addr", s.Addr, "dir", s.Dir)
 
 	if err := s.waitReady(ctx, 60*time.Second); err != nil {
@@ -127,8 +128,8 @@ func (s *Server) start(ctx context.Context) error {
 	return nil
 }
 
-// Restart stops the server and starts it again on the same ports and data,
-// as an outage would (tests of what clients do meanwhile).
+// Restart stops the server if it runs and starts it again on the same ports
+// and data: with a pause between, an outage for tests of what clients do.
 func (s *Server) Restart(ctx context.Context) error {
 	s.Stop()
 	return s.start(ctx)
@@ -149,9 +150,8 @@ func (s *Server) waitReady(ctx context.Context, limit time.Duration) error {
 			}
 		}
 		select {
-		case err := <-s.done:
-			s.done <- err
-			return fmt.Errorf("clickhouse server exited before it was ready (%v); see %s", err, filepath.Join(s.Dir, "log"))
+		case <-s.done:
+			return fmt.Errorf("clickhouse server exited before it was ready (%v); see %s", s.exitErr, filepath.Join(s.Dir, "log"))
 		case <-deadline.C:
 			return fmt.Errorf("clickhouse server not ready after %s; see %s", limit, filepath.Join(s.Dir, "log"))
 		case <-ctx.Done():
@@ -162,9 +162,15 @@ func (s *Server) waitReady(ctx context.Context, limit time.Duration) error {
 }
 
 // Stop asks the server to shut down and waits for it, killing it after 20 s.
+// Stopping a stopped server does nothing.
 func (s *Server) Stop() {
 	if s == nil || s.cmd == nil || s.cmd.Process == nil {
 		return
+	}
+	select {
+	case <-s.done:
+		return
+	default:
 	}
 	_ = s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
