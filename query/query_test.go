@@ -219,11 +219,29 @@ func TestReadyz(t *testing.T) {
 	})
 	code, _ := get(t, srv, "/readyz", "")
 	assert.Equal(t, http.StatusOK, code)
-	notRunning := errors.New("ingest is not running")
+	notRunning := errors.New("ingest is not running: clickhouse 10.0.0.7:9000 refused")
 	ingestErr.Store(&notRunning)
 	code, body := get(t, srv, "/readyz", "")
 	assert.Equal(t, http.StatusServiceUnavailable, code)
-	assert.Contains(t, body["error"].(map[string]any)["message"], "ingest is not running")
+	msg := body["error"].(map[string]any)["message"].(string)
+	assert.Contains(t, msg, "not ready")
+	assert.NotContains(t, msg, "10.0.0.7", "readyz answers anyone: no reasons, no addresses")
+}
+
+// TestUnknownPathsNeedAKey: without a key, an unknown /v1 path answers as a
+// real one does (401), so routes cannot be mapped.
+func TestUnknownPathsNeedAKey(t *testing.T) {
+	srv, _, _ := newAPI(t)
+	for _, p := range []string{"/v1/nothing", "/v1/stats", "/v1", "/v1/admin/keys"} {
+		code, _ := get(t, srv, p, "")
+		assert.Equal(t, http.StatusUnauthorized, code, p)
+		code, _ = get(t, srv, p, "wrong-key-0123456789")
+		assert.Equal(t, http.StatusUnauthorized, code, p)
+		code, _ = get(t, srv, p, key)
+		assert.Equal(t, http.StatusNotFound, code, p)
+	}
+	code, _ := get(t, srv, "/nothing", "")
+	assert.Equal(t, http.StatusNotFound, code, "outside /v1 there is nothing to hide")
 }
 
 func TestConfigValidate(t *testing.T) {

@@ -64,7 +64,16 @@ func New(cfg Config, conn Conn, log *slog.Logger, ready ...ReadyFunc) (*Server, 
 	sum := sha256.Sum256([]byte("hindsight cursor v1\x00" + cfg.APIKey))
 	s.cursorKey = sum[:]
 	s.engine.Use(s.recoverJSON, s.logRequests, strictQuery)
-	s.engine.NoRoute(func(c *gin.Context) { abort(c, http.StatusNotFound, "not_found", "no such route: "+c.Request.URL.Path) })
+	s.engine.NoRoute(func(c *gin.Context) {
+		// Unknown /v1 paths answer like real ones to a caller without a key,
+		// so the routes cannot be mapped without one.
+		if p := c.Request.URL.Path; p == "/v1" || strings.HasPrefix(p, "/v1/") {
+			if s.auth(c); c.IsAborted() {
+				return
+			}
+		}
+		abort(c, http.StatusNotFound, "not_found", "no such route: "+c.Request.URL.Path)
+	})
 	s.engine.HandleMethodNotAllowed = true
 	s.engine.NoMethod(func(c *gin.Context) {
 		abort(c, http.StatusMethodNotAllowed, "method_not_allowed", c.Request.Method+" is not allowed on "+c.Request.URL.Path)
@@ -156,15 +165,21 @@ func (s *Server) auth(c *gin.Context) {
 func (s *Server) readyz(c *gin.Context) {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
 	defer cancel()
-	if err := s.conn.Ping(ctx); err != nil {
-		abort(c, http.StatusServiceUnavailable, "not_ready", "clickhouse: "+err.Error())
-		return
+	// /readyz answers without a key, so it says ready or not and nothing
+	// more: the reason (with internal addresses in it) goes to the log.
+	err := s.conn.Ping(ctx)
+	if err != nil {
+		err = fmt.Errorf("clickhouse: %w", err)
 	}
 	for _, r := range s.ready {
-		if err := r(); err != nil {
-			abort(c, http.StatusServiceUnavailable, "not_ready", err.Error())
-			return
+		if err == nil {
+			err = r()
 		}
+	}
+	if err != nil {
+		s.log.Warn("not ready", "err", err)
+		abort(c, http.StatusServiceUnavailable, "not_ready", "not ready; the server log says why")
+		return
 	}
 	c.JSON(http.StatusOK, gin.H{"status": "ready"})
 }

@@ -634,3 +634,20 @@ func TestThreeWorkersShareManyJobs(t *testing.T) {
 		assert.NotZero(t, per[fmt.Sprintf("w%d", i)], "worker w%d got work", i)
 	}
 }
+
+// TestDeletedEndpointKeepsNoSecret: the row that marks an endpoint deleted
+// carries neither its secret nor the previous one.
+func TestDeletedEndpointKeepsNoSecret(t *testing.T) {
+	e := newEnv(t, 10)
+	id := e.endpoint(newSink(t))
+	var rotated map[string]any
+	require.Equal(t, http.StatusOK, e.call("POST", "/v1/endpoints/"+id+"/secret/rotate", nil, &rotated))
+	require.Equal(t, http.StatusOK, e.call("DELETE", "/v1/endpoints/"+id, nil, nil))
+	var secret, previous string
+	var deleted uint8
+	require.NoError(t, e.conn.QueryRow(context.Background(), "SELECT secret, previous_secret, deleted FROM "+e.db+
+		".endpoints FINAL WHERE id = ?", id).Scan(&secret, &previous, &deleted))
+	assert.Equal(t, uint8(1), deleted)
+	assert.Empty(t, secret)
+	assert.Empty(t, previous)
+}

@@ -103,8 +103,10 @@ func (s *Store) SaveEndpoint(ctx context.Context, e Endpoint) error {
 	return s.writeEndpoint(ctx, e, 0)
 }
 
-// DeleteEndpoint marks the endpoint deleted.
+// DeleteEndpoint marks the endpoint deleted. The deleted row keeps no
+// secret; the versions before it go when ClickHouse merges the table.
 func (s *Store) DeleteEndpoint(ctx context.Context, e Endpoint) error {
+	e.Secret, e.PreviousSecret, e.PreviousUntil = "", "", time.Time{}
 	return s.writeEndpoint(ctx, e, 1)
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 
 	"github.com/dodev/hindsight/ingest"
+	"github.com/dodev/hindsight/internal/httpapi"
 	"github.com/dodev/hindsight/query"
 	"github.com/dodev/hindsight/replay"
 	"github.com/dodev/hindsight/schema"
@@ -97,11 +98,10 @@ func (s stack) run(ctx context.Context) error {
 			return usagef("%v", err)
 		}
 		replay.NewAPI(s.database, s.conn, sender, s.log.With("component", "replay-api")).Register(api.V1())
-		if ln, err = net.Listen("tcp", s.httpAddr); err != nil {
-			return fmt.Errorf("listen for http on %s: %w", s.httpAddr, err)
+		if srv, ln, err = httpapi.Listen(s.httpAddr, api.Handler(), httpapi.ServerConfig{}); err != nil {
+			return err
 		}
 		apiURL = "http://" + ln.Addr().String()
-		srv = &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	}
 
 	// Then run them; the first to fail stops the others.
