@@ -37,11 +37,11 @@ type Server struct {
 	HTTPAddr string
 	Dir      string
 
-	args []string // the command line, binary first
-	cmd  *exec.Cmd
+	args    []string // the command line, binary first
+	cmd     *exec.Cmd
 	done    chan struct{} // closed when the process has exited
 	exitErr error         // its exit status, once done is closed
-	log  *slog.Logger
+	log     *slog.Logger
 }
 
 // FindBinary returns the command that starts a server: clickhouse-server, or
