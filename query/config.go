@@ -18,6 +18,9 @@ type Config struct {
 	MaxExecutionTime time.Duration
 	// MaxResultRows bounds the rows any query may return. Default 100,000.
 	MaxResultRows int
+	// MaxConcurrent bounds the /v1 requests served at once; more are
+	// answered 429. Default 16, the API's ClickHouse connections.
+	MaxConcurrent int
 }
 
 // ApplyDefaults fills zero fields with their defaults.
@@ -30,6 +33,9 @@ func (c *Config) ApplyDefaults() {
 	}
 	if c.MaxResultRows == 0 {
 		c.MaxResultRows = 100_000
+	}
+	if c.MaxConcurrent == 0 {
+		c.MaxConcurrent = 16
 	}
 }
 
@@ -46,6 +52,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxExecutionTime < time.Second {
 		return fmt.Errorf("max execution time %s: want at least 1s", c.MaxExecutionTime)
+	}
+	if c.MaxConcurrent < 1 {
+		return fmt.Errorf("max concurrent requests %d: want at least 1", c.MaxConcurrent)
 	}
 	if c.MaxResultRows < 1 {
 		return fmt.Errorf("max result rows %d: want at least 1", c.MaxResultRows)

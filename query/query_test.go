@@ -15,10 +15,12 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/gin-gonic/gin"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/dodev/hindsight/internal/chtest"
+	"github.com/dodev/hindsight/internal/sample"
 	"github.com/dodev/hindsight/query"
 	"github.com/dodev/hindsight/schema"
 )
@@ -259,4 +261,47 @@ func TestConfigValidate(t *testing.T) {
 	ok.ApplyDefaults()
 	assert.NoError(t, ok.Validate())
 	assert.Equal(t, "hindsight", ok.Database)
+}
+
+// TestLimits: more requests at once than MaxConcurrent are 429 with
+// Retry-After; a series denser than the result-row limit is a 400 naming
+// granularity; more than 100 type patterns are a 400 naming types.
+func TestLimits(t *testing.T) {
+	conn, db := chtest.Database(t)
+	_, err := schema.Migrate(context.Background(), conn, db)
+	require.NoError(t, err)
+	opts := sample.TestdataOptions(9)
+	stored, err := sample.Events(2000, opts)
+	require.NoError(t, err)
+	chtest.InsertEvents(t, conn, db, stored)
+	api, err := query.New(query.Config{Database: db, APIKey: key, MaxConcurrent: 1, MaxResultRows: 500}, conn, nil)
+	require.NoError(t, err)
+	release, entered := make(chan struct{}), make(chan struct{})
+	api.V1().GET("/block", func(c *gin.Context) { close(entered); <-release; c.JSON(http.StatusOK, gin.H{}) })
+	srv := httptest.NewServer(api.Handler())
+	t.Cleanup(srv.Close)
+
+	blocked := make(chan int, 1)
+	go func() { code, _ := get(t, srv, "/v1/block", key); blocked <- code }()
+	<-entered
+	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/v1/event-types", nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusTooManyRequests, resp.StatusCode)
+	assert.Equal(t, "1", resp.Header.Get("Retry-After"))
+	close(release)
+	assert.Equal(t, http.StatusOK, <-blocked)
+
+	code, body := get(t, srv, "/v1/stats/send?granularity=hour&from=2026-10-01T00:00:00Z&to=2026-11-01T00:00:00Z", key)
+	assert.Equal(t, http.StatusBadRequest, code, "744 hours of several types exceed 500 rows")
+	assert.True(t, strings.HasPrefix(body["error"].(map[string]any)["message"].(string), "granularity:"), body)
+	code, _ = get(t, srv, "/v1/stats/send?granularity=day&from=2026-10-01T00:00:00Z&to=2026-11-01T00:00:00Z", key)
+	assert.Equal(t, http.StatusOK, code)
+
+	many := strings.TrimSuffix(strings.Repeat("send.email.sent,", 101), ",")
+	code, body = get(t, srv, "/v1/events?types="+many, key)
+	assert.Equal(t, http.StatusBadRequest, code)
+	assert.True(t, strings.HasPrefix(body["error"].(map[string]any)["message"].(string), "types:"), body)
 }

@@ -44,6 +44,7 @@ type Server struct {
 	ready  []ReadyFunc
 	engine *gin.Engine
 	v1     *gin.RouterGroup
+	slots  chan struct{} // one per request in flight under /v1
 	// cursorKey signs listing cursors; derived from the API key so every
 	// replica of the API accepts the others' cursors.
 	cursorKey []byte
@@ -80,7 +81,8 @@ func New(cfg Config, conn Conn, log *slog.Logger, ready ...ReadyFunc) (*Server, 
 	})
 	s.engine.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	s.engine.GET("/readyz", s.readyz)
-	v1 := s.engine.Group("/v1", s.auth)
+	s.slots = make(chan struct{}, cfg.MaxConcurrent)
+	v1 := s.engine.Group("/v1", s.auth, s.limitConcurrency)
 	s.v1 = v1
 	v1.GET("/stats/:service", s.stats)
 	v1.GET("/events", s.listEvents)
@@ -116,9 +118,29 @@ func (s *Server) fail(c *gin.Context, err error) {
 }
 
 // isTimeout reports ClickHouse's TIMEOUT_EXCEEDED (159).
-func isTimeout(err error) bool {
+func isTimeout(err error) bool { return hasCode(err, 159) }
+
+// isTooManyRows reports ClickHouse's TOO_MANY_ROWS_OR_BYTES (396), which
+// max_result_rows raises.
+func isTooManyRows(err error) bool { return hasCode(err, 396) }
+
+func hasCode(err error, code int32) bool {
 	var ex *clickhouse.Exception
-	return errors.As(err, &ex) && ex.Code == 159
+	return errors.As(err, &ex) && ex.Code == code
+}
+
+// limitConcurrency answers 429 to a request beyond MaxConcurrent in flight,
+// rather than queueing it behind slow ones for a connection.
+func (s *Server) limitConcurrency(c *gin.Context) {
+	select {
+	case s.slots <- struct{}{}:
+		defer func() { <-s.slots }()
+		c.Next()
+	default:
+		c.Header("Retry-After", "1")
+		abort(c, http.StatusTooManyRequests, "too_many_requests",
+			fmt.Sprintf("more than %d requests at once; retry after a second", cap(s.slots)))
+	}
 }
 
 func (s *Server) recoverJSON(c *gin.Context) {

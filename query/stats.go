@@ -109,6 +109,11 @@ func (s *Server) stats(c *gin.Context) {
 		}
 	}
 	resp, err := s.runStats(c.Request.Context(), req, buckets)
+	if isTooManyRows(err) {
+		// A dense series (many buckets times many types or groups) is the
+		// one way a stats answer outgrows the result-row limit.
+		err = badParam("granularity", fmt.Sprintf("the series has more than %d rows (buckets × types or groups); narrow the range, widen the granularity or drop group_by", s.cfg.MaxResultRows))
+	}
 	if err != nil {
 		s.fail(c, err)
 		return

@@ -142,9 +142,6 @@ func (a *API) apply(ctx context.Context, in endpointInput, e *Endpoint) error {
 		if _, err := schema.ParsePatterns(*in.EnabledEvents); err != nil {
 			return bad("enabled_events", err.Error())
 		}
-		if len(*in.EnabledEvents) > 100 {
-			return bad("enabled_events", "more than 100 patterns")
-		}
 		e.EnabledEvents = *in.EnabledEvents
 	}
 	if in.Description != nil {

@@ -40,10 +40,18 @@ func checkSegments(s string) error {
 	return nil
 }
 
-// ParsePatterns parses a list; an empty list is an error.
+// MaxPatterns bounds a list of patterns: each becomes a condition of every
+// statement that reads with it.
+const MaxPatterns = 100
+
+// ParsePatterns parses a list; an empty list is an error, and so is one of
+// more than MaxPatterns.
 func ParsePatterns(list []string) ([]Pattern, error) {
 	if len(list) == 0 {
 		return nil, fmt.Errorf("no patterns given")
+	}
+	if len(list) > MaxPatterns {
+		return nil, fmt.Errorf("%d patterns: want at most %d", len(list), MaxPatterns)
 	}
 	out := make([]Pattern, 0, len(list))
 	for _, s := range list {

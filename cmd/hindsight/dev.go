@@ -11,6 +11,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
 	"github.com/dodev/hindsight/ingest"
 	"github.com/dodev/hindsight/internal/chlocal"
 	"github.com/dodev/hindsight/query"
@@ -84,6 +86,7 @@ func runDev(ctx context.Context, args []string) error {
 	replayCfg.ApplyDefaults()
 	s := stack{
 		conn: conn, database: c.database, log: log,
+		dial:   func(conns, maxSeconds int) (driver.Conn, error) { return dialClickHouse(c, conns, maxSeconds) },
 		ingest: &ingestCfg, api: &apiCfg, replay: &replayCfg, httpAddr: httpAddr,
 		// A developer's receiver runs on this machine or its network; cloud
 		// metadata (link-local) stays refused.

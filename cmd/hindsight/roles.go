@@ -20,18 +20,47 @@ import (
 	"github.com/dodev/hindsight/schema"
 )
 
-// openClickHouse connects over the native protocol and waits up to a minute
-// for the server to answer, as it may still be starting (compose, dev).
-func openClickHouse(ctx context.Context, c common, log *slog.Logger) (driver.Conn, error) {
+// Connection pools. Each component has its own, so that sixteen slow stats
+// queries cannot hold the connections ingest inserts with or the replay
+// worker renews its leases with.
+const (
+	apiConns    = 16
+	ingestConns = 4
+	replayConns = 16
+	// maxQueryMemory bounds what any one statement may use on the server.
+	maxQueryMemory = 4 << 30
+)
+
+// dialClickHouse returns a pool of up to conns native-protocol connections
+// (opened lazily). Every statement on it carries max_memory_usage, and
+// max_execution_time when given (seconds; 0 leaves it to the statement).
+func dialClickHouse(c common, conns, maxSeconds int) (driver.Conn, error) {
+	settings := clickhouse.Settings{"max_memory_usage": maxQueryMemory}
+	if maxSeconds > 0 {
+		settings["max_execution_time"] = maxSeconds
+	}
 	conn, err := clickhouse.Open(&clickhouse.Options{
 		Addr:         []string{c.clickhouse},
 		Auth:         clickhouse.Auth{Username: c.user, Password: c.password},
 		DialTimeout:  5 * time.Second,
 		ReadTimeout:  5 * time.Minute,
-		MaxOpenConns: 16,
+		MaxOpenConns: conns,
+		MaxIdleConns: conns,
+		Settings:     settings,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse %s: %w", c.clickhouse, err)
+	}
+	return conn, nil
+}
+
+// openClickHouse opens the API's pool (also used to migrate) and waits up
+// to a minute for the server to answer, as it may still be starting
+// (compose, dev).
+func openClickHouse(ctx context.Context, c common, log *slog.Logger) (driver.Conn, error) {
+	conn, err := dialClickHouse(c, apiConns, 0)
+	if err != nil {
+		return nil, err
 	}
 	deadline := time.Now().Add(time.Minute)
 	for {
@@ -53,7 +82,9 @@ func openClickHouse(ctx context.Context, c common, log *slog.Logger) (driver.Con
 
 // stack is what one process runs: ingest, the API, or both.
 type stack struct {
-	conn     driver.Conn
+	conn     driver.Conn // the API's pool, also used to migrate
+	// dial opens the other components' own pools; nil shares conn (tests).
+	dial     func(conns, maxSeconds int) (driver.Conn, error)
 	database string
 	log      *slog.Logger
 	ingest   *ingest.Config       // nil: no ingest here
@@ -71,12 +102,31 @@ func (s stack) run(ctx context.Context) error {
 	if _, err := schema.Migrate(ctx, s.conn, s.database); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
+	var pools []driver.Conn
+	defer func() {
+		for _, p := range pools {
+			_ = p.Close()
+		}
+	}()
+	pool := func(conns, maxSeconds int) (driver.Conn, error) {
+		if s.dial == nil {
+			return s.conn, nil
+		}
+		conn, err := s.dial(conns, maxSeconds)
+		if err == nil {
+			pools = append(pools, conn)
+		}
+		return conn, err
+	}
 	// Build everything first: a bad setting then stops us before anything runs.
 	var in *ingest.Ingester
 	var ready []query.ReadyFunc
 	if s.ingest != nil {
-		var err error
-		if in, err = ingest.New(*s.ingest, s.conn, s.log.With("component", "ingest")); err != nil {
+		conn, err := pool(ingestConns, 0)
+		if err != nil {
+			return err
+		}
+		if in, err = ingest.New(*s.ingest, conn, s.log.With("component", "ingest")); err != nil {
 			return usagef("%v", err)
 		}
 		ready = append(ready, in.Ready)
@@ -84,8 +134,11 @@ func (s stack) run(ctx context.Context) error {
 	sender := replay.NewSender(s.policy, version, 256)
 	var worker *replay.Worker
 	if s.replay != nil {
-		var err error
-		if worker, err = replay.NewWorker(*s.replay, s.conn, sender, s.log.With("component", "replay")); err != nil {
+		conn, err := pool(replayConns, 60)
+		if err != nil {
+			return err
+		}
+		if worker, err = replay.NewWorker(*s.replay, conn, sender, s.log.With("component", "replay")); err != nil {
 			return usagef("%v", err)
 		}
 	}
@@ -236,6 +289,7 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 	}
 	defer conn.Close()
 	s.conn = conn
+	s.dial = func(conns, maxSeconds int) (driver.Conn, error) { return dialClickHouse(c, conns, maxSeconds) }
 	return s.run(ctx)
 }
 
