@@ -82,7 +82,7 @@ func openClickHouse(ctx context.Context, c common, log *slog.Logger) (driver.Con
 
 // stack is what one process runs: ingest, the API, or both.
 type stack struct {
-	conn     driver.Conn // the API's pool, also used to migrate
+	conn driver.Conn // the API's pool, also used to migrate
 	// dial opens the other components' own pools; nil shares conn (tests).
 	dial     func(conns, maxSeconds int) (driver.Conn, error)
 	database string
