@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/gin-gonic/gin"
 
 	"github.com/dodev/hindsight/schema"
@@ -22,6 +23,12 @@ import (
 const (
 	defaultEventLimit = 100
 	maxEventLimit     = 1000
+	// maxPageBytes ends a page early (with a cursor) once it holds this
+	// much, so a page of large events stays bounded in memory.
+	maxPageBytes = 4 << 20
+	// listBlockRows is the block size pages are read in, for the same
+	// reason: the client holds a few blocks beyond the page.
+	listBlockRows = 64
 )
 
 // cursor is where a listing page ended: the last event's (createdAt,
@@ -130,7 +137,12 @@ func (s *Server) listEvents(c *gin.Context) {
 	q += " ORDER BY created_at, event_id LIMIT ?"
 	args = append(args, limit+1)
 
-	rows, err := s.conn.Query(s.queryContext(c.Request.Context()), q, args...)
+	ctx := clickhouse.Context(s.queryContext(c.Request.Context()), clickhouse.WithSettings(clickhouse.Settings{
+		"max_execution_time": int(s.cfg.MaxExecutionTime / time.Second),
+		"max_result_rows":    s.cfg.MaxResultRows,
+		"max_block_size":     listBlockRows,
+	}))
+	rows, err := s.conn.Query(ctx, q, args...)
 	if err != nil {
 		s.fail(c, fmt.Errorf("list events: %w", err))
 		return
@@ -148,7 +160,7 @@ func (s *Server) listEvents(c *gin.Context) {
 			s.fail(c, fmt.Errorf("read events: %w", err))
 			return
 		}
-		if n == limit {
+		if n == limit || out.Len() >= maxPageBytes {
 			more = true
 			break
 		}

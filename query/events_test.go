@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dodev/hindsight/internal/chtest"
 	"github.com/dodev/hindsight/schema"
 )
 
@@ -214,4 +215,41 @@ func TestEventTypes(t *testing.T) {
 		assert.NotEmpty(t, et["fields"])
 	}
 	assert.Equal(t, []any{map[string]any{"type": "send.email.deferred", "service": "send", "count_30d": 1.0}}, body["unknown"])
+}
+
+// TestListEventsPagesAreBoundedInBytes stores 40 events of 300 kB each: a
+// page of 100 stops once it holds 4 MiB, and the cursors still give every
+// event once.
+func TestListEventsPagesAreBoundedInBytes(t *testing.T) {
+	srv, conn, db := newAPI(t)
+	var p schema.Parser
+	var events []schema.Event
+	pad := strings.Repeat("x", 300_000)
+	for i := range 40 {
+		raw := fmt.Sprintf(`{"eventId":"big-%02d","type":"platform.test","service":"platform","livemode":false,"createdAt":%d,"data":{"message":%q,"endpoint_id":"e"}}`,
+			i, time.Date(2026, 10, 5, 0, 0, i, 0, time.UTC).UnixMilli(), pad)
+		ev, err := p.Parse([]byte(raw))
+		require.NoError(t, err)
+		events = append(events, ev)
+	}
+	chtest.InsertEvents(t, conn, db, events)
+	q := "from=2026-10-01T00:00:00Z&to=2026-11-01T00:00:00Z&livemode=all&limit=100"
+	seen := map[string]bool{}
+	pages := 0
+	for cursor := ""; ; pages++ {
+		pg := listPage(t, srv.URL, q+cursor)
+		assert.LessOrEqual(t, len(pg.Data), 15, "4 MiB of 300 kB events, and the one that crossed it")
+		for _, raw := range pg.Data {
+			var ev struct{ EventID string }
+			require.NoError(t, json.Unmarshal(raw, &ev))
+			assert.False(t, seen[ev.EventID], "once: %s", ev.EventID)
+			seen[ev.EventID] = true
+		}
+		if pg.NextCursor == nil {
+			break
+		}
+		cursor = "&cursor=" + url.QueryEscape(*pg.NextCursor)
+	}
+	assert.Len(t, seen, 40)
+	assert.GreaterOrEqual(t, pages, 2)
 }

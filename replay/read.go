@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
+
 	"github.com/dodev/hindsight/internal/httpapi"
 	"github.com/dodev/hindsight/schema"
 )
@@ -44,13 +46,20 @@ func countMatching(ctx context.Context, conn Conn, db string, job Job, patterns 
 	return n, rows.Err()
 }
 
+// pageBlockRows is the block size pages are read in: what the client holds
+// beyond the page is a few blocks of at most this many events.
+const pageBlockRows = 256
+
 // readPage returns up to size events after the job's cursor, in (createdAt,
 // eventId) order, each eventId once: copies ClickHouse has not merged yet
-// sit next to each other in that order and are skipped.
-func readPage(ctx context.Context, conn Conn, db string, job Job, patterns []schema.Pattern, size int) ([]event, error) {
+// sit next to each other in that order and are skipped. It stops early once
+// the page holds maxBytes of events (at least one event), and reads in
+// small blocks, so a page of large events stays bounded in memory.
+func readPage(ctx context.Context, conn Conn, db string, job Job, patterns []schema.Pattern, size, maxBytes int) ([]event, error) {
 	where, args := matchSQL(job, patterns)
 	where += " AND (created_at > ? OR (created_at = ? AND event_id > ?))"
 	args = append(args, job.CursorAt, job.CursorAt, job.CursorID, size)
+	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"max_block_size": pageBlockRows}))
 	rows, err := conn.Query(ctx, "SELECT event_id, created_at, raw FROM `"+db+"`.events WHERE "+where+
 		" ORDER BY created_at, event_id LIMIT ?", args...)
 	if err != nil {
@@ -58,7 +67,8 @@ func readPage(ctx context.Context, conn Conn, db string, job Job, patterns []sch
 	}
 	defer rows.Close()
 	var page []event
-	for rows.Next() {
+	bytes := 0
+	for bytes < maxBytes && rows.Next() {
 		var ev event
 		var raw string
 		if err := rows.Scan(&ev.id, &ev.createdAt, &raw); err != nil {
@@ -69,6 +79,7 @@ func readPage(ctx context.Context, conn Conn, db string, job Job, patterns []sch
 		}
 		ev.raw = []byte(raw)
 		page = append(page, ev)
+		bytes += len(raw)
 	}
 	return page, rows.Err()
 }

@@ -651,3 +651,31 @@ func TestDeletedEndpointKeepsNoSecret(t *testing.T) {
 	assert.Empty(t, secret)
 	assert.Empty(t, previous)
 }
+
+// TestReadPageStopsAtItsByteBound: a page ends once it holds maxBytes of
+// events (at least one), and the next page goes on from there.
+func TestReadPageStopsAtItsByteBound(t *testing.T) {
+	e := newEnv(t, 200)
+	patterns, err := schema.ParsePatterns([]string{"*"})
+	require.NoError(t, err)
+	job := Job{ID: "rpl_bytes", Since: since, Livemode: "all"}
+	var all []string
+	for {
+		page, err := readPage(context.Background(), e.conn, e.db, job, patterns, 1000, 2_000)
+		require.NoError(t, err)
+		if len(page) == 0 {
+			break
+		}
+		size := 0
+		for _, ev := range page[:len(page)-1] {
+			size += len(ev.raw)
+		}
+		assert.Less(t, size, 2_000, "only the last event may cross the bound")
+		for _, ev := range page {
+			all = append(all, ev.id)
+		}
+		last := page[len(page)-1]
+		job.CursorAt, job.CursorID = last.createdAt, last.id
+	}
+	assert.Equal(t, e.want(since, time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC), "*"), all, "every event once, in order")
+}

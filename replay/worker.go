@@ -31,6 +31,10 @@ type WorkerConfig struct {
 	// PageSize is how many events are read per query; it is also what a
 	// resumed job may repeat. Default 5000.
 	PageSize int
+	// PageBytes ends a page early once it holds this many bytes of events,
+	// so large events cannot make a page (two with the one read ahead)
+	// outgrow memory. Default 16 MiB.
+	PageBytes int
 }
 
 // ApplyDefaults fills zero fields.
@@ -54,6 +58,9 @@ func (c *WorkerConfig) ApplyDefaults() {
 	if c.PageSize == 0 {
 		c.PageSize = 5000
 	}
+	if c.PageBytes == 0 {
+		c.PageBytes = 16 << 20
+	}
 }
 
 // Validate reports the first setting that cannot work.
@@ -61,9 +68,9 @@ func (c *WorkerConfig) Validate() error {
 	if err := schema.ValidateDatabase(c.Database); err != nil {
 		return err
 	}
-	if c.Poll < 10*time.Millisecond || c.LeaseTTL < time.Second || c.MaxJobs < 1 || c.PageSize < 1 {
-		return fmt.Errorf("replay worker: poll %s, lease %s, max jobs %d, page %d: want >= 10ms, >= 1s, >= 1, >= 1",
-			c.Poll, c.LeaseTTL, c.MaxJobs, c.PageSize)
+	if c.Poll < 10*time.Millisecond || c.LeaseTTL < time.Second || c.MaxJobs < 1 || c.PageSize < 1 || c.PageBytes < 1 {
+		return fmt.Errorf("replay worker: poll %s, lease %s, max jobs %d, page %d events and %d bytes: want >= 10ms, >= 1s, >= 1, >= 1, >= 1",
+			c.Poll, c.LeaseTTL, c.MaxJobs, c.PageSize, c.PageBytes)
 	}
 	return nil
 }
@@ -309,7 +316,7 @@ type pageResult struct {
 func (w *Worker) prefetch(ctx context.Context, job Job, patterns []schema.Pattern) <-chan pageResult {
 	ch := make(chan pageResult, 1)
 	go func() {
-		page, err := readPage(ctx, w.conn, w.cfg.Database, job, patterns, w.cfg.PageSize)
+		page, err := readPage(ctx, w.conn, w.cfg.Database, job, patterns, w.cfg.PageSize, w.cfg.PageBytes)
 		ch <- pageResult{page, err}
 	}()
 	return ch
