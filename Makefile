@@ -7,7 +7,7 @@ BIN     := bin/hindsight
 CHDB_VERSION := 26.7.3-stable.1
 CHDB_LIB     := .cache/chdb/libchdb.so
 
-.PHONY: run test test-unit build vet clickhouse bench-ingest bench-query bench-replay fuzz clean
+.PHONY: run test test-unit test-faults build vet clickhouse bench-ingest bench-query bench-replay fuzz fuzz-ci clean
 
 ## run: install ClickHouse if missing, then run everything with the sample loaded
 run: clickhouse build
@@ -21,7 +21,7 @@ TEST_IMAGES := HINDSIGHT_TEST_CLICKHOUSE_IMAGE=local/clickhouse-server:18.16 \
 ## test: vet; unit tests; integration tests on a local ClickHouse and the
 ## embedded broker; the testcontainers suite (Docker is set up, and the
 ## dockerd it starts is stopped after); the SQL compatibility test on
-## ClickHouse 18.16 and chDB 26.x
+## ClickHouse 18.16 and chDB 26.x; the fault suite; each fuzz test briefly
 test: clickhouse vet $(CHDB_LIB)
 	internal/testimages/docker.sh up
 	status=0; \
@@ -29,6 +29,14 @@ test: clickhouse vet $(CHDB_LIB)
 		$(GO) test -count=1 -tags chdb -timeout 20m ./... || status=$$?; \
 	internal/testimages/docker.sh down; \
 	exit $$status
+	$(MAKE) test-faults
+	$(MAKE) fuzz-ci
+
+## test-faults: real hindsight processes under faults (crash loop, ClickHouse
+## outage, recreated topic, backfill, oversized record, rebalance storm);
+## writes docs/reliability.md from the run
+test-faults: clickhouse
+	HINDSIGHT_FAULTS_REPORT=$(abspath docs/reliability.md) $(GO) test -tags faults -count=1 -timeout 25m -v ./internal/faults/
 
 ## test-unit: unit tests only (no servers)
 test-unit:
@@ -72,14 +80,20 @@ bench-query: clickhouse
 bench-replay: clickhouse
 	HINDSIGHT_REQUIRE_CLICKHOUSE=1 $(GO) test -run '^$$' -bench BenchmarkReplay -benchtime 1x -timeout 30m ./replay/
 
-## fuzz: run each fuzz test for a while
+## fuzz: run each fuzz test for a while (FUZZTIME for all of them)
+FUZZTIME ?=
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime 60s ./schema/
-	$(GO) test -run '^$$' -fuzz FuzzPattern -fuzztime 30s ./schema/
-	$(GO) test -run '^$$' -fuzz FuzzParseTime -fuzztime 30s ./internal/httpapi/
-	$(GO) test -run '^$$' -fuzz FuzzBuckets -fuzztime 30s ./internal/httpapi/
-	$(GO) test -run '^$$' -fuzz FuzzDecodeCursor -fuzztime 30s ./query/
-	$(GO) test -run '^$$' -fuzz FuzzRetryAfter -fuzztime 30s ./replay/
+	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(or $(FUZZTIME),60s) ./schema/
+	$(GO) test -run '^$$' -fuzz FuzzPattern -fuzztime $(or $(FUZZTIME),30s) ./schema/
+	$(GO) test -run '^$$' -fuzz FuzzParseTime -fuzztime $(or $(FUZZTIME),30s) ./internal/httpapi/
+	$(GO) test -run '^$$' -fuzz FuzzBuckets -fuzztime $(or $(FUZZTIME),30s) ./internal/httpapi/
+	$(GO) test -run '^$$' -fuzz FuzzDecodeCursor -fuzztime $(or $(FUZZTIME),30s) ./query/
+	$(GO) test -run '^$$' -fuzz FuzzRetryAfter -fuzztime $(or $(FUZZTIME),30s) ./replay/
+	$(GO) test -run '^$$' -fuzz FuzzCheckIP -fuzztime $(or $(FUZZTIME),30s) ./replay/
+
+## fuzz-ci: each fuzz test for a few seconds, so CI keeps them running
+fuzz-ci:
+	$(MAKE) fuzz FUZZTIME=8s
 
 clean:
 	rm -rf bin .hindsight

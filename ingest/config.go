@@ -22,6 +22,27 @@ type Config struct {
 	// instead of waiting for the old session to time out. Use a stable name
 	// per process, such as a pod name. Default: dynamic membership.
 	InstanceID string
+	// SessionTimeout is how long the group waits for a member that stopped
+	// heartbeating before it takes its partitions back. A process killed
+	// without leaving the group holds its partitions, and any rebalance, that
+	// long. Default 10 s (Kafka's default before 3.0; franz-go's is 45 s).
+	SessionTimeout time.Duration
+	// GroupProtocol is the consumer group protocol: "consumer" (KIP-848, the
+	// broker assigns partitions; Kafka 4.0 and later, and franz-go falls back
+	// to classic on older brokers) or "classic" (join and sync rounds led by
+	// one member). Default "consumer": a member killed without leaving holds
+	// its partitions for one session timeout and stalls nobody else, where a
+	// classic round waits on dead members and can elect one to lead. With an
+	// InstanceID the default is "classic": there a restarted static member
+	// takes its old place at once (KIP-345), where KIP-848 holds a crashed
+	// static member's place for its session timeout.
+	GroupProtocol string
+	// RebalanceTimeout is how long a rebalance waits for members to rejoin.
+	// Ingest rejoins once the batch in hand is stored, so a member still
+	// retrying a flush after this is dropped from the group (its rows are
+	// stored when ClickHouse answers; the partitions' next owner skips them
+	// by eventId). Default 20 s (franz-go's is 60 s).
+	RebalanceTimeout time.Duration
 	// Database holds the events table. Default "hindsight".
 	Database string
 	// BatchSize is the most rows one batch carries. Default 50,000.
@@ -46,14 +67,17 @@ type Config struct {
 
 // Defaults.
 const (
-	DefaultTopic         = "events"
-	DefaultGroup         = "hindsight-ingest"
-	DefaultDatabase      = "hindsight"
-	DefaultBatchSize     = 50_000
-	DefaultBatchBytes    = 64 << 20
-	DefaultMaxEventBytes = 256 << 10
-	DefaultFlushInterval = time.Second
-	DefaultRecentIDs     = 1 << 21
+	DefaultTopic            = "events"
+	DefaultGroup            = "hindsight-ingest"
+	DefaultDatabase         = "hindsight"
+	DefaultBatchSize        = 50_000
+	DefaultBatchBytes       = 64 << 20
+	DefaultMaxEventBytes    = 256 << 10
+	DefaultFlushInterval    = time.Second
+	DefaultGroupProtocol    = "consumer"
+	DefaultSessionTimeout   = 10 * time.Second
+	DefaultRebalanceTimeout = 20 * time.Second
+	DefaultRecentIDs        = 1 << 21
 )
 
 // ApplyDefaults fills zero fields with their defaults.
@@ -69,6 +93,18 @@ func (c *Config) ApplyDefaults() {
 	}
 	if c.BatchSize == 0 {
 		c.BatchSize = DefaultBatchSize
+	}
+	if c.GroupProtocol == "" {
+		c.GroupProtocol = DefaultGroupProtocol
+		if c.InstanceID != "" {
+			c.GroupProtocol = "classic"
+		}
+	}
+	if c.SessionTimeout == 0 {
+		c.SessionTimeout = DefaultSessionTimeout
+	}
+	if c.RebalanceTimeout == 0 {
+		c.RebalanceTimeout = DefaultRebalanceTimeout
 	}
 	if c.BatchBytes == 0 {
 		c.BatchBytes = DefaultBatchBytes
@@ -106,6 +142,15 @@ func (c *Config) Validate() error {
 	}
 	if c.BatchSize < 1 || c.BatchSize > 1_000_000 {
 		return fmt.Errorf("batch size %d: want 1 to 1,000,000", c.BatchSize)
+	}
+	if c.GroupProtocol != "consumer" && c.GroupProtocol != "classic" {
+		return fmt.Errorf("group protocol %q: want consumer or classic", c.GroupProtocol)
+	}
+	if c.SessionTimeout < 6*time.Second || c.SessionTimeout > 5*time.Minute {
+		return fmt.Errorf("session timeout %s: want 6s (Kafka's smallest by default) to 5m", c.SessionTimeout)
+	}
+	if c.RebalanceTimeout < time.Second || c.RebalanceTimeout > 10*time.Minute {
+		return fmt.Errorf("rebalance timeout %s: want 1s to 10m", c.RebalanceTimeout)
 	}
 	if c.BatchBytes < 1<<20 || c.BatchBytes > 1<<30 {
 		return fmt.Errorf("batch bytes %d: want 1 MiB to 1 GiB", c.BatchBytes)

@@ -32,6 +32,9 @@ import (
 // below Kafka's default max.message.bytes (1,048,588).
 const defaultDLQLimit = 1_000_012
 
+// dlqAttempt bounds one attempt to produce a batch's dead letters.
+const dlqAttempt = 30 * time.Second
+
 // dlqOverhead is room left in a produce batch for the batch and record
 // framing around a record's key, value and headers.
 const dlqOverhead = 512
@@ -95,7 +98,10 @@ func (in *Ingester) openDLQ(ctx context.Context) error {
 		kgo.SeedBrokers(in.cfg.Brokers...),
 		kgo.ProducerBatchMaxBytes(int32(limit)),
 		kgo.ProducerBatchCompression(kgo.NoCompression()),
-		kgo.RecordDeliveryTimeout(30 * time.Second),
+		// No RecordDeliveryTimeout: franz-go counts it from the record's
+		// timestamp, and a dead letter keeps its source record's, so a
+		// backlog's dead letters would time out before their first try.
+		// Each attempt is bounded by its context instead (sendDeadLetters).
 	}, in.extra...)
 	in.dlqClient, err = kgo.NewClient(opts...)
 	if err != nil {
@@ -110,6 +116,8 @@ func (in *Ingester) openDLQ(ctx context.Context) error {
 // to ClickHouse's dead_letters table instead.
 func (in *Ingester) sendDeadLetters(ctx context.Context) error {
 	err := in.retry(ctx, "produce to dead-letter topic", func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, dlqAttempt)
+		defer cancel()
 		err := in.dlqClient.ProduceSync(ctx, in.dlq...).FirstErr()
 		if dlqUnusable(err) {
 			return permanent{err}

@@ -303,3 +303,22 @@ func TestIngestDLQUnusable(t *testing.T) {
 	assert.Equal(t, uint64(1), f.count("SELECT count() FROM "+f.db+".dead_letters WHERE error LIKE '%printable ASCII%'"))
 	assert.Equal(t, int64(4), committed(t, f.cluster.ListenAddrs()), "every offset committed")
 }
+
+// TestIngestDeadLettersOldRecords dead-letters records produced long ago
+// (a backlog): they keep their timestamps and must still reach the DLQ.
+func TestIngestDeadLettersOldRecords(t *testing.T) {
+	f := newFixture(t)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(f.cluster.ListenAddrs()...), kgo.DefaultProduceTopic("events"))
+	require.NoError(t, err)
+	old := time.Now().Add(-time.Hour)
+	require.NoError(t, cl.ProduceSync(context.Background(),
+		&kgo.Record{Value: []byte("not json, an hour old"), Timestamp: old},
+		&kgo.Record{Value: delivered("old", old), Timestamp: old}).FirstErr())
+	cl.Close()
+	in, stop := f.run(f.config(), testHooks{})
+	f.waitConsumed(in, 2)
+	require.NoError(t, stop())
+	dl := f.deadLetters(1)
+	assert.Equal(t, "not json, an hour old", string(dl[0].Value))
+	assert.Equal(t, uint64(1), f.count("SELECT count() FROM "+f.db+".events"))
+}

@@ -101,6 +101,8 @@ func New(cfg Config, conn Inserter, log *slog.Logger, extra ...kgo.Opt) (*Ingest
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ConsumerGroup(cfg.Group),
+		kgo.SessionTimeout(cfg.SessionTimeout),
+		kgo.RebalanceTimeout(cfg.RebalanceTimeout),
 		kgo.ConsumeTopics(cfg.Topic),
 		kgo.DisableAutoCommit(),
 		// Partitions stay ours from the poll that returned their records until
@@ -109,10 +111,14 @@ func New(cfg Config, conn Inserter, log *slog.Logger, extra ...kgo.Opt) (*Ingest
 		kgo.OnPartitionsRevoked(in.partitionsMoved),
 		kgo.OnPartitionsLost(in.partitionsMoved),
 		kgo.FetchMaxBytes(16 << 20),
+		kgo.WithLogger(kgoLogger{log.With("client", "kafka")}),
 		kgo.ProducerBatchCompression(kgo.NoCompression()),
 	}
 	if cfg.InstanceID != "" {
 		opts = append(opts, kgo.InstanceID(cfg.InstanceID))
+	}
+	if cfg.GroupProtocol == "consumer" {
+		opts = append(opts, kgo.ServerSideBalancer())
 	}
 	client, err := kgo.NewClient(append(opts, extra...)...)
 	if err != nil {

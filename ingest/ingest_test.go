@@ -283,6 +283,11 @@ func TestConfigValidate(t *testing.T) {
 		"huge batch":     func(c *Config) { c.BatchSize = 2_000_000 },
 		"tiny interval":  func(c *Config) { c.FlushInterval = time.Millisecond },
 		"retry inverted": func(c *Config) { c.RetryMax = c.RetryMin / 2 },
+		"bad protocol":   func(c *Config) { c.GroupProtocol = "eager" },
+		"short session":  func(c *Config) { c.SessionTimeout = time.Second },
+		"tiny rebalance": func(c *Config) { c.RebalanceTimeout = time.Millisecond },
+		"tiny batch":     func(c *Config) { c.BatchBytes = 1000 },
+		"huge events":    func(c *Config) { c.MaxEventBytes = 64 << 20 },
 	} {
 		t.Run(name, func(t *testing.T) {
 			c := base()
@@ -296,6 +301,11 @@ func TestConfigValidate(t *testing.T) {
 	assert.Equal(t, "hindsight", c.Database)
 	assert.Equal(t, DefaultBatchSize, c.BatchSize)
 	assert.Equal(t, fmt.Sprint(time.Second), fmt.Sprint(c.FlushInterval))
+	assert.Equal(t, "consumer", c.GroupProtocol)
+	assert.Equal(t, 256<<10, c.MaxEventBytes)
+	static := Config{Brokers: []string{"x:1"}, InstanceID: "pod-0"}
+	static.ApplyDefaults()
+	assert.Equal(t, "classic", static.GroupProtocol, "static members rejoin at once only in classic groups")
 }
 
 // committed returns the sum of the ingest group's committed offsets.

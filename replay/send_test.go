@@ -342,3 +342,28 @@ func TestSendErrorsHideURLsAndPorts(t *testing.T) {
 	assert.NotContains(t, a.Err, "s3cret")
 	assert.Equal(t, "POST "+slow.URL+"/hook: EOF", redactURLError(&url.Error{Op: "POST", URL: slow.URL + "/hook?token=s3cret#f", Err: io.EOF}))
 }
+
+// FuzzCheckIP: any 16 bytes are judged without panicking, strict mode never
+// allows what permissive mode refuses, and an IPv6 form is never allowed
+// where the IPv4 address it carries is not.
+func FuzzCheckIP(f *testing.F) {
+	for _, s := range []string{"127.0.0.1", "2002:7f00:1::", "2001:0:4136:e378:8000:63bf:80ff:fffe", "64:ff9b:1:7f00:0:100::", "93.184.216.34", "fd00:ec2::254"} {
+		a := netip.MustParseAddr(s).As16()
+		f.Add(a[:])
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if len(b) != 16 {
+			return
+		}
+		ip := netip.AddrFrom16([16]byte(b))
+		strict, loose := Policy{}.CheckIP(ip), Policy{AllowPrivate: true}.CheckIP(ip)
+		if strict == nil && loose != nil {
+			t.Fatalf("%s allowed strictly but refused permissively: %v", ip, loose)
+		}
+		for _, v4 := range embeddedIPv4(ip.Unmap()) {
+			if err := (Policy{}).CheckIP(v4); err != nil && strict == nil {
+				t.Fatalf("%s allowed though it carries %s", ip, v4)
+			}
+		}
+	})
+}

@@ -39,6 +39,25 @@ func BenchmarkIngestMemory(b *testing.B) {
 	}
 }
 
+// BenchmarkIngestMemoryLargeEvents drains 2,000 events just under the
+// maximum event size (250 KiB each, 500 MB in all) with default settings:
+// the worst case for memory, where batches are bounded by bytes, not rows.
+func BenchmarkIngestMemoryLargeEvents(b *testing.B) {
+	bin := binary(b)
+	pad := strings.Repeat("x", 250<<10)
+	values := make([][]byte, 2000)
+	for i := range values {
+		values[i] = fmt.Appendf(nil, `{"eventId":"large-%d","type":"talk.speech.generated","service":"talk","createdAt":%d,"data":{"voice":"nova","format":"mp3","textLength":1,"speed":1,"text":%q}}`,
+			i, time.Date(2026, 10, 5, 0, 0, 0, 0, time.UTC).UnixMilli()+int64(i), pad)
+	}
+	for b.Loop() {
+		peak, took := drainWithChild(b, bin, values)
+		b.ReportMetric(float64(peak)/(1<<20), "peak-RSS-MiB")
+		b.ReportMetric(float64(len(values))/took.Seconds(), "events/s")
+		b.Logf("%d events of %d KiB: peak RSS %d MiB, %.0f events/s", len(values), len(values[0])>>10, peak>>20, float64(len(values))/took.Seconds())
+	}
+}
+
 func drainWithChild(b *testing.B, bin string, values [][]byte) (peak int64, took time.Duration) {
 	b.StopTimer()
 	defer b.StartTimer()
@@ -46,7 +65,7 @@ func drainWithChild(b *testing.B, bin string, values [][]byte) (peak int64, took
 	broker, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, "events"), kfake.AllowAutoTopicCreation())
 	require.NoError(b, err)
 	defer broker.Close()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(broker.ListenAddrs()...), kgo.DefaultProduceTopic("events"))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(broker.ListenAddrs()...), kgo.DefaultProduceTopic("events"), kgo.ProducerBatchMaxBytes(1<<20))
 	require.NoError(b, err)
 	recs := make([]*kgo.Record, len(values))
 	for i, v := range values {

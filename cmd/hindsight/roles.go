@@ -213,14 +213,17 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 	fs := newFlags(name)
 	var c common
 	c.register(fs, "")
-	var kafka, topic, group, instanceID, httpAddr, apiKey string
+	var kafka, topic, group, groupProtocol, instanceID, httpAddr, apiKey string
 	var batch, batchBytes, maxEvent, recent int
-	var flush time.Duration
+	var flush, session, rebalance time.Duration
 	if withIngest {
 		fs.StringVar(&kafka, "kafka", "", "Kafka seed brokers, host:port,...")
 		fs.StringVar(&topic, "topic", ingest.DefaultTopic, "topic to consume; invalid records go to TOPIC.dlq")
 		fs.StringVar(&group, "group", ingest.DefaultGroup, "consumer group")
 		fs.StringVar(&instanceID, "instance-id", "", "static group membership: a stable name for this process (e.g. the pod name) lets a restart rejoin at once")
+		fs.DurationVar(&session, "session-timeout", ingest.DefaultSessionTimeout, "how long the group waits for a silent member (a killed process) before moving its partitions")
+		fs.StringVar(&groupProtocol, "group-protocol", "", "consumer group protocol: consumer (KIP-848; classic on brokers before Kafka 4.0) or classic; default consumer, classic with --instance-id")
+		fs.DurationVar(&rebalance, "rebalance-timeout", ingest.DefaultRebalanceTimeout, "how long a rebalance waits for members to rejoin")
 		fs.IntVar(&batch, "batch-size", ingest.DefaultBatchSize, "rows per ClickHouse insert")
 		fs.IntVar(&batchBytes, "batch-bytes", ingest.DefaultBatchBytes, "record bytes a batch holds before it is inserted, whatever its row count")
 		fs.IntVar(&maxEvent, "max-event-bytes", ingest.DefaultMaxEventBytes, "largest record stored as an event; larger ones are dead-lettered")
@@ -262,7 +265,7 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 		if err != nil {
 			return err
 		}
-		cfg := ingest.Config{Brokers: brokers, Topic: topic, Group: group, InstanceID: instanceID, Database: c.database, BatchSize: batch, BatchBytes: batchBytes, MaxEventBytes: maxEvent, FlushInterval: flush, RecentIDs: recent}
+		cfg := ingest.Config{Brokers: brokers, Topic: topic, Group: group, GroupProtocol: groupProtocol, InstanceID: instanceID, SessionTimeout: session, RebalanceTimeout: rebalance, Database: c.database, BatchSize: batch, BatchBytes: batchBytes, MaxEventBytes: maxEvent, FlushInterval: flush, RecentIDs: recent}
 		cfg.ApplyDefaults()
 		if err := cfg.Validate(); err != nil {
 			return usagef("%v", err)

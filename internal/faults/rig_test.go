@@ -125,17 +125,33 @@ func newRig(t *testing.T, partitions int) *rig {
 // start runs `hindsight <role>` against the rig's broker, server and database.
 func (r *rig) start(role string, args ...string) *exec.Cmd {
 	r.t.Helper()
+	if role == "ingest" {
+		// Extra flags for every ingest process, to look into a failure:
+		// HINDSIGHT_FAULTS_INGEST_ARGS="--group-protocol classic".
+		args = append(args, strings.Fields(os.Getenv("HINDSIGHT_FAULTS_INGEST_ARGS"))...)
+	}
 	cmd := exec.Command(binPath, append([]string{role}, args...)...)
 	cmd.Env = append(os.Environ(), "HINDSIGHT_KAFKA="+strings.Join(r.broker.ListenAddrs(), ","),
-		"HINDSIGHT_CLICKHOUSE="+server.Addr, "HINDSIGHT_DATABASE="+r.db, "HINDSIGHT_LOG_LEVEL=warn",
+		"HINDSIGHT_CLICKHOUSE="+server.Addr, "HINDSIGHT_DATABASE="+r.db, "HINDSIGHT_LOG_LEVEL="+logLevel(),
 		"HINDSIGHT_API_KEY="+apiKey)
-	logf, err := os.OpenFile(filepath.Join(r.t.TempDir(), role+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	dir := os.Getenv("HINDSIGHT_FAULTS_LOGS") // keep the processes' logs there
+	if dir == "" {
+		dir = r.t.TempDir()
+	}
+	logf, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("%s-%s-%d.log", r.db, role, len(r.procs))), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	require.NoError(r.t, err)
 	defer logf.Close()
 	cmd.Stdout, cmd.Stderr = logf, logf
 	require.NoError(r.t, cmd.Start())
 	r.procs = append(r.procs, cmd)
 	return cmd
+}
+
+func logLevel() string {
+	if l := os.Getenv("HINDSIGHT_FAULTS_LOG_LEVEL"); l != "" {
+		return l
+	}
+	return "warn"
 }
 
 func kill(cmd *exec.Cmd, sig syscall.Signal) {
