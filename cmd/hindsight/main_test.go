@@ -214,3 +214,29 @@ func TestProgressLine(t *testing.T) {
 	assert.Equal(t, "[==============================] 100% 7 events 7/s ", progressLine(7, 100, 100, time.Second))
 	assert.Equal(t, "42 events 21/s ", progressLine(42, 0, 0, 2*time.Second))
 }
+
+// TestPoolsCarryLimits: every statement on a component's pool carries
+// max_memory_usage, and max_execution_time where the pool sets one.
+func TestPoolsCarryLimits(t *testing.T) {
+	c := common{clickhouse: chtest.Addr(t), user: "default"}
+	for _, tc := range []struct {
+		seconds  int
+		wantTime string
+	}{{60, "60"}, {0, "0"}} {
+		conn, err := dialClickHouse(c, 2, tc.seconds)
+		require.NoError(t, err)
+		settings := map[string]string{}
+		rows, err := conn.Query(context.Background(), "SELECT name, value FROM system.settings WHERE name IN ('max_memory_usage', 'max_execution_time')")
+		require.NoError(t, err)
+		for rows.Next() {
+			var name, value string
+			require.NoError(t, rows.Scan(&name, &value))
+			settings[name] = value
+		}
+		require.NoError(t, rows.Err())
+		rows.Close()
+		conn.Close()
+		assert.Equal(t, fmt.Sprint(maxQueryMemory), settings["max_memory_usage"])
+		assert.Equal(t, tc.wantTime, settings["max_execution_time"])
+	}
+}
