@@ -7,8 +7,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// kgoLogger passes franz-go's own log lines (group joins, rebalances,
-// connection errors) to the ingester's logger, at the levels it enables.
+// kgoLogger passes franz-go's own log lines (group joins, assignments,
+// connection errors) to the ingester's logger. franz-go's info lines go out
+// at debug, and its debug lines (one per request) not at all: they would
+// drown ingest's own.
 type kgoLogger struct{ log *slog.Logger }
 
 var _ kgo.Logger = kgoLogger{}
@@ -17,8 +19,6 @@ func (l kgoLogger) Level() kgo.LogLevel {
 	ctx := context.Background()
 	switch {
 	case l.log.Enabled(ctx, slog.LevelDebug):
-		return kgo.LogLevelDebug
-	case l.log.Enabled(ctx, slog.LevelInfo):
 		return kgo.LogLevelInfo
 	case l.log.Enabled(ctx, slog.LevelWarn):
 		return kgo.LogLevelWarn
@@ -31,10 +31,8 @@ func (l kgoLogger) Level() kgo.LogLevel {
 func (l kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
 	lvl := slog.LevelError
 	switch level {
-	case kgo.LogLevelDebug:
+	case kgo.LogLevelDebug, kgo.LogLevelInfo:
 		lvl = slog.LevelDebug
-	case kgo.LogLevelInfo:
-		lvl = slog.LevelInfo
 	case kgo.LogLevelWarn:
 		lvl = slog.LevelWarn
 	}
