@@ -29,11 +29,7 @@ const from, to = "2026-10-01T00:00:00Z", "2026-11-02T00:00:00Z"
 func TestCrashLoop(t *testing.T) {
 	r := newRig(t, 4)
 	r.stream = newStream(135_000, streamOptions(1, 0.02))
-	produced := make(chan struct{})
-	go func() {
-		defer close(produced)
-		r.produce(r.stream.values, 2_000, 600*time.Millisecond) // about 45 s
-	}()
+	produced := r.produceInBackground(r.stream.values, 2_000, 600*time.Millisecond) // about 45 s
 	rng := rand.New(rand.NewPCG(5, 5))
 	start := time.Now()
 	outage := false
@@ -49,15 +45,7 @@ func TestCrashLoop(t *testing.T) {
 		kills++
 		if !outage && time.Since(start) > loop*2/5 {
 			outage = true
-			go func() {
-				server.Stop()
-				time.Sleep(20 * time.Second)
-				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-				defer cancel()
-				if err := server.Restart(ctx); err != nil {
-					t.Errorf("restart clickhouse: %v", err)
-				}
-			}()
+			go clickHouseOutage(t, 20*time.Second)
 		}
 	}
 	<-produced
@@ -83,15 +71,9 @@ func TestClickHouseOutage(t *testing.T) {
 	r.start("ingest")
 	go func() {
 		time.Sleep(3 * time.Second)
-		server.Stop()
-		time.Sleep(20 * time.Second)
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		if err := server.Restart(ctx); err != nil {
-			t.Errorf("restart clickhouse: %v", err)
-		}
+		clickHouseOutage(t, 20*time.Second)
 	}()
-	r.produce(r.stream.values, 1_000, 400*time.Millisecond) // about 25 s, across the outage
+	require.NoError(t, r.produce(r.stream.values, 1_000, 400*time.Millisecond)) // about 25 s, across the outage
 	took, ok := r.waitStored(2 * time.Minute)
 	require.True(t, ok, "stored %d of %d", r.stored(), len(r.stream.valid))
 	r.check("ClickHouse outage", "ClickHouse stopped for 20 s while a stream was produced", took, from, to)
@@ -104,7 +86,7 @@ func TestTopicRecreated(t *testing.T) {
 	r.stream = newStream(20_000, streamOptions(3, 0.02))
 	half := len(r.stream.values) / 2
 	r.start("ingest")
-	r.produce(r.stream.values[:half], 1_000, 0)
+	require.NoError(t, r.produce(r.stream.values[:half], 1_000, 0))
 	require.Eventually(t, func() bool { return r.stored() > half*9/10 }, time.Minute, 100*time.Millisecond)
 	time.Sleep(2 * time.Second)
 
@@ -119,7 +101,7 @@ func TestTopicRecreated(t *testing.T) {
 	}, 10*time.Second, 50*time.Millisecond)
 	cl.Close()
 	recreated := time.Now()
-	r.produce(r.stream.values[half:], 1_000, 0)
+	require.NoError(t, r.produce(r.stream.values[half:], 1_000, 0))
 	_, ok := r.waitStored(2 * time.Minute)
 	require.True(t, ok, "stored %d of %d", r.stored(), len(r.stream.valid))
 	r.check("topic recreated", "topic deleted and recreated under a running ingest; the second half produced to the new topic",
@@ -134,7 +116,7 @@ func TestBackfill(t *testing.T) {
 	opts.Span = 10 * 365 * 24 * time.Hour
 	r.stream = newStream(60_000, opts)
 	r.start("ingest")
-	r.produce(r.stream.values, 10_000, 0)
+	require.NoError(t, r.produce(r.stream.values, 10_000, 0))
 	took, ok := r.waitStored(2 * time.Minute)
 	require.True(t, ok, "stored %d of %d", r.stored(), len(r.stream.valid))
 	require.Equal(t, 120, r.count("SELECT uniqExact(toYYYYMM(toDateTime(intDiv(created_at, 1000), 'UTC'))) FROM "+r.db+".events"))
@@ -151,7 +133,7 @@ func TestOversizedInvalidRecord(t *testing.T) {
 	r.stream.values = values
 	r.stream.invalid[string(huge)] = true
 	r.start("ingest")
-	r.produce(values, 500, 0)
+	require.NoError(t, r.produce(values, 500, 0))
 	took, ok := r.waitStored(2 * time.Minute)
 	require.True(t, ok, "stored %d of %d", r.stored(), len(r.stream.valid))
 	r.check("1 MB invalid record", fmt.Sprintf("a %d-byte invalid record in the middle of a stream", len(huge)), took, from, to)
@@ -162,11 +144,7 @@ func TestOversizedInvalidRecord(t *testing.T) {
 func TestRebalanceStorm(t *testing.T) {
 	r := newRig(t, 4)
 	r.stream = newStream(100_000, streamOptions(6, 0.02))
-	produced := make(chan struct{})
-	go func() {
-		defer close(produced)
-		r.produce(r.stream.values, 2_000, 500*time.Millisecond)
-	}()
+	produced := r.produceInBackground(r.stream.values, 2_000, 500*time.Millisecond)
 	rng := rand.New(rand.NewPCG(6, 6))
 	procs := []*exec.Cmd{r.start("ingest"), r.start("ingest"), r.start("ingest")}
 	moves := 0

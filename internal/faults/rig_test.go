@@ -198,19 +198,48 @@ func streamOptions(seed uint64, dupShare float64) sample.Options {
 }
 
 // produce sends values to the topic, chunk by chunk, pausing between chunks.
-func (r *rig) produce(values [][]byte, chunk int, pause time.Duration) {
-	r.t.Helper()
+func (r *rig) produce(values [][]byte, chunk int, pause time.Duration) error {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(r.broker.ListenAddrs()...), kgo.DefaultProduceTopic("events"),
 		kgo.ProducerBatchMaxBytes(2<<20), kgo.RecordRetries(100))
-	require.NoError(r.t, err)
+	if err != nil {
+		return err
+	}
 	defer cl.Close()
 	for i := 0; i < len(values); i += chunk {
 		recs := make([]*kgo.Record, 0, chunk)
 		for _, v := range values[i:min(i+chunk, len(values))] {
 			recs = append(recs, &kgo.Record{Value: v})
 		}
-		require.NoError(r.t, cl.ProduceSync(context.Background(), recs...).FirstErr())
+		if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+			return fmt.Errorf("produce records %d to %d: %w", i, i+len(recs), err)
+		}
 		time.Sleep(pause)
+	}
+	return nil
+}
+
+// produceInBackground produces values as produce does and closes the
+// channel it returns when done.
+func (r *rig) produceInBackground(values [][]byte, chunk int, pause time.Duration) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := r.produce(values, chunk, pause); err != nil {
+			r.t.Errorf("producer: %v", err)
+		}
+	}()
+	return done
+}
+
+// clickHouseOutage stops the suite's ClickHouse server for d, then starts
+// it again on the same ports and data.
+func clickHouseOutage(t *testing.T, d time.Duration) {
+	server.Stop()
+	time.Sleep(d)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := server.Restart(ctx); err != nil {
+		t.Errorf("restart clickhouse: %v", err)
 	}
 }
 
