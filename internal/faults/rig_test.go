@@ -142,6 +142,8 @@ func (r *rig) start(role string, args ...string) *exec.Cmd {
 	require.NoError(r.t, err)
 	defer logf.Close()
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// Killed with the suite, even when the suite itself is killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	require.NoError(r.t, cmd.Start())
 	r.procs = append(r.procs, cmd)
 	return cmd
