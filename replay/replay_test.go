@@ -679,3 +679,42 @@ func TestReadPageStopsAtItsByteBound(t *testing.T) {
 	}
 	assert.Equal(t, e.want(since, time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC), "*"), all, "every event once, in order")
 }
+
+// TestWaitingRetriesHoldNoSlot: in an unordered replay with 4 in flight,
+// every event's first attempt fails with 503. An event waiting out its
+// backoff must not hold one of the 4 slots, so every first attempt is made
+// before the first retry (backoffs are 1 s; some 100 attempts on loopback take a
+// fraction of that).
+func TestWaitingRetriesHoldNoSlot(t *testing.T) {
+	e := newEnv(t, 150)
+	s := newSink(t)
+	var mu sync.Mutex
+	firsts, firstsBeforeRetry := map[string]bool{}, -1
+	s.fn = func(id string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		if !firsts[id] {
+			firsts[id] = true
+			return http.StatusServiceUnavailable
+		}
+		if firstsBeforeRetry < 0 {
+			firstsBeforeRetry = len(firsts)
+		}
+		return http.StatusOK
+	}
+	ep := e.endpoint(s)
+	e.worker(WorkerConfig{PageSize: 1000})
+	from, to := since, since.Add(10*24*time.Hour)
+	want := e.want(from, to, "*")
+	require.GreaterOrEqual(t, len(want), 20)
+	var job map[string]any
+	require.Equal(t, http.StatusAccepted, e.call("POST", "/v1/replays", map[string]any{"endpoint_id": ep, "since": from.UnixMilli(),
+		"until": to.UnixMilli(), "ordered": false, "concurrency": 4}, &job))
+	job = e.waitDone(job["id"].(string))
+	assert.Equal(t, StatusCompleted, job["status"])
+	assert.EqualValues(t, len(want), job["delivered"])
+	assert.EqualValues(t, 2*len(want), job["attempts"])
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Equal(t, len(want), firstsBeforeRetry, "first attempts made before the first retry")
+}

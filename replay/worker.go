@@ -10,8 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/dodev/hindsight/schema"
 )
 
@@ -283,7 +281,7 @@ func (w *Worker) deliverJob(ctx context.Context, job *Job) error {
 		ahead := *job
 		ahead.CursorAt, ahead.CursorID = page[len(page)-1].createdAt, page[len(page)-1].id
 		next = w.prefetch(ctx, ahead, patterns)
-		recs, delivered, failed, lastErr := w.deliverPage(ctx, *job, ep, page)
+		sent := w.deliverPage(ctx, *job, ep, page)
 		if ctx.Err() != nil {
 			// Stopped mid-page: the cursor stays before it, so whoever runs the
 			// job next sends this page again (receivers dedupe on webhook-id).
@@ -291,13 +289,13 @@ func (w *Worker) deliverJob(ctx context.Context, job *Job) error {
 		}
 		last := page[len(page)-1]
 		job.CursorAt, job.CursorID = last.createdAt, last.id
-		job.Delivered += delivered
-		job.Failed += failed
-		job.Attempts += uint64(len(recs))
-		if lastErr != "" {
-			job.LastError = lastErr
+		job.Delivered += sent.delivered
+		job.Failed += sent.failed
+		job.Attempts += uint64(len(sent.attempts))
+		if sent.lastErr != "" {
+			job.LastError = sent.lastErr
 		}
-		if err := w.store.RecordAttempts(ctx, recs); err != nil {
+		if err := w.store.RecordAttempts(ctx, sent.attempts); err != nil {
 			return err
 		}
 		if err := w.store.SaveJob(ctx, *job); err != nil {
@@ -326,96 +324,4 @@ func (w *Worker) finish(ctx context.Context, job Job, status, lastErr string) er
 	job.Status, job.LastError, job.FinishedAt = status, lastErr, time.Now().UTC()
 	w.log.Info("replay ended", "replay", job.ID, "status", status, "delivered", job.Delivered, "failed", job.Failed)
 	return w.store.SaveJob(ctx, job)
-}
-
-// deliverPage sends a page: in order with one delivery in flight, or with
-// job.Concurrency in flight. It returns every attempt made.
-func (w *Worker) deliverPage(ctx context.Context, job Job, ep Endpoint, page []event) ([]Record, uint64, uint64, string) {
-	limit := job.RateLimit
-	if ep.RateLimit > 0 && (limit == 0 || ep.RateLimit < limit) {
-		limit = ep.RateLimit
-	}
-	var limiter *rate.Limiter
-	if limit > 0 {
-		limiter = rate.NewLimiter(rate.Limit(limit), 1)
-	}
-	var (
-		mu                sync.Mutex
-		recs              []Record
-		delivered, failed uint64
-		lastErr           string
-	)
-	one := func(ev event) {
-		r, ok, errText := w.deliverOne(ctx, job, ep, ev, limiter)
-		mu.Lock()
-		defer mu.Unlock()
-		recs = append(recs, r...)
-		if ok {
-			delivered++
-		} else if ctx.Err() == nil {
-			failed++
-			lastErr = errText
-		}
-	}
-	if job.Ordered || job.Concurrency <= 1 {
-		for _, ev := range page {
-			if ctx.Err() != nil {
-				break
-			}
-			one(ev)
-		}
-		return recs, delivered, failed, lastErr
-	}
-	work := make(chan event)
-	var wg sync.WaitGroup
-	for range min(job.Concurrency, len(page)) {
-		wg.Go(func() {
-			for ev := range work {
-				one(ev)
-			}
-		})
-	}
-	for _, ev := range page {
-		if ctx.Err() != nil {
-			break
-		}
-		work <- ev
-	}
-	close(work)
-	wg.Wait()
-	return recs, delivered, failed, lastErr
-}
-
-// deliverOne sends one event until it is delivered, fails for good, or its
-// retries run out. It reports the attempts and whether it was delivered.
-func (w *Worker) deliverOne(ctx context.Context, job Job, ep Endpoint, ev event, limiter *rate.Limiter) ([]Record, bool, string) {
-	var recs []Record
-	for n := 0; ; n++ {
-		if limiter != nil {
-			if err := limiter.Wait(ctx); err != nil {
-				return recs, false, err.Error()
-			}
-		}
-		now := time.Now()
-		a := w.sender.Send(ctx, ep.URL, Message{ID: ev.id, Body: ev.raw, ReplayID: job.ID, Secrets: ep.Secrets(now)})
-		if ctx.Err() != nil {
-			return recs, false, "stopped"
-		}
-		recs = append(recs, Record{EndpointID: ep.ID, ReplayID: job.ID, EventID: ev.id, Attempt: n + 1, Result: a, At: now})
-		switch a.Outcome {
-		case Delivered:
-			return recs, true, ""
-		case Failed:
-			return recs, false, a.Err
-		}
-		wait, ok := RetryDelay(n, a.RetryAfter)
-		if !ok {
-			return recs, false, fmt.Sprintf("gave up after %d attempts: %s", n+1, a.Err)
-		}
-		select {
-		case <-ctx.Done():
-			return recs, false, "stopped"
-		case <-time.After(wait):
-		}
-	}
 }
