@@ -393,6 +393,9 @@ func writeReport(path string) error {
 		fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %d | %d | %d | %d | %d | %.1f s |\n", r.Fault, r.Injected, r.Produced,
 			r.Valid, r.Invalid, r.Stored, r.Lost, r.Doubled, r.APICount, r.DLQ, r.Recovery.Seconds())
 	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
