@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -112,70 +113,99 @@ type retry struct {
 	due time.Time
 }
 
-// unordered keeps up to slots attempts in flight. First attempts go in
-// page order; an event to retry waits in a queue by due time, holding no
-// slot, and goes before new events once due.
+// unordered runs slots workers over the page. Each takes the next event
+// due: a retry whose backoff is over first, else the next new event in page
+// order. An event to retry waits in a queue by due time and holds no worker;
+// a worker with nothing due waits for the earliest retry or for another
+// worker to queue one.
 func (d *deliverer) unordered(ctx context.Context, page []event, slots int) pageDelivery {
-	type done struct {
-		ev  event
-		n   int
-		rec Record
-		ok  bool
+	q := retryQueue{page: page}
+	q.cond = sync.NewCond(&q.mu)
+	stop := context.AfterFunc(ctx, func() {
+		q.mu.Lock()
+		q.stopped = true
+		q.cond.Broadcast()
+		q.mu.Unlock()
+	})
+	defer stop()
+	var wg sync.WaitGroup
+	for range min(slots, len(page)) {
+		wg.Go(func() {
+			for {
+				ev, n, ok := q.take()
+				if !ok {
+					return
+				}
+				rec, sent := d.attempt(ctx, ev, n)
+				q.mu.Lock()
+				if sent {
+					if wait, again := d.settle(rec, n); again {
+						q.push(retry{ev, n + 1, time.Now().Add(wait)})
+					}
+				}
+				q.busy--
+				q.cond.Broadcast()
+				q.mu.Unlock()
+			}
+		})
 	}
-	results := make(chan done, slots)
-	var waiting []retry // by due time
-	next, inflight := 0, 0
-	for {
-		stopping := ctx.Err() != nil
-		for !stopping && inflight < slots {
-			var ev event
-			var n int
-			switch {
-			case len(waiting) > 0 && !waiting[0].due.After(time.Now()):
-				ev, n, waiting = waiting[0].ev, waiting[0].n, waiting[1:]
-			case next < len(page):
-				ev, next = page[next], next+1
-			default:
-				n = -1
-			}
-			if n < 0 {
-				break
-			}
-			inflight++
-			go func() {
-				rec, ok := d.attempt(ctx, ev, n)
-				results <- done{ev, n, rec, ok}
-			}()
+	wg.Wait()
+	return d.res
+}
+
+// retryQueue hands out a page's events and their retries. d.settle runs
+// under its mutex too.
+type retryQueue struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	page    []event
+	next    int
+	waiting []retry // by due time
+	busy    int     // attempts in flight
+	stopped bool
+}
+
+// take returns the next event to attempt and its attempt number, waiting
+// for a retry to fall due if need be; false when the page is done or the
+// replay stops.
+func (q *retryQueue) take() (event, int, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for !q.stopped {
+		now := time.Now()
+		switch {
+		case len(q.waiting) > 0 && !q.waiting[0].due.After(now):
+			r := q.waiting[0]
+			q.waiting = q.waiting[1:]
+			q.busy++
+			return r.ev, r.n, true
+		case q.next < len(q.page):
+			q.next++
+			q.busy++
+			return q.page[q.next-1], 0, true
+		case len(q.waiting) == 0 && q.busy == 0:
+			return event{}, 0, false
 		}
-		if inflight == 0 && (stopping || (next == len(page) && len(waiting) == 0)) {
-			return d.res
+		// Nothing due yet: wake at the earliest retry, or when a worker
+		// queues one or finishes.
+		var t *time.Timer
+		if len(q.waiting) > 0 {
+			t = time.AfterFunc(q.waiting[0].due.Sub(now), func() {
+				q.mu.Lock()
+				q.cond.Broadcast()
+				q.mu.Unlock()
+			})
 		}
-		var due <-chan time.Time
-		var timer *time.Timer
-		if !stopping && len(waiting) > 0 && inflight < slots {
-			timer = time.NewTimer(time.Until(waiting[0].due))
-			due = timer.C
-		}
-		var stop <-chan struct{}
-		if !stopping {
-			stop = ctx.Done()
-		}
-		select {
-		case r := <-results:
-			inflight--
-			if !r.ok {
-				continue
-			}
-			if wait, again := d.settle(r.rec, r.n); again {
-				rt := retry{r.ev, r.n + 1, time.Now().Add(wait)}
-				i, _ := slices.BinarySearchFunc(waiting, rt, func(a, b retry) int { return a.due.Compare(b.due) })
-				waiting = slices.Insert(waiting, i, rt)
-			}
-		case <-due:
-		case <-stop:
-		}
-		if timer != nil {
-			timer.Stop()
+		q.cond.Wait()
+		if t != nil {
+			t.Stop()
 		}
 	}
+	return event{}, 0, false
+}
+
+// push queues a retry by its due time. Call with mu held.
+func (q *retryQueue) push(r retry) {
+	i, _ := slices.BinarySearchFunc(q.waiting, r, func(a, b retry) int { return a.due.Compare(b.due) })
+	q.waiting = slices.Insert(q.waiting, i, r)
 }

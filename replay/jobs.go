@@ -124,21 +124,11 @@ func (s *Store) Jobs(ctx context.Context, id string, limit int) ([]Job, error) {
 }
 
 // Unfinished lists the ids of replays whose stored status is pending or
-// running and that no worker but owner holds a live lease on: the work
-// owner may claim. A job cancelled before it started is among them, so a
-// worker records its end. Leaving out the jobs others hold keeps a worker
-// from spending its slots on lease attempts that must fail. An empty owner
-// lists every unfinished job, held or not.
-func (s *Store) Unfinished(ctx context.Context, owner string) ([]string, error) {
-	q := "SELECT id FROM (SELECT id, CAST(status AS String) AS st FROM " + s.table("replays") +
-		" FINAL) WHERE st IN ('pending', 'running')"
-	var args []any
-	if owner != "" {
-		q += " AND id NOT IN (SELECT replay_id FROM " + s.table("replay_leases") +
-			" WHERE owner != ? GROUP BY replay_id, owner, claimed_at HAVING max(until) > ? AND min(until) >= 0)"
-		args = append(args, owner, time.Now().UnixMilli())
-	}
-	rows, err := s.conn.Query(ctx, q+" ORDER BY id", args...)
+// running: the work for workers. A job cancelled before it started is
+// among them, so a worker records its end.
+func (s *Store) Unfinished(ctx context.Context) ([]string, error) {
+	rows, err := s.conn.Query(ctx, "SELECT id FROM (SELECT id, CAST(status AS String) AS st FROM "+s.table("replays")+
+		" FINAL) WHERE st IN ('pending', 'running') ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("read unfinished replays: %w", err)
 	}
@@ -152,6 +142,28 @@ func (s *Store) Unfinished(ctx context.Context, owner string) ([]string, error) 
 		ids = append(ids, id)
 	}
 	return ids, rows.Err()
+}
+
+// HeldElsewhere reports which of ids another worker than owner holds a live
+// lease on: a worker tries only the others, so held jobs cannot fill its
+// slots with lease attempts that must fail.
+func (s *Store) HeldElsewhere(ctx context.Context, ids []string, owner string) (map[string]bool, error) {
+	rows, err := s.conn.Query(ctx, "SELECT DISTINCT replay_id FROM "+s.table("replay_leases")+
+		" WHERE has(?, replay_id) AND owner != ? GROUP BY replay_id, owner, claimed_at HAVING max(until) > ? AND min(until) >= 0",
+		ids, owner, time.Now().UnixMilli())
+	if err != nil {
+		return nil, fmt.Errorf("read leases: %w", err)
+	}
+	defer rows.Close()
+	held := map[string]bool{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("read leases: %w", err)
+		}
+		held[id] = true
+	}
+	return held, rows.Err()
 }
 
 // Job returns one replay.

@@ -398,7 +398,7 @@ func TestCancelBeforeStart(t *testing.T) {
 	e.worker(WorkerConfig{})
 	store := NewStore(e.conn, e.db)
 	require.Eventually(t, func() bool {
-		ids, err := store.Unfinished(context.Background(), "")
+		ids, err := store.Unfinished(context.Background())
 		return err == nil && len(ids) == 0
 	}, 10*time.Second, 50*time.Millisecond, "the worker recorded the end")
 	j, err := store.Job(context.Background(), id)
@@ -611,7 +611,7 @@ func TestThreeWorkersShareManyJobs(t *testing.T) {
 	}
 	store := NewStore(e.conn, e.db)
 	require.Eventually(t, func() bool {
-		left, err := store.Unfinished(context.Background(), "")
+		left, err := store.Unfinished(context.Background())
 		return err == nil && len(left) == 0
 	}, 120*time.Second, time.Second, "every job finished")
 	for _, id := range ids {

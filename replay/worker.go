@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -118,10 +119,22 @@ func (w *Worker) Run(ctx context.Context) error {
 }
 
 func (w *Worker) claim(ctx context.Context) error {
-	ids, err := w.store.Unfinished(ctx, w.cfg.Owner)
+	ids, err := w.store.Unfinished(ctx)
 	if err != nil {
 		return err
 	}
+	w.mu.Lock()
+	free := w.cfg.MaxJobs - len(w.running)
+	ids = slices.DeleteFunc(ids, func(id string) bool { return w.running[id] })
+	w.mu.Unlock()
+	if free <= 0 || len(ids) == 0 {
+		return nil
+	}
+	held, err := w.store.HeldElsewhere(ctx, ids, w.cfg.Owner)
+	if err != nil {
+		return err
+	}
+	ids = slices.DeleteFunc(ids, func(id string) bool { return held[id] })
 	// Idle workers polling at once would all try the same first free job;
 	// in a random order they spread over the free ones.
 	rand.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
