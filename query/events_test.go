@@ -253,3 +253,37 @@ func TestListEventsPagesAreBoundedInBytes(t *testing.T) {
 	assert.Len(t, seen, 40)
 	assert.GreaterOrEqual(t, pages, 2)
 }
+
+// TestListEventsShowsACopyOnce: an event stored twice (two ingest processes
+// each stored a producer retry, not merged yet) is listed once, on any page
+// size.
+func TestListEventsShowsACopyOnce(t *testing.T) {
+	srv, conn, db := newAPI(t)
+	var p schema.Parser
+	var events []schema.Event
+	for i := range 5 {
+		ev, err := p.Parse(fmt.Appendf(nil, `{"eventId":"e-%d","type":"platform.test","service":"platform","livemode":false,"createdAt":%d,"data":{"message":"m","endpoint_id":"e"}}`,
+			i, time.Date(2026, 10, 5, 0, 0, i, 0, time.UTC).UnixMilli()))
+		require.NoError(t, err)
+		events = append(events, ev)
+	}
+	chtest.InsertEvents(t, conn, db, events)
+	chtest.InsertEvents(t, conn, db, events[1:3]) // copies, in another part
+	for _, limit := range []int{1, 2, 3, 100} {
+		var ids []string
+		cursor := ""
+		for {
+			pg := listPage(t, srv.URL, fmt.Sprintf("from=2026-10-01T00:00:00Z&to=2026-11-01T00:00:00Z&livemode=all&limit=%d%s", limit, cursor))
+			for _, raw := range pg.Data {
+				var ev struct{ EventID string }
+				require.NoError(t, json.Unmarshal(raw, &ev))
+				ids = append(ids, ev.EventID)
+			}
+			if pg.NextCursor == nil {
+				break
+			}
+			cursor = "&cursor=" + url.QueryEscape(*pg.NextCursor)
+		}
+		assert.Equal(t, []string{"e-0", "e-1", "e-2", "e-3", "e-4"}, ids, "limit %d", limit)
+	}
+}
