@@ -50,8 +50,10 @@ func (s *Server) encodeCursor(c cursor) string {
 
 func (s *Server) decodeCursor(v string) (cursor, error) {
 	bad := badParam("cursor", "not a cursor this API issued")
+	// Strict decoding still skips \r and \n, so a cursor is also refused
+	// unless it is exactly the encoding of what it decodes to.
 	raw, err := base64.RawURLEncoding.Strict().DecodeString(v)
-	if err != nil || len(raw) < 17 || len(raw) > 1024 {
+	if err != nil || len(raw) < 17 || len(raw) > 1024 || base64.RawURLEncoding.EncodeToString(raw) != v {
 		return cursor{}, bad
 	}
 	sig, body := raw[:16], raw[16:]
