@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -129,4 +130,63 @@ func sampleHeap(peak *atomic.Uint64) (stop func()) {
 		}
 	}()
 	return func() { close(quit); <-done }
+}
+
+// BenchmarkReplayRetries replays 8,005 events, unordered with 16 in flight,
+// to a receiver that answers 200, and to one that answers 500 to the first
+// attempt of every tenth event. Retries wait 1 s (±20%) and must not hold a
+// delivery slot meanwhile, so the second replay should take about the first's
+// time plus one backoff, not a backoff per slot's share of the failures.
+func BenchmarkReplayRetries(b *testing.B) {
+	const n = 8005
+	db := fillEvents(b, n)
+	conn := chtest.Open(b)
+	store := NewStore(conn, db)
+	sender := NewSender(Policy{AllowPrivate: true}, "bench", 256)
+	run := func(failEvery int) time.Duration {
+		var tried sync.Map
+		recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			id := r.Header.Get("webhook-id")
+			var num int
+			_, _ = fmt.Sscanf(id, "evt_%d", &num)
+			if _, again := tried.LoadOrStore(id, true); !again && failEvery > 0 && num%failEvery == 0 {
+				w.WriteHeader(http.StatusInternalServerError)
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+		}))
+		defer recv.Close()
+		secret, _ := NewSecret()
+		ep := Endpoint{ID: newID("whep_"), URL: recv.URL + "/hook", EnabledEvents: []string{"*"}, Secret: secret, CreatedAt: time.Now()}
+		require.NoError(b, store.SaveEndpoint(context.Background(), ep))
+		job := Job{ID: newID("rpl_"), EndpointID: ep.ID, Since: time.Unix(0, 0), EnabledEvents: []string{"*"}, Livemode: "all",
+			Concurrency: 16, Status: StatusPending, CreatedAt: time.Now()}
+		require.NoError(b, store.SaveJob(context.Background(), job))
+		w, err := NewWorker(WorkerConfig{Database: db, Poll: 10 * time.Millisecond}, conn, sender, nil)
+		require.NoError(b, err)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		start := time.Now()
+		go func() { defer close(done); _ = w.Run(ctx) }()
+		defer func() { cancel(); <-done }()
+		for {
+			j, err := store.Job(context.Background(), job.ID)
+			require.NoError(b, err)
+			if j.Done() {
+				require.Equal(b, StatusCompleted, j.Status, j.LastError)
+				require.EqualValues(b, n, j.Delivered)
+				return time.Since(start)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	for b.Loop() {
+		clean := run(0)
+		failing := run(10)
+		b.ReportMetric(clean.Seconds(), "clean-s")
+		b.ReportMetric(failing.Seconds(), "failing-s")
+		b.Logf("8,005 events, 16 in flight: %.2f s clean, %.2f s with every tenth first attempt failing (+%.2f s; the target is at most +3 s: the first backoff and 2 s)",
+			clean.Seconds(), failing.Seconds(), (failing - clean).Seconds())
+	}
 }
