@@ -62,7 +62,7 @@ func (fs *flagSet) parse(args []string) error {
 // common are the settings shared by the commands that talk to ClickHouse.
 type common struct {
 	clickhouse, database, user, password string
-	logLevel                             string
+	logLevel, logFormat                  string
 }
 
 func (c *common) register(fs *flagSet, chDefault string) {
@@ -71,6 +71,7 @@ func (c *common) register(fs *flagSet, chDefault string) {
 	fs.StringVar(&c.user, "user", "default", "ClickHouse user")
 	fs.StringVar(&c.password, "password", "", "ClickHouse password")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&c.logFormat, "log-format", "auto", "log format: json, text, or auto (text on a terminal, JSON otherwise)")
 }
 
 // check validates the shared settings and returns the logger they ask for.
@@ -88,7 +89,20 @@ func (c *common) check(clickhouseOptional bool) (*slog.Logger, error) {
 	if err := lvl.UnmarshalText([]byte(c.logLevel)); err != nil {
 		return nil, usagef("--log-level %q: want debug, info, warn or error", c.logLevel)
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})), nil
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch c.logFormat {
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "auto":
+		// People read a terminal; log collectors read everything else.
+		if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+		}
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, usagef("--log-format %q: want auto, json or text", c.logFormat)
 }
 
 // checkAddr is a usage error unless addr is host:port.

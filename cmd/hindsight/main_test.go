@@ -79,6 +79,7 @@ func TestBadSettingsExitTwo(t *testing.T) {
 		{"bad database", []string{"migrate", "--clickhouse", "127.0.0.1:9000", "--database", "a;b"}, nil, "--database"},
 		{"unknown flag", []string{"serve", "--nope"}, nil, "flag provided but not defined: -nope"},
 		{"bad log level", []string{"migrate", "--clickhouse", "127.0.0.1:9000", "--log-level", "loud"}, nil, "--log-level"},
+		{"bad log format", []string{"migrate", "--clickhouse", "127.0.0.1:9000", "--log-format", "xml"}, nil, "--log-format"},
 		{"produce without file", []string{"produce"}, nil, "want one FILE"},
 		{"dev bad listen", []string{"dev", "--kafka-listen", "9092"}, nil, "--kafka-listen"},
 	} {
@@ -239,4 +240,30 @@ func TestPoolsCarryLimits(t *testing.T) {
 		assert.Equal(t, fmt.Sprint(maxQueryMemory), settings["max_memory_usage"])
 		assert.Equal(t, tc.wantTime, settings["max_execution_time"])
 	}
+}
+
+// TestLogFormat: logs are JSON when stderr is not a terminal (a pipe here,
+// a log collector in production), text when asked.
+func TestLogFormat(t *testing.T) {
+	bin := binary(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	closed := ln.Addr().String() // nothing answers there once closed
+	ln.Close()
+	firstLine := func(args ...string) string {
+		cmd := exec.Command(bin, append([]string{"migrate", "--clickhouse", closed}, args...)...)
+		stderr, err := cmd.StderrPipe()
+		require.NoError(t, err)
+		require.NoError(t, cmd.Start())
+		defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+		line, err := bufio.NewReader(stderr).ReadString('\n')
+		require.NoError(t, err)
+		return line
+	}
+	var rec map[string]any
+	line := firstLine()
+	require.NoError(t, json.Unmarshal([]byte(line), &rec), line)
+	assert.Equal(t, "WARN", rec["level"])
+	assert.Equal(t, "waiting for clickhouse", rec["msg"])
+	assert.True(t, strings.HasPrefix(firstLine("--log-format", "text"), "time="))
 }
