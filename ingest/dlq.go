@@ -44,7 +44,7 @@ const dlqOverhead = 512
 func deadLetter(topic string, r *kgo.Record, reason string, limit int) *kgo.Record {
 	headers := append(r.Headers[:len(r.Headers):len(r.Headers)],
 		kgo.RecordHeader{Key: "error", Value: []byte(reason)},
-		kgo.RecordHeader{Key: "source", Value: fmt.Appendf(nil, "%s/%d/%d", r.Topic, r.Partition, r.Offset)},
+		kgo.RecordHeader{Key: "source", Value: []byte(source(r))},
 	)
 	key, value := r.Key, r.Value
 	budget := limit - dlqOverhead - 64 // the truncated header itself
@@ -59,6 +59,9 @@ func deadLetter(topic string, r *kgo.Record, reason string, limit int) *kgo.Reco
 	}
 	return &kgo.Record{Topic: topic, Key: key, Value: value, Headers: headers, Timestamp: r.Timestamp}
 }
+
+// source names where a record was read: topic/partition/offset.
+func source(r *kgo.Record) string { return fmt.Sprintf("%s/%d/%d", r.Topic, r.Partition, r.Offset) }
 
 func reasonOf(err error) string {
 	var ie *schema.InvalidError

@@ -112,7 +112,6 @@ func New(cfg Config, conn Inserter, log *slog.Logger, extra ...kgo.Opt) (*Ingest
 		kgo.OnPartitionsLost(in.partitionsMoved),
 		kgo.FetchMaxBytes(16 << 20),
 		kgo.WithLogger(kgoLogger{log.With("client", "kafka")}),
-		kgo.ProducerBatchCompression(kgo.NoCompression()),
 	}
 	if cfg.InstanceID != "" {
 		opts = append(opts, kgo.InstanceID(cfg.InstanceID))
@@ -405,8 +404,7 @@ func (in *Ingester) flush(ctx context.Context) error {
 			in.todo = append([]*columns{left, right}, in.todo[1:]...)
 			continue
 		case errors.As(err, &p):
-			in.log.Warn("clickhouse refuses a row; dead-lettering it", "source", fmt.Sprintf("%s/%d/%d",
-				part.recs[0].Topic, part.recs[0].Partition, part.recs[0].Offset), "err", p.err)
+			in.log.Warn("clickhouse refuses a row; dead-lettering it", "source", source(part.recs[0]), "err", p.err)
 			in.deadLetter(part.recs[0], "clickhouse refused the row: "+p.err.Error())
 		case err != nil:
 			return err

@@ -139,12 +139,7 @@ func (s *Server) listEvents(c *gin.Context) {
 	q += " ORDER BY created_at, event_id LIMIT ?"
 	args = append(args, limit+1)
 
-	ctx := clickhouse.Context(s.queryContext(c.Request.Context()), clickhouse.WithSettings(clickhouse.Settings{
-		"max_execution_time": int(s.cfg.MaxExecutionTime / time.Second),
-		"max_result_rows":    s.cfg.MaxResultRows,
-		"max_block_size":     listBlockRows,
-	}))
-	rows, err := s.conn.Query(ctx, q, args...)
+	rows, err := s.conn.Query(s.queryContext(c.Request.Context(), clickhouse.Settings{"max_block_size": listBlockRows}), q, args...)
 	if err != nil {
 		s.fail(c, fmt.Errorf("list events: %w", err))
 		return

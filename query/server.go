@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
 	"strings"
@@ -206,10 +207,16 @@ func (s *Server) readyz(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"status": "ready"})
 }
 
-// queryContext carries the ClickHouse limits every query runs under.
-func (s *Server) queryContext(ctx context.Context) context.Context {
-	return clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
+// queryContext carries the ClickHouse limits every query runs under, and
+// extra settings of the caller's (clickhouse-go replaces a context's
+// settings as a whole, so they are given here).
+func (s *Server) queryContext(ctx context.Context, extra ...clickhouse.Settings) context.Context {
+	settings := clickhouse.Settings{
 		"max_execution_time": int(s.cfg.MaxExecutionTime / time.Second),
 		"max_result_rows":    s.cfg.MaxResultRows,
-	}))
+	}
+	for _, e := range extra {
+		maps.Copy(settings, e)
+	}
+	return clickhouse.Context(ctx, clickhouse.WithSettings(settings))
 }

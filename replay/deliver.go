@@ -62,7 +62,7 @@ func (d *deliverer) attempt(ctx context.Context, ev event, n int) (Record, bool)
 	return Record{EndpointID: d.ep.ID, ReplayID: d.job.ID, EventID: ev.id, Attempt: n + 1, Result: a, At: now}, true
 }
 
-// settle counts an attempt and says when to try again: ok false means the
+// settle counts an attempt and says when to try again: again false means the
 // event is done, delivered or failed for good.
 func (d *deliverer) settle(rec Record, n int) (wait time.Duration, again bool) {
 	d.res.attempts = append(d.res.attempts, rec)

@@ -50,8 +50,7 @@ var (
 		"198.51.100.0/24", "203.0.113.0/24", "240.0.0.0/4",
 		"100::/64", "2001:2::/48", "2001:10::/28", "2001:20::/28", "2001:db8::/32", "3fff::/20", "fec0::/10",
 	)
-	// private are the ranges AllowPrivate opens.
-	private = prefixes("100.64.0.0/10")
+	cgnat = netip.MustParsePrefix("100.64.0.0/10")
 
 	nat64      = netip.MustParsePrefix("64:ff9b::/96")
 	nat64Local = netip.MustParsePrefix("64:ff9b:1::/48")
@@ -94,7 +93,7 @@ func (p Policy) CheckIP(ip netip.Addr) error {
 		return refuse("loopback")
 	case ip.IsPrivate():
 		return refuse("private")
-	case inAny(private, ip):
+	case cgnat.Contains(ip):
 		return refuse("carrier-grade NAT")
 	case !ip.IsGlobalUnicast():
 		return refuse("not global unicast")

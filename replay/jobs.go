@@ -149,7 +149,7 @@ func (s *Store) Unfinished(ctx context.Context) ([]string, error) {
 // slots with lease attempts that must fail.
 func (s *Store) HeldElsewhere(ctx context.Context, ids []string, owner string) (map[string]bool, error) {
 	rows, err := s.conn.Query(ctx, "SELECT DISTINCT replay_id FROM "+s.table("replay_leases")+
-		" WHERE has(?, replay_id) AND owner != ? GROUP BY replay_id, owner, claimed_at HAVING max(until) > ? AND min(until) >= 0",
+		" WHERE has(?, replay_id) AND owner != ? GROUP BY replay_id, owner, claimed_at HAVING "+liveClaim,
 		ids, owner, time.Now().UnixMilli())
 	if err != nil {
 		return nil, fmt.Errorf("read leases: %w", err)
@@ -222,6 +222,10 @@ func (s *Store) IsCancelled(ctx context.Context, id string) (bool, error) {
 // the job, so claims made at nearly the same time are both seen.
 const leaseSettle = 300 * time.Millisecond
 
+// liveClaim holds for a claim, its rows grouped by (owner, claimed_at),
+// that is still live at the bound time: not expired, not released.
+const liveClaim = "max(until) > ? AND min(until) >= 0"
+
 // TryLease takes or renews the lease on a replay for ttl. It reports false
 // when another worker holds it.
 func (s *Store) TryLease(ctx context.Context, id, owner string, ttl time.Duration) (bool, error) {
@@ -268,7 +272,7 @@ func (s *Store) writeLease(ctx context.Context, id, owner string, claimedAt, unt
 // "" when nobody does.
 func (s *Store) LeaseHolder(ctx context.Context, id string) (string, int64, error) {
 	rows, err := s.conn.Query(ctx, "SELECT owner, claimed_at FROM "+s.table("replay_leases")+" WHERE replay_id = ?"+
-		" GROUP BY owner, claimed_at HAVING max(until) > ? AND min(until) >= 0 ORDER BY claimed_at, owner LIMIT 1",
+		" GROUP BY owner, claimed_at HAVING "+liveClaim+" ORDER BY claimed_at, owner LIMIT 1",
 		id, time.Now().UnixMilli())
 	if err != nil {
 		return "", 0, fmt.Errorf("read lease of %s: %w", id, err)

@@ -138,18 +138,15 @@ func (w *Worker) claim(ctx context.Context) error {
 	// Idle workers polling at once would all try the same first free job;
 	// in a random order they spread over the free ones.
 	rand.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
+	// Only claim adds to running, so none of ids can have started meanwhile.
 	for _, id := range ids {
 		w.mu.Lock()
 		if len(w.running) >= w.cfg.MaxJobs {
 			w.mu.Unlock()
 			return nil
 		}
-		busy := w.running[id]
 		w.running[id] = true
 		w.mu.Unlock()
-		if busy {
-			continue
-		}
 		w.wg.Go(func() {
 			defer func() {
 				w.mu.Lock()
