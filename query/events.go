@@ -259,8 +259,13 @@ func (s *Server) eventTypes(c *gin.Context) {
 }
 
 func (s *Server) countTypes(ctx context.Context, since time.Time) (map[string]uint64, error) {
-	rows, err := s.conn.Query(s.queryContext(ctx),
-		"SELECT CAST(type AS String), count() FROM `"+s.cfg.Database+"`.events WHERE created_at >= ? GROUP BY type", since.UnixMilli())
+	ctx = s.queryContext(ctx)
+	counted, err := schema.CountedEvents(ctx, s.conn, s.cfg.Database, since.UnixMilli(), schema.MaxCreatedAt)
+	if err != nil {
+		return nil, fmt.Errorf("count event types: %w", err)
+	}
+	events, args := counted.Source("created_at >= ?", []any{since.UnixMilli()})
+	rows, err := s.conn.Query(ctx, "SELECT CAST(type AS String), count() FROM "+events+" GROUP BY type", args...)
 	if err != nil {
 		return nil, fmt.Errorf("count event types: %w", err)
 	}

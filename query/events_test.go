@@ -217,6 +217,25 @@ func TestEventTypes(t *testing.T) {
 	assert.Equal(t, []any{map[string]any{"type": "send.email.deferred", "service": "send", "count_30d": 1.0}}, body["unknown"])
 }
 
+func TestEventTypesCountCopiesOnce(t *testing.T) {
+	srv, conn, db := newAPI(t)
+	now := time.Now().UTC()
+	insert(t, conn, db, []row{
+		{"a", "send.email.sent", now.Add(-time.Hour), true},
+		{"b", "send.email.sent", now.Add(-2 * time.Hour), true},
+		{"c", "send.email.deferred", now.Add(-time.Hour), true},
+	})
+	chtest.StoreCopies(t, conn, db, "event_id IN ('a', 'c')", "event_id = 'a'")
+	code, body := get(t, srv, "/v1/event-types", key)
+	require.Equal(t, http.StatusOK, code)
+	for _, raw := range body["data"].([]any) {
+		if et := raw.(map[string]any); et["type"] == "send.email.sent" {
+			assert.Equal(t, 2.0, et["count_30d"])
+		}
+	}
+	assert.Equal(t, []any{map[string]any{"type": "send.email.deferred", "service": "send", "count_30d": 1.0}}, body["unknown"])
+}
+
 // TestListEventsPagesAreBoundedInBytes stores 40 events of 300 kB each: a
 // page of 100 stops once it holds 4 MiB, and the cursors still give every
 // event once.

@@ -132,11 +132,15 @@ func (s *Server) stats(c *gin.Context) {
 //
 // The distinct counts read only the rows of their types (opened, clicked),
 // which the table's order (service, type, created_at) makes a narrow read.
+// Each SELECT reads through src, so stored duplicates count once.
 // Columns and values come from allow-lists; everything else is bound.
-func statsSQL(db string, req statsRequest) (string, []any) {
-	table := "`" + db + "`.events"
+func statsSQL(src schema.Counted, req statsRequest) (string, []any) {
 	where := "service = ? AND created_at >= ? AND created_at < ?" + req.livemode.sql()
 	whereArgs := []any{req.service, req.r.From.UnixMilli(), req.r.To.UnixMilli()}
+	// from is what a SELECT reads: the events matching where and extra.
+	from := func(extra string, extraArgs []any) (string, []any) {
+		return src.Source(where+extra, append(append([]any{}, whereArgs...), extraArgs...))
+	}
 	additive := "count(), " + req.def.sums
 	const unique = "toUInt64(0), toUInt64(0), toUInt64(0), toUInt64(0), toUInt64(0), toInt64(0), toFloat64(0), uniqExact(message_hash)"
 
@@ -145,9 +149,10 @@ func statsSQL(db string, req statsRequest) (string, []any) {
 	// part adds one SELECT. key is the SQL of its bucket (b) and group (k)
 	// columns, keyArgs what key binds; extra narrows its WHERE.
 	part := func(kind, key string, keyArgs []any, values, extra string, extraArgs []any, groupBy string) {
+		events, eventsArgs := from(extra, extraArgs)
 		parts = append(parts, "SELECT '"+kind+"' AS kind, "+key+", CAST(type AS String) AS t, "+values+
-			" FROM "+table+" WHERE "+where+extra+" GROUP BY "+groupBy)
-		args = append(append(append(args, keyArgs...), whereArgs...), extraArgs...)
+			" FROM "+events+" GROUP BY "+groupBy)
+		args = append(append(args, keyArgs...), eventsArgs...)
 	}
 
 	bucket, zoneArgs := httpapi.BucketSQL(req.granularity, "created_at")
@@ -164,9 +169,10 @@ func statsSQL(db string, req statsRequest) (string, []any) {
 	groupKey := ""
 	if req.groupCol != "" {
 		groupKey = "toUInt32(0) AS b, CAST(" + req.groupCol + " AS String) AS k"
-		top = " AND " + req.groupCol + " IN (SELECT " + req.groupCol + " FROM " + table + " WHERE " + where +
+		events, eventsArgs := from("", nil)
+		top = " AND " + req.groupCol + " IN (SELECT " + req.groupCol + " FROM " + events +
 			" GROUP BY " + req.groupCol + " ORDER BY count() DESC, " + req.groupCol + " LIMIT ?)"
-		topArgs = append(append(topArgs, whereArgs...), req.limit)
+		topArgs = append(eventsArgs, req.limit)
 		part("G", groupKey, nil, additive, top, topArgs, "k, t")
 	}
 	if len(req.def.uniqueTypes) > 0 {
@@ -187,8 +193,13 @@ func statsSQL(db string, req statsRequest) (string, []any) {
 }
 
 func (s *Server) runStats(ctx context.Context, req statsRequest, buckets []time.Time) (StatsResponse, error) {
-	q, args := statsSQL(s.cfg.Database, req)
-	rows, err := s.conn.Query(s.queryContext(ctx), q, args...)
+	ctx = s.queryContext(ctx)
+	src, err := schema.CountedEvents(ctx, s.conn, s.cfg.Database, req.r.From.UnixMilli(), req.r.To.UnixMilli())
+	if err != nil {
+		return StatsResponse{}, fmt.Errorf("stats of %s: %w", req.service, err)
+	}
+	q, args := statsSQL(src, req)
+	rows, err := s.conn.Query(ctx, q, args...)
 	if err != nil {
 		return StatsResponse{}, fmt.Errorf("stats of %s: %w", req.service, err)
 	}

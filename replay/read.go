@@ -14,12 +14,9 @@ import (
 // matchSQL is the filter of a job's events: its range, livemode and
 // patterns, all bound or from fixed text.
 func matchSQL(job Job, patterns []schema.Pattern) (string, []any) {
-	until := int64(schema.MaxCreatedAt)
-	if !job.Until.IsZero() {
-		until = job.Until.UnixMilli()
-	}
+	since, until := jobRange(job)
 	where := "created_at >= ? AND created_at < ?"
-	args := []any{job.Since.UnixMilli(), until}
+	args := []any{since, until}
 	switch job.Livemode {
 	case "true":
 		where += " AND livemode = 1"
@@ -30,9 +27,33 @@ func matchSQL(job Job, patterns []schema.Pattern) (string, []any) {
 	return where + " AND " + cond, append(args, pargs...)
 }
 
-func countMatching(ctx context.Context, conn Conn, db string, job Job, patterns []schema.Pattern) (uint64, error) {
+// jobRange is a job's createdAt range in ms, [since, until).
+func jobRange(job Job) (since, until int64) {
+	until = schema.MaxCreatedAt
+	if !job.Until.IsZero() {
+		until = job.Until.UnixMilli()
+	}
+	return job.Since.UnixMilli(), until
+}
+
+// matching is what counts of a job's events read: each stored event once.
+func matching(ctx context.Context, conn Conn, db string, job Job, patterns []schema.Pattern) (string, []any, error) {
 	where, args := matchSQL(job, patterns)
-	rows, err := conn.Query(ctx, "SELECT count() FROM `"+db+"`.events WHERE "+where, args...)
+	since, until := jobRange(job)
+	counted, err := schema.CountedEvents(ctx, conn, db, since, until)
+	if err != nil {
+		return "", nil, err
+	}
+	events, args := counted.Source(where, args)
+	return events, args, nil
+}
+
+func countMatching(ctx context.Context, conn Conn, db string, job Job, patterns []schema.Pattern) (uint64, error) {
+	events, args, err := matching(ctx, conn, db, job, patterns)
+	if err != nil {
+		return 0, fmt.Errorf("count events of %s: %w", job.ID, err)
+	}
+	rows, err := conn.Query(ctx, "SELECT count() FROM "+events, args...)
 	if err != nil {
 		return 0, fmt.Errorf("count events of %s: %w", job.ID, err)
 	}
@@ -95,9 +116,12 @@ type DryRun struct {
 }
 
 func dryRun(ctx context.Context, conn Conn, db string, job Job, patterns []schema.Pattern) (DryRun, error) {
-	where, args := matchSQL(job, patterns)
-	rows, err := conn.Query(ctx, "SELECT CAST(type AS String), count(), min(created_at), max(created_at) FROM `"+db+
-		"`.events WHERE "+where+" GROUP BY type", args...)
+	events, args, err := matching(ctx, conn, db, job, patterns)
+	if err != nil {
+		return DryRun{}, fmt.Errorf("dry run: %w", err)
+	}
+	rows, err := conn.Query(ctx, "SELECT CAST(type AS String), count(), min(created_at), max(created_at) FROM "+events+
+		" GROUP BY type", args...)
 	if err != nil {
 		return DryRun{}, fmt.Errorf("dry run: %w", err)
 	}

@@ -236,6 +236,35 @@ func TestOrderedReplayDeliversEachEventOnceInOrder(t *testing.T) {
 	}
 }
 
+// TestReplayCopiesOnce stores more copies of some events, not merged: the
+// dry run and the job count each event once, and each is sent once.
+func TestReplayCopiesOnce(t *testing.T) {
+	e := newEnv(t, 600)
+	chtest.StoreCopies(t, e.conn, e.db, "cityHash64(event_id) % 5 = 0", "cityHash64(event_id) % 10 = 0")
+	s := newSink(t)
+	ep := e.endpoint(s)
+	e.worker(WorkerConfig{PageSize: 50})
+	want := e.want(since, until, "*")
+
+	var dry map[string]any
+	require.Equal(t, http.StatusOK, e.call("POST", "/v1/replays", map[string]any{"endpoint_id": ep, "since": since.UnixMilli(),
+		"until": until.UnixMilli(), "dry_run": true}, &dry))
+	assert.EqualValues(t, len(want), dry["matched"])
+	var perType float64
+	for _, n := range dry["by_type"].(map[string]any) {
+		perType += n.(float64)
+	}
+	assert.EqualValues(t, len(want), perType)
+
+	var job map[string]any
+	require.Equal(t, http.StatusAccepted, e.call("POST", "/v1/replays", map[string]any{"endpoint_id": ep, "since": since.UnixMilli(),
+		"until": until.UnixMilli()}, &job))
+	job = e.waitDone(job["id"].(string))
+	assert.EqualValues(t, len(want), job["matched"])
+	assert.EqualValues(t, len(want), job["delivered"])
+	assert.Equal(t, want, s.got())
+}
+
 func TestUnorderedReplayWithFailuresAndRetries(t *testing.T) {
 	e := newEnv(t, 600)
 	s := newSink(t)

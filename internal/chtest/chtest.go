@@ -140,3 +140,30 @@ func InsertEvents(t testing.TB, conn driver.Conn, db string, events []schema.Eve
 		t.Fatalf("insert %d events: %v", len(events), err)
 	}
 }
+
+// Execer runs a statement: a connection, or the compatibility test's chDB.
+type Execer interface {
+	Exec(ctx context.Context, query string, args ...any) error
+}
+
+// StoreCopies inserts, for each condition (SQL on the events table), one more
+// copy of the stored events matching it, stops the table's merges for the
+// rest of the test so the copies stay, and records the duplicated keys in
+// event_dups as ingest does after an insert.
+func StoreCopies(t testing.TB, conn Execer, db string, conds ...string) {
+	t.Helper()
+	ctx := context.Background()
+	exec := func(q string) {
+		t.Helper()
+		if err := conn.Exec(ctx, q); err != nil {
+			t.Fatalf("store copies: %s: %v", q, err)
+		}
+	}
+	exec("SYSTEM STOP MERGES `" + db + "`.events")
+	t.Cleanup(func() { conn.Exec(context.Background(), "SYSTEM START MERGES `"+db+"`.events") })
+	for _, cond := range conds {
+		exec("INSERT INTO `" + db + "`.events SELECT * FROM `" + db + "`.events WHERE " + cond + " LIMIT 1 BY event_id")
+	}
+	exec("INSERT INTO `" + db + "`.event_dups SELECT service, type, created_at, event_id, now() FROM `" + db +
+		"`.events GROUP BY service, type, created_at, event_id HAVING count() > 1")
+}
