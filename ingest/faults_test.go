@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,6 +18,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/dodev/hindsight/internal/chtest"
+	"github.com/dodev/hindsight/schema"
 )
 
 // delivered builds a valid send.email.delivered event.
@@ -105,6 +109,19 @@ func TestIngestTopicRecreated(t *testing.T) {
 	assert.Equal(t, int64(0), in2.Stats().Duplicates)
 }
 
+// crashAfterFirstPart runs an ingester that reads the n records produced in
+// one batch and stops, as a crash would, once the batch's first part (month)
+// is stored, before it looks for copies of it or stores the next.
+func (f *fixture) crashAfterFirstPart(n int64) {
+	f.t.Helper()
+	crash := errors.New("crash after the first part")
+	cfg := f.config()
+	cfg.FlushInterval = time.Second // one batch of all n
+	in, stop := f.run(cfg, testHooks{afterPart: func() error { return crash }})
+	require.Eventually(f.t, func() bool { return in.Stats().Consumed == n }, 30*time.Second, 10*time.Millisecond)
+	require.ErrorIs(f.t, stop(), crash)
+}
+
 // TestIngestCrashBetweenParts stops ingest after the first month of a batch
 // spanning three was stored: the stored rows hold the partition's highest
 // offsets, the others were never written. The next ingester must store the
@@ -122,12 +139,7 @@ func TestIngestCrashBetweenParts(t *testing.T) {
 	}
 	f.produceKeyed("one-partition", values...) // offsets 0..299, the first part holds 0, 3, ..., 297
 
-	crash := errors.New("crash between parts")
-	cfg := f.config()
-	cfg.FlushInterval = time.Second // one batch of all 300
-	first, stop := f.run(cfg, testHooks{afterPart: func() error { return crash }})
-	require.Eventually(t, func() bool { return first.Stats().Consumed == 300 }, 30*time.Second, 10*time.Millisecond)
-	require.ErrorIs(t, stop(), crash)
+	f.crashAfterFirstPart(300)
 	require.Equal(t, uint64(100), f.count("SELECT count() FROM "+f.db+".events"), "one month stored before the crash")
 	require.Equal(t, uint64(297), f.count("SELECT toUInt64(max(kafka_offset)) FROM "+f.db+".events"),
 		"it holds offsets above 198 of the 200 rows never written")
@@ -321,4 +333,83 @@ func TestIngestDeadLettersOldRecords(t *testing.T) {
 	dl := f.deadLetters(1)
 	assert.Equal(t, "not json, an hour old", string(dl[0].Value))
 	assert.Equal(t, uint64(1), f.count("SELECT count() FROM "+f.db+".events"))
+}
+
+// storeElsewhere stores events as another ingest did, out of this one's
+// sight: read from another topic (so resume does not load them) two hours ago
+// (so the recent set does not either).
+func (f *fixture) storeElsewhere(values ...[]byte) {
+	f.t.Helper()
+	batch, err := f.conn.PrepareBatch(context.Background(), chtest.InsertColumns(f.db))
+	require.NoError(f.t, err)
+	var p schema.Parser
+	for i, v := range values {
+		ev, err := p.Parse(v)
+		require.NoError(f.t, err)
+		row := chtest.EventRow(ev, i, time.Now().Add(-2*time.Hour))
+		row[slices.Index(schema.EventColumns, "kafka_topic")] = "elsewhere"
+		require.NoError(f.t, batch.Append(row...))
+	}
+	require.NoError(f.t, batch.Send())
+}
+
+// counted counts the events of [from, to) as the API does.
+func (f *fixture) counted(from, to time.Time) uint64 {
+	f.t.Helper()
+	ctx := context.Background()
+	c, err := schema.CountedEvents(ctx, f.conn, f.db, from.UnixMilli(), to.UnixMilli())
+	require.NoError(f.t, err)
+	events, args := c.Source("created_at >= ? AND created_at < ?", []any{from.UnixMilli(), to.UnixMilli()})
+	return f.count("SELECT count() FROM "+events, args...)
+}
+
+// copiesStoredElsewhere makes 100 events, of which the first 40 are already
+// stored by another ingest, and produces all 100 to one partition.
+func (f *fixture) copiesStoredElsewhere(at time.Time) {
+	f.t.Helper()
+	var values [][]byte
+	for i := range 100 {
+		values = append(values, delivered(fmt.Sprintf("e-%d", i), at.Add(time.Duration(i)*time.Second)))
+	}
+	f.storeElsewhere(values[:40]...)
+	f.produceKeyed("one-partition", values...)
+}
+
+// TestIngestRecordsCopiesStoredElsewhere: ingest cannot know the 40 events
+// stored out of its sight, so it stores its own copies; then it finds those
+// 40 keys stored twice and records them, and counts read each event once.
+func TestIngestRecordsCopiesStoredElsewhere(t *testing.T) {
+	f := newFixture(t)
+	at := time.Date(2026, 10, 10, 0, 0, 0, 0, time.UTC)
+	f.copiesStoredElsewhere(at)
+
+	in, stop := f.run(f.config(), testHooks{})
+	f.waitConsumed(in, 100)
+	require.NoError(t, stop())
+	assert.Equal(t, uint64(140), f.count("SELECT count() FROM "+f.db+".events"), "both copies are stored")
+	assert.Equal(t, uint64(40), f.count("SELECT uniqExact(event_id) FROM "+f.db+".event_dups WHERE event_id IN (SELECT event_id FROM "+
+		f.db+".events WHERE kafka_topic = 'elsewhere')"), "each copied key is recorded")
+	assert.Equal(t, uint64(40), f.count("SELECT count() FROM "+f.db+".event_dups FINAL"), "and nothing else")
+	assert.EqualValues(t, 40, in.Stats().StoredTwice)
+	assert.Equal(t, uint64(100), f.counted(at, at.Add(time.Hour)), "counts read each event once")
+}
+
+// TestIngestCrashBeforeLookingForCopies stops ingest between storing a batch
+// and looking for copies of it: the next owner of the partition finds the
+// stored rows when it resumes, and looks for their copies then.
+func TestIngestCrashBeforeLookingForCopies(t *testing.T) {
+	f := newFixture(t)
+	at := time.Date(2026, 10, 10, 0, 0, 0, 0, time.UTC)
+	f.copiesStoredElsewhere(at)
+
+	f.crashAfterFirstPart(100)
+	require.Equal(t, uint64(140), f.count("SELECT count() FROM "+f.db+".events"), "the batch was stored")
+	require.Zero(t, f.count("SELECT count() FROM "+f.db+".event_dups"), "nobody looked for copies yet")
+
+	second, stop2 := f.run(f.config(), testHooks{})
+	f.waitConsumed(second, 100)
+	require.NoError(t, stop2())
+	assert.Equal(t, int64(100), second.Stats().Duplicates, "the stored batch was recognised")
+	assert.Equal(t, uint64(40), f.count("SELECT count() FROM "+f.db+".event_dups FINAL"), "its copies were found on resume")
+	assert.Equal(t, uint64(100), f.counted(at, at.Add(time.Hour)))
 }

@@ -22,6 +22,7 @@ type Stats struct {
 	Consumed     int64 // records read from Kafka
 	Inserted     int64 // rows ClickHouse acknowledged
 	Duplicates   int64 // records skipped as already stored
+	StoredTwice  int64 // keys found stored more than once, recorded for counts
 	DeadLettered int64 // records sent to the dead-letter topic
 	Flushes      int64 // successful batch flushes
 }
@@ -60,6 +61,7 @@ type Ingester struct {
 	consumed  atomic.Int64
 	inserted  atomic.Int64
 	dups      atomic.Int64
+	dupsFound atomic.Int64
 	dead      atomic.Int64
 	flushes   atomic.Int64
 	testHooks testHooks
@@ -71,7 +73,8 @@ type testHooks struct {
 	// committed; an error ends Run without committing, as a crash would.
 	afterInsert func() error
 	// afterPart runs once ClickHouse acknowledged one part (one month) of a
-	// batch; an error ends Run there, as a crash would.
+	// batch, before ingest looks for copies of its rows stored by others; an
+	// error ends Run there, as a crash would.
 	afterPart func() error
 	// beforeInsert sees each insert's rows before they are sent; an error is
 	// taken as ClickHouse's answer to the insert.
@@ -139,6 +142,7 @@ func (in *Ingester) Stats() Stats {
 		Consumed:     in.consumed.Load(),
 		Inserted:     in.inserted.Load(),
 		Duplicates:   in.dups.Load(),
+		StoredTwice:  in.dupsFound.Load(),
 		DeadLettered: in.dead.Load(),
 		Flushes:      in.flushes.Load(),
 	}
@@ -300,7 +304,8 @@ func (in *Ingester) deadLetter(r *kgo.Record, reason string) {
 // us. Rows from that record's offset on may already be stored: this process
 // or the partition's previous owner inserted them and stopped before
 // committing. Their eventIds go into the recent set, so the redelivered
-// copies are dropped as duplicates.
+// copies are dropped as duplicates, and they are checked for copies stored
+// by others, as after an insert.
 //
 // Nothing is skipped by its offset alone: offsets start again at 0 when a
 // topic is recreated or moved to another cluster, and a row that was never
@@ -315,10 +320,11 @@ func (in *Ingester) resume(ctx context.Context, r *kgo.Record) error {
 		return nil
 	}
 	window := int64(in.resumeWindow())
-	var loaded int
+	var ids, services []string
+	var createdAt []int64
 	err := in.retry(ctx, "read stored rows of a resumed partition", func(ctx context.Context) error {
-		loaded = 0
-		rows, err := in.conn.Query(limited(ctx), "SELECT event_id FROM `"+in.cfg.Database+
+		ids, services, createdAt = ids[:0], services[:0], createdAt[:0]
+		rows, err := in.conn.Query(limited(ctx), "SELECT event_id, service, created_at FROM `"+in.cfg.Database+
 			"`.events WHERE kafka_topic = ? AND kafka_partition = ? AND kafka_offset >= ? AND kafka_offset < ? LIMIT ?",
 			r.Topic, r.Partition, r.Offset, r.Offset+window, window)
 		if err != nil {
@@ -326,18 +332,27 @@ func (in *Ingester) resume(ctx context.Context, r *kgo.Record) error {
 		}
 		defer rows.Close()
 		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
+			var id, service string
+			var at int64
+			if err := rows.Scan(&id, &service, &at); err != nil {
 				return err
 			}
-			in.recent.add(id)
-			loaded++
+			ids, services, createdAt = append(ids, id), append(services, service), append(createdAt, at)
 		}
 		return rows.Err()
 	})
 	if err != nil {
 		return err
 	}
+	for _, id := range ids {
+		in.recent.add(id)
+	}
+	// The previous owner may have stopped between storing these rows and
+	// looking for copies of them.
+	if err := in.recordDuplicates(ctx, ids, services, createdAt); err != nil {
+		return err
+	}
+	loaded := len(ids)
 	in.resumedMu.Lock()
 	in.resumed[r.Partition] = true
 	in.resumedMu.Unlock()
@@ -387,14 +402,17 @@ func (in *Ingester) flush(ctx context.Context) error {
 	}
 	for len(in.todo) > 0 {
 		part := in.todo[0]
-		err := in.retry(ctx, "insert events", func(ctx context.Context) error {
-			if in.testHooks.beforeInsert != nil {
-				if err := in.testHooks.beforeInsert(part); err != nil {
-					return permanentIf(err)
+		var err error
+		if !part.stored {
+			err = in.retry(ctx, "insert events", func(ctx context.Context) error {
+				if in.testHooks.beforeInsert != nil {
+					if err := in.testHooks.beforeInsert(part); err != nil {
+						return permanentIf(err)
+					}
 				}
-			}
-			return permanentIf(part.insert(ctx, in.conn, in.query))
-		})
+				return permanentIf(part.insert(ctx, in.conn, in.query))
+			})
+		}
 		var p permanent
 		switch {
 		case errors.As(err, &p) && part.len() > 1:
@@ -409,14 +427,21 @@ func (in *Ingester) flush(ctx context.Context) error {
 		case err != nil:
 			return err
 		default:
-			in.inserted.Add(int64(part.len()))
-		}
-		in.todo = in.todo[1:]
-		if in.testHooks.afterPart != nil {
-			if err := in.testHooks.afterPart(); err != nil {
+			if !part.stored {
+				part.stored = true
+				in.inserted.Add(int64(part.len()))
+				if in.testHooks.afterPart != nil {
+					if err := in.testHooks.afterPart(); err != nil {
+						return err
+					}
+				}
+			}
+			// A flush cut short here resumes with this check, not the insert.
+			if err := in.recordDuplicates(ctx, part.eventID, part.service, part.createdAt); err != nil {
 				return err
 			}
 		}
+		in.todo = in.todo[1:]
 	}
 	in.todo = nil
 	in.rows.reset()
