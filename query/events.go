@@ -124,72 +124,89 @@ func (s *Server) listEvents(c *gin.Context) {
 		after = &cur
 	}
 
-	q := "SELECT raw, created_at, event_id FROM `" + s.cfg.Database + "`.events" +
-		" WHERE created_at >= ? AND created_at < ?" + lm.sql()
-	args := []any{r.From.UnixMilli(), r.To.UnixMilli()}
+	where := "created_at >= ? AND created_at < ?" + lm.sql()
+	whereArgs := []any{r.From.UnixMilli(), r.To.UnixMilli()}
 	if len(patterns) > 0 {
 		cond, pargs := schema.PatternsSQL(patterns)
-		q += " AND " + cond
-		args = append(args, pargs...)
+		where += " AND " + cond
+		whereArgs = append(whereArgs, pargs...)
 	}
-	if after != nil {
-		q += " AND (created_at > ? OR (created_at = ? AND event_id > ?))"
-		args = append(args, after.CreatedAt, after.CreatedAt, after.EventID)
-	}
-	q += " ORDER BY created_at, event_id LIMIT ?"
-	args = append(args, limit+1)
-
-	rows, err := s.conn.Query(s.queryContext(c.Request.Context(), clickhouse.Settings{"max_block_size": listBlockRows}), q, args...)
-	if err != nil {
-		s.fail(c, fmt.Errorf("list events: %w", err))
-		return
-	}
-	defer rows.Close()
 	var out bytes.Buffer
 	out.WriteString(`{"data":[`)
-	var last cursor
-	n, read := 0, 0
+	n := 0
 	more := false
-	for rows.Next() {
-		read++
-		var raw string
-		var cur cursor
-		if err := rows.Scan(&raw, &cur.CreatedAt, &cur.EventID); err != nil {
-			s.fail(c, fmt.Errorf("read events: %w", err))
+	// A page reads limit+1 rows after the cursor. Copies ClickHouse has not
+	// merged away share the sort key, so they come one after the other and
+	// are skipped; when that leaves the page short and rows remain, the next
+	// rows are read from the last event shown.
+	for {
+		read, want := 0, limit-n+1
+		err := s.listFrom(c.Request.Context(), where, whereArgs, after, want, func(raw string, cur cursor) bool {
+			read++
+			if after != nil && cur == *after {
+				return true // a copy of the last event shown
+			}
+			if n == limit || out.Len() >= maxPageBytes {
+				more = true
+				return false
+			}
+			if n > 0 {
+				out.WriteByte(',')
+			}
+			out.WriteString(raw)
+			after = &cur
+			n++
+			return true
+		})
+		if err != nil {
+			s.fail(c, err)
 			return
 		}
-		if n > 0 && cur == last {
-			// A copy ClickHouse has not merged away yet: copies share the
-			// sort key, so they come one after the other.
-			continue
-		}
-		if n == limit || out.Len() >= maxPageBytes {
-			more = true
+		if more || read < want || n == 0 {
 			break
 		}
-		if n > 0 {
-			out.WriteByte(',')
-		}
-		out.WriteString(raw)
-		last = cur
-		n++
 	}
-	if err := rows.Err(); err != nil {
-		s.fail(c, fmt.Errorf("read events: %w", err))
-		return
-	}
-	// Skipped copies can leave the page short of the rows the query was
-	// limited to: there may be more after them.
-	more = more || (read == limit+1 && n > 0)
 	out.WriteString(`],"next_cursor":`)
 	if more {
-		next, _ := json.Marshal(s.encodeCursor(last))
+		next, _ := json.Marshal(s.encodeCursor(*after))
 		out.Write(next)
 	} else {
 		out.WriteString("null")
 	}
 	out.WriteByte('}')
 	c.Data(http.StatusOK, "application/json; charset=utf-8", out.Bytes())
+}
+
+// listFrom reads up to limit events matching where after the cursor (all of
+// them without one) in (createdAt, eventId) order, and hands each to fn
+// until it returns false.
+func (s *Server) listFrom(ctx context.Context, where string, args []any, after *cursor, limit int, fn func(raw string, cur cursor) bool) error {
+	q := "SELECT raw, created_at, event_id FROM `" + s.cfg.Database + "`.events WHERE " + where
+	args = append([]any{}, args...)
+	if after != nil {
+		q += " AND (created_at > ? OR (created_at = ? AND event_id > ?))"
+		args = append(args, after.CreatedAt, after.CreatedAt, after.EventID)
+	}
+	rows, err := s.conn.Query(s.queryContext(ctx, clickhouse.Settings{"max_block_size": listBlockRows}),
+		q+" ORDER BY created_at, event_id LIMIT ?", append(args, limit)...)
+	if err != nil {
+		return fmt.Errorf("list events: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var raw string
+		var cur cursor
+		if err := rows.Scan(&raw, &cur.CreatedAt, &cur.EventID); err != nil {
+			return fmt.Errorf("read events: %w", err)
+		}
+		if !fn(raw, cur) {
+			return nil
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read events: %w", err)
+	}
+	return nil
 }
 
 // getEvent serves GET /v1/events/{eventId}: the original event, as ingested.

@@ -275,7 +275,7 @@ func TestListEventsPagesAreBoundedInBytes(t *testing.T) {
 
 // TestListEventsShowsACopyOnce: an event stored twice (two ingest processes
 // each stored a producer retry, not merged yet) is listed once, on any page
-// size.
+// size, and pages stay full.
 func TestListEventsShowsACopyOnce(t *testing.T) {
 	srv, conn, db := newAPI(t)
 	var p schema.Parser
@@ -287,7 +287,8 @@ func TestListEventsShowsACopyOnce(t *testing.T) {
 		events = append(events, ev)
 	}
 	chtest.InsertEvents(t, conn, db, events)
-	chtest.InsertEvents(t, conn, db, events[1:3]) // copies, in another part
+	chtest.InsertEvents(t, conn, db, events[1:3]) // copies, in other parts
+	chtest.InsertEvents(t, conn, db, events[1:3])
 	for _, limit := range []int{1, 2, 3, 100} {
 		var ids []string
 		cursor := ""
@@ -301,6 +302,7 @@ func TestListEventsShowsACopyOnce(t *testing.T) {
 			if pg.NextCursor == nil {
 				break
 			}
+			assert.Len(t, pg.Data, limit, "a page with a cursor is full, copies or not")
 			cursor = "&cursor=" + url.QueryEscape(*pg.NextCursor)
 		}
 		assert.Equal(t, []string{"e-0", "e-1", "e-2", "e-3", "e-4"}, ids, "limit %d", limit)
