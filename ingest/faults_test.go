@@ -375,10 +375,10 @@ func (f *fixture) copiesStoredElsewhere(at time.Time) {
 	f.produceKeyed("one-partition", values...)
 }
 
-// TestIngestRecordsCopiesStoredElsewhere: ingest cannot know the 40 events
+// TestIngestRecordsAndResolvesCopies: ingest cannot know the 40 events
 // stored out of its sight, so it stores its own copies; then it finds those
 // 40 keys stored twice and records them, and counts read each event once.
-func TestIngestRecordsCopiesStoredElsewhere(t *testing.T) {
+func TestIngestRecordsAndResolvesCopies(t *testing.T) {
 	f := newFixture(t)
 	at := time.Date(2026, 10, 10, 0, 0, 0, 0, time.UTC)
 	f.copiesStoredElsewhere(at)
@@ -392,6 +392,34 @@ func TestIngestRecordsCopiesStoredElsewhere(t *testing.T) {
 	assert.Equal(t, uint64(40), f.count("SELECT count() FROM "+f.db+".event_dups FINAL"), "and nothing else")
 	assert.EqualValues(t, 40, in.Stats().StoredTwice)
 	assert.Equal(t, uint64(100), f.counted(at, at.Add(time.Hour)), "counts read each event once")
+
+	// The keys stay recorded while their copies are stored; once ClickHouse
+	// has merged them they are resolved, and counts are plain reads again; a
+	// new copy records its key again.
+	unresolved := func() uint64 {
+		return f.count("SELECT count() FROM (SELECT 1 FROM " + f.db + ".event_dups GROUP BY type, created_at, event_id HAVING argMax(resolved, version) = 0)")
+	}
+	require.Equal(t, uint64(40), unresolved())
+
+	ctx := context.Background()
+	n, err := in.resolveMerged(ctx, 0)
+	require.NoError(t, err)
+	assert.Zero(t, n, "the copies are still stored")
+	assert.Equal(t, uint64(40), unresolved())
+
+	require.NoError(t, f.conn.Exec(ctx, "OPTIMIZE TABLE "+f.db+".events FINAL"))
+	require.Equal(t, uint64(100), f.count("SELECT count() FROM "+f.db+".events"), "ClickHouse merged the copies")
+	n, err = in.resolveMerged(ctx, 0)
+	require.NoError(t, err)
+	assert.Equal(t, 40, n)
+	assert.Zero(t, unresolved())
+	assert.Equal(t, uint64(100), f.counted(at, at.Add(time.Hour)))
+
+	// Another copy of e-3 after that: recorded again, and counted once.
+	f.storeElsewhere(delivered("e-3", at.Add(3*time.Second)))
+	require.NoError(t, in.recordDuplicates(ctx, []string{"e-3"}, []string{"send"}, []int64{at.Add(3 * time.Second).UnixMilli()}))
+	assert.Equal(t, uint64(1), unresolved())
+	assert.Equal(t, uint64(100), f.counted(at, at.Add(time.Hour)))
 }
 
 // TestIngestCrashBeforeLookingForCopies stops ingest between storing a batch

@@ -178,6 +178,10 @@ func (in *Ingester) Run(ctx context.Context) error {
 	}
 	in.running.Store(true)
 	defer in.running.Store(false)
+	resolving := make(chan struct{})
+	resolveCtx, stopResolving := context.WithCancel(ctx)
+	go func() { defer close(resolving); in.resolveLoop(resolveCtx, resolveInterval) }()
+	defer func() { stopResolving(); <-resolving }()
 	in.log.Info("ingest running", "topic", in.cfg.Topic, "group", in.cfg.Group, "database", in.cfg.Database)
 
 	for {

@@ -128,7 +128,7 @@ func BenchmarkStats10M(b *testing.B) {
 		before := viaAPI()
 		copies := "SELECT * FROM " + db + ".events WHERE kafka_offset % 10007 = 0"
 		require.NoError(b, conn.Exec(ctx, "INSERT INTO "+db+".events "+copies))
-		require.NoError(b, conn.Exec(ctx, "INSERT INTO "+db+".event_dups SELECT service, type, created_at, event_id, now() FROM ("+copies+")"))
+		require.NoError(b, conn.Exec(ctx, "INSERT INTO "+db+".event_dups (service, type, created_at, event_id, found_at) SELECT service, type, created_at, event_id, now() FROM ("+copies+")"))
 		require.JSONEq(b, string(before), string(viaAPI()), "duplicates change the answer")
 		b.StartTimer()
 

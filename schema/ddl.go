@@ -170,14 +170,18 @@ PARTITION BY toYYYYMM(at)
 ORDER BY at`)}},
 		// Keys stored more than once in events: counts read them once (see
 		// Counted). Ingest records a key here after the insert that stored
-		// its second copy; the table stays as small as the duplicates are rare.
+		// its second copy, and marks it resolved (a new row, a higher
+		// version) once ClickHouse has merged the copies. The table stays as
+		// small as duplicates are rare.
 		{4, "event_dups", []string{r.Replace(`CREATE TABLE IF NOT EXISTS {db}.event_dups (
 	service {lc},
 	type {lc},
 	created_at Int64,
 	event_id String,
-	found_at DateTime
-) ENGINE = ReplacingMergeTree()
+	found_at DateTime,
+	resolved UInt8,
+	version UInt64
+) ENGINE = ReplacingMergeTree(version)
 ORDER BY (created_at, type, event_id)`)}},
 	}
 }

@@ -14,7 +14,14 @@ import (
 // Counts do not wait for it. Ingest records each key it finds stored more
 // than once in event_dups, right after the insert that stored the second
 // copy; a count whose range holds recorded keys reads each of them once, and
-// every other count reads the table as it is, at no extra cost.
+// every other count reads the table as it is, at no extra cost. Once
+// ClickHouse has merged a key's copies, ingest marks it resolved, and counts
+// over its range are plain reads again.
+
+// unresolved is the statement part that lists the recorded keys in a
+// createdAt range whose copies are not known to be merged: the latest row
+// of each key (highest version) says.
+const unresolved = " WHERE created_at >= ? AND created_at < ? GROUP BY type, created_at, event_id HAVING argMax(resolved, version) = 0"
 
 // Querier runs a query: the part of a ClickHouse connection counts need.
 type Querier interface {
@@ -37,7 +44,7 @@ type Counted struct {
 // and returns how counts over that range read the events.
 func CountedEvents(ctx context.Context, q Querier, db string, from, to int64) (Counted, error) {
 	c := Counted{db: db, from: from, to: to}
-	rows, err := q.Query(ctx, "SELECT count() FROM `"+db+"`.event_dups WHERE created_at >= ? AND created_at < ?", from, to)
+	rows, err := q.Query(ctx, "SELECT count() FROM (SELECT 1 FROM `"+db+"`.event_dups"+unresolved+")", from, to)
 	if err != nil {
 		return c, fmt.Errorf("look up duplicates: %w", err)
 	}
@@ -67,7 +74,7 @@ func (c Counted) Source(where string, args []any) (string, []any) {
 	if !c.dups {
 		return table + " WHERE " + where, args
 	}
-	recorded := " (SELECT type, created_at FROM `" + c.db + "`.event_dups WHERE created_at >= ? AND created_at < ?)"
+	recorded := " (SELECT type, created_at FROM `" + c.db + "`.event_dups" + unresolved + ")"
 	sql := "(SELECT " + countedColumns + " FROM " + table + " WHERE (" + where + ") AND (type, created_at) NOT IN" + recorded +
 		" UNION ALL SELECT " + countedColumns + " FROM " + table + " WHERE (" + where + ") AND (type, created_at) IN" + recorded +
 		" LIMIT 1 BY service, type, created_at, event_id)"

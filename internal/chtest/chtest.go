@@ -164,6 +164,6 @@ func StoreCopies(t testing.TB, conn Execer, db string, conds ...string) {
 	for _, cond := range conds {
 		exec("INSERT INTO `" + db + "`.events SELECT * FROM `" + db + "`.events WHERE " + cond + " LIMIT 1 BY event_id")
 	}
-	exec("INSERT INTO `" + db + "`.event_dups SELECT service, type, created_at, event_id, now() FROM `" + db +
+	exec("INSERT INTO `" + db + "`.event_dups (service, type, created_at, event_id, found_at) SELECT service, type, created_at, event_id, now() FROM `" + db +
 		"`.events GROUP BY service, type, created_at, event_id HAVING count() > 1")
 }

@@ -107,11 +107,11 @@ func TestSQLCompatibility(t *testing.T) {
 	t.Cleanup(func() { _ = old.Exec(context.Background(), "DROP DATABASE IF EXISTS "+scratch) })
 	_, err = schema.Migrate(ctx, old, scratch)
 	require.NoError(t, err)
-	// The look-up of copies gets its eventIds as an external table, ids:
-	// both engines get a table of that name holding every fixture eventId.
+	// The look-up of copies gets the stored events as an external table,
+	// ids: both engines get a table of that name holding every fixture event.
 	for _, conn := range []chtest.Execer{old, cur} {
-		require.NoError(t, conn.Exec(ctx, "CREATE TABLE IF NOT EXISTS default.ids (event_id String) ENGINE = Memory"))
-		require.NoError(t, conn.Exec(ctx, "INSERT INTO default.ids SELECT DISTINCT event_id FROM `"+db+"`.events"))
+		require.NoError(t, conn.Exec(ctx, "CREATE TABLE IF NOT EXISTS default.ids (created_at Int64, event_id String) ENGINE = Memory"))
+		require.NoError(t, conn.Exec(ctx, "INSERT INTO default.ids SELECT DISTINCT created_at, event_id FROM `"+db+"`.events"))
 		t.Cleanup(func() { _ = conn.Exec(context.Background(), "DROP TABLE IF EXISTS default.ids") })
 	}
 	for _, q := range ingestQueries(t, scratch) {
