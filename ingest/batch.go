@@ -38,8 +38,6 @@ type columns struct {
 	recs []*kgo.Record
 	// bytes is the sum of the rows' record values.
 	bytes int
-	// stored is set once ClickHouse acknowledged the insert.
-	stored bool
 }
 
 func b2u(b bool) uint8 {

@@ -22,22 +22,21 @@ import (
 // event_dups, where counts find them (schema.Counted). Of two processes
 // storing copies of one event, the one whose insert ends last sees both.
 
-// recordDuplicates looks up which of the stored events (ids, with their
-// services and createdAt) are stored more than once and records their keys
-// in event_dups.
+// recordDuplicates looks up which of the stored events (ids and createdAt,
+// under services, each named once) are stored more than once and records
+// their keys in event_dups.
 func (in *Ingester) recordDuplicates(ctx context.Context, ids, services []string, createdAt []int64) error {
 	if len(ids) == 0 {
 		return nil
 	}
 	spans := spansOf(createdAt)
-	svc := slices.Compact(slices.Sorted(slices.Values(services)))
 	var keys []dupKey
 	// The version orders this record after any resolution made by a look-up
 	// that began before this one, which cannot have seen the copy found now.
 	version := uint64(time.Now().UnixNano())
 	err := in.retry(ctx, "look for events stored twice", func(ctx context.Context) error {
 		var err error
-		keys, err = in.findDuplicates(ctx, ids, createdAt, svc, spans)
+		keys, err = in.findDuplicates(ctx, ids, createdAt, services, spans)
 		return err
 	})
 	if err != nil || len(keys) == 0 {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +42,7 @@ type Ingester struct {
 	parser   schema.Parser
 	rows     columns
 	todo     []*columns // the batch's parts not stored yet, once flushing began
+	stored   stored     // what the batch's parts stored so far, for its tail
 	dlq      []*kgo.Record
 	dlqBytes int
 	last     map[int32]*kgo.Record // newest record per partition in the batch
@@ -55,6 +57,11 @@ type Ingester struct {
 	// It is cleared when partitions move, from the rebalance callbacks.
 	resumedMu sync.Mutex
 	resumed   map[int32]bool
+
+	// tail is the end of the last flush, running while the next batch is
+	// read (see tail); tailMu serialises waiting for it.
+	tailMu sync.Mutex
+	tail   *tail
 
 	running   atomic.Bool
 	flushErr  atomic.Pointer[error]
@@ -130,7 +137,11 @@ func New(cfg Config, conn Inserter, log *slog.Logger, extra ...kgo.Opt) (*Ingest
 	return in, nil
 }
 
-func (in *Ingester) partitionsMoved(_ context.Context, _ *kgo.Client, _ map[string][]int32) {
+func (in *Ingester) partitionsMoved(ctx context.Context, _ *kgo.Client, _ map[string][]int32) {
+	// The last batch's offsets are committed before its partitions go.
+	if err := in.finishTail(ctx); err != nil {
+		in.log.Warn("partitions moved before the last batch was committed; their next owner skips its stored rows", "err", err)
+	}
 	in.resumedMu.Lock()
 	clear(in.resumed)
 	in.resumedMu.Unlock()
@@ -164,6 +175,7 @@ func (in *Ingester) Ready() error {
 // Kafka outages make it wait and retry, not return.
 func (in *Ingester) Run(ctx context.Context) error {
 	defer func() {
+		in.abandonTail()
 		// Leaving the group is a rebalance: unblock it, or Close waits forever.
 		// Nothing uncommitted is committed here: auto-commit is off.
 		in.client.AllowRebalance()
@@ -243,6 +255,9 @@ func (in *Ingester) rejoinRecreated(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := in.finishTail(ctx); err != nil {
+		return err
+	}
 	in.client.AllowRebalance()
 	in.client.PurgeTopicsFromClient(in.cfg.Topic)
 	in.client.AddConsumeTopics(in.cfg.Topic)
@@ -256,13 +271,15 @@ func (in *Ingester) stop(err error) error {
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
-	if in.pending() == 0 {
-		return nil
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if ferr := in.flush(ctx); ferr != nil {
-		return fmt.Errorf("final flush: %w", ferr)
+	if in.pending() > 0 {
+		if ferr := in.flush(ctx); ferr != nil {
+			return fmt.Errorf("final flush: %w", ferr)
+		}
+	}
+	if ferr := in.finishTail(ctx); ferr != nil {
+		return fmt.Errorf("final commit: %w", ferr)
 	}
 	return nil
 }
@@ -353,7 +370,7 @@ func (in *Ingester) resume(ctx context.Context, r *kgo.Record) error {
 	}
 	// The previous owner may have stopped between storing these rows and
 	// looking for copies of them.
-	if err := in.recordDuplicates(ctx, ids, services, createdAt); err != nil {
+	if err := in.recordDuplicates(ctx, ids, slices.Compact(slices.Sorted(slices.Values(services))), createdAt); err != nil {
 		return err
 	}
 	loaded := len(ids)
@@ -406,17 +423,14 @@ func (in *Ingester) flush(ctx context.Context) error {
 	}
 	for len(in.todo) > 0 {
 		part := in.todo[0]
-		var err error
-		if !part.stored {
-			err = in.retry(ctx, "insert events", func(ctx context.Context) error {
-				if in.testHooks.beforeInsert != nil {
-					if err := in.testHooks.beforeInsert(part); err != nil {
-						return permanentIf(err)
-					}
+		err := in.retry(ctx, "insert events", func(ctx context.Context) error {
+			if in.testHooks.beforeInsert != nil {
+				if err := in.testHooks.beforeInsert(part); err != nil {
+					return permanentIf(err)
 				}
-				return permanentIf(part.insert(ctx, in.conn, in.query))
-			})
-		}
+			}
+			return permanentIf(part.insert(ctx, in.conn, in.query))
+		})
 		var p permanent
 		switch {
 		case errors.As(err, &p) && part.len() > 1:
@@ -431,18 +445,12 @@ func (in *Ingester) flush(ctx context.Context) error {
 		case err != nil:
 			return err
 		default:
-			if !part.stored {
-				part.stored = true
-				in.inserted.Add(int64(part.len()))
-				if in.testHooks.afterPart != nil {
-					if err := in.testHooks.afterPart(); err != nil {
-						return err
-					}
+			in.inserted.Add(int64(part.len()))
+			in.stored.add(part)
+			if in.testHooks.afterPart != nil {
+				if err := in.testHooks.afterPart(); err != nil {
+					return err
 				}
-			}
-			// A flush cut short here resumes with this check, not the insert.
-			if err := in.recordDuplicates(ctx, part.eventID, part.service, part.createdAt); err != nil {
-				return err
 			}
 		}
 		in.todo = in.todo[1:]
@@ -462,18 +470,102 @@ func (in *Ingester) flush(ctx context.Context) error {
 			return err
 		}
 	}
-	recs := make([]*kgo.Record, 0, len(in.last))
-	for _, r := range in.last {
-		recs = append(recs, r)
+	// The previous batch's tail ends first: offsets are committed in order.
+	if err := in.finishTail(ctx); err != nil {
+		return err
 	}
-	if err := in.client.CommitRecords(ctx, recs...); err != nil {
+	t := &tail{stored: in.stored, recs: make([]*kgo.Record, 0, len(in.last))}
+	for _, r := range in.last {
+		t.recs = append(t.recs, r)
+	}
+	in.startTail(ctx, t)
+	in.stored = stored{}
+	clear(in.last)
+	return nil
+}
+
+// stored is what a batch's inserts stored: the rows to look for copies of.
+type stored struct {
+	ids, services []string // services: each once
+	createdAt     []int64
+}
+
+func (s *stored) add(c *columns) {
+	s.ids = append(s.ids, c.eventID...)
+	s.createdAt = append(s.createdAt, c.createdAt...)
+	for _, svc := range c.service {
+		if !slices.Contains(s.services, svc) {
+			s.services = append(s.services, svc)
+		}
+	}
+}
+
+// tail is the end of a flush, run while the next batch is read: the look-up
+// for copies of the rows the batch stored (see recordDuplicates), then the
+// commit of its offsets. Tails run one at a time, in batch order; one that
+// failed because its context ended is run again by the next finishTail. A
+// rebalance waits for the tail (partitionsMoved), as a commit in
+// OnPartitionsRevoked does.
+type tail struct {
+	stored stored
+	recs   []*kgo.Record // the batch's newest record per partition
+	done   chan struct{}
+	err    error // set before done is closed
+}
+
+func (in *Ingester) startTail(ctx context.Context, t *tail) {
+	t.done = make(chan struct{})
+	in.tailMu.Lock()
+	in.tail = t
+	in.tailMu.Unlock()
+	go func() {
+		defer close(t.done)
+		t.err = in.runTail(ctx, t)
+	}()
+}
+
+func (in *Ingester) runTail(ctx context.Context, t *tail) error {
+	if err := in.recordDuplicates(ctx, t.stored.ids, t.stored.services, t.stored.createdAt); err != nil {
+		return err
+	}
+	if err := in.client.CommitRecords(ctx, t.recs...); err != nil {
 		// The rows are stored; whoever reads these partitions next finds them
 		// in the table (resume), so this is not a loss.
 		in.log.Warn("commit offsets", "err", err)
 	}
 	in.flushes.Add(1)
-	clear(in.last)
 	return nil
+}
+
+// finishTail waits for the tail in flight, if any, and runs it again under
+// ctx if it failed.
+func (in *Ingester) finishTail(ctx context.Context) error {
+	in.tailMu.Lock()
+	defer in.tailMu.Unlock()
+	t := in.tail
+	if t == nil {
+		return nil
+	}
+	<-t.done
+	if t.err != nil {
+		if t.err = in.runTail(ctx, t); t.err != nil {
+			return t.err
+		}
+	}
+	in.tail = nil
+	return nil
+}
+
+// abandonTail waits for the tail in flight to return and drops it: Run is
+// ending without a clean stop, as a crash would, so what it did not commit
+// is read again by the partitions' next owner.
+func (in *Ingester) abandonTail() {
+	in.tailMu.Lock()
+	defer in.tailMu.Unlock()
+	if in.tail != nil {
+		<-in.tail.done
+		in.tail = nil
+	}
 }
 
 // permanentIf marks ClickHouse refusing the rows themselves as permanent.

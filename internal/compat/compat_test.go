@@ -236,11 +236,14 @@ type recorded struct {
 // queries.
 type recorder struct {
 	driver.Conn
+	mu      sync.Mutex // ingest queries from its loop and from a batch's tail
 	queries []recorded
 }
 
 func (r *recorder) Query(ctx context.Context, q string, args ...any) (driver.Rows, error) {
+	r.mu.Lock()
 	r.queries = append(r.queries, recorded{q, args})
+	r.mu.Unlock()
 	return r.Conn.Query(ctx, q, args...)
 }
 
