@@ -18,35 +18,6 @@ import (
 	"github.com/dodev/hindsight/schema"
 )
 
-// fill10M inserts ten million events over 30 days of October 2026 with
-// ClickHouse's numbers(): a send-heavy mix like the platform's, about one
-// opened and clicked message in four, 2% test mode. message_hash is
-// cityHash64 here, where ingest writes xxhash64: the benchmark measures cost,
-// which is the same for any 64-bit hash.
-func fill10M(b *testing.B, db string) {
-	conn := chtest.Open(b)
-	ctx := context.Background()
-	_, err := schema.Migrate(ctx, conn, db)
-	require.NoError(b, err)
-	start := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
-	q := fmt.Sprintf(`INSERT INTO %s.events (event_id, type, service, created_at, livemode, known, message_id, message_hash,
-		recipient_domain, sender_domain, bounce_type, has_carrier, has_inventory, npa, voice, format,
-		text_length, duration_sec, raw, kafka_topic, kafka_partition, kafka_offset, ingested_at)
-	SELECT concat('evt_', toString(number)) AS id, t, splitByChar('.', t)[1], %d + number * 259, number %% 50 != 0, 1,
-		concat('msg_', toString(intDiv(number, 6))), cityHash64(concat('msg_', toString(intDiv(number, 6)))),
-		arrayElement(['gmail.com', 'yahoo.com', 'outlook.com', 'icloud.com', 'acme.io', 'example.org', 'proton.me'], number %% 7 + 1),
-		'mail.do.dev', if(t = 'send.email.bounced', if(number %% 3 = 0, 'soft', 'hard'), ''),
-		number %% 5 != 0, number %% 3 = 0, toString(200 + number %% 700), '', '', 0, 0,
-		concat('{"eventId":"evt_', toString(number), '","type":"', t, '"}'), 'events', 0, number, now()
-	FROM (SELECT number, arrayElement(['send.email.sent', 'send.email.sent', 'send.email.sent', 'send.email.sent', 'send.email.sent',
-		'send.email.delivered', 'send.email.delivered', 'send.email.delivered', 'send.email.delivered', 'send.email.opened',
-		'send.email.opened', 'send.email.opened', 'send.email.clicked', 'send.email.bounced', 'send.email.complained',
-		'telco.lookup.completed', 'telco.lookup.completed', 'voip.call.incoming', 'voip.call.completed', 'talk.speech.generated'],
-		number %% 20 + 1) AS t FROM system.numbers LIMIT 10000000)`, db, start)
-	require.NoError(b, conn.Exec(ctx, q))
-	require.NoError(b, conn.Exec(ctx, "OPTIMIZE TABLE "+db+".events FINAL"))
-}
-
 // BenchmarkStats10M times GET /v1/stats/send with a day series over 10M
 // events against the same SQL sent straight to ClickHouse, and reports both
 // medians and the API's overhead. It then stores a second copy of one event
@@ -60,7 +31,7 @@ func BenchmarkStats10M(b *testing.B) {
 	ctx := context.Background()
 	defer conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db)
 	began := time.Now()
-	fill10M(b, db)
+	chtest.Fill10M(b, conn, db)
 	b.Logf("filled 10M events in %s", time.Since(began).Round(time.Second))
 
 	const key = "bench-key-0123456789abcdef"
@@ -144,4 +115,52 @@ func median(ds []time.Duration) time.Duration {
 	s := append([]time.Duration(nil), ds...)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	return s[len(s)/2]
+}
+
+// BenchmarkListPages10M times GET /v1/events (100 events of every type) over
+// a month of 10M events at its first page, from a cursor in the middle and
+// from one near the end, each the median of 5 requests. Run it with
+// `make bench-query`.
+func BenchmarkListPages10M(b *testing.B) {
+	db := fmt.Sprintf("bench_list_%d", os.Getpid())
+	conn := chtest.Open(b)
+	ctx := context.Background()
+	defer conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db)
+	chtest.Fill10M(b, conn, db)
+	const key = "bench-key-0123456789abcdef"
+	s, err := New(Config{Database: db, APIKey: key}, conn, nil)
+	require.NoError(b, err)
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+	page := func(after *cursor) time.Duration {
+		u := srv.URL + "/v1/events?from=2026-10-01T00:00:00Z&to=2026-11-01T00:00:00Z&livemode=all"
+		if after != nil {
+			u += "&cursor=" + s.encodeCursor(*after)
+		}
+		var times []time.Duration
+		for range 5 {
+			hr, _ := http.NewRequest(http.MethodGet, u, nil)
+			hr.Header.Set("Authorization", "Bearer "+key)
+			t0 := time.Now()
+			resp, err := http.DefaultClient.Do(hr)
+			require.NoError(b, err)
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			times = append(times, time.Since(t0))
+			require.NoError(b, err)
+			require.Equal(b, http.StatusOK, resp.StatusCode)
+		}
+		return median(times)
+	}
+	at := func(t time.Time) *cursor { return &cursor{CreatedAt: t.UnixMilli()} }
+	for b.Loop() {
+		first := page(nil)
+		middle := page(at(time.Date(2026, 10, 16, 0, 0, 0, 0, time.UTC)))
+		last := page(at(time.Date(2026, 10, 30, 23, 26, 0, 0, time.UTC)))
+		b.ReportMetric(float64(first.Microseconds())/1000, "first-ms")
+		b.ReportMetric(float64(middle.Microseconds())/1000, "middle-ms")
+		b.ReportMetric(float64(last.Microseconds())/1000, "last-ms")
+		b.Logf("a listing page over a month of 10M events: first %s, middle %s, near the end %s",
+			first.Round(time.Millisecond), middle.Round(time.Millisecond), last.Round(time.Millisecond))
+	}
 }

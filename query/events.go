@@ -135,13 +135,20 @@ func (s *Server) listEvents(c *gin.Context) {
 	out.WriteString(`{"data":[`)
 	n := 0
 	more := false
-	// A page reads limit+1 rows after the cursor. Copies ClickHouse has not
-	// merged away share the sort key, so they come one after the other and
-	// are skipped; when that leaves the page short and rows remain, the next
-	// rows are read from the last event shown.
+	// A page reads limit+1 rows after the cursor, a createdAt window at a
+	// time (schema.FirstPageWindow, then four times wider each time the
+	// window runs out of rows). Copies ClickHouse has not merged away share
+	// the sort key, so they come one after the other and are skipped; when
+	// that leaves the page short and the window has more rows, the next rows
+	// are read from the last event shown.
+	lo, window := r.From.UnixMilli(), schema.FirstPageWindow
+	if after != nil {
+		lo = after.CreatedAt
+	}
 	for {
+		hi := min(lo+window, r.To.UnixMilli())
 		read, want := 0, limit-n+1
-		err := s.listFrom(c.Request.Context(), where, whereArgs, after, want, func(raw string, cur cursor) bool {
+		err := s.listFrom(c.Request.Context(), where, whereArgs, after, hi, want, func(raw string, cur cursor) bool {
 			read++
 			if after != nil && cur == *after {
 				return true // a copy of the last event shown
@@ -162,9 +169,15 @@ func (s *Server) listEvents(c *gin.Context) {
 			s.fail(c, err)
 			return
 		}
-		if more || read < want || n == 0 {
-			break
+		switch {
+		case more || (read < want && hi >= r.To.UnixMilli()):
+		case read == want:
+			continue // copies left the page short: on from the last event shown
+		default:
+			lo, window = hi, 4*window
+			continue
 		}
+		break
 	}
 	out.WriteString(`],"next_cursor":`)
 	if more {
@@ -178,11 +191,11 @@ func (s *Server) listEvents(c *gin.Context) {
 }
 
 // listFrom reads up to limit events matching where after the cursor (all of
-// them without one) in (createdAt, eventId) order, and hands each to fn
-// until it returns false.
-func (s *Server) listFrom(ctx context.Context, where string, args []any, after *cursor, limit int, fn func(raw string, cur cursor) bool) error {
-	q := "SELECT raw, created_at, event_id FROM `" + s.cfg.Database + "`.events WHERE " + where
-	args = append([]any{}, args...)
+// them without one) and before createdAt until, in (createdAt, eventId)
+// order, and hands each to fn until it returns false.
+func (s *Server) listFrom(ctx context.Context, where string, args []any, after *cursor, until int64, limit int, fn func(raw string, cur cursor) bool) error {
+	q := "SELECT raw, created_at, event_id FROM `" + s.cfg.Database + "`.events WHERE " + where + " AND created_at < ?"
+	args = append(append([]any{}, args...), until)
 	if after != nil {
 		q += " AND (created_at > ? OR (created_at = ? AND event_id > ?))"
 		args = append(args, after.CreatedAt, after.CreatedAt, after.EventID)

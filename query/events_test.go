@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"sort"
 	"strings"
@@ -273,38 +274,71 @@ func TestListEventsPagesAreBoundedInBytes(t *testing.T) {
 	assert.GreaterOrEqual(t, pages, 2)
 }
 
+// platformTests are platform.test events named prefix-0, prefix-1, ... at
+// t0 plus each offset.
+func platformTests(t *testing.T, prefix string, t0 time.Time, offsets ...time.Duration) []schema.Event {
+	t.Helper()
+	var p schema.Parser
+	events := make([]schema.Event, len(offsets))
+	for i, off := range offsets {
+		var err error
+		events[i], err = p.Parse(fmt.Appendf(nil, `{"eventId":"%s-%d","type":"platform.test","service":"platform","livemode":false,"createdAt":%d,"data":{"message":"m","endpoint_id":"e"}}`,
+			prefix, i, t0.Add(off).UnixMilli()))
+		require.NoError(t, err)
+	}
+	return events
+}
+
+// listAll follows the listing's cursors from the first page and returns the
+// eventIds in order; every page with a cursor must be full.
+func listAll(t *testing.T, srv *httptest.Server, query string, limit int) []string {
+	t.Helper()
+	var ids []string
+	cursor := ""
+	for {
+		pg := listPage(t, srv.URL, fmt.Sprintf("%s&limit=%d%s", query, limit, cursor))
+		for _, raw := range pg.Data {
+			var ev struct{ EventID string }
+			require.NoError(t, json.Unmarshal(raw, &ev))
+			ids = append(ids, ev.EventID)
+		}
+		if pg.NextCursor == nil {
+			return ids
+		}
+		assert.Len(t, pg.Data, limit, "a page with a cursor is full, copies or not")
+		cursor = "&cursor=" + url.QueryEscape(*pg.NextCursor)
+	}
+}
+
 // TestListEventsShowsACopyOnce: an event stored twice (two ingest processes
 // each stored a producer retry, not merged yet) is listed once, on any page
 // size, and pages stay full.
 func TestListEventsShowsACopyOnce(t *testing.T) {
 	srv, conn, db := newAPI(t)
-	var p schema.Parser
-	var events []schema.Event
-	for i := range 5 {
-		ev, err := p.Parse(fmt.Appendf(nil, `{"eventId":"e-%d","type":"platform.test","service":"platform","livemode":false,"createdAt":%d,"data":{"message":"m","endpoint_id":"e"}}`,
-			i, time.Date(2026, 10, 5, 0, 0, i, 0, time.UTC).UnixMilli()))
-		require.NoError(t, err)
-		events = append(events, ev)
-	}
+	events := platformTests(t, "e", time.Date(2026, 10, 5, 0, 0, 0, 0, time.UTC), 0, time.Second, 2*time.Second, 3*time.Second, 4*time.Second)
 	chtest.InsertEvents(t, conn, db, events)
 	chtest.InsertEvents(t, conn, db, events[1:3]) // copies, in other parts
 	chtest.InsertEvents(t, conn, db, events[1:3])
 	for _, limit := range []int{1, 2, 3, 100} {
-		var ids []string
-		cursor := ""
-		for {
-			pg := listPage(t, srv.URL, fmt.Sprintf("from=2026-10-01T00:00:00Z&to=2026-11-01T00:00:00Z&livemode=all&limit=%d%s", limit, cursor))
-			for _, raw := range pg.Data {
-				var ev struct{ EventID string }
-				require.NoError(t, json.Unmarshal(raw, &ev))
-				ids = append(ids, ev.EventID)
-			}
-			if pg.NextCursor == nil {
-				break
-			}
-			assert.Len(t, pg.Data, limit, "a page with a cursor is full, copies or not")
-			cursor = "&cursor=" + url.QueryEscape(*pg.NextCursor)
-		}
+		ids := listAll(t, srv, "from=2026-10-01T00:00:00Z&to=2026-11-01T00:00:00Z&livemode=all", limit)
 		assert.Equal(t, []string{"e-0", "e-1", "e-2", "e-3", "e-4"}, ids, "limit %d", limit)
+	}
+}
+
+// TestListEventsAcrossWindows: a page reads a createdAt window after its
+// cursor at a time, widening it; events hours and weeks apart, some stored
+// twice, come in order, each once, in full pages.
+func TestListEventsAcrossWindows(t *testing.T) {
+	srv, conn, db := newAPI(t)
+	events := platformTests(t, "w", time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+		0, time.Millisecond, 5*time.Hour, 40*24*time.Hour, 40*24*time.Hour+time.Millisecond, 300*24*time.Hour)
+	chtest.InsertEvents(t, conn, db, events)
+	chtest.InsertEvents(t, conn, db, events[2:4]) // copies across a window's end
+	var want []string
+	for _, ev := range events {
+		want = append(want, ev.ID)
+	}
+	for _, limit := range []int{1, 2, 4, 100} {
+		assert.Equal(t, want, listAll(t, srv, "from=2026-01-01T00:00:00Z&to=2027-01-01T00:00:00Z&livemode=all", limit), "limit %d", limit)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -188,5 +189,44 @@ func BenchmarkReplayRetries(b *testing.B) {
 		b.ReportMetric(failing.Seconds(), "failing-s")
 		b.Logf("8,005 events, 16 in flight: %.2f s clean, %.2f s with every tenth first attempt failing (+%.2f s; the target is at most +3 s: the first backoff and 2 s)",
 			clean.Seconds(), failing.Seconds(), (failing - clean).Seconds())
+	}
+}
+
+// BenchmarkReplayPages10M times one page (5,000 events of every type) of a
+// replay of a month of 10M events (chtest.Fill10M) at its first cursor, in
+// the middle and at the last page, each the median of 5 reads: a page's cost
+// must not depend on where it is in the range. Run it with
+// `make bench-replay`.
+func BenchmarkReplayPages10M(b *testing.B) {
+	conn, db := chtest.Database(b)
+	chtest.Fill10M(b, conn, db)
+	patterns, err := schema.ParsePatterns([]string{"*"})
+	require.NoError(b, err)
+	since := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
+	until := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	last := time.Date(2026, 10, 30, 23, 26, 0, 0, time.UTC) // about 5,000 events before the last
+	ctx := context.Background()
+	var cfg WorkerConfig
+	cfg.ApplyDefaults()
+	read := func(at time.Time) time.Duration {
+		job := Job{ID: "bench", Since: since, Until: until, Livemode: "all", CursorAt: at.UnixMilli()}
+		var times []time.Duration
+		for range 5 {
+			t0 := time.Now()
+			page, err := readPage(ctx, conn, db, job, patterns, cfg.PageSize, cfg.PageBytes)
+			times = append(times, time.Since(t0))
+			require.NoError(b, err)
+			require.NotEmpty(b, page)
+		}
+		slices.Sort(times)
+		return times[len(times)/2]
+	}
+	for b.Loop() {
+		first, middle, end := read(since), read(since.Add(15*24*time.Hour)), read(last)
+		b.ReportMetric(float64(first.Microseconds())/1000, "first-ms")
+		b.ReportMetric(float64(middle.Microseconds())/1000, "middle-ms")
+		b.ReportMetric(float64(end.Microseconds())/1000, "last-ms")
+		b.Logf("a page of a 10M-event replay: first %s, middle %s, last %s (last/first %.2f)",
+			first.Round(time.Millisecond), middle.Round(time.Millisecond), end.Round(time.Millisecond), end.Seconds()/first.Seconds())
 	}
 }

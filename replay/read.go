@@ -78,31 +78,59 @@ const pageBlockRows = 256
 // small blocks, so a page of large events stays bounded in memory.
 func readPage(ctx context.Context, conn Conn, db string, job Job, patterns []schema.Pattern, size, maxBytes int) ([]event, error) {
 	where, args := matchSQL(job, patterns)
-	where += " AND (created_at > ? OR (created_at = ? AND event_id > ?))"
-	args = append(args, job.CursorAt, job.CursorAt, job.CursorID, size)
+	_, until := jobRange(job)
 	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"max_block_size": pageBlockRows}))
-	rows, err := conn.Query(ctx, "SELECT event_id, created_at, raw FROM `"+db+"`.events WHERE "+where+
-		" ORDER BY created_at, event_id LIMIT ?", args...)
-	if err != nil {
-		return nil, fmt.Errorf("read events of %s: %w", job.ID, err)
-	}
-	defer rows.Close()
 	var page []event
 	bytes := 0
-	for bytes < maxBytes && rows.Next() {
-		var ev event
-		var raw string
-		if err := rows.Scan(&ev.id, &ev.createdAt, &raw); err != nil {
+	// The window [from, to) after the cursor (see schema.FirstPageWindow):
+	// from is the cursor at first, then the end of the window before, which
+	// was read to its end.
+	from, window := job.CursorAt, schema.FirstPageWindow
+	for {
+		to := min(from+window, until)
+		q := where + " AND created_at < ?"
+		qargs := append(append([]any{}, args...), to)
+		if from == job.CursorAt {
+			q += " AND (created_at > ? OR (created_at = ? AND event_id > ?))"
+			qargs = append(qargs, job.CursorAt, job.CursorAt, job.CursorID)
+		} else {
+			q += " AND created_at >= ?"
+			qargs = append(qargs, from)
+		}
+		limit := size - len(page)
+		rows, err := conn.Query(ctx, "SELECT event_id, created_at, raw FROM `"+db+"`.events WHERE "+q+
+			" ORDER BY created_at, event_id LIMIT ?", append(qargs, limit)...)
+		if err != nil {
 			return nil, fmt.Errorf("read events of %s: %w", job.ID, err)
 		}
-		if n := len(page); n > 0 && page[n-1].id == ev.id && page[n-1].createdAt == ev.createdAt {
-			continue
+		read := 0
+		for bytes < maxBytes && rows.Next() {
+			read++
+			var ev event
+			var raw string
+			if err := rows.Scan(&ev.id, &ev.createdAt, &raw); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("read events of %s: %w", job.ID, err)
+			}
+			if n := len(page); n > 0 && page[n-1].id == ev.id && page[n-1].createdAt == ev.createdAt {
+				continue
+			}
+			ev.raw = []byte(raw)
+			page = append(page, ev)
+			bytes += len(raw)
 		}
-		ev.raw = []byte(raw)
-		page = append(page, ev)
-		bytes += len(raw)
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("read events of %s: %w", job.ID, err)
+		}
+		// Done unless the window ran out of rows before the limit and the
+		// range goes on. (Copies skipped can leave a page short of size; the
+		// next page goes on from its last event.)
+		if bytes >= maxBytes || read == limit || to >= until {
+			return page, nil
+		}
+		from, window = to, 4*window
 	}
-	return page, rows.Err()
 }
 
 // DryRun is what a replay would send.

@@ -747,3 +747,47 @@ func TestWaitingRetriesHoldNoSlot(t *testing.T) {
 	defer mu.Unlock()
 	assert.Equal(t, len(want), firstsBeforeRetry, "first attempts made before the first retry")
 }
+
+// TestReadPageAcrossWindows: a page reads a window after its cursor at a
+// time, widening it; events hours and weeks apart still come in order, each
+// once, in full pages.
+func TestReadPageAcrossWindows(t *testing.T) {
+	conn, db := chtest.Database(t)
+	_, err := schema.Migrate(context.Background(), conn, db)
+	require.NoError(t, err)
+	t0 := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
+	offsets := []time.Duration{0, time.Millisecond, 5 * time.Hour, 40 * 24 * time.Hour, 40*24*time.Hour + time.Millisecond, 300 * 24 * time.Hour}
+	var p schema.Parser
+	var events []schema.Event
+	var want []string
+	for i, off := range offsets {
+		ev, err := p.Parse(fmt.Appendf(nil, `{"eventId":"w-%d","type":"platform.test","service":"platform","createdAt":%d,"data":{"message":"m","endpoint_id":"e"}}`,
+			i, t0.Add(off).UnixMilli()))
+		require.NoError(t, err)
+		events = append(events, ev)
+		want = append(want, ev.ID)
+	}
+	chtest.InsertEvents(t, conn, db, events)
+	patterns, err := schema.ParsePatterns([]string{"*"})
+	require.NoError(t, err)
+	for _, size := range []int{1, 2, 4, 100} {
+		job := Job{ID: "windows", Since: t0, Until: t0.Add(400 * 24 * time.Hour), Livemode: "all", CursorAt: t0.UnixMilli()}
+		var got []string
+		for {
+			page, err := readPage(context.Background(), conn, db, job, patterns, size, 1<<20)
+			require.NoError(t, err)
+			if len(page) == 0 {
+				break
+			}
+			if len(got)+len(page) < len(want) {
+				assert.Len(t, page, size, "a page before the last is full")
+			}
+			for _, ev := range page {
+				got = append(got, ev.id)
+			}
+			last := page[len(page)-1]
+			job.CursorAt, job.CursorID = last.createdAt, last.id
+		}
+		assert.Equal(t, want, got, "page size %d", size)
+	}
+}

@@ -1,8 +1,9 @@
 // Package schema owns what an event is: the catalog of known event types, the
 // validation of raw Kafka record values, the typed row an event becomes, the
 // event-type patterns endpoints subscribe with, the versioned ClickHouse DDL
-// that stores it all, and how counts read the events table so that each
-// stored event counts once (Counted).
+// that stores it all, and how the API reads the events table: counts that
+// read each stored event once (Counted), pages a window at a time
+// (FirstPageWindow).
 //
 // It is the one package every other package imports; it imports none of
 // them. It talks to ClickHouse to apply migrations and to look up recorded

@@ -3,6 +3,7 @@ package schema
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
@@ -84,3 +85,11 @@ func (c Counted) Source(where string, args []any) (string, []any) {
 	}
 	return sql, all
 }
+
+// FirstPageWindow is the createdAt span (ms) a keyset page of the events
+// table (a listing page, a replay page) reads first after its cursor; a
+// window that runs out of rows before the page is full is followed by one
+// four times wider. Reading from the cursor to the end of the range instead
+// costs what the rest of the range holds: 1.8 s for the first page of a
+// month of 10M events on 18.16 here, 20 ms for the last.
+const FirstPageWindow = int64(time.Hour / time.Millisecond)
