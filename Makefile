@@ -76,9 +76,9 @@ bench-ingest: clickhouse
 	HINDSIGHT_REQUIRE_CLICKHOUSE=1 $(GO) test -run '^$$$$' -bench BenchmarkIngestMemory -benchtime 1x -timeout 30m ./cmd/hindsight/
 
 ## bench-query: GET /v1/stats/send with a day series over 10M events, against the same SQL sent directly;
-## listing pages at the start, middle and end of those 10M
+## listing pages at the start, middle and end of those 10M and lookups by eventId
 bench-query: clickhouse
-	HINDSIGHT_REQUIRE_CLICKHOUSE=1 $(GO) test -run '^$$' -bench "BenchmarkStats10M|BenchmarkListPages10M" -benchtime 1x -timeout 30m ./query/
+	HINDSIGHT_REQUIRE_CLICKHOUSE=1 $(GO) test -run '^$$' -bench "BenchmarkStats10M|BenchmarkEvents10M" -benchtime 1x -timeout 30m ./query/
 
 ## bench-replay: deliveries/s and peak heap of replays to a loopback receiver
 bench-replay: clickhouse

@@ -117,11 +117,12 @@ func median(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-// BenchmarkListPages10M times GET /v1/events (100 events of every type) over
-// a month of 10M events at its first page, from a cursor in the middle and
-// from one near the end, each the median of 5 requests. Run it with
-// `make bench-query`.
-func BenchmarkListPages10M(b *testing.B) {
+// BenchmarkEvents10M times, over a month of 10M events, GET /v1/events (100
+// events of every type) at its first page, from a cursor in the middle and
+// from one near the end, each the median of 5 requests, and GET
+// /v1/events/{id} of a stored and of a missing event, medians of 15. Run it
+// with `make bench-query`.
+func BenchmarkEvents10M(b *testing.B) {
 	db := fmt.Sprintf("bench_list_%d", os.Getpid())
 	conn := chtest.Open(b)
 	ctx := context.Background()
@@ -132,14 +133,11 @@ func BenchmarkListPages10M(b *testing.B) {
 	require.NoError(b, err)
 	srv := httptest.NewServer(s.Handler())
 	defer srv.Close()
-	page := func(after *cursor) time.Duration {
-		u := srv.URL + "/v1/events?from=2026-10-01T00:00:00Z&to=2026-11-01T00:00:00Z&livemode=all"
-		if after != nil {
-			u += "&cursor=" + s.encodeCursor(*after)
-		}
+	// timed returns the median time of n GETs of path, which must answer code.
+	timed := func(path string, n, code int) time.Duration {
 		var times []time.Duration
-		for range 5 {
-			hr, _ := http.NewRequest(http.MethodGet, u, nil)
+		for range n {
+			hr, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
 			hr.Header.Set("Authorization", "Bearer "+key)
 			t0 := time.Now()
 			resp, err := http.DefaultClient.Do(hr)
@@ -148,9 +146,16 @@ func BenchmarkListPages10M(b *testing.B) {
 			resp.Body.Close()
 			times = append(times, time.Since(t0))
 			require.NoError(b, err)
-			require.Equal(b, http.StatusOK, resp.StatusCode)
+			require.Equal(b, code, resp.StatusCode, path)
 		}
 		return median(times)
+	}
+	page := func(after *cursor) time.Duration {
+		path := "/v1/events?from=2026-10-01T00:00:00Z&to=2026-11-01T00:00:00Z&livemode=all"
+		if after != nil {
+			path += "&cursor=" + s.encodeCursor(*after)
+		}
+		return timed(path, 5, http.StatusOK)
 	}
 	at := func(t time.Time) *cursor { return &cursor{CreatedAt: t.UnixMilli()} }
 	for b.Loop() {
@@ -162,5 +167,10 @@ func BenchmarkListPages10M(b *testing.B) {
 		b.ReportMetric(float64(last.Microseconds())/1000, "last-ms")
 		b.Logf("a listing page over a month of 10M events: first %s, middle %s, near the end %s",
 			first.Round(time.Millisecond), middle.Round(time.Millisecond), last.Round(time.Millisecond))
+		found, missing := timed("/v1/events/evt_5000000", 15, http.StatusOK), timed("/v1/events/evt_none", 15, http.StatusNotFound)
+		b.ReportMetric(float64(found.Microseconds())/1000, "get-ms")
+		b.ReportMetric(float64(missing.Microseconds())/1000, "get-missing-ms")
+		b.Logf("GET /v1/events/{id} among 10M events: %s for a stored one, %s for a missing one",
+			found.Round(100*time.Microsecond), missing.Round(100*time.Microsecond))
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dodev/hindsight/internal/chtest"
+	"github.com/dodev/hindsight/internal/sample"
 	"github.com/dodev/hindsight/schema"
 )
 
@@ -38,6 +39,40 @@ func TestMigrateIsIdempotent(t *testing.T) {
 	}
 	require.NoError(t, rows.Err())
 	assert.Equal(t, schema.EventColumns, cols, "insert column order matches the table")
+}
+
+// TestMigrationIndexesStoredEvents applies the migrations before event_ids
+// by hand, stores events, then migrates: the events stored before and after
+// are both found through event_ids.
+func TestMigrationIndexesStoredEvents(t *testing.T) {
+	conn, db := chtest.Database(t)
+	ctx := context.Background()
+	require.NoError(t, conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+db))
+	require.NoError(t, conn.Exec(ctx, "CREATE TABLE "+db+".schema_migrations (version UInt32, name String, applied_at DateTime) ENGINE = MergeTree() ORDER BY version"))
+	v, err := schema.ServerVersion(conn)
+	require.NoError(t, err)
+	for _, m := range schema.Migrations(db, v) {
+		if m.Name == "event_ids" {
+			break
+		}
+		for _, stmt := range m.Statements {
+			require.NoError(t, conn.Exec(ctx, stmt))
+		}
+		require.NoError(t, conn.Exec(ctx, "INSERT INTO "+db+".schema_migrations SELECT ?, ?, now()", uint32(m.Version), m.Name))
+	}
+	events, err := sample.Events(50, sample.TestdataOptions(4))
+	require.NoError(t, err)
+	chtest.InsertEvents(t, conn, db, events[:30])
+	_, err = schema.Migrate(ctx, conn, db)
+	require.NoError(t, err)
+	chtest.InsertEvents(t, conn, db, events[30:])
+
+	for _, ev := range events {
+		var n uint64
+		require.NoError(t, conn.QueryRow(ctx, "SELECT count() FROM "+db+".event_ids WHERE id_hash = cityHash64(?) AND created_at = ? AND type = ?",
+			ev.ID, ev.CreatedAt, ev.Type).Scan(&n))
+		assert.NotZero(t, n, "%s is indexed", ev.ID)
+	}
 }
 
 func TestValidateDatabase(t *testing.T) {
