@@ -43,7 +43,7 @@ type Config struct {
 	// stored when ClickHouse answers; the partitions' next owner skips them
 	// by eventId). Default 20 s (franz-go's is 60 s).
 	RebalanceTimeout time.Duration
-	// Database holds the events table. Default "hindsight".
+	// Database holds the events table. Default schema.DefaultDatabase.
 	Database string
 	// BatchSize is the most rows one batch carries. Default 50,000.
 	BatchSize int
@@ -69,7 +69,6 @@ type Config struct {
 const (
 	DefaultTopic            = "events"
 	DefaultGroup            = "hindsight-ingest"
-	DefaultDatabase         = "hindsight"
 	DefaultBatchSize        = 50_000
 	DefaultBatchBytes       = 16 << 20
 	DefaultMaxEventBytes    = 256 << 10
@@ -89,7 +88,7 @@ func (c *Config) ApplyDefaults() {
 		c.Group = DefaultGroup
 	}
 	if c.Database == "" {
-		c.Database = DefaultDatabase
+		c.Database = schema.DefaultDatabase
 	}
 	if c.BatchSize == 0 {
 		c.BatchSize = DefaultBatchSize

@@ -10,7 +10,7 @@ import (
 
 // Config is the API's configuration.
 type Config struct {
-	// Database holds the events table. Default "hindsight".
+	// Database holds the events table. Default schema.DefaultDatabase.
 	Database string
 	// APIKey is the bearer key every /v1 request must present. Required.
 	APIKey string
@@ -26,7 +26,7 @@ type Config struct {
 // ApplyDefaults fills zero fields with their defaults.
 func (c *Config) ApplyDefaults() {
 	if c.Database == "" {
-		c.Database = "hindsight"
+		c.Database = schema.DefaultDatabase
 	}
 	if c.MaxExecutionTime == 0 {
 		c.MaxExecutionTime = 30 * time.Second

@@ -16,7 +16,8 @@ import (
 
 // WorkerConfig configures a replay worker.
 type WorkerConfig struct {
-	// Database holds the events and replay tables. Default "hindsight".
+	// Database holds the events and replay tables. Default
+	// schema.DefaultDatabase.
 	Database string
 	// Owner names this worker in leases. Default host-pid.
 	Owner string
@@ -36,29 +37,38 @@ type WorkerConfig struct {
 	PageBytes int
 }
 
+// Worker defaults.
+const (
+	DefaultPoll      = time.Second
+	DefaultLeaseTTL  = 30 * time.Second
+	DefaultMaxJobs   = 64
+	DefaultPageSize  = 5000
+	DefaultPageBytes = 16 << 20
+)
+
 // ApplyDefaults fills zero fields.
 func (c *WorkerConfig) ApplyDefaults() {
 	if c.Database == "" {
-		c.Database = "hindsight"
+		c.Database = schema.DefaultDatabase
 	}
 	if c.Owner == "" {
 		host, _ := os.Hostname()
 		c.Owner = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), newID("")[:6])
 	}
 	if c.Poll == 0 {
-		c.Poll = time.Second
+		c.Poll = DefaultPoll
 	}
 	if c.LeaseTTL == 0 {
-		c.LeaseTTL = 30 * time.Second
+		c.LeaseTTL = DefaultLeaseTTL
 	}
 	if c.MaxJobs == 0 {
-		c.MaxJobs = 64
+		c.MaxJobs = DefaultMaxJobs
 	}
 	if c.PageSize == 0 {
-		c.PageSize = 5000
+		c.PageSize = DefaultPageSize
 	}
 	if c.PageBytes == 0 {
-		c.PageBytes = 16 << 20
+		c.PageBytes = DefaultPageBytes
 	}
 }
 

@@ -29,6 +29,10 @@ func (v Version) String() string { return fmt.Sprintf("%d.%d", v.Major, v.Minor)
 
 var identRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,62}$`)
 
+// DefaultDatabase is the database every component uses unless told
+// otherwise.
+const DefaultDatabase = "hindsight"
+
 // ValidateDatabase checks a database name: identifiers only, so it can be
 // spliced into statements safely.
 func ValidateDatabase(name string) error {

@@ -67,7 +67,7 @@ type common struct {
 
 func (c *common) register(fs *flagSet, chDefault string) {
 	fs.StringVar(&c.clickhouse, "clickhouse", chDefault, "ClickHouse native-protocol address, host:port")
-	fs.StringVar(&c.database, "database", "hindsight", "ClickHouse database")
+	fs.StringVar(&c.database, "database", schema.DefaultDatabase, "ClickHouse database")
 	fs.StringVar(&c.user, "user", "default", "ClickHouse user")
 	fs.StringVar(&c.password, "password", "", "ClickHouse password")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")

@@ -241,8 +241,8 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 	var leaseTTL time.Duration
 	var pageSize int
 	if withReplay {
-		fs.DurationVar(&leaseTTL, "lease-ttl", 30*time.Second, "how long a replay job stays with a worker that stopped renewing it")
-		fs.IntVar(&pageSize, "page-size", 5000, "events read per query by replay jobs; what a resumed job may repeat")
+		fs.DurationVar(&leaseTTL, "lease-ttl", replay.DefaultLeaseTTL, "how long a replay job stays with a worker that stopped renewing it")
+		fs.IntVar(&pageSize, "page-size", replay.DefaultPageSize, "events read per query by replay jobs; what a resumed job may repeat")
 	}
 	if err := fs.parse(args); err != nil {
 		return helpOK(err)
