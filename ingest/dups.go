@@ -17,10 +17,11 @@ import (
 // set, resume), but two processes can each store a copy: the old owner of a
 // partition still flushing while the new one reads it, or a producer's retry
 // that reached two partitions owned by different processes. ClickHouse merges
-// such copies late or never, so after each insert ingest asks which of the
-// rows it stored are now stored more than once and records those keys in
-// event_dups, where counts find them (schema.Counted). Of two processes
-// storing copies of one event, the one whose insert ends last sees both.
+// such copies late or never, so once a batch is stored ingest asks which of
+// the rows it stored are now stored more than once and records those keys in
+// event_dups, where counts find them (schema.Counted), before it commits the
+// batch's offsets (see tail). Of two processes storing copies of one event,
+// the one whose insert ends last sees both.
 
 // recordDuplicates looks up which of the stored events (ids and createdAt,
 // under services, each named once) are stored more than once and records
