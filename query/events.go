@@ -229,12 +229,7 @@ func (s *Server) getEvent(c *gin.Context) {
 		abort(c, http.StatusNotFound, "not_found", "no event with that eventId")
 		return
 	}
-	// event_ids gives where the event is stored, so the events table is
-	// read at its sort key rather than scanned.
-	db := "`" + s.cfg.Database + "`"
-	rows, err := s.conn.Query(s.queryContext(c.Request.Context()),
-		"SELECT raw FROM "+db+".events WHERE (service, type, created_at) IN (SELECT service, type, created_at FROM "+db+
-			".event_ids WHERE id_hash = cityHash64(?)) AND event_id = ? LIMIT 1", id, id)
+	rows, err := s.conn.Query(s.queryContext(c.Request.Context()), schema.EventByID(s.cfg.Database), id, id)
 	if err != nil {
 		s.fail(c, fmt.Errorf("get event: %w", err))
 		return

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -48,6 +49,7 @@ func (a *API) Register(g *gin.RouterGroup) {
 	g.DELETE("/endpoints/:id", a.deleteEndpoint)
 	g.POST("/endpoints/:id/secret/rotate", a.rotateSecret)
 	g.POST("/endpoints/:id/test", a.testEndpoint)
+	g.POST("/events/:eventId/resend", a.resendEvent)
 	g.POST("/replays", a.createReplay)
 	g.GET("/replays", a.listReplays)
 	g.GET("/replays/:id", a.getReplay)
@@ -292,8 +294,66 @@ func (a *API) testEndpoint(c *gin.Context) {
 	}
 	c.JSON(http.StatusOK, gin.H{
 		"event":   json.RawMessage(body),
-		"attempt": attemptView{Outcome: at.Outcome.String(), Status: at.Status, LatencyMS: float64(at.Latency.Microseconds()) / 1000, Error: at.Err},
+		"attempt": viewAttempt(at),
 	})
+}
+
+// resendEvent serves POST /v1/events/{eventId}/resend: one stored event,
+// sent now to one endpoint that subscribes to its type, as a replay sends it
+// (original bytes, signed, the eventId as webhook-id), once, without
+// retries. It answers with the attempt, which the delivery log keeps too.
+func (a *API) resendEvent(c *gin.Context) {
+	ctx := limited(c)
+	var in struct {
+		EndpointID string `json:"endpoint_id"`
+	}
+	if err := decode(c, &in); err != nil {
+		a.fail(c, err)
+		return
+	}
+	if in.EndpointID == "" {
+		a.fail(c, bad("endpoint_id", "required"))
+		return
+	}
+	ep, err := a.store.Endpoint(ctx, in.EndpointID)
+	if errors.Is(err, ErrNotFound) {
+		err = bad("endpoint_id", "no endpoint "+strconv.Quote(in.EndpointID))
+	}
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	id := c.Param("eventId")
+	raw, err := a.store.Event(ctx, id)
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	var p schema.Parser
+	ev, err := p.Parse(raw)
+	if err != nil {
+		a.fail(c, fmt.Errorf("stored event %q: %w", id, err))
+		return
+	}
+	patterns, err := schema.ParsePatterns(ep.EnabledEvents)
+	if err != nil {
+		a.fail(c, fmt.Errorf("endpoint %s: %w", ep.ID, err))
+		return
+	}
+	if !slices.ContainsFunc(patterns, func(p schema.Pattern) bool { return p.Match(ev.Type) }) {
+		a.fail(c, bad("endpoint_id", fmt.Sprintf("endpoint %s does not subscribe to %s (enabled_events %s)", ep.ID, ev.Type, strings.Join(ep.EnabledEvents, ", "))))
+		return
+	}
+	now := time.Now().UTC()
+	at := a.sender.Send(ctx, ep.URL, Message{ID: id, Body: raw, Secrets: ep.Secrets(now)})
+	if err := a.store.RecordAttempts(ctx, []Record{{EndpointID: ep.ID, EventID: id, Attempt: 1, Result: at, At: now}}); err != nil {
+		a.log.Warn("record resend", "endpoint", ep.ID, "err", err)
+	}
+	c.JSON(http.StatusOK, gin.H{"event_id": id, "endpoint_id": ep.ID, "attempt": viewAttempt(at)})
+}
+
+func viewAttempt(at Attempt) attemptView {
+	return attemptView{Outcome: at.Outcome.String(), Status: at.Status, LatencyMS: float64(at.Latency.Microseconds()) / 1000, Error: at.Err}
 }
 
 // replayInput is the body of POST /v1/replays.

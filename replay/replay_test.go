@@ -791,3 +791,68 @@ func TestReadPageAcrossWindows(t *testing.T) {
 		assert.Equal(t, want, got, "page size %d", size)
 	}
 }
+
+// TestResendOneEvent: POST /v1/events/{id}/resend sends the stored bytes,
+// signed, to an endpoint that subscribes to the type, once, answers with the
+// attempt and logs it; a failing receiver is one failed attempt, not retried.
+func TestResendOneEvent(t *testing.T) {
+	e := newEnv(t, 200)
+	var mu sync.Mutex
+	var got []*http.Request
+	var bodies [][]byte
+	status := http.StatusOK
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		got, bodies = append(got, r), append(bodies, body)
+		code := status
+		mu.Unlock()
+		w.WriteHeader(code)
+	}))
+	t.Cleanup(recv.Close)
+	var ep map[string]any
+	require.Equal(t, http.StatusCreated, e.call("POST", "/v1/endpoints", map[string]any{"url": recv.URL, "enabled_events": []string{"send.*"}}, &ep))
+	epID := ep["id"].(string)
+	var sendEv, otherEv schema.Event
+	for _, ev := range e.events {
+		switch {
+		case ev.Service == "send" && sendEv.ID == "":
+			sendEv = ev
+		case ev.Service != "send" && otherEv.ID == "":
+			otherEv = ev
+		}
+	}
+	require.NotEmpty(t, sendEv.ID)
+	require.NotEmpty(t, otherEv.ID)
+
+	var out map[string]any
+	require.Equal(t, http.StatusOK, e.call("POST", "/v1/events/"+sendEv.ID+"/resend", map[string]any{"endpoint_id": epID}, &out))
+	assert.Equal(t, sendEv.ID, out["event_id"])
+	assert.Equal(t, "delivered", out["attempt"].(map[string]any)["outcome"])
+	require.Len(t, got, 1)
+	assert.Equal(t, string(sendEv.Raw), string(bodies[0]), "the stored bytes")
+	assert.Equal(t, sendEv.ID, got[0].Header.Get("webhook-id"))
+	wh, err := standardwebhooks.NewWebhook(ep["secret"].(string))
+	require.NoError(t, err)
+	assert.NoError(t, wh.Verify(bodies[0], got[0].Header), "signed with the endpoint's secret")
+
+	mu.Lock()
+	status = http.StatusInternalServerError
+	mu.Unlock()
+	require.Equal(t, http.StatusOK, e.call("POST", "/v1/events/"+sendEv.ID+"/resend", map[string]any{"endpoint_id": epID}, &out))
+	attempt := out["attempt"].(map[string]any)
+	assert.NotEqual(t, "delivered", attempt["outcome"])
+	assert.EqualValues(t, 500, attempt["status"])
+	assert.Len(t, got, 2, "sent once, not retried")
+	var logged uint64
+	require.NoError(t, e.conn.QueryRow(context.Background(), "SELECT count() FROM "+e.db+".deliveries WHERE endpoint_id = ? AND event_id = ?", epID, sendEv.ID).Scan(&logged))
+	assert.Equal(t, uint64(2), logged, "both attempts are in the delivery log")
+
+	var fail map[string]any
+	assert.Equal(t, http.StatusBadRequest, e.call("POST", "/v1/events/"+otherEv.ID+"/resend", map[string]any{"endpoint_id": epID}, &fail), "a type the endpoint does not take")
+	assert.Contains(t, fail["error"].(map[string]any)["message"], otherEv.Type)
+	assert.Equal(t, http.StatusNotFound, e.call("POST", "/v1/events/no-such-event/resend", map[string]any{"endpoint_id": epID}, &fail))
+	assert.Equal(t, http.StatusBadRequest, e.call("POST", "/v1/events/"+sendEv.ID+"/resend", map[string]any{"endpoint_id": "whep_none"}, &fail))
+	assert.Equal(t, http.StatusBadRequest, e.call("POST", "/v1/events/"+sendEv.ID+"/resend", map[string]any{}, &fail))
+	assert.Len(t, got, 2, "nothing sent for a refused request")
+}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
+	"github.com/dodev/hindsight/schema"
 )
 
 // Conn is the part of a ClickHouse connection replay needs.
@@ -153,6 +155,29 @@ func (s *Store) Endpoints(ctx context.Context, id string) ([]Endpoint, error) {
 		out = append(out, e)
 	}
 	return out, rows.Err()
+}
+
+// Event returns one stored event's original bytes by its eventId.
+func (s *Store) Event(ctx context.Context, id string) ([]byte, error) {
+	if len(id) > schema.MaxEventIDLen {
+		return nil, fmt.Errorf("event %q: %w", id, ErrNotFound)
+	}
+	rows, err := s.conn.Query(ctx, schema.EventByID(s.db), id, id)
+	if err != nil {
+		return nil, fmt.Errorf("read event %q: %w", id, err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("read event %q: %w", id, err)
+		}
+		return nil, fmt.Errorf("event %q: %w", id, ErrNotFound)
+	}
+	var raw string
+	if err := rows.Scan(&raw); err != nil {
+		return nil, fmt.Errorf("read event %q: %w", id, err)
+	}
+	return []byte(raw), nil
 }
 
 // Endpoint returns one live endpoint.
