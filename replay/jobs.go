@@ -268,6 +268,20 @@ func (s *Store) writeLease(ctx context.Context, id, owner string, claimedAt, unt
 	return s.insert(ctx, "replay_leases", []string{"replay_id", "owner", "claimed_at", "until"}, []any{id, owner, claimedAt, until})
 }
 
+// PruneLeases deletes the renewal rows of claims that expired before
+// cutoff. Every renewal appends a row (a running job adds one every third of
+// its TTL), and 18.16 has no TTL to age them out. Release rows (until -1)
+// stay, one per claim: deleting one while the claim's last renewal is still
+// in the future would make the claim live again. A live claim keeps its
+// newest renewal, so who holds what does not change. ClickHouse applies the
+// delete in the background (a mutation).
+func (s *Store) PruneLeases(ctx context.Context, cutoff time.Time) error {
+	if err := s.conn.Exec(ctx, "ALTER TABLE "+s.table("replay_leases")+" DELETE WHERE until >= 0 AND until < ?", cutoff.UnixMilli()); err != nil {
+		return fmt.Errorf("prune leases: %w", err)
+	}
+	return nil
+}
+
 // LeaseHolder returns who holds a replay now and when they claimed it, or
 // "" when nobody does.
 func (s *Store) LeaseHolder(ctx context.Context, id string) (string, int64, error) {

@@ -856,3 +856,44 @@ func TestResendOneEvent(t *testing.T) {
 	assert.Equal(t, http.StatusBadRequest, e.call("POST", "/v1/events/"+sendEv.ID+"/resend", map[string]any{}, &fail))
 	assert.Len(t, got, 2, "nothing sent for a refused request")
 }
+
+// TestPruneLeases: renewals of claims that expired over an hour ago are
+// deleted; a live claim still holds its job and a released one stays
+// released.
+func TestPruneLeases(t *testing.T) {
+	conn, db := chtest.Database(t)
+	ctx := context.Background()
+	_, err := schema.Migrate(ctx, conn, db)
+	require.NoError(t, err)
+	s := NewStore(conn, db)
+	now := time.Now()
+	old, soon := now.Add(-2*time.Hour).UnixMilli(), now.Add(time.Minute).UnixMilli()
+	for _, l := range []struct {
+		job, owner       string
+		claimedAt, until int64
+	}{
+		{"live", "w1", 1, old}, {"live", "w1", 1, soon}, // held since long ago, renewed
+		{"released", "w2", 2, soon}, {"released", "w2", 2, -1}, // released before its renewal ran out
+		{"expired", "w3", 3, old}, {"expired", "w3", 3, old + 10_000}, // its worker died
+	} {
+		require.NoError(t, s.writeLease(ctx, l.job, l.owner, l.claimedAt, l.until))
+	}
+	holders := func() []string {
+		var out []string
+		for _, job := range []string{"live", "released", "expired"} {
+			h, _, err := s.LeaseHolder(ctx, job)
+			require.NoError(t, err)
+			out = append(out, h)
+		}
+		return out
+	}
+	require.Equal(t, []string{"w1", "", ""}, holders())
+
+	require.NoError(t, s.PruneLeases(ctx, now.Add(-time.Hour)))
+	require.Eventually(t, func() bool {
+		var n uint64
+		require.NoError(t, conn.QueryRow(ctx, "SELECT count() FROM "+db+".replay_leases").Scan(&n))
+		return n == 3
+	}, 30*time.Second, 50*time.Millisecond, "the three expired renewals are deleted, the other three kept")
+	assert.Equal(t, []string{"w1", "", ""}, holders())
+}

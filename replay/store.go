@@ -17,6 +17,7 @@ import (
 
 // Conn is the part of a ClickHouse connection replay needs.
 type Conn interface {
+	Exec(ctx context.Context, query string, args ...any) error
 	Query(ctx context.Context, query string, args ...any) (driver.Rows, error)
 	PrepareBatch(ctx context.Context, query string, opts ...driver.PrepareBatchOption) (driver.Batch, error)
 }

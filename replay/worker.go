@@ -116,6 +116,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	defer w.wg.Wait()
 	t := time.NewTicker(w.cfg.Poll)
 	defer t.Stop()
+	prune := time.After(leasePruneEvery / 2)
 	for {
 		if err := w.claim(ctx); err != nil && ctx.Err() == nil {
 			w.log.Warn("look for replay jobs", "err", err)
@@ -124,9 +125,18 @@ func (w *Worker) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-prune:
+			if err := w.store.PruneLeases(ctx, time.Now().Add(-leasePruneEvery)); err != nil && ctx.Err() == nil {
+				w.log.Warn("prune replay leases", "err", err)
+			}
+			prune = time.After(leasePruneEvery + time.Duration(rand.Int64N(int64(leasePruneEvery/10))))
 		}
 	}
 }
+
+// leasePruneEvery is how often a worker deletes renewals of claims that
+// expired more than this long ago (Store.PruneLeases).
+const leasePruneEvery = time.Hour
 
 func (w *Worker) claim(ctx context.Context) error {
 	ids, err := w.store.Unfinished(ctx)
