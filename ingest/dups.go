@@ -24,20 +24,19 @@ import (
 // the one whose insert ends last sees both.
 
 // recordDuplicates looks up which of the stored events (ids and createdAt,
-// under services, each named once) are stored more than once and records
-// their keys in event_dups.
+// under services) are stored more than once and records their keys in
+// event_dups.
 func (in *Ingester) recordDuplicates(ctx context.Context, ids, services []string, createdAt []int64) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	spans := spansOf(createdAt)
 	var keys []dupKey
 	// The version orders this record after any resolution made by a look-up
 	// that began before this one, which cannot have seen the copy found now.
 	version := uint64(time.Now().UnixNano())
 	err := in.retry(ctx, "look for events stored twice", func(ctx context.Context) error {
 		var err error
-		keys, err = in.findDuplicates(ctx, ids, createdAt, services, spans)
+		keys, err = in.findDuplicates(ctx, ids, createdAt, services)
 		return err
 	})
 	if err != nil || len(keys) == 0 {
@@ -97,7 +96,7 @@ func (in *Ingester) resolveMerged(ctx context.Context, minAge time.Duration) (in
 	for i, k := range keys {
 		ids[i], services[i], createdAt[i] = k.id, k.service, k.createdAt
 	}
-	still, err := in.findDuplicates(ctx, ids, createdAt, slices.Compact(slices.Sorted(slices.Values(services))), spansOf(createdAt))
+	still, err := in.findDuplicates(ctx, ids, createdAt, services)
 	if err != nil {
 		return 0, fmt.Errorf("look up recorded duplicates: %w", err)
 	}
@@ -183,12 +182,14 @@ func spansOf(createdAt []int64) []span {
 }
 
 // findDuplicates returns the keys among the stored events (ids, createdAt,
-// under these services, createdAt within spans) that the events table holds
-// more than once. The events travel as an external table, ids: a batch's
+// under services, named once or once per event) that the events table holds
+// more than once. It reads the rows within spansOf the createdAt values. The events travel as an external table, ids: a batch's
 // worth would overflow the largest query ClickHouse parses. Rows are first
 // matched by createdAt (PREWHERE, an Int64 set) and only those by eventId,
 // which halves the look-up's time on a range of 1M stored rows.
-func (in *Ingester) findDuplicates(ctx context.Context, ids []string, createdAt []int64, services []string, spans []span) ([]dupKey, error) {
+func (in *Ingester) findDuplicates(ctx context.Context, ids []string, createdAt []int64, services []string) ([]dupKey, error) {
+	services = slices.Compact(slices.Sorted(slices.Values(services)))
+	spans := spansOf(createdAt)
 	tbl, err := ext.NewTable("ids", ext.Column("created_at", "Int64"), ext.Column("event_id", "String"))
 	if err != nil {
 		return nil, err

@@ -370,7 +370,7 @@ func (in *Ingester) resume(ctx context.Context, r *kgo.Record) error {
 	}
 	// The previous owner may have stopped between storing these rows and
 	// looking for copies of them.
-	if err := in.recordDuplicates(ctx, ids, slices.Compact(slices.Sorted(slices.Values(services))), createdAt); err != nil {
+	if err := in.recordDuplicates(ctx, ids, services, createdAt); err != nil {
 		return err
 	}
 	loaded := len(ids)
