@@ -141,12 +141,12 @@ func (s *Server) listEvents(c *gin.Context) {
 	// the sort key, so they come one after the other and are skipped; when
 	// that leaves the page short and the window has more rows, the next rows
 	// are read from the last event shown.
-	lo, window := r.From.UnixMilli(), schema.FirstPageWindow
+	lo, end, window := r.From.UnixMilli(), r.To.UnixMilli(), schema.FirstPageWindow
 	if after != nil {
 		lo = after.CreatedAt
 	}
 	for {
-		hi := min(lo+window, r.To.UnixMilli())
+		hi := min(lo+window, end)
 		read, want := 0, limit-n+1
 		err := s.listFrom(c.Request.Context(), where, whereArgs, after, hi, want, func(raw string, cur cursor) bool {
 			read++
@@ -169,15 +169,12 @@ func (s *Server) listEvents(c *gin.Context) {
 			s.fail(c, err)
 			return
 		}
-		switch {
-		case more || (read < want && hi >= r.To.UnixMilli()):
-		case read == want:
-			continue // copies left the page short: on from the last event shown
-		default:
-			lo, window = hi, 4*window
-			continue
+		if more || (read < want && hi >= end) {
+			break
 		}
-		break
+		if read < want {
+			lo, window = hi, 4*window // the window ran out of rows
+		} // else copies left the page short: on from the last event shown
 	}
 	out.WriteString(`],"next_cursor":`)
 	if more {
@@ -229,26 +226,16 @@ func (s *Server) getEvent(c *gin.Context) {
 		abort(c, http.StatusNotFound, "not_found", "no event with that eventId")
 		return
 	}
-	rows, err := s.conn.Query(s.queryContext(c.Request.Context()), schema.EventByID(s.cfg.Database), id, id)
+	raw, found, err := schema.ReadEvent(s.queryContext(c.Request.Context()), s.conn, s.cfg.Database, id)
 	if err != nil {
 		s.fail(c, fmt.Errorf("get event: %w", err))
 		return
 	}
-	defer rows.Close()
-	if !rows.Next() {
-		if err := rows.Err(); err != nil {
-			s.fail(c, fmt.Errorf("get event: %w", err))
-			return
-		}
+	if !found {
 		abort(c, http.StatusNotFound, "not_found", "no event with eventId "+strconv.Quote(id))
 		return
 	}
-	var raw string
-	if err := rows.Scan(&raw); err != nil {
-		s.fail(c, fmt.Errorf("read event: %w", err))
-		return
-	}
-	c.Data(http.StatusOK, "application/json; charset=utf-8", []byte(raw))
+	c.Data(http.StatusOK, "application/json; charset=utf-8", raw)
 }
 
 // EventTypeInfo is one entry of GET /v1/event-types.

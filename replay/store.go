@@ -163,22 +163,11 @@ func (s *Store) Event(ctx context.Context, id string) ([]byte, error) {
 	if len(id) > schema.MaxEventIDLen {
 		return nil, fmt.Errorf("event %q: %w", id, ErrNotFound)
 	}
-	rows, err := s.conn.Query(ctx, schema.EventByID(s.db), id, id)
-	if err != nil {
-		return nil, fmt.Errorf("read event %q: %w", id, err)
+	raw, found, err := schema.ReadEvent(ctx, s.conn, s.db, id)
+	if err == nil && !found {
+		err = fmt.Errorf("event %q: %w", id, ErrNotFound)
 	}
-	defer rows.Close()
-	if !rows.Next() {
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("read event %q: %w", id, err)
-		}
-		return nil, fmt.Errorf("event %q: %w", id, ErrNotFound)
-	}
-	var raw string
-	if err := rows.Scan(&raw); err != nil {
-		return nil, fmt.Errorf("read event %q: %w", id, err)
-	}
-	return []byte(raw), nil
+	return raw, err
 }
 
 // Endpoint returns one live endpoint.

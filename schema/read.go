@@ -94,11 +94,27 @@ func (c Counted) Source(where string, args []any) (string, []any) {
 // month of 10M events on 18.16 here, 20 ms for the last.
 const FirstPageWindow = int64(time.Hour / time.Millisecond)
 
-// EventByID is the statement that reads one event's original bytes by its
-// eventId (bound twice): event_ids gives the sort keys the eventId's hash is
-// stored under, so the events table is read at them rather than scanned.
-func EventByID(db string) string {
-	q := "`" + db + "`"
-	return "SELECT raw FROM " + q + ".events WHERE (service, type, created_at) IN (SELECT service, type, created_at FROM " + q +
-		".event_ids WHERE id_hash = cityHash64(?)) AND event_id = ? LIMIT 1"
+// ReadEvent returns one stored event's original bytes by its eventId, and
+// false when no event has it. event_ids gives the sort keys the eventId's
+// hash is stored under, so the events table is read at them rather than
+// scanned.
+func ReadEvent(ctx context.Context, q Querier, db, id string) ([]byte, bool, error) {
+	t := "`" + db + "`"
+	rows, err := q.Query(ctx, "SELECT raw FROM "+t+".events WHERE (service, type, created_at) IN (SELECT service, type, created_at FROM "+t+
+		".event_ids WHERE id_hash = cityHash64(?)) AND event_id = ? LIMIT 1", id, id)
+	if err != nil {
+		return nil, false, fmt.Errorf("read event %q: %w", id, err)
+	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return nil, false, fmt.Errorf("read event %q: %w", id, err)
+		}
+		return nil, false, nil
+	}
+	var raw string
+	if err := rows.Scan(&raw); err != nil {
+		return nil, false, fmt.Errorf("read event %q: %w", id, err)
+	}
+	return []byte(raw), true, nil
 }
