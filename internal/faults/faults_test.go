@@ -59,7 +59,7 @@ func TestCrashLoop(t *testing.T) {
 		"the last ingest process stored nothing within a session timeout and a rebalance")
 	resumed := time.Since(last)
 	took, ok := r.waitStored(3 * time.Minute)
-	require.True(t, ok, "the last ingest process stored %d of %d within %s of the last kill", r.stored(), len(r.stream.valid), took)
+	require.True(t, ok, "the last ingest process stored %d of %d within %s of the last kill", r.distinct(), len(r.stream.valid), took)
 	r.check("crash loop", fmt.Sprintf("`hindsight ingest` (default flags) SIGKILLed %d times in %s, 1.5-4 s apart; ClickHouse down for 20 s in the middle; 2%% producer retries; the last process resumed after %.1f s", kills, loop, resumed.Seconds()),
 		time.Since(last), from, to)
 }
@@ -75,7 +75,7 @@ func TestClickHouseOutage(t *testing.T) {
 	}()
 	require.NoError(t, r.produce(r.stream.values, 1_000, 400*time.Millisecond)) // about 25 s, across the outage
 	took, ok := r.waitStored(2 * time.Minute)
-	require.True(t, ok, "stored %d of %d", r.stored(), len(r.stream.valid))
+	require.True(t, ok, "stored %d of %d", r.distinct(), len(r.stream.valid))
 	r.check("ClickHouse outage", "ClickHouse stopped for 20 s while a stream was produced", took, from, to)
 }
 
@@ -103,7 +103,7 @@ func TestTopicRecreated(t *testing.T) {
 	recreated := time.Now()
 	require.NoError(t, r.produce(r.stream.values[half:], 1_000, 0))
 	_, ok := r.waitStored(2 * time.Minute)
-	require.True(t, ok, "stored %d of %d", r.stored(), len(r.stream.valid))
+	require.True(t, ok, "stored %d of %d", r.distinct(), len(r.stream.valid))
 	r.check("topic recreated", "topic deleted and recreated under a running ingest; the second half produced to the new topic",
 		time.Since(recreated), from, to)
 }
@@ -118,7 +118,7 @@ func TestBackfill(t *testing.T) {
 	r.start("ingest")
 	require.NoError(t, r.produce(r.stream.values, 10_000, 0))
 	took, ok := r.waitStored(2 * time.Minute)
-	require.True(t, ok, "stored %d of %d", r.stored(), len(r.stream.valid))
+	require.True(t, ok, "stored %d of %d", r.distinct(), len(r.stream.valid))
 	require.Equal(t, 120, r.count("SELECT uniqExact(toYYYYMM(toDateTime(intDiv(created_at, 1000), 'UTC'))) FROM "+r.db+".events"))
 	r.check("ten-year backfill", "60k events over 120 months, produced at once", took, "2016-10-01T00:00:00Z", "2026-10-01T00:00:00Z")
 }
@@ -135,7 +135,7 @@ func TestOversizedInvalidRecord(t *testing.T) {
 	r.start("ingest")
 	require.NoError(t, r.produce(values, 500, 0))
 	took, ok := r.waitStored(2 * time.Minute)
-	require.True(t, ok, "stored %d of %d", r.stored(), len(r.stream.valid))
+	require.True(t, ok, "stored %d of %d", r.distinct(), len(r.stream.valid))
 	r.check("1 MB invalid record", fmt.Sprintf("a %d-byte invalid record in the middle of a stream", len(huge)), took, from, to)
 }
 
@@ -161,6 +161,6 @@ func TestRebalanceStorm(t *testing.T) {
 	}
 	end := time.Now()
 	_, ok := r.waitStored(2 * time.Minute)
-	require.True(t, ok, "stored %d of %d", r.stored(), len(r.stream.valid))
+	require.True(t, ok, "stored %d of %d", r.distinct(), len(r.stream.valid))
 	r.check("rebalance storm", fmt.Sprintf("three ingest processes, one replaced by SIGTERM and a new start %d times", moves), time.Since(end), from, to)
 }

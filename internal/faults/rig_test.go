@@ -263,12 +263,18 @@ func (r *rig) count(q string) int {
 
 func (r *rig) stored() int { return r.count("SELECT count() FROM " + r.db + ".events") }
 
+// distinct counts the eventIds stored, each once.
+func (r *rig) distinct() int { return r.count("SELECT uniqExact(event_id) FROM " + r.db + ".events") }
+
 // waitStored waits until every unique valid eventId is stored, up to limit.
+// It counts distinct eventIds, not rows: under a rebalance some batches are
+// stored twice, and counting rows would stop the wait while the last events
+// are still on their way.
 func (r *rig) waitStored(limit time.Duration) (time.Duration, bool) {
 	start := time.Now()
 	want := len(r.stream.valid)
 	for time.Since(start) < limit {
-		if r.stored() >= want {
+		if r.distinct() >= want {
 			time.Sleep(2 * time.Second) // anything later would be a duplicate
 			return time.Since(start), true
 		}
@@ -337,7 +343,7 @@ func (r *rig) check(fault, injected string, recovery time.Duration, from, to str
 	r.t.Helper()
 	s := r.stream
 	stored := r.stored()
-	distinct := r.count("SELECT uniqExact(event_id) FROM " + r.db + ".events")
+	distinct := r.distinct()
 	missing := 0
 	ids := make([]string, 0, len(s.valid))
 	for id := range s.valid {
