@@ -2,6 +2,7 @@ package query_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
@@ -84,6 +85,35 @@ func TestInjectionCorpus(t *testing.T) {
 		check("/v1/stats/" + url.PathEscape(v))
 		check("/v1/events/" + url.PathEscape(v))
 	}
+	// The key routes: names and scopes stored as given or refused, ids
+	// looked up as given, bearer values refused.
+	named := map[string]bool{}
+	for _, v := range injectionCorpus {
+		body, _ := json.Marshal(map[string]any{"name": v, "scopes": []string{"stats:read"}})
+		code, out := call(t, srv, "POST", "/v1/keys", key, string(body))
+		switch code {
+		case http.StatusCreated:
+			named[v] = true
+			assert.Equal(t, v, out["name"])
+		default:
+			assert.Equal(t, http.StatusBadRequest, code, "name %q: %v", v, out)
+		}
+		body, _ = json.Marshal(map[string]any{"name": "x", "scopes": []string{v}})
+		code, _ = call(t, srv, "POST", "/v1/keys", key, string(body))
+		assert.Equal(t, http.StatusBadRequest, code, "scope %q", v)
+		code, _ = call(t, srv, "DELETE", "/v1/keys/"+url.PathEscape(v), key, "")
+		assert.Contains(t, []int{http.StatusBadRequest, http.StatusNotFound}, code, "key id %q", v)
+		if !strings.ContainsAny(v, "\x00\n") {
+			code, _ = call(t, srv, "GET", "/v1/stats/send", v, "")
+			assert.Equal(t, http.StatusUnauthorized, code, "bearer %q", v)
+		}
+		requests += 4
+	}
+	_, list := call(t, srv, "GET", "/v1/keys", key, "")
+	for _, k := range list["data"].([]any) {
+		assert.True(t, named[k.(map[string]any)["name"].(string)], "key %v", k)
+	}
+	assert.Len(t, list["data"], len(named))
 	assert.Equal(t, before, countRows(), "the data is untouched")
 	code, body := get(t, srv, "/v1/stats/send?livemode=all", key)
 	require.Equal(t, http.StatusOK, code)

@@ -3,7 +3,6 @@ package query
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -19,6 +18,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/dodev/hindsight/internal/httpapi"
+	"github.com/dodev/hindsight/internal/keys"
 )
 
 // openAPI documents every route; a test keeps it and the router in step.
@@ -28,6 +28,7 @@ var openAPI []byte
 
 // Conn is the part of a ClickHouse connection the API needs.
 type Conn interface {
+	Exec(ctx context.Context, query string, args ...any) error // keys
 	Query(ctx context.Context, query string, args ...any) (driver.Rows, error)
 	Ping(ctx context.Context) error
 }
@@ -45,6 +46,7 @@ type Server struct {
 	ready  []ReadyFunc
 	engine *gin.Engine
 	v1     *gin.RouterGroup
+	keys   *keys.Checker
 	slots  chan struct{} // one per request in flight under /v1
 	// cursorKey signs listing cursors; derived from the API key so every
 	// replica of the API accepts the others' cursors.
@@ -62,7 +64,8 @@ func New(cfg Config, conn Conn, log *slog.Logger, ready ...ReadyFunc) (*Server, 
 		log = slog.New(slog.DiscardHandler)
 	}
 	gin.SetMode(gin.ReleaseMode)
-	s := &Server{cfg: cfg, conn: conn, log: log, ready: ready, engine: gin.New()}
+	s := &Server{cfg: cfg, conn: conn, log: log, ready: ready, engine: gin.New(),
+		keys: keys.NewChecker(keys.NewStore(conn, cfg.Database), cfg.APIKey, log.With("component", "keys"))}
 	sum := sha256.Sum256([]byte("hindsight cursor v1\x00" + cfg.APIKey))
 	s.cursorKey = sum[:]
 	s.engine.Use(s.recoverJSON, s.logRequests, strictQuery)
@@ -70,7 +73,7 @@ func New(cfg Config, conn Conn, log *slog.Logger, ready ...ReadyFunc) (*Server, 
 		// Unknown /v1 paths answer like real ones to a caller without a key,
 		// so the routes cannot be mapped without one.
 		if p := c.Request.URL.Path; p == "/v1" || strings.HasPrefix(p, "/v1/") {
-			if s.auth(c); c.IsAborted() {
+			if s.keys.Authenticate(c); c.IsAborted() {
 				return
 			}
 		}
@@ -83,21 +86,23 @@ func New(cfg Config, conn Conn, log *slog.Logger, ready ...ReadyFunc) (*Server, 
 	s.engine.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	s.engine.GET("/readyz", s.readyz)
 	s.slots = make(chan struct{}, cfg.MaxConcurrent)
-	v1 := s.engine.Group("/v1", s.auth, s.limitConcurrency)
+	v1 := s.engine.Group("/v1", s.keys.Authenticate, s.limitConcurrency)
 	s.v1 = v1
-	v1.GET("/stats/:service", s.stats)
-	v1.GET("/events", s.listEvents)
-	v1.GET("/events/:eventId", s.getEvent)
-	v1.GET("/event-types", s.eventTypes)
+	v1.GET("/stats/:service", keys.Require(keys.StatsRead), s.stats)
+	v1.GET("/events", keys.Require(keys.EventsRead), s.listEvents)
+	v1.GET("/events/:eventId", keys.Require(keys.EventsRead), s.getEvent)
+	v1.GET("/event-types", keys.Require(keys.StatsRead), s.eventTypes)
+	// Any key may read the document.
 	v1.GET("/openapi.json", func(c *gin.Context) { c.Data(http.StatusOK, "application/json", openAPI) })
+	keys.NewAPI(s.keys, log.With("component", "keys")).Register(v1)
 	return s, nil
 }
 
 // Handler returns the API's http.Handler.
 func (s *Server) Handler() http.Handler { return s.engine }
 
-// V1 is the /v1 group, behind the API key, for other packages' routes
-// (cmd mounts replay's there).
+// V1 is the /v1 group, behind the key check, for other packages' routes
+// (cmd mounts replay's there); each route adds the keys.Require it needs.
 func (s *Server) V1() *gin.RouterGroup { return s.v1 }
 
 // Routes lists the method and path of every route, for documentation checks.
@@ -169,20 +174,6 @@ func (s *Server) logRequests(c *gin.Context) {
 	start := time.Now()
 	c.Next()
 	s.log.Debug("http", "method", c.Request.Method, "path", c.Request.URL.Path, "status", c.Writer.Status(), "took", time.Since(start))
-}
-
-func (s *Server) auth(c *gin.Context) {
-	h := c.GetHeader("Authorization")
-	key, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || key == "" {
-		abort(c, http.StatusUnauthorized, "unauthorized", "missing bearer key: send Authorization: Bearer <key>")
-		return
-	}
-	if subtle.ConstantTimeCompare([]byte(key), []byte(s.cfg.APIKey)) != 1 {
-		abort(c, http.StatusUnauthorized, "unauthorized", "wrong API key")
-		return
-	}
-	c.Next()
 }
 
 func (s *Server) readyz(c *gin.Context) {

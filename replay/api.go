@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"net/http"
@@ -19,6 +18,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/dodev/hindsight/internal/httpapi"
+	"github.com/dodev/hindsight/internal/keys"
 	"github.com/dodev/hindsight/schema"
 )
 
@@ -40,21 +40,23 @@ func NewAPI(db string, conn Conn, sender *Sender, log *slog.Logger) *API {
 	return &API{store: NewStore(conn, db), conn: conn, db: db, sender: sender, log: log}
 }
 
-// Register adds the routes to a group that already checks the API key.
+// Register adds the routes to a group that already checks the API key, each
+// behind the scope it needs.
 func (a *API) Register(g *gin.RouterGroup) {
-	g.POST("/endpoints", a.createEndpoint)
-	g.GET("/endpoints", a.listEndpoints)
-	g.GET("/endpoints/:id", a.getEndpoint)
-	g.PATCH("/endpoints/:id", a.updateEndpoint)
-	g.DELETE("/endpoints/:id", a.deleteEndpoint)
-	g.POST("/endpoints/:id/secret/rotate", a.rotateSecret)
-	g.POST("/endpoints/:id/test", a.testEndpoint)
-	g.POST("/events/:eventId/resend", a.resendEvent)
-	g.POST("/replays", a.createReplay)
-	g.GET("/replays", a.listReplays)
-	g.GET("/replays/:id", a.getReplay)
-	g.POST("/replays/:id/cancel", a.cancelReplay)
-	g.GET("/stats/deliveries", a.deliveryStats)
+	endpoints, replays, stats := keys.Require(keys.EndpointsWrite), keys.Require(keys.ReplaysWrite), keys.Require(keys.StatsRead)
+	g.POST("/endpoints", endpoints, a.createEndpoint)
+	g.GET("/endpoints", endpoints, a.listEndpoints)
+	g.GET("/endpoints/:id", endpoints, a.getEndpoint)
+	g.PATCH("/endpoints/:id", endpoints, a.updateEndpoint)
+	g.DELETE("/endpoints/:id", endpoints, a.deleteEndpoint)
+	g.POST("/endpoints/:id/secret/rotate", endpoints, a.rotateSecret)
+	g.POST("/endpoints/:id/test", endpoints, a.testEndpoint)
+	g.POST("/events/:eventId/resend", replays, a.resendEvent)
+	g.POST("/replays", replays, a.createReplay)
+	g.GET("/replays", replays, a.listReplays)
+	g.GET("/replays/:id", replays, a.getReplay)
+	g.POST("/replays/:id/cancel", replays, a.cancelReplay)
+	g.GET("/stats/deliveries", stats, a.deliveryStats)
 }
 
 func (a *API) fail(c *gin.Context, err error) {
@@ -80,27 +82,6 @@ func limited(c *gin.Context) context.Context {
 }
 
 func bad(param, msg string) error { return &httpapi.BadParam{Param: param, Msg: msg} }
-
-// decode reads a JSON body of at most 64 KiB into v, refusing unknown fields.
-func decode(c *gin.Context, v any) error {
-	body, err := io.ReadAll(io.LimitReader(c.Request.Body, 64<<10+1))
-	if err != nil {
-		return bad("body", "unreadable: "+err.Error())
-	}
-	if len(body) > 64<<10 {
-		return bad("body", "larger than 64 KiB")
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) && te.Field != "" {
-			return bad(te.Field, fmt.Sprintf("want a %s", te.Type))
-		}
-		return bad("body", "not the JSON this route takes: "+err.Error())
-	}
-	return nil
-}
 
 type endpointView struct {
 	ID            string   `json:"id"`
@@ -163,7 +144,7 @@ func (a *API) apply(ctx context.Context, in endpointInput, e *Endpoint) error {
 
 func (a *API) createEndpoint(c *gin.Context) {
 	var in endpointInput
-	if err := decode(c, &in); err != nil {
+	if err := httpapi.DecodeJSON(c, &in); err != nil {
 		a.fail(c, err)
 		return
 	}
@@ -225,7 +206,7 @@ func (a *API) updateEndpoint(c *gin.Context) {
 		return
 	}
 	var in endpointInput
-	if err := decode(c, &in); err != nil {
+	if err := httpapi.DecodeJSON(c, &in); err != nil {
 		a.fail(c, err)
 		return
 	}
@@ -307,7 +288,7 @@ func (a *API) resendEvent(c *gin.Context) {
 	var in struct {
 		EndpointID string `json:"endpoint_id"`
 	}
-	if err := decode(c, &in); err != nil {
+	if err := httpapi.DecodeJSON(c, &in); err != nil {
 		a.fail(c, err)
 		return
 	}
@@ -382,7 +363,7 @@ func jsonTime(param string, raw json.RawMessage) (time.Time, error) {
 func (a *API) createReplay(c *gin.Context) {
 	ctx := limited(c)
 	var in replayInput
-	if err := decode(c, &in); err != nil {
+	if err := httpapi.DecodeJSON(c, &in); err != nil {
 		a.fail(c, err)
 		return
 	}

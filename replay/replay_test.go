@@ -23,6 +23,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dodev/hindsight/internal/chtest"
+	"github.com/dodev/hindsight/internal/keys"
 	"github.com/dodev/hindsight/internal/sample"
 	"github.com/dodev/hindsight/schema"
 )
@@ -40,6 +41,9 @@ type env struct {
 	sender *Sender
 }
 
+// testKey is the bootstrap key the tests' API takes: every scope.
+const testKey = "replay-test-key-0123456789"
+
 func newEnv(t *testing.T, n int) *env {
 	t.Helper()
 	conn, db := chtest.Database(t)
@@ -53,7 +57,7 @@ func newEnv(t *testing.T, n int) *env {
 	sender := NewSender(Policy{AllowPrivate: true}, "test", 64)
 	gin.SetMode(gin.ReleaseMode)
 	g := gin.New()
-	NewAPI(db, conn, sender, nil).Register(g.Group("/v1"))
+	NewAPI(db, conn, sender, nil).Register(g.Group("/v1", keys.NewChecker(keys.NewStore(conn, db), testKey, nil).Authenticate))
 	api := httptest.NewServer(g)
 	t.Cleanup(api.Close)
 	return &env{t: t, conn: conn, db: db, events: events, api: api, sender: sender}
@@ -69,6 +73,7 @@ func (e *env) call(method, path string, body any, into any) int {
 	}
 	req, err := http.NewRequest(method, e.api.URL+path, rd)
 	require.NoError(e.t, err)
+	req.Header.Set("Authorization", "Bearer "+testKey)
 	resp, err := http.DefaultClient.Do(req)
 	require.NoError(e.t, err)
 	defer resp.Body.Close()
@@ -499,7 +504,7 @@ func TestBadRequests(t *testing.T) {
 	ep := e.endpoint(s)
 	strict := NewAPI(e.db, e.conn, NewSender(Policy{}, "test", 4), nil)
 	g := gin.New()
-	strict.Register(g.Group("/v1"))
+	strict.Register(g.Group("/v1", keys.NewChecker(keys.NewStore(e.conn, e.db), testKey, nil).Authenticate))
 	strictSrv := httptest.NewServer(g)
 	defer strictSrv.Close()
 
@@ -538,8 +543,10 @@ func TestBadRequests(t *testing.T) {
 		}
 	}
 	// Under serve's policy a loopback receiver is refused at creation.
-	resp, err := http.Post(strictSrv.URL+"/v1/endpoints", "application/json",
+	req, _ := http.NewRequest(http.MethodPost, strictSrv.URL+"/v1/endpoints",
 		strings.NewReader(`{"url":"http://127.0.0.1:9/hook","enabled_events":["*"]}`))
+	req.Header.Set("Authorization", "Bearer "+testKey)
+	resp, err := http.DefaultClient.Do(req)
 	require.NoError(t, err)
 	resp.Body.Close()
 	assert.Equal(t, http.StatusBadRequest, resp.StatusCode)

@@ -208,6 +208,28 @@ SELECT cityHash64(event_id) AS id_hash, service, type, created_at FROM {db}.even
 			r.Replace(`INSERT INTO {db}.event_ids (id_hash, service, type, created_at)
 SELECT cityHash64(event_id), service, type, created_at FROM {db}.events`),
 		}},
+		// API keys (package internal/keys): a key's SHA-256, never the key,
+		// beside the prefix shown to tell keys apart. A revocation is a new
+		// row with a higher version. When each key was last used is its own
+		// table, so recording a use never rewrites the key's row.
+		{6, "api_keys", []string{
+			r.Replace(`CREATE TABLE IF NOT EXISTS {db}.api_keys (
+	id String,
+	name String,
+	prefix String,
+	hash String,
+	scopes Array(String),
+	created_at Int64,
+	revoked_at Int64,
+	version UInt64
+) ENGINE = ReplacingMergeTree(version)
+ORDER BY id`),
+			r.Replace(`CREATE TABLE IF NOT EXISTS {db}.api_key_uses (
+	id String,
+	at Int64
+) ENGINE = ReplacingMergeTree(at)
+ORDER BY id`),
+		}},
 	}
 }
 

@@ -29,6 +29,7 @@ Usage:
   hindsight produce  [--kafka HOSTS] [--topic events] FILE|-
   hindsight replay   --endpoint whep_… --since TIME [--until TIME] [--events send.email.*] [--dry-run] [--unordered --concurrency N]
   hindsight replay   --cancel rpl_…
+  hindsight keys     create --name NAME --scopes stats:read,… | list | revoke key_…   (API keys, in ClickHouse)
   hindsight broker   [--listen 127.0.0.1:9092] [--data DIR]   (the embedded Kafka-protocol broker alone)
   hindsight version
 
@@ -83,6 +84,8 @@ func run(ctx context.Context, args []string) error {
 		return runBroker(ctx, rest)
 	case "replay":
 		return runReplay(ctx, rest)
+	case "keys":
+		return runKeys(ctx, rest)
 	case "version", "--version":
 		fmt.Println("hindsight", version)
 		return nil

@@ -76,6 +76,13 @@ func HTTPAddr(t testing.TB) string {
 	return server.HTTPAddr
 }
 
+// Dir returns the shared server's directory: its data, metadata and logs.
+func Dir(t testing.TB) string {
+	t.Helper()
+	Addr(t)
+	return server.Dir
+}
+
 // Open connects to the shared server.
 func Open(t testing.TB) driver.Conn {
 	t.Helper()

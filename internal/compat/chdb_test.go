@@ -137,6 +137,12 @@ func literal(v any) (string, error) {
 			parts[i], _ = literal(s)
 		}
 		return "[" + strings.Join(parts, ", ") + "]", nil
+	case []int64:
+		parts := make([]string, len(v))
+		for i, n := range v {
+			parts[i] = strconv.FormatInt(n, 10)
+		}
+		return "[" + strings.Join(parts, ", ") + "]", nil
 	}
 	return "", fmt.Errorf("no literal for %T", v)
 }

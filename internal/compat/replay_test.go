@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dodev/hindsight/internal/chtest"
+	"github.com/dodev/hindsight/internal/keys"
 	"github.com/dodev/hindsight/replay"
 	"github.com/dodev/hindsight/schema"
 )
@@ -111,7 +112,7 @@ func TestReplaySQLCompatibility(t *testing.T) {
 		<-done
 
 		api := gin.New()
-		replay.NewAPI(db, conn, sender, nil).Register(api.Group("/v1"))
+		replay.NewAPI(db, conn, sender, nil).Register(api.Group("/v1", keys.NewChecker(keys.NewStore(conn, db), apiKey, nil).Authenticate))
 		r.dry = serve(t, api, http.MethodPost, "/v1/replays",
 			`{"endpoint_id":"whep_recv","since":"2026-10-28T00:00:00Z","until":1793836800000,"livemode":"all","enabled_events":["send.*","telco.lookup.completed"],"dry_run":true}`)
 		var stats struct {
@@ -154,6 +155,7 @@ func mustSecret(t *testing.T) string {
 func serve(t *testing.T, h http.Handler, method, path, body string) string {
 	t.Helper()
 	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+apiKey)
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	require.Less(t, rec.Code, 300, "%s %s: %s", method, path, rec.Body.String())

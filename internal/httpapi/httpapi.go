@@ -4,6 +4,11 @@
 package httpapi
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -114,4 +119,25 @@ func NewRate(num, den float64, formula string) Rate {
 		r.Value = &v
 	}
 	return r
+}
+
+// DecodeJSON reads a JSON body of at most 64 KiB into v, refusing unknown fields.
+func DecodeJSON(c *gin.Context, v any) error {
+	body, err := io.ReadAll(io.LimitReader(c.Request.Body, 64<<10+1))
+	if err != nil {
+		return badParam("body", "unreadable: "+err.Error())
+	}
+	if len(body) > 64<<10 {
+		return badParam("body", "larger than 64 KiB")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field != "" {
+			return badParam(te.Field, fmt.Sprintf("want a %s", te.Type))
+		}
+		return badParam("body", "not the JSON this route takes: "+err.Error())
+	}
+	return nil
 }

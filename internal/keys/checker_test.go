@@ -1,0 +1,69 @@
+package keys
+
+import (
+	"context"
+	"errors"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dodev/hindsight/internal/chtest"
+	"github.com/dodev/hindsight/schema"
+)
+
+func TestMain(m *testing.M) { os.Exit(chtest.Main(m)) }
+
+// TestCheckerTrustsACopyForMaxAge moves the checker's clock: within a second
+// a known key costs no read; an unknown key looks again at most once a
+// second; past MaxAge with ClickHouse gone, stored keys are refused as
+// unavailable while the bootstrap key goes on.
+func TestCheckerTrustsACopyForMaxAge(t *testing.T) {
+	ctx := context.Background()
+	conn, db := chtest.Database(t)
+	_, err := schema.Migrate(ctx, conn, db)
+	require.NoError(t, err)
+	store := NewStore(conn, db)
+	k, secret, err := store.Create(ctx, "k", []Scope{StatsRead})
+	require.NoError(t, err)
+
+	var clock atomic.Int64 // the checker's now, read by its background reloads too
+	clock.Store(time.Unix(1_800_000_000, 0).UnixNano())
+	advance := func(d time.Duration) { clock.Add(int64(d)) }
+	c := NewChecker(store, "bootstrap-0123456789", nil)
+	c.now = func() time.Time { return time.Unix(0, clock.Load()) }
+	got, err := c.Check(ctx, secret)
+	require.NoError(t, err)
+	assert.Equal(t, k.ID, got.ID)
+	assert.Equal(t, []Scope{StatsRead}, got.Scopes)
+
+	// A key made after the copy is found by looking again, once a second.
+	_, later, err := store.Create(ctx, "later", []Scope{EventsRead})
+	require.NoError(t, err)
+	_, err = c.Check(ctx, later)
+	assert.ErrorIs(t, err, ErrUnknown, "looked again less than a second ago")
+	advance(reloadEvery)
+	_, err = c.Check(ctx, later)
+	assert.NoError(t, err)
+
+	// ClickHouse gone: the copy serves until MaxAge, then stored keys fail.
+	dead, err := clickhouse.Open(&clickhouse.Options{Addr: []string{"127.0.0.1:1"}, DialTimeout: 200 * time.Millisecond})
+	require.NoError(t, err)
+	defer dead.Close()
+	c.load.Lock() // no reload in flight reads the store as it changes
+	c.store = NewStore(dead, db)
+	c.load.Unlock()
+	advance(MaxAge - time.Millisecond)
+	_, err = c.Check(ctx, secret)
+	assert.NoError(t, err, "within MaxAge the copy holds")
+	advance(time.Millisecond)
+	_, err = c.Check(ctx, secret)
+	assert.True(t, errors.Is(err, ErrUnavailable), "past MaxAge: %v", err)
+	got, err = c.Check(ctx, "bootstrap-0123456789")
+	assert.NoError(t, err)
+	assert.Equal(t, All, got.Scopes)
+}
