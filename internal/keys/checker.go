@@ -69,7 +69,8 @@ func (c *Checker) Check(ctx context.Context, secret string) (Key, error) {
 	now := c.now()
 	c.mu.Lock()
 	k, ok := c.keys[h]
-	age := now.Sub(c.loadedAt)
+	seen := c.loadedAt
+	age := now.Sub(seen)
 	lookAgain := !ok && now.Sub(c.lastLookAt) >= reloadEvery
 	if lookAgain {
 		c.lastLookAt = now
@@ -81,7 +82,7 @@ func (c *Checker) Check(ctx context.Context, secret string) (Key, error) {
 	c.mu.Unlock()
 
 	if age >= MaxAge || lookAgain {
-		if err := c.Reload(ctx); err != nil {
+		if err := c.reloadSince(ctx, seen); err != nil {
 			if age >= MaxAge {
 				c.log.Error("read API keys", "err", err)
 				return Key{}, ErrUnavailable
@@ -117,6 +118,24 @@ func (c *Checker) reloadInBackground() {
 func (c *Checker) Reload(ctx context.Context) error {
 	c.load.Lock()
 	defer c.load.Unlock()
+	return c.reloadLocked(ctx)
+}
+
+// reloadSince reads the live keys unless another caller did since seen:
+// requests that find the copy stale together cause one read.
+func (c *Checker) reloadSince(ctx context.Context, seen time.Time) error {
+	c.load.Lock()
+	defer c.load.Unlock()
+	c.mu.Lock()
+	fresh := c.loadedAt.After(seen)
+	c.mu.Unlock()
+	if fresh {
+		return nil
+	}
+	return c.reloadLocked(ctx)
+}
+
+func (c *Checker) reloadLocked(ctx context.Context) error {
 	start := c.now()
 	ks, err := c.store.read(ctx, "")
 	if err != nil {

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"os"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -66,4 +68,45 @@ func TestCheckerTrustsACopyForMaxAge(t *testing.T) {
 	got, err = c.Check(ctx, "bootstrap-0123456789")
 	assert.NoError(t, err)
 	assert.Equal(t, All, got.Scopes)
+}
+
+// countingConn counts the queries a store sends.
+type countingConn struct {
+	Conn
+	queries atomic.Int64
+}
+
+func (c *countingConn) Query(ctx context.Context, q string, args ...any) (driver.Rows, error) {
+	c.queries.Add(1)
+	return c.Conn.Query(ctx, q, args...)
+}
+
+// TestManyRequestsOneRead: requests that find no copy, or a stale one, all
+// at once cause one read of the keys, and known keys then cause none.
+func TestManyRequestsOneRead(t *testing.T) {
+	ctx := context.Background()
+	conn, db := chtest.Database(t)
+	_, err := schema.Migrate(ctx, conn, db)
+	require.NoError(t, err)
+	counting := &countingConn{Conn: conn}
+	store := NewStore(counting, db)
+	_, secret, err := store.Create(ctx, "k", []Scope{StatsRead})
+	require.NoError(t, err)
+	c := NewChecker(store, "bootstrap-0123456789", nil)
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := c.Check(ctx, secret)
+			assert.NoError(t, err)
+		}()
+	}
+	wg.Wait()
+	assert.EqualValues(t, 1, counting.queries.Load())
+	for range 100 {
+		_, err := c.Check(ctx, secret)
+		require.NoError(t, err)
+	}
+	assert.EqualValues(t, 1, counting.queries.Load(), "no read per request")
 }
