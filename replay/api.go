@@ -84,13 +84,15 @@ func limited(c *gin.Context) context.Context {
 func bad(param, msg string) error { return &httpapi.BadParam{Param: param, Msg: msg} }
 
 type endpointView struct {
-	ID            string   `json:"id"`
-	URL           string   `json:"url"`
-	EnabledEvents []string `json:"enabled_events"`
-	Description   string   `json:"description"`
-	RateLimit     *float64 `json:"rate_limit"`
-	Secret        string   `json:"secret,omitempty"`
-	CreatedAt     string   `json:"created_at"`
+	ID            string            `json:"id"`
+	URL           string            `json:"url"`
+	EnabledEvents []string          `json:"enabled_events"`
+	Description   string            `json:"description"`
+	RateLimit     *float64          `json:"rate_limit"`
+	RetrySchedule []int64           `json:"retry_schedule"` // seconds, the one in use
+	Headers       map[string]string `json:"headers"`
+	Secret        string            `json:"secret,omitempty"`
+	CreatedAt     string            `json:"created_at"`
 }
 
 func viewEndpoint(e Endpoint, withSecret bool) endpointView {
@@ -98,6 +100,17 @@ func viewEndpoint(e Endpoint, withSecret bool) endpointView {
 	if e.RateLimit > 0 {
 		r := e.RateLimit
 		v.RateLimit = &r
+	}
+	schedule := e.RetrySchedule
+	if schedule == nil {
+		schedule = Backoff
+	}
+	for _, d := range schedule {
+		v.RetrySchedule = append(v.RetrySchedule, int64(d/time.Second))
+	}
+	v.Headers = e.Headers
+	if v.Headers == nil {
+		v.Headers = map[string]string{}
 	}
 	if withSecret {
 		v.Secret = e.Secret
@@ -107,10 +120,12 @@ func viewEndpoint(e Endpoint, withSecret bool) endpointView {
 
 // endpointInput is the body of POST and PATCH /v1/endpoints.
 type endpointInput struct {
-	URL           *string   `json:"url"`
-	EnabledEvents *[]string `json:"enabled_events"`
-	Description   *string   `json:"description"`
-	RateLimit     *float64  `json:"rate_limit"`
+	URL           *string            `json:"url"`
+	EnabledEvents *[]string          `json:"enabled_events"`
+	Description   *string            `json:"description"`
+	RateLimit     *float64           `json:"rate_limit"`
+	RetrySchedule *[]int64           `json:"retry_schedule"`
+	Headers       *map[string]string `json:"headers"`
 }
 
 // apply checks the input and copies what it sets onto e.
@@ -138,6 +153,19 @@ func (a *API) apply(ctx context.Context, in endpointInput, e *Endpoint) error {
 			return bad("rate_limit", "want deliveries per second, more than 0 and at most 100000")
 		}
 		e.RateLimit = *in.RateLimit
+	}
+	if in.RetrySchedule != nil {
+		schedule, err := ParseSchedule(*in.RetrySchedule)
+		if err != nil {
+			return bad("retry_schedule", err.Error())
+		}
+		e.RetrySchedule = schedule
+	}
+	if in.Headers != nil {
+		if err := ValidateHeaders(*in.Headers); err != nil {
+			return bad("headers", err.Error())
+		}
+		e.Headers = *in.Headers
 	}
 	return nil
 }
@@ -269,7 +297,7 @@ func (a *API) testEndpoint(c *gin.Context) {
 		"eventId": id, "type": "platform.test", "service": "platform", "livemode": false, "createdAt": now.UnixMilli(),
 		"data": map[string]any{"message": "This is a test webhook event from do.dev", "endpoint_id": e.ID},
 	})
-	at := a.sender.Send(ctx, e.URL, Message{ID: id, Body: body, Secrets: e.Secrets(now)})
+	at := a.sender.Send(ctx, e.URL, Message{ID: id, Body: body, Secrets: e.Secrets(now), Headers: e.Headers})
 	if err := a.store.RecordAttempts(ctx, []Record{{EndpointID: e.ID, EventID: id, Attempt: 1, Result: at, At: now}}); err != nil {
 		a.log.Warn("record test delivery", "endpoint", e.ID, "err", err)
 	}
@@ -326,7 +354,7 @@ func (a *API) resendEvent(c *gin.Context) {
 		return
 	}
 	now := time.Now().UTC()
-	at := a.sender.Send(ctx, ep.URL, Message{ID: id, Body: raw, Secrets: ep.Secrets(now)})
+	at := a.sender.Send(ctx, ep.URL, Message{ID: id, Body: raw, Secrets: ep.Secrets(now), Headers: ep.Headers})
 	if err := a.store.RecordAttempts(ctx, []Record{{EndpointID: ep.ID, EventID: id, Attempt: 1, Result: at, At: now}}); err != nil {
 		a.log.Warn("record resend", "endpoint", ep.ID, "err", err)
 	}

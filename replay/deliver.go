@@ -55,7 +55,7 @@ func (d *deliverer) attempt(ctx context.Context, ev event, n int) (Record, bool)
 		return Record{}, false
 	}
 	now := time.Now()
-	a := d.w.sender.Send(ctx, d.ep.URL, Message{ID: ev.id, Body: ev.raw, ReplayID: d.job.ID, Secrets: d.ep.Secrets(now)})
+	a := d.w.sender.Send(ctx, d.ep.URL, Message{ID: ev.id, Body: ev.raw, ReplayID: d.job.ID, Secrets: d.ep.Secrets(now), Headers: d.ep.Headers})
 	if ctx.Err() != nil {
 		return Record{}, false
 	}
@@ -76,7 +76,7 @@ func (d *deliverer) settle(rec Record, n int) (wait time.Duration, again bool) {
 		d.res.lastErr = a.Err
 		return 0, false
 	}
-	wait, again = RetryDelay(n, a.RetryAfter)
+	wait, again = RetryDelay(d.ep.RetrySchedule, n, a.RetryAfter)
 	if !again {
 		d.res.failed++
 		d.res.lastErr = fmt.Sprintf("gave up after %d attempts: %s", n+1, a.Err)

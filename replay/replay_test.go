@@ -904,3 +904,113 @@ func TestPruneLeases(t *testing.T) {
 	}, 30*time.Second, 50*time.Millisecond, "the three expired renewals are deleted, the other three kept")
 	assert.Equal(t, []string{"w1", "", ""}, holders())
 }
+
+// TestEndpointScheduleAndHeaders: an endpoint's own retry schedule decides
+// how many attempts an event gets, and its headers reach the receiver on
+// every attempt beside a signature the reference library verifies.
+func TestEndpointScheduleAndHeaders(t *testing.T) {
+	e := newEnv(t, 60)
+	from, to := since, since.Add(10*24*time.Hour)
+	want := e.want(from, to, "send.*")
+	require.NotEmpty(t, want)
+	var mu sync.Mutex
+	tries := map[string]int{}   // attempts per endpoint path and eventId
+	headers := map[string]int{} // attempts that carried the custom headers
+	recv := newSink(t)          // only for its server: every handler below replaces it
+	recv.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		defer mu.Unlock()
+		key := r.URL.Path + " " + r.Header.Get("webhook-id")
+		tries[key]++
+		if r.Header.Get("X-Tenant") == "acme" && r.Header.Get("Authorization") == "Bearer t0k" {
+			headers[r.URL.Path]++
+		}
+		if sec := *recv.secret.Load(); r.URL.Path == "/three" {
+			wh, _ := standardwebhooks.NewWebhook(sec)
+			if wh.Verify(body, r.Header) != nil {
+				w.WriteHeader(http.StatusUnauthorized)
+				return
+			}
+		}
+		if tries[key] <= 2 {
+			w.WriteHeader(http.StatusInternalServerError) // the first two attempts of every event fail
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+	make := func(path string, schedule []int) string {
+		var ep map[string]any
+		require.Equal(t, http.StatusCreated, e.call("POST", "/v1/endpoints", map[string]any{
+			"url": recv.srv.URL + path, "enabled_events": []string{"send.*"}, "retry_schedule": schedule,
+			"headers": map[string]string{"X-Tenant": "acme", "Authorization": "Bearer t0k"}}, &ep))
+		assert.EqualValues(t, []any{1.0, 1.0}[:len(schedule)], ep["retry_schedule"])
+		if path == "/three" {
+			secret := ep["secret"].(string)
+			recv.secret.Store(&secret)
+		}
+		return ep["id"].(string)
+	}
+	three := make("/three", []int{1, 1}) // three attempts: the third succeeds
+	two := make("/two", []int{1})        // two attempts: every event fails
+	e.worker(WorkerConfig{})
+	for _, ep := range []string{three, two} {
+		var job map[string]any
+		require.Equal(t, http.StatusAccepted, e.call("POST", "/v1/replays", map[string]any{"endpoint_id": ep, "since": from.UnixMilli(),
+			"until": to.UnixMilli(), "enabled_events": []string{"send.*"}, "ordered": false, "concurrency": 8}, &job))
+		job = e.waitDone(job["id"].(string))
+		if ep == three {
+			assert.Equal(t, StatusCompleted, job["status"])
+			assert.EqualValues(t, len(want), job["delivered"])
+			assert.EqualValues(t, 3*len(want), job["attempts"])
+		} else {
+			assert.EqualValues(t, 0, job["delivered"])
+			assert.EqualValues(t, len(want), job["failed"])
+			assert.EqualValues(t, 2*len(want), job["attempts"])
+			assert.Contains(t, job["last_error"], "gave up after 2 attempts")
+		}
+	}
+	mu.Lock()
+	assert.Equal(t, 3*len(want), headers["/three"], "custom headers on every attempt")
+	assert.Equal(t, 2*len(want), headers["/two"])
+	mu.Unlock()
+
+	// The schedule in use is shown, the default when none was set; PATCH
+	// changes headers and schedule.
+	var ep map[string]any
+	require.Equal(t, http.StatusCreated, e.call("POST", "/v1/endpoints", map[string]any{"url": recv.srv.URL, "enabled_events": []string{"*"}}, &ep))
+	assert.EqualValues(t, []any{1.0, 5.0, 30.0, 120.0, 600.0}, ep["retry_schedule"])
+	assert.Equal(t, map[string]any{}, ep["headers"])
+	require.Equal(t, http.StatusOK, e.call("PATCH", "/v1/endpoints/"+ep["id"].(string), map[string]any{
+		"retry_schedule": []int{2, 86400}, "headers": map[string]string{"X-A": "b"}}, &ep))
+	assert.EqualValues(t, []any{2.0, 86400.0}, ep["retry_schedule"])
+	assert.Equal(t, map[string]any{"X-A": "b"}, ep["headers"])
+
+	// Bad settings are a 400 naming the field.
+	many := map[string]string{}
+	for i := range 21 {
+		many[fmt.Sprintf("X-H%d", i)] = "v"
+	}
+	for _, body := range []map[string]any{
+		{"headers": map[string]string{"webhook-id": "x"}},
+		{"headers": map[string]string{"Webhook-Signature": "v1,x"}},
+		{"headers": map[string]string{"content-type": "text/plain"}},
+		{"headers": map[string]string{"Host": "evil.example"}},
+		{"headers": map[string]string{"User-Agent": "x"}},
+		{"headers": map[string]string{"bad name": "x"}},
+		{"headers": map[string]string{"X-A": "a\r\nX-B: b"}},
+		{"headers": map[string]string{"X-A": strings.Repeat("a", 1025)}},
+		{"headers": map[string]string{"x-a": "1", "X-A": "2"}},
+		{"headers": many},
+		{"retry_schedule": []int{0}},
+		{"retry_schedule": []int{86401}},
+		{"retry_schedule": []int{1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}},
+		{"retry_schedule": []float64{1.5}},
+	} {
+		var out map[string]any
+		assert.Equal(t, http.StatusBadRequest, e.call("PATCH", "/v1/endpoints/"+ep["id"].(string), body, &out), "%v", body)
+		for field := range body {
+			assert.True(t, strings.HasPrefix(out["error"].(map[string]any)["message"].(string), field), "%v: %v", body, out)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -20,7 +21,8 @@ const (
 	MaxResponse    = 64 << 10 // bytes of a response body read, at most
 )
 
-// Backoff is the wait before each retry; after the last, the delivery fails.
+// Backoff is the default wait before each retry (an endpoint may set its
+// own); after the last, the delivery fails.
 var Backoff = []time.Duration{time.Second, 5 * time.Second, 30 * time.Second, 2 * time.Minute, 10 * time.Minute}
 
 // Outcome is what one attempt means for the delivery.
@@ -52,6 +54,7 @@ type Message struct {
 	Body     []byte
 	ReplayID string // Hindsight-Replay-Id, empty for test sends
 	Secrets  []string
+	Headers  map[string]string // the endpoint's own; never one Send sets itself
 }
 
 // Sender posts messages to endpoints. It never follows redirects, reads at
@@ -117,6 +120,9 @@ func (s *Sender) Send(ctx context.Context, url string, m Message) Attempt {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(m.Body))
 	if err != nil {
 		return Attempt{Outcome: Failed, Err: "request: " + redactURLError(err)}
+	}
+	for name, value := range m.Headers {
+		req.Header.Set(name, value)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", s.userAgent)
@@ -212,18 +218,22 @@ func retryAfter(v string, now time.Time) time.Duration {
 	return 0
 }
 
-// RetryDelay is the wait before retry number n (0-based), or false when the
-// delivery has had all its attempts. A Retry-After is honoured within the
-// schedule's bounds (1 s to 10 min); otherwise the schedule's step gets
-// ±20% jitter so many failing deliveries do not retry in lockstep.
-func RetryDelay(n int, retryAfter time.Duration) (time.Duration, bool) {
-	if n >= len(Backoff) {
+// RetryDelay is the wait before retry number n (0-based) under schedule (nil
+// is Backoff), or false when the delivery has had all its attempts. A
+// Retry-After is honoured within the schedule's bounds (its shortest to its
+// longest delay); otherwise the schedule's step gets ±20% jitter so many
+// failing deliveries do not retry in lockstep.
+func RetryDelay(schedule []time.Duration, n int, retryAfter time.Duration) (time.Duration, bool) {
+	if schedule == nil {
+		schedule = Backoff
+	}
+	if n >= len(schedule) {
 		return 0, false
 	}
 	if retryAfter > 0 {
-		return min(max(retryAfter, Backoff[0]), Backoff[len(Backoff)-1]), true
+		return min(max(retryAfter, slices.Min(schedule)), slices.Max(schedule)), true
 	}
-	step := Backoff[n]
+	step := schedule[n]
 	jitter := time.Duration((rand.Float64()*0.4 - 0.2) * float64(step))
 	return step + jitter, true
 }

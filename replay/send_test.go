@@ -179,19 +179,19 @@ func TestSendRetryAfter(t *testing.T) {
 	assert.Equal(t, Retry, a.Outcome)
 	assert.Equal(t, 42*time.Second, a.RetryAfter)
 
-	d, ok := RetryDelay(0, 42*time.Second)
+	d, ok := RetryDelay(nil, 0, 42*time.Second)
 	assert.True(t, ok)
 	assert.Equal(t, 42*time.Second, d)
-	d, _ = RetryDelay(0, 3*time.Hour)
+	d, _ = RetryDelay(nil, 0, 3*time.Hour)
 	assert.Equal(t, 10*time.Minute, d, "Retry-After is held to the schedule's bounds")
-	d, _ = RetryDelay(0, 10*time.Millisecond)
+	d, _ = RetryDelay(nil, 0, 10*time.Millisecond)
 	assert.Equal(t, time.Second, d)
 	for n, step := range Backoff {
-		d, ok := RetryDelay(n, 0)
+		d, ok := RetryDelay(nil, n, 0)
 		require.True(t, ok)
 		assert.InDelta(t, float64(step), float64(d), 0.2*float64(step)+1, "retry %d: %s ±20%%", n, step)
 	}
-	_, ok = RetryDelay(len(Backoff), 0)
+	_, ok = RetryDelay(nil, len(Backoff), 0)
 	assert.False(t, ok, "after the last retry the delivery fails")
 	assert.Equal(t, time.Duration(0), retryAfter("soon", time.Now()))
 	assert.InDelta(t, float64(time.Minute), float64(retryAfter(time.Now().Add(time.Minute).UTC().Format(http.TimeFormat), time.Now())), float64(2*time.Second))
@@ -290,7 +290,7 @@ func FuzzRetryAfter(f *testing.F) {
 		}
 		// With a Retry-After the wait is held to [1 s, 10 min]; without one it
 		// is the first step, 1 s, with its ±20% jitter.
-		wait, ok := RetryDelay(0, d)
+		wait, ok := RetryDelay(nil, 0, d)
 		lo := time.Second
 		if d == 0 {
 			lo = 800 * time.Millisecond
@@ -366,4 +366,17 @@ func FuzzCheckIP(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestRetryDelayOwnSchedule(t *testing.T) {
+	schedule := []time.Duration{2 * time.Second, 10 * time.Second}
+	d, ok := RetryDelay(schedule, 0, time.Hour)
+	assert.True(t, ok)
+	assert.Equal(t, 10*time.Second, d, "Retry-After within the schedule's longest delay")
+	d, _ = RetryDelay(schedule, 1, time.Second)
+	assert.Equal(t, 2*time.Second, d, "and its shortest")
+	d, _ = RetryDelay(schedule, 1, 0)
+	assert.InDelta(t, float64(10*time.Second), float64(d), float64(2*time.Second))
+	_, ok = RetryDelay(schedule, 2, 0)
+	assert.False(t, ok, "two retries, then the delivery fails")
 }

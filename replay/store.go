@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -88,6 +90,8 @@ type Endpoint struct {
 	PreviousSecret string    // still signs beside Secret until PreviousUntil
 	PreviousUntil  time.Time // zero without a rotation
 	CreatedAt      time.Time
+	RetrySchedule  []time.Duration   // waits before each retry; nil is Backoff
+	Headers        map[string]string // sent with every delivery; see ValidateHeaders
 }
 
 // Secrets are the secrets deliveries are signed with now.
@@ -99,7 +103,8 @@ func (e Endpoint) Secrets(now time.Time) []string {
 }
 
 var endpointCols = []string{"id", "url", "enabled_events", "description", "rate_limit", "secret",
-	"previous_secret", "previous_secret_until", "created_at", "deleted", "version"}
+	"previous_secret", "previous_secret_until", "created_at", "deleted", "version",
+	"retry_schedule", "header_names", "header_values"}
 
 // SaveEndpoint writes the endpoint's current state.
 func (s *Store) SaveEndpoint(ctx context.Context, e Endpoint) error {
@@ -107,9 +112,10 @@ func (s *Store) SaveEndpoint(ctx context.Context, e Endpoint) error {
 }
 
 // DeleteEndpoint marks the endpoint deleted. The deleted row keeps no
-// secret; the versions before it go when ClickHouse merges the table.
+// secret and no custom headers; the versions before it go when ClickHouse merges the table.
 func (s *Store) DeleteEndpoint(ctx context.Context, e Endpoint) error {
 	e.Secret, e.PreviousSecret, e.PreviousUntil = "", "", time.Time{}
+	e.Headers = nil // they may hold credentials too
 	return s.writeEndpoint(ctx, e, 1)
 }
 
@@ -122,8 +128,20 @@ func (s *Store) writeEndpoint(ctx context.Context, e Endpoint, deleted uint8) er
 	if events == nil {
 		events = []string{}
 	}
+	schedule := make([]uint32, len(e.RetrySchedule))
+	for i, d := range e.RetrySchedule {
+		schedule[i] = uint32(d / time.Second)
+	}
+	names := slices.Sorted(maps.Keys(e.Headers))
+	values := make([]string, len(names))
+	for i, n := range names {
+		values[i] = e.Headers[n]
+	}
+	if names == nil {
+		names = []string{}
+	}
 	return s.insert(ctx, "endpoints", endpointCols, []any{e.ID, e.URL, events, e.Description, e.RateLimit, e.Secret,
-		e.PreviousSecret, until, e.CreatedAt.UnixMilli(), deleted, s.version()})
+		e.PreviousSecret, until, e.CreatedAt.UnixMilli(), deleted, s.version(), schedule, names, values})
 }
 
 // Endpoints returns the live endpoints, oldest first, or the one with id.
@@ -135,7 +153,7 @@ func (s *Store) Endpoints(ctx context.Context, id string) ([]Endpoint, error) {
 	// FINAL picks each id's newest row; the deleted filter runs after it, on
 	// the outer query, so an older undeleted row can never resurface.
 	rows, err := s.conn.Query(ctx, "SELECT id, url, enabled_events, description, rate_limit, secret, previous_secret, "+
-		"previous_secret_until, created_at FROM (SELECT * FROM "+s.table("endpoints")+" FINAL"+where+
+		"previous_secret_until, created_at, retry_schedule, header_names, header_values FROM (SELECT * FROM "+s.table("endpoints")+" FINAL"+where+
 		") WHERE deleted = 0 ORDER BY created_at, id", args...)
 	if err != nil {
 		return nil, fmt.Errorf("read endpoints: %w", err)
@@ -145,9 +163,23 @@ func (s *Store) Endpoints(ctx context.Context, id string) ([]Endpoint, error) {
 	for rows.Next() {
 		var e Endpoint
 		var until, created int64
+		var schedule []uint32
+		var names, values []string
 		if err := rows.Scan(&e.ID, &e.URL, &e.EnabledEvents, &e.Description, &e.RateLimit, &e.Secret,
-			&e.PreviousSecret, &until, &created); err != nil {
+			&e.PreviousSecret, &until, &created, &schedule, &names, &values); err != nil {
 			return nil, fmt.Errorf("read endpoints: %w", err)
+		}
+		for _, sec := range schedule {
+			e.RetrySchedule = append(e.RetrySchedule, time.Duration(sec)*time.Second)
+		}
+		if len(names) != len(values) {
+			return nil, fmt.Errorf("read endpoints: %s has %d header names and %d values", e.ID, len(names), len(values))
+		}
+		for i, n := range names {
+			if e.Headers == nil {
+				e.Headers = map[string]string{}
+			}
+			e.Headers[n] = values[i]
 		}
 		if until > 0 {
 			e.PreviousUntil = time.UnixMilli(until).UTC()

@@ -43,11 +43,18 @@ func ValidateDatabase(name string) error {
 }
 
 // Migration is one versioned step of the schema. Statements are idempotent
-// (IF NOT EXISTS), so applying one twice is harmless.
+// (IF NOT EXISTS), so applying one twice is harmless; so are Columns, added
+// only where missing (18.16 has no ADD COLUMN IF NOT EXISTS).
 type Migration struct {
 	Version    int
 	Name       string
 	Statements []string
+	Columns    []Column
+}
+
+// Column is a column a migration adds to an existing table.
+type Column struct {
+	Table, Name, Type string
 }
 
 // Migrations returns every migration for database db, with column types
@@ -85,7 +92,7 @@ func Migrations(db string, v Version) []Migration {
 	ingested_at DateTime
 ) ENGINE = ReplacingMergeTree()
 PARTITION BY toYYYYMM(toDateTime(intDiv(created_at, 1000), 'UTC'))
-ORDER BY (service, type, created_at, event_id)`)}},
+ORDER BY (service, type, created_at, event_id)`)}, nil},
 		// Replay's state. Rows are never updated: a change is a new row with a
 		// higher version, read back with FINAL (ReplacingMergeTree keeps the
 		// highest). Each table has one writer per row: the API writes endpoints
@@ -156,7 +163,7 @@ ORDER BY (replay_id, claimed_at)`),
 ) ENGINE = MergeTree()
 PARTITION BY toYYYYMM(toDateTime(intDiv(at, 1000), 'UTC'))
 ORDER BY (endpoint_id, at)`),
-		}},
+		}, nil},
 		// Dead letters that the dead-letter topic could not take (it cannot
 		// be created, or refuses us): kept here so a broken DLQ never stops
 		// ingest. See package ingest.
@@ -171,7 +178,7 @@ ORDER BY (endpoint_id, at)`),
 	at DateTime
 ) ENGINE = MergeTree()
 PARTITION BY toYYYYMM(at)
-ORDER BY at`)}},
+ORDER BY at`)}, nil},
 		// Keys stored more than once in events: counts read them once (see
 		// Counted). Ingest records a key here after the insert that stored
 		// its second copy, and marks it resolved (a new row, a higher
@@ -186,7 +193,7 @@ ORDER BY at`)}},
 	resolved UInt8,
 	version UInt64
 ) ENGINE = ReplacingMergeTree(version)
-ORDER BY (created_at, type, event_id)`)}},
+ORDER BY (created_at, type, event_id)`)}, nil},
 		// Where each eventId is stored, by its 64-bit hash, so a lookup by
 		// eventId reads a few rows of it and then the events rows at those
 		// sort keys (a hash shared by two eventIds costs one more row read),
@@ -207,7 +214,7 @@ ORDER BY (id_hash, created_at, type)`),
 SELECT cityHash64(event_id) AS id_hash, service, type, created_at FROM {db}.events`),
 			r.Replace(`INSERT INTO {db}.event_ids (id_hash, service, type, created_at)
 SELECT cityHash64(event_id), service, type, created_at FROM {db}.events`),
-		}},
+		}, nil},
 		// API keys (package internal/keys): a key's SHA-256, never the key,
 		// beside the prefix shown to tell keys apart. A revocation is a new
 		// row with a higher version. When each key was last used is its own
@@ -229,6 +236,14 @@ ORDER BY id`),
 	at Int64
 ) ENGINE = ReplacingMergeTree(at)
 ORDER BY id`),
+		}, nil},
+		// Per endpoint: the retry schedule (seconds; empty is the default)
+		// and custom headers sent with every delivery (names and values in
+		// step).
+		{7, "endpoint_delivery_settings", nil, []Column{
+			{"endpoints", "retry_schedule", "Array(UInt32)"},
+			{"endpoints", "header_names", "Array(String)"},
+			{"endpoints", "header_values", "Array(String)"},
 		}},
 	}
 }
@@ -288,6 +303,11 @@ func Migrate(ctx context.Context, conn Conn, db string) (int, error) {
 				return top, fmt.Errorf("migration %d (%s) on ClickHouse %s: %w", m.Version, m.Name, v, err)
 			}
 		}
+		for _, c := range m.Columns {
+			if err := addColumn(ctx, conn, db, c); err != nil {
+				return top, fmt.Errorf("migration %d (%s) on ClickHouse %s: %w", m.Version, m.Name, v, err)
+			}
+		}
 		if err := conn.Exec(ctx, "INSERT INTO "+q+".schema_migrations (version, name, applied_at) SELECT ?, ?, now()",
 			uint32(m.Version), m.Name); err != nil {
 			return top, fmt.Errorf("record migration %d: %w", m.Version, err)
@@ -295,6 +315,36 @@ func Migrate(ctx context.Context, conn Conn, db string) (int, error) {
 		top = m.Version
 	}
 	return top, nil
+}
+
+// addColumn adds c unless the table has it. Two processes migrating at
+// once may both try: the loser's error is no error if the column is there.
+func addColumn(ctx context.Context, conn Conn, db string, c Column) error {
+	has := func() (bool, error) {
+		rows, err := conn.Query(ctx, "SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?", db, c.Table, c.Name)
+		if err != nil {
+			return false, fmt.Errorf("look for column %s.%s: %w", c.Table, c.Name, err)
+		}
+		defer rows.Close()
+		var n uint64
+		if rows.Next() {
+			if err := rows.Scan(&n); err != nil {
+				return false, fmt.Errorf("look for column %s.%s: %w", c.Table, c.Name, err)
+			}
+		}
+		return n > 0, rows.Err()
+	}
+	if ok, err := has(); err != nil || ok {
+		return err
+	}
+	err := conn.Exec(ctx, "ALTER TABLE `"+db+"`."+c.Table+" ADD COLUMN "+c.Name+" "+c.Type)
+	if err != nil {
+		if ok, herr := has(); herr == nil && ok {
+			return nil
+		}
+		return fmt.Errorf("add column %s.%s: %w", c.Table, c.Name, err)
+	}
+	return nil
 }
 
 func appliedMigrations(ctx context.Context, conn Conn, q string) (map[int]bool, error) {

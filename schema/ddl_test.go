@@ -3,6 +3,7 @@ package schema_test
 import (
 	"context"
 	"os"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -82,4 +83,24 @@ func TestValidateDatabase(t *testing.T) {
 	for _, name := range []string{"", "1abc", "a-b", "a;DROP", "a b", "`x`"} {
 		assert.Error(t, schema.ValidateDatabase(name), name)
 	}
+}
+
+// TestConcurrentMigrations runs four migrations of one database at once, as
+// four processes starting together do: all succeed, and a column a
+// migration adds is there once.
+func TestConcurrentMigrations(t *testing.T) {
+	conn, db := chtest.Database(t)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	for i := range errs {
+		wg.Go(func() { _, errs[i] = schema.Migrate(ctx, conn, db) })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
+	var n uint64
+	require.NoError(t, conn.QueryRow(ctx, "SELECT count() FROM system.columns WHERE database = ? AND table = 'endpoints' AND name = 'retry_schedule'", db).Scan(&n))
+	assert.EqualValues(t, 1, n)
 }

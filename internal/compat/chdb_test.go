@@ -143,6 +143,12 @@ func literal(v any) (string, error) {
 			parts[i] = strconv.FormatInt(n, 10)
 		}
 		return "[" + strings.Join(parts, ", ") + "]", nil
+	case []uint32:
+		parts := make([]string, len(v))
+		for i, n := range v {
+			parts[i] = strconv.FormatUint(uint64(n), 10)
+		}
+		return "[" + strings.Join(parts, ", ") + "]", nil
 	}
 	return "", fmt.Errorf("no literal for %T", v)
 }
@@ -196,12 +202,17 @@ func scanField(s string, dest any) error {
 		v, err = strconv.ParseUint(s, 10, 16)
 		*d = uint16(v)
 	case *[]string:
-		// CSV renders Array(String) as ['a','b'].
-		*d = []string{}
+		*d, err = stringArray(s)
+	case *[]uint32:
+		*d = []uint32{}
 		inner := strings.TrimSuffix(strings.TrimPrefix(s, "["), "]")
 		for _, part := range strings.Split(inner, ",") {
 			if part = strings.TrimSpace(part); part != "" {
-				*d = append(*d, strings.Trim(part, "'"))
+				var v uint64
+				if v, err = strconv.ParseUint(part, 10, 32); err != nil {
+					return err
+				}
+				*d = append(*d, uint32(v))
 			}
 		}
 	case *float64:
@@ -217,6 +228,33 @@ func scanField(s string, dest any) error {
 		return fmt.Errorf("cannot scan into %s", reflect.TypeOf(dest))
 	}
 	return err
+}
+
+// stringArray reads Array(String) as CSV renders it: ['a','b\'c'].
+func stringArray(s string) ([]string, error) {
+	out := []string{}
+	if len(s) < 2 || s[0] != '[' || s[len(s)-1] != ']' {
+		return nil, fmt.Errorf("not an array: %q", s)
+	}
+	inner := s[1 : len(s)-1]
+	for i := 0; i < len(inner); i++ {
+		switch inner[i] {
+		case ',', ' ':
+			continue
+		case '\'':
+		default:
+			return nil, fmt.Errorf("array element at %d of %q is not quoted", i, s)
+		}
+		var b strings.Builder
+		for i++; i < len(inner) && inner[i] != '\''; i++ {
+			if inner[i] == '\\' && i+1 < len(inner) {
+				i++
+			}
+			b.WriteByte(inner[i])
+		}
+		out = append(out, b.String())
+	}
+	return out, nil
 }
 
 func (r *csvRows) ScanStruct(any) error             { return fmt.Errorf("ScanStruct is not supported") }

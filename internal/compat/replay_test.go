@@ -56,7 +56,8 @@ func TestReplaySQLCompatibility(t *testing.T) {
 		store := replay.NewStore(conn, db)
 		at := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 		ep := replay.Endpoint{ID: "whep_compat", URL: "https://example.com/h", EnabledEvents: []string{"send.email.*", "voip.*"},
-			Description: "d", RateLimit: 5, Secret: mustSecret(t), PreviousSecret: "whsec_old", PreviousUntil: at.Add(24 * time.Hour), CreatedAt: at}
+			Description: "d", RateLimit: 5, Secret: mustSecret(t), PreviousSecret: "whsec_old", PreviousUntil: at.Add(24 * time.Hour), CreatedAt: at,
+			RetrySchedule: []time.Duration{time.Second, 3 * time.Second}, Headers: map[string]string{"X-A": "1", "X-B": "it's"}}
 		require.NoError(t, store.SaveEndpoint(ctx, ep), name)
 		ep.Description = "changed"
 		require.NoError(t, store.SaveEndpoint(ctx, ep), name)
