@@ -3,9 +3,6 @@ package query
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -17,6 +14,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/gin-gonic/gin"
 
+	"github.com/dodev/hindsight/internal/httpapi"
 	"github.com/dodev/hindsight/schema"
 )
 
@@ -39,45 +37,13 @@ type cursor struct {
 	EventID   string `json:"e"`
 }
 
-// encodeCursor signs the position with a key derived from the API key, so a
-// cursor is opaque and a tampered one is refused rather than trusted.
-func (s *Server) encodeCursor(c cursor) string {
-	body, _ := json.Marshal(c)
-	mac := hmac.New(sha256.New, s.cursorKey)
-	mac.Write(body)
-	return base64.RawURLEncoding.EncodeToString(append(mac.Sum(nil)[:16], body...))
-}
+// encodeCursor signs a listing position (see httpapi.Cursors).
+func (s *Server) encodeCursor(c cursor) string { return s.cursors.Encode(c) }
 
 func (s *Server) decodeCursor(v string) (cursor, error) {
-	bad := badParam("cursor", "not a cursor this API issued")
-	// Strict decoding still skips \r and \n, so a cursor is also refused
-	// unless it is exactly the encoding of what it decodes to.
-	raw, err := base64.RawURLEncoding.Strict().DecodeString(v)
-	if err != nil || len(raw) < 17 || len(raw) > 1024 || base64.RawURLEncoding.EncodeToString(raw) != v {
-		return cursor{}, bad
-	}
-	sig, body := raw[:16], raw[16:]
-	mac := hmac.New(sha256.New, s.cursorKey)
-	mac.Write(body)
-	if !hmac.Equal(sig, mac.Sum(nil)[:16]) {
-		return cursor{}, bad
-	}
 	var c cursor
-	if err := json.Unmarshal(body, &c); err != nil {
-		return cursor{}, bad
-	}
-	return c, nil
-}
-
-func parseLimit(v string, def, most int) (int, error) {
-	if v == "" {
-		return def, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 || n > most {
-		return 0, badParam("limit", fmt.Sprintf("want an integer from 1 to %d, got %q", most, v))
-	}
-	return n, nil
+	err := s.cursors.Decode("cursor", v, &c)
+	return c, err
 }
 
 func parseTypes(v string) ([]schema.Pattern, error) {
@@ -104,7 +70,7 @@ func (s *Server) listEvents(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	limit, err := parseLimit(c.Query("limit"), defaultEventLimit, maxEventLimit)
+	limit, err := httpapi.ParseLimit(c.Query("limit"), defaultEventLimit, maxEventLimit)
 	if err != nil {
 		s.fail(c, err)
 		return

@@ -38,6 +38,8 @@ var routeScopes = map[string]string{
 	"DELETE /v1/endpoints/:id":             "endpoints:write",
 	"POST /v1/endpoints/:id/secret/rotate": "endpoints:write",
 	"POST /v1/endpoints/:id/test":          "endpoints:write",
+	"GET /v1/endpoints/:id/attempts":       "replays:write",
+	"GET /v1/replays/:id/attempts":         "replays:write",
 	"POST /v1/events/:eventId/resend":      "replays:write",
 	"POST /v1/replays":                     "replays:write",
 	"GET /v1/replays":                      "replays:write",
@@ -60,7 +62,7 @@ func fullAPI(t *testing.T, logs *bytes.Buffer) (*httptest.Server, *query.Server,
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	api, err := query.New(query.Config{Database: db, APIKey: key}, conn, log)
 	require.NoError(t, err)
-	replay.NewAPI(db, conn, replay.NewSender(replay.Policy{}, "test", 1), log).Register(api.V1())
+	replay.NewAPI(db, conn, replay.NewSender(replay.Policy{}, "test", 1), key, log).Register(api.V1())
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
 	return srv, api, db

@@ -33,7 +33,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	api, err := query.New(query.Config{Database: db, APIKey: key}, conn, nil)
 	require.NoError(t, err)
 	// cmd mounts replay's routes on the same group; the document covers both.
-	replay.NewAPI(db, conn, replay.NewSender(replay.Policy{}, "test", 1), nil).Register(api.V1())
+	replay.NewAPI(db, conn, replay.NewSender(replay.Policy{}, "test", 1), key, nil).Register(api.V1())
 	param := regexp.MustCompile(`:([A-Za-z]+)`)
 	routes := map[string]bool{}
 	for _, r := range api.Routes() {

@@ -2,7 +2,6 @@ package query
 
 import (
 	"context"
-	"crypto/sha256"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -40,17 +39,15 @@ type ReadyFunc func() error
 
 // Server is the HTTP API.
 type Server struct {
-	cfg    Config
-	conn   Conn
-	log    *slog.Logger
-	ready  []ReadyFunc
-	engine *gin.Engine
-	v1     *gin.RouterGroup
-	keys   *keys.Checker
-	slots  chan struct{} // one per request in flight under /v1
-	// cursorKey signs listing cursors; derived from the API key so every
-	// replica of the API accepts the others' cursors.
-	cursorKey []byte
+	cfg     Config
+	conn    Conn
+	log     *slog.Logger
+	ready   []ReadyFunc
+	engine  *gin.Engine
+	v1      *gin.RouterGroup
+	keys    *keys.Checker
+	slots   chan struct{}   // one per request in flight under /v1
+	cursors httpapi.Cursors // the events listing's
 }
 
 // New builds the API. ready lists extra readiness checks (ingest, when it
@@ -66,8 +63,7 @@ func New(cfg Config, conn Conn, log *slog.Logger, ready ...ReadyFunc) (*Server, 
 	gin.SetMode(gin.ReleaseMode)
 	s := &Server{cfg: cfg, conn: conn, log: log, ready: ready, engine: gin.New(),
 		keys: keys.NewChecker(keys.NewStore(conn, cfg.Database), cfg.APIKey, log.With("component", "keys"))}
-	sum := sha256.Sum256([]byte("hindsight cursor v1\x00" + cfg.APIKey))
-	s.cursorKey = sum[:]
+	s.cursors = httpapi.NewCursors("events", cfg.APIKey)
 	s.engine.Use(s.recoverJSON, s.logRequests, strictQuery)
 	s.engine.NoRoute(func(c *gin.Context) {
 		// Unknown /v1 paths answer like real ones to a caller without a key,

@@ -86,7 +86,7 @@ func parseStatsRequest(c *gin.Context, now time.Time) (statsRequest, error) {
 		}
 		req.groupCol = col
 	}
-	req.limit, err = parseLimit(c.Query("limit"), defaultGroupLimit, maxGroupLimit)
+	req.limit, err = httpapi.ParseLimit(c.Query("limit"), defaultGroupLimit, maxGroupLimit)
 	return req, err
 }
 

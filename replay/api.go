@@ -22,22 +22,25 @@ import (
 	"github.com/dodev/hindsight/schema"
 )
 
-// API serves endpoints, replays and delivery stats on the /v1 group of the
-// HTTP API.
+// API serves endpoints, replays, the attempt log and delivery stats on the
+// /v1 group of the HTTP API.
 type API struct {
-	store  *Store
-	conn   Conn
-	db     string
-	sender *Sender
-	log    *slog.Logger
+	store    *Store
+	conn     Conn
+	db       string
+	sender   *Sender
+	attempts httpapi.Cursors // the attempt log's
+	log      *slog.Logger
 }
 
-// NewAPI builds the replay routes.
-func NewAPI(db string, conn Conn, sender *Sender, log *slog.Logger) *API {
+// NewAPI builds the replay routes. apiKey signs the attempt log's cursors,
+// so every API process sharing it accepts the others'.
+func NewAPI(db string, conn Conn, sender *Sender, apiKey string, log *slog.Logger) *API {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &API{store: NewStore(conn, db), conn: conn, db: db, sender: sender, log: log}
+	return &API{store: NewStore(conn, db), conn: conn, db: db, sender: sender, log: log,
+		attempts: httpapi.NewCursors("attempts", apiKey)}
 }
 
 // Register adds the routes to a group that already checks the API key, each
@@ -51,11 +54,13 @@ func (a *API) Register(g *gin.RouterGroup) {
 	g.DELETE("/endpoints/:id", endpoints, a.deleteEndpoint)
 	g.POST("/endpoints/:id/secret/rotate", endpoints, a.rotateSecret)
 	g.POST("/endpoints/:id/test", endpoints, a.testEndpoint)
+	g.GET("/endpoints/:id/attempts", replays, a.endpointAttempts)
 	g.POST("/events/:eventId/resend", replays, a.resendEvent)
 	g.POST("/replays", replays, a.createReplay)
 	g.GET("/replays", replays, a.listReplays)
 	g.GET("/replays/:id", replays, a.getReplay)
 	g.POST("/replays/:id/cancel", replays, a.cancelReplay)
+	g.GET("/replays/:id/attempts", replays, a.replayAttempts)
 	g.GET("/stats/deliveries", stats, a.deliveryStats)
 }
 
@@ -298,7 +303,7 @@ func (a *API) testEndpoint(c *gin.Context) {
 		"data": map[string]any{"message": "This is a test webhook event from do.dev", "endpoint_id": e.ID},
 	})
 	at := a.sender.Send(ctx, e.URL, Message{ID: id, Body: body, Secrets: e.Secrets(now), Headers: e.Headers})
-	if err := a.store.RecordAttempts(ctx, []Record{{EndpointID: e.ID, EventID: id, Attempt: 1, Result: at, At: now}}); err != nil {
+	if err := a.store.RecordAttempts(ctx, []Record{{EndpointID: e.ID, EventID: id, EventType: "platform.test", Attempt: 1, Result: at, At: now}}); err != nil {
 		a.log.Warn("record test delivery", "endpoint", e.ID, "err", err)
 	}
 	c.JSON(http.StatusOK, gin.H{
@@ -355,7 +360,7 @@ func (a *API) resendEvent(c *gin.Context) {
 	}
 	now := time.Now().UTC()
 	at := a.sender.Send(ctx, ep.URL, Message{ID: id, Body: raw, Secrets: ep.Secrets(now), Headers: ep.Headers})
-	if err := a.store.RecordAttempts(ctx, []Record{{EndpointID: ep.ID, EventID: id, Attempt: 1, Result: at, At: now}}); err != nil {
+	if err := a.store.RecordAttempts(ctx, []Record{{EndpointID: ep.ID, EventID: id, EventType: ev.Type, Attempt: 1, Result: at, At: now}}); err != nil {
 		a.log.Warn("record resend", "endpoint", ep.ID, "err", err)
 	}
 	c.JSON(http.StatusOK, gin.H{"event_id": id, "endpoint_id": ep.ID, "attempt": viewAttempt(at)})
@@ -375,6 +380,7 @@ type replayInput struct {
 	Ordered       *bool           `json:"ordered"`
 	Concurrency   *int            `json:"concurrency"`
 	RateLimit     *float64        `json:"rate_limit"`
+	OnlyFailed    bool            `json:"only_failed"`
 	DryRun        bool            `json:"dry_run"`
 }
 
@@ -428,7 +434,7 @@ func (a *API) newJob(ctx context.Context, in replayInput) (Job, []schema.Pattern
 		return Job{}, nil, err
 	}
 	job := Job{ID: newID("rpl_"), EndpointID: ep.ID, Status: StatusPending, Livemode: "all", Ordered: true, Concurrency: 1,
-		EnabledEvents: ep.EnabledEvents, CreatedAt: time.Now().UTC()}
+		EnabledEvents: ep.EnabledEvents, OnlyFailed: in.OnlyFailed, CreatedAt: time.Now().UTC()}
 	if len(in.Since) == 0 {
 		return Job{}, nil, bad("since", "required: RFC3339 or integer milliseconds")
 	}
@@ -496,6 +502,7 @@ type jobView struct {
 	Ordered       bool     `json:"ordered"`
 	Concurrency   int      `json:"concurrency"`
 	RateLimit     *float64 `json:"rate_limit"`
+	OnlyFailed    bool     `json:"only_failed"`
 	Matched       uint64   `json:"matched"`
 	Delivered     uint64   `json:"delivered"`
 	Failed        uint64   `json:"failed"`
@@ -522,7 +529,7 @@ func optTime(t time.Time) *string {
 func viewJob(j Job, now time.Time) jobView {
 	v := jobView{ID: j.ID, EndpointID: j.EndpointID, Status: j.Status, Since: httpapi.FormatTime(j.Since), Until: optTime(j.Until),
 		EnabledEvents: j.EnabledEvents, Livemode: j.Livemode, Ordered: j.Ordered, Concurrency: j.Concurrency,
-		Matched: j.Matched, Delivered: j.Delivered, Failed: j.Failed, Attempts: j.Attempts,
+		OnlyFailed: j.OnlyFailed, Matched: j.Matched, Delivered: j.Delivered, Failed: j.Failed, Attempts: j.Attempts,
 		CreatedAt: httpapi.FormatTime(j.CreatedAt), StartedAt: optTime(j.StartedAt), FinishedAt: optTime(j.FinishedAt)}
 	if j.RateLimit > 0 {
 		r := j.RateLimit

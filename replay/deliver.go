@@ -59,7 +59,7 @@ func (d *deliverer) attempt(ctx context.Context, ev event, n int) (Record, bool)
 	if ctx.Err() != nil {
 		return Record{}, false
 	}
-	return Record{EndpointID: d.ep.ID, ReplayID: d.job.ID, EventID: ev.id, Attempt: n + 1, Result: a, At: now}, true
+	return Record{EndpointID: d.ep.ID, ReplayID: d.job.ID, EventID: ev.id, EventType: ev.typ, Attempt: n + 1, Result: a, At: now}, true
 }
 
 // settle counts an attempt and says when to try again: again false means the
@@ -78,6 +78,8 @@ func (d *deliverer) settle(rec Record, n int) (wait time.Duration, again bool) {
 	}
 	wait, again = RetryDelay(d.ep.RetrySchedule, n, a.RetryAfter)
 	if !again {
+		// No retry follows: the attempt log says failed, not retry.
+		d.res.attempts[len(d.res.attempts)-1].Result.Outcome = Failed
 		d.res.failed++
 		d.res.lastErr = fmt.Sprintf("gave up after %d attempts: %s", n+1, a.Err)
 	}

@@ -27,11 +27,14 @@ type Job struct {
 	Ordered       bool
 	Concurrency   int
 	RateLimit     float64 // deliveries per second; 0 is no limit
-	Status        string
-	Matched       uint64
-	Delivered     uint64
-	Failed        uint64
-	Attempts      uint64
+	// OnlyFailed keeps only the events whose latest attempt to the
+	// endpoint, in the deliveries log, was not delivered.
+	OnlyFailed bool
+	Status     string
+	Matched    uint64
+	Delivered  uint64
+	Failed     uint64
+	Attempts   uint64
 	// The cursor: every event up to (CursorAt, CursorID) in (createdAt,
 	// eventId) order is done.
 	CursorAt   int64
@@ -49,7 +52,7 @@ func (j Job) Done() bool {
 
 var jobCols = []string{"id", "endpoint_id", "since", "until", "enabled_events", "livemode", "ordered", "concurrency",
 	"rate_limit", "status", "matched", "delivered", "failed", "attempts", "cursor_created_at", "cursor_event_id",
-	"created_at", "started_at", "finished_at", "last_error", "version"}
+	"created_at", "started_at", "finished_at", "last_error", "version", "only_failed"}
 
 func ms(t time.Time) int64 {
 	if t.IsZero() {
@@ -67,13 +70,16 @@ func fromMS(v int64) time.Time {
 
 // SaveJob writes the job's current state.
 func (s *Store) SaveJob(ctx context.Context, j Job) error {
-	ordered := uint8(0)
-	if j.Ordered {
-		ordered = 1
-	}
 	return s.insert(ctx, "replays", jobCols, []any{j.ID, j.EndpointID, ms(j.Since), ms(j.Until), j.EnabledEvents, j.Livemode,
-		ordered, uint16(j.Concurrency), j.RateLimit, j.Status, j.Matched, j.Delivered, j.Failed, j.Attempts,
-		j.CursorAt, j.CursorID, ms(j.CreatedAt), ms(j.StartedAt), ms(j.FinishedAt), j.LastError, s.version()})
+		flag(j.Ordered), uint16(j.Concurrency), j.RateLimit, j.Status, j.Matched, j.Delivered, j.Failed, j.Attempts,
+		j.CursorAt, j.CursorID, ms(j.CreatedAt), ms(j.StartedAt), ms(j.FinishedAt), j.LastError, s.version(), flag(j.OnlyFailed)})
+}
+
+func flag(b bool) uint8 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // Jobs returns replays, newest first, or the one with id. A pending or
@@ -87,7 +93,7 @@ func (s *Store) Jobs(ctx context.Context, id string, limit int) ([]Job, error) {
 	args = append(args, limit)
 	rows, err := s.conn.Query(ctx, "SELECT id, endpoint_id, since, until, enabled_events, CAST(livemode AS String), ordered, "+
 		"concurrency, rate_limit, CAST(status AS String), matched, delivered, failed, attempts, cursor_created_at, cursor_event_id, "+
-		"created_at, started_at, finished_at, last_error FROM "+s.table("replays")+" FINAL"+where+
+		"created_at, started_at, finished_at, last_error, only_failed FROM "+s.table("replays")+" FINAL"+where+
 		" ORDER BY created_at DESC, id LIMIT ?", args...)
 	if err != nil {
 		return nil, fmt.Errorf("read replays: %w", err)
@@ -97,15 +103,15 @@ func (s *Store) Jobs(ctx context.Context, id string, limit int) ([]Job, error) {
 	for rows.Next() {
 		var j Job
 		var since, until, created, started, finished int64
-		var ordered uint8
+		var ordered, onlyFailed uint8
 		var conc uint16
 		if err := rows.Scan(&j.ID, &j.EndpointID, &since, &until, &j.EnabledEvents, &j.Livemode, &ordered, &conc,
 			&j.RateLimit, &j.Status, &j.Matched, &j.Delivered, &j.Failed, &j.Attempts, &j.CursorAt, &j.CursorID,
-			&created, &started, &finished, &j.LastError); err != nil {
+			&created, &started, &finished, &j.LastError, &onlyFailed); err != nil {
 			return nil, fmt.Errorf("read replays: %w", err)
 		}
 		j.Since, j.Until, j.CreatedAt, j.StartedAt, j.FinishedAt = fromMS(since), fromMS(until), fromMS(created), fromMS(started), fromMS(finished)
-		j.Ordered, j.Concurrency = ordered == 1, int(conc)
+		j.Ordered, j.Concurrency, j.OnlyFailed = ordered == 1, int(conc), onlyFailed == 1
 		out = append(out, j)
 	}
 	if err := rows.Err(); err != nil {
@@ -304,10 +310,10 @@ func (s *Store) LeaseHolder(ctx context.Context, id string) (string, int64, erro
 
 // Record is one delivery attempt.
 type Record struct {
-	EndpointID, ReplayID, EventID string
-	Attempt                       int
-	Result                        Attempt
-	At                            time.Time
+	EndpointID, ReplayID, EventID, EventType string
+	Attempt                                  int
+	Result                                   Attempt
+	At                                       time.Time
 }
 
 // RecordAttempts appends attempts to the deliveries table.
@@ -318,8 +324,9 @@ func (s *Store) RecordAttempts(ctx context.Context, recs []Record) error {
 	rows := make([][]any, len(recs))
 	for i, r := range recs {
 		rows[i] = []any{r.EndpointID, r.ReplayID, r.EventID, uint8(min(r.Attempt, math.MaxUint8)), uint16(r.Result.Status),
-			r.Result.Outcome.String(), float64(r.Result.Latency.Microseconds()) / 1000, r.Result.Err, r.At.UnixMilli()}
+			r.Result.Outcome.String(), float64(r.Result.Latency.Microseconds()) / 1000, r.Result.Err, r.At.UnixMilli(),
+			r.EventType, r.Result.Response}
 	}
 	return s.insert(ctx, "deliveries", []string{"endpoint_id", "replay_id", "event_id", "attempt", "status", "outcome",
-		"latency_ms", "error", "at"}, rows...)
+		"latency_ms", "error", "at", "event_type", "response"}, rows...)
 }

@@ -12,8 +12,9 @@ import (
 )
 
 // matchSQL is the filter of a job's events: its range, livemode and
-// patterns, all bound or from fixed text.
-func matchSQL(job Job, patterns []schema.Pattern) (string, []any) {
+// patterns, and for an only-failed job the failed set, all bound or from
+// fixed text. db names the database of the deliveries log.
+func matchSQL(db string, job Job, patterns []schema.Pattern) (string, []any) {
 	since, until := jobRange(job)
 	where := "created_at >= ? AND created_at < ?"
 	args := []any{since, until}
@@ -24,7 +25,15 @@ func matchSQL(job Job, patterns []schema.Pattern) (string, []any) {
 		where += " AND livemode = 0"
 	}
 	cond, pargs := schema.PatternsSQL(patterns)
-	return where + " AND " + cond, append(args, pargs...)
+	where, args = where+" AND "+cond, append(args, pargs...)
+	if job.OnlyFailed {
+		// An event's latest attempt is its newest (at, attempt); at is in
+		// milliseconds, so at * 256 + attempt orders them in one number.
+		where += " AND event_id IN (SELECT event_id FROM `" + db + "`.deliveries WHERE endpoint_id = ?" +
+			" GROUP BY event_id HAVING argMax(CAST(outcome AS String), at * 256 + attempt) != 'delivered')"
+		args = append(args, job.EndpointID)
+	}
+	return where, args
 }
 
 // jobRange is a job's createdAt range in ms, [since, until).
@@ -38,7 +47,7 @@ func jobRange(job Job) (since, until int64) {
 
 // matching is what counts of a job's events read: each stored event once.
 func matching(ctx context.Context, conn Conn, db string, job Job, patterns []schema.Pattern) (string, []any, error) {
-	where, args := matchSQL(job, patterns)
+	where, args := matchSQL(db, job, patterns)
 	since, until := jobRange(job)
 	counted, err := schema.CountedEvents(ctx, conn, db, since, until)
 	if err != nil {
@@ -77,7 +86,7 @@ const pageBlockRows = 256
 // the page holds maxBytes of events (at least one event), and reads in
 // small blocks, so a page of large events stays bounded in memory.
 func readPage(ctx context.Context, conn Conn, db string, job Job, patterns []schema.Pattern, size, maxBytes int) ([]event, error) {
-	where, args := matchSQL(job, patterns)
+	where, args := matchSQL(db, job, patterns)
 	_, until := jobRange(job)
 	ctx = clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"max_block_size": pageBlockRows}))
 	var page []event
@@ -98,7 +107,7 @@ func readPage(ctx context.Context, conn Conn, db string, job Job, patterns []sch
 			qargs = append(qargs, from)
 		}
 		limit := size - len(page)
-		rows, err := conn.Query(ctx, "SELECT event_id, created_at, raw FROM `"+db+"`.events WHERE "+q+
+		rows, err := conn.Query(ctx, "SELECT event_id, CAST(type AS String), created_at, raw FROM `"+db+"`.events WHERE "+q+
 			" ORDER BY created_at, event_id LIMIT ?", append(qargs, limit)...)
 		if err != nil {
 			return nil, fmt.Errorf("read events of %s: %w", job.ID, err)
@@ -108,7 +117,7 @@ func readPage(ctx context.Context, conn Conn, db string, job Job, patterns []sch
 			read++
 			var ev event
 			var raw string
-			if err := rows.Scan(&ev.id, &ev.createdAt, &raw); err != nil {
+			if err := rows.Scan(&ev.id, &ev.typ, &ev.createdAt, &raw); err != nil {
 				rows.Close()
 				return nil, fmt.Errorf("read events of %s: %w", job.ID, err)
 			}

@@ -57,7 +57,7 @@ func newEnv(t *testing.T, n int) *env {
 	sender := NewSender(Policy{AllowPrivate: true}, "test", 64)
 	gin.SetMode(gin.ReleaseMode)
 	g := gin.New()
-	NewAPI(db, conn, sender, nil).Register(g.Group("/v1", keys.NewChecker(keys.NewStore(conn, db), testKey, nil).Authenticate))
+	NewAPI(db, conn, sender, testKey, nil).Register(g.Group("/v1", keys.NewChecker(keys.NewStore(conn, db), testKey, nil).Authenticate))
 	api := httptest.NewServer(g)
 	t.Cleanup(api.Close)
 	return &env{t: t, conn: conn, db: db, events: events, api: api, sender: sender}
@@ -502,7 +502,7 @@ func TestBadRequests(t *testing.T) {
 	e := newEnv(t, 10)
 	s := newSink(t)
 	ep := e.endpoint(s)
-	strict := NewAPI(e.db, e.conn, NewSender(Policy{}, "test", 4), nil)
+	strict := NewAPI(e.db, e.conn, NewSender(Policy{}, "test", 4), testKey, nil)
 	g := gin.New()
 	strict.Register(g.Group("/v1", keys.NewChecker(keys.NewStore(e.conn, e.db), testKey, nil).Authenticate))
 	strictSrv := httptest.NewServer(g)
@@ -1013,4 +1013,212 @@ func TestEndpointScheduleAndHeaders(t *testing.T) {
 			assert.True(t, strings.HasPrefix(out["error"].(map[string]any)["message"].(string), field), "%v: %v", body, out)
 		}
 	}
+}
+
+// TestOnlyFailed replays a range to a receiver that refuses a known subset
+// (some at once with 400, some with 503 until the endpoint's one retry is
+// spent), then, the receiver mended, replays only what failed: exactly that
+// subset, each once, in a dry run and for real; a third time, nothing.
+func TestOnlyFailed(t *testing.T) {
+	e := newEnv(t, 120)
+	s := newSink(t)
+	from, to := since, since.Add(10*24*time.Hour)
+	want := e.want(from, to, "*")
+	refused := map[string]int{}
+	for i, id := range want {
+		switch i % 5 {
+		case 1:
+			refused[id] = http.StatusBadRequest
+		case 3:
+			refused[id] = http.StatusServiceUnavailable
+		}
+	}
+	var mending atomic.Bool
+	s.fn = func(id string) int {
+		if code, ok := refused[id]; ok && !mending.Load() {
+			return code
+		}
+		return http.StatusOK
+	}
+	var ep map[string]any
+	require.Equal(t, http.StatusCreated, e.call("POST", "/v1/endpoints", map[string]any{"url": s.srv.URL + "/hook",
+		"enabled_events": []string{"*"}, "retry_schedule": []int{1}}, &ep))
+	secret := ep["secret"].(string)
+	s.secret.Store(&secret)
+	id := ep["id"].(string)
+	e.worker(WorkerConfig{})
+	run := func(body map[string]any) map[string]any {
+		var job map[string]any
+		require.Equal(t, http.StatusAccepted, e.call("POST", "/v1/replays", body, &job))
+		assert.Equal(t, body["only_failed"] == true, job["only_failed"])
+		return e.waitDone(job["id"].(string))
+	}
+	body := map[string]any{"endpoint_id": id, "since": from.UnixMilli(), "until": to.UnixMilli(), "ordered": false, "concurrency": 8}
+	first := run(body)
+	assert.EqualValues(t, len(want)-len(refused), first["delivered"])
+	assert.EqualValues(t, len(refused), first["failed"])
+
+	mending.Store(true)
+	s.mu.Lock()
+	s.ids = nil
+	s.mu.Unlock()
+	body["only_failed"] = true
+	var dry map[string]any
+	body["dry_run"] = true
+	require.Equal(t, http.StatusOK, e.call("POST", "/v1/replays", body, &dry))
+	assert.EqualValues(t, len(refused), dry["matched"])
+	delete(body, "dry_run")
+	second := run(body)
+	assert.Equal(t, StatusCompleted, second["status"])
+	assert.EqualValues(t, len(refused), second["matched"])
+	assert.EqualValues(t, len(refused), second["delivered"])
+	got := s.got()
+	sort.Strings(got)
+	var wantIDs []string
+	for id := range refused {
+		wantIDs = append(wantIDs, id)
+	}
+	sort.Strings(wantIDs)
+	assert.Equal(t, wantIDs, got, "exactly the events that failed, each once")
+
+	third := run(body)
+	assert.EqualValues(t, 0, third["matched"])
+	assert.EqualValues(t, 0, third["delivered"])
+}
+
+// TestAttemptLog pages a replay's attempts and an endpoint's, with filters:
+// newest first, each attempt once, with its type, status, outcome and the
+// start of the answer; new attempts logged while paging change no later
+// page; bad parameters are a 400 naming them.
+func TestAttemptLog(t *testing.T) {
+	e := newEnv(t, 80)
+	from, to := since, since.Add(10*24*time.Hour)
+	want := e.want(from, to, "*")
+	refused := map[string]bool{}
+	for i, id := range want {
+		if i%4 == 2 {
+			refused[id] = true
+		}
+	}
+	recv := newSink(t)
+	recv.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		id := r.Header.Get("webhook-id")
+		if refused[id] {
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = io.WriteString(w, "no: "+id+" "+strings.Repeat("x", 3000))
+			return
+		}
+		_, _ = io.WriteString(w, "ok")
+	})
+	var ep map[string]any
+	require.Equal(t, http.StatusCreated, e.call("POST", "/v1/endpoints", map[string]any{"url": recv.srv.URL, "enabled_events": []string{"*"}}, &ep))
+	epID := ep["id"].(string)
+	e.worker(WorkerConfig{})
+	var job map[string]any
+	require.Equal(t, http.StatusAccepted, e.call("POST", "/v1/replays", map[string]any{"endpoint_id": epID, "since": from.UnixMilli(),
+		"until": to.UnixMilli(), "ordered": false, "concurrency": 8}, &job))
+	job = e.waitDone(job["id"].(string))
+	require.EqualValues(t, len(want), job["attempts"])
+	var resent map[string]any
+	require.Equal(t, http.StatusOK, e.call("POST", "/v1/events/"+want[0]+"/resend", map[string]any{"endpoint_id": epID}, &resent))
+
+	types := map[string]string{}
+	for _, ev := range e.events {
+		types[ev.ID] = ev.Type
+	}
+	window := "&from=2020-01-01T00:00:00Z&to=2030-01-01T00:00:00Z"
+	// pages reads a whole log, limit at a time; between the first and the
+	// second page, more attempts are logged (at now, so newer than all).
+	pages := func(path string, limit int, between func()) []map[string]any {
+		var all []map[string]any
+		cursor := ""
+		for n := 0; ; n++ {
+			var page struct {
+				Data       []map[string]any `json:"data"`
+				NextCursor *string          `json:"next_cursor"`
+			}
+			q := fmt.Sprintf("%s?limit=%d%s", path, limit, window)
+			if cursor != "" {
+				q += "&cursor=" + cursor
+			}
+			require.Equal(t, http.StatusOK, e.call("GET", q, nil, &page))
+			assert.LessOrEqual(t, len(page.Data), limit)
+			all = append(all, page.Data...)
+			if n == 0 && between != nil {
+				between()
+			}
+			if page.NextCursor == nil {
+				return all
+			}
+			cursor = *page.NextCursor
+		}
+	}
+	store := NewStore(e.conn, e.db)
+	later := func() {
+		var recs []Record
+		for i := range 30 {
+			recs = append(recs, Record{EndpointID: epID, ReplayID: job["id"].(string), EventID: fmt.Sprintf("late-%d", i), EventType: "platform.test",
+				Attempt: 1, Result: Attempt{Outcome: Delivered, Status: 200}, At: time.Now()})
+		}
+		require.NoError(t, store.RecordAttempts(context.Background(), recs))
+	}
+	log := pages("/v1/replays/"+job["id"].(string)+"/attempts", 7, later)
+	require.Len(t, log, len(want), "each attempt of the replay once, none of those logged meanwhile")
+	seen := map[string]bool{}
+	for i, a := range log {
+		id := a["event_id"].(string)
+		assert.False(t, seen[id], "%s twice", id)
+		seen[id] = true
+		assert.Equal(t, types[id], a["type"])
+		assert.Equal(t, job["id"], a["replay_id"])
+		if refused[id] {
+			assert.Equal(t, "failed", a["outcome"])
+			assert.EqualValues(t, 400, a["status"])
+			assert.Len(t, a["response"], 1024, "the first 1 KiB of the answer")
+			assert.True(t, strings.HasPrefix(a["response"].(string), "no: "+id))
+		} else {
+			assert.Equal(t, "delivered", a["outcome"])
+			assert.Equal(t, "ok", a["response"])
+		}
+		if i > 0 {
+			prev := log[i-1]
+			assert.GreaterOrEqual(t, prev["at"], a["at"], "newest first")
+			if prev["at"] == a["at"] {
+				assert.Greater(t, prev["event_id"], a["event_id"])
+			}
+		}
+	}
+
+	// Filters: the failed ones; one event's attempts to the endpoint, the
+	// resend among them (no replay).
+	failed := pages("/v1/replays/"+job["id"].(string)+"/attempts", 100, nil)
+	n := 0
+	for _, a := range failed {
+		if a["outcome"] == "failed" {
+			n++
+		}
+	}
+	var onlyFailed struct{ Data []map[string]any }
+	require.Equal(t, http.StatusOK, e.call("GET", "/v1/replays/"+job["id"].(string)+"/attempts?outcome=failed&limit=1000"+window, nil, &onlyFailed))
+	assert.Len(t, onlyFailed.Data, len(refused))
+	assert.Equal(t, len(refused), n)
+	var one struct{ Data []map[string]any }
+	require.Equal(t, http.StatusOK, e.call("GET", "/v1/endpoints/"+epID+"/attempts?event_id="+want[0]+window, nil, &one))
+	require.Len(t, one.Data, 2, "the replay's attempt and the resend")
+	assert.Nil(t, one.Data[0]["replay_id"], "the resend is the newest")
+	assert.Equal(t, job["id"], one.Data[1]["replay_id"])
+
+	for path, param := range map[string]string{
+		"/v1/endpoints/" + epID + "/attempts?outcome=retry":       "outcome",
+		"/v1/endpoints/" + epID + "/attempts?limit=0":             "limit",
+		"/v1/endpoints/" + epID + "/attempts?cursor=AAAAAAAAAAAA": "cursor",
+		"/v1/endpoints/" + epID + "/attempts?from=yesterday":      "from",
+	} {
+		var out map[string]any
+		assert.Equal(t, http.StatusBadRequest, e.call("GET", path, nil, &out), path)
+		assert.True(t, strings.HasPrefix(out["error"].(map[string]any)["message"].(string), param), "%s: %v", path, out)
+	}
+	assert.Equal(t, http.StatusNotFound, e.call("GET", "/v1/replays/rpl_nope/attempts", nil, nil))
+	assert.Equal(t, http.StatusNotFound, e.call("GET", "/v1/endpoints/whep_nope/attempts", nil, nil))
 }

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -19,6 +20,8 @@ import (
 const (
 	AttemptTimeout = 15 * time.Second
 	MaxResponse    = 64 << 10 // bytes of a response body read, at most
+	// MaxKeptResponse is how much of a response body the attempt log keeps.
+	MaxKeptResponse = 1 << 10
 )
 
 // Backoff is the default wait before each retry (an endpoint may set its
@@ -46,6 +49,7 @@ type Attempt struct {
 	Latency    time.Duration
 	Err        string        // why it was not delivered
 	RetryAfter time.Duration // the receiver's Retry-After, if any
+	Response   string        // the start of the response body, at most MaxKeptResponse bytes
 }
 
 // Message is one delivery: an event's original bytes and what signs them.
@@ -151,7 +155,11 @@ func (s *Sender) Send(ctx context.Context, url string, m Message) Attempt {
 		}
 		return a
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, MaxResponse))
+	body := io.LimitReader(resp.Body, MaxResponse)
+	kept := make([]byte, MaxKeptResponse)
+	n, _ := io.ReadFull(body, kept)
+	a.Response = strings.ToValidUTF8(string(kept[:n]), "\uFFFD")
+	_, _ = io.Copy(io.Discard, body)
 	resp.Body.Close()
 	a.Latency = time.Since(start)
 	a.Status = resp.StatusCode

@@ -263,6 +263,7 @@ func (w *Worker) watch(ctx context.Context, id string, cancel context.CancelCaus
 // event is one row of a page.
 type event struct {
 	id        string
+	typ       string
 	createdAt int64
 	raw       []byte
 }

@@ -245,6 +245,15 @@ ORDER BY id`),
 			{"endpoints", "header_names", "Array(String)"},
 			{"endpoints", "header_values", "Array(String)"},
 		}},
+		// A replay of only the events whose latest attempt to its endpoint
+		// was not delivered.
+		{8, "replay_only_failed", nil, []Column{{"replays", "only_failed", "UInt8"}}},
+		// The attempt log: each attempt's event type and the start of the
+		// receiver's answer (at most 1 KiB).
+		{9, "delivery_details", nil, []Column{
+			{"deliveries", "event_type", r.Replace("{lc}")},
+			{"deliveries", "response", "String"},
+		}},
 	}
 }
 

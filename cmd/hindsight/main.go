@@ -27,7 +27,7 @@ Usage:
   hindsight replay-worker --clickhouse ADDR            (runs replay jobs; start several to share them)
   hindsight migrate  --clickhouse ADDR
   hindsight produce  [--kafka HOSTS] [--topic events] FILE|-
-  hindsight replay   --endpoint whep_… --since TIME [--until TIME] [--events send.email.*] [--dry-run] [--unordered --concurrency N]
+  hindsight replay   --endpoint whep_… --since TIME [--until TIME] [--events send.email.*] [--only-failed] [--dry-run] [--unordered --concurrency N]
   hindsight replay   --cancel rpl_…
   hindsight keys     create --name NAME --scopes stats:read,… | list | revoke key_…   (API keys, in ClickHouse)
   hindsight broker   [--listen 127.0.0.1:9092] [--data DIR]   (the embedded Kafka-protocol broker alone)

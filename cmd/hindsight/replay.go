@@ -74,7 +74,7 @@ func (s replayStatus) done() bool {
 func runReplay(ctx context.Context, args []string) error {
 	fs := newFlags("replay")
 	var apiURL, apiKey, endpoint, since, until, events, livemode, cancelID string
-	var dryRun, unordered bool
+	var dryRun, unordered, onlyFailed bool
 	var concurrency int
 	var rateLimit float64
 	fs.StringVar(&apiURL, "api", "http://127.0.0.1:8080", "Hindsight API base URL")
@@ -86,6 +86,7 @@ func runReplay(ctx context.Context, args []string) error {
 	fs.StringVar(&livemode, "livemode", "all", "true, false or all")
 	fs.BoolVar(&dryRun, "dry-run", false, "count what would be sent, send nothing")
 	fs.BoolVar(&unordered, "unordered", false, "deliver with several in flight instead of in order")
+	fs.BoolVar(&onlyFailed, "only-failed", false, "only the events whose latest attempt to the endpoint was not delivered")
 	fs.IntVar(&concurrency, "concurrency", 0, "deliveries in flight for --unordered (default 8, at most 256)")
 	fs.Float64Var(&rateLimit, "rate-limit", 0, "deliveries per second at most")
 	fs.StringVar(&cancelID, "cancel", "", "cancel this replay, rpl_…, instead of starting one")
@@ -118,7 +119,8 @@ func runReplay(ctx context.Context, args []string) error {
 	if concurrency != 0 && !unordered {
 		return usagef("--concurrency goes with --unordered")
 	}
-	body := map[string]any{"endpoint_id": endpoint, "since": since, "livemode": livemode, "ordered": !unordered, "dry_run": dryRun}
+	body := map[string]any{"endpoint_id": endpoint, "since": since, "livemode": livemode, "ordered": !unordered, "dry_run": dryRun,
+		"only_failed": onlyFailed}
 	if until != "" {
 		body["until"] = until
 	}

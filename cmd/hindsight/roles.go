@@ -150,7 +150,7 @@ func (s stack) run(ctx context.Context) error {
 		if err != nil {
 			return usagef("%v", err)
 		}
-		replay.NewAPI(s.database, s.conn, sender, s.log.With("component", "replay-api")).Register(api.V1())
+		replay.NewAPI(s.database, s.conn, sender, s.api.APIKey, s.log.With("component", "replay-api")).Register(api.V1())
 		if srv, ln, err = httpapi.Listen(s.httpAddr, api.Handler(), httpapi.ServerConfig{}); err != nil {
 			return err
 		}

@@ -5,9 +5,11 @@ package compat
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -49,6 +51,8 @@ func TestReplaySQLCompatibility(t *testing.T) {
 		received  []string
 		final     replay.Job
 		dry       string
+		dryFailed string
+		attempts  []string
 		stats     string
 	}
 	run := func(name string, conn replay.Conn) result {
@@ -86,8 +90,13 @@ func TestReplaySQLCompatibility(t *testing.T) {
 		recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r2 *http.Request) {
 			_, _ = io.Copy(io.Discard, r2.Body)
 			mu.Lock()
-			r.received = append(r.received, r2.Header.Get("webhook-id"))
+			id := r2.Header.Get("webhook-id")
+			r.received = append(r.received, id)
 			mu.Unlock()
+			if strings.HasSuffix(id, "7") {
+				w.WriteHeader(http.StatusBadRequest) // failed at once: a known subset for only_failed
+				return
+			}
 			w.WriteHeader(http.StatusNoContent)
 		}))
 		defer recv.Close()
@@ -113,9 +122,35 @@ func TestReplaySQLCompatibility(t *testing.T) {
 		<-done
 
 		api := gin.New()
-		replay.NewAPI(db, conn, sender, nil).Register(api.Group("/v1", keys.NewChecker(keys.NewStore(conn, db), apiKey, nil).Authenticate))
+		replay.NewAPI(db, conn, sender, apiKey, nil).Register(api.Group("/v1", keys.NewChecker(keys.NewStore(conn, db), apiKey, nil).Authenticate))
 		r.dry = serve(t, api, http.MethodPost, "/v1/replays",
 			`{"endpoint_id":"whep_recv","since":"2026-10-28T00:00:00Z","until":1793836800000,"livemode":"all","enabled_events":["send.*","telco.lookup.completed"],"dry_run":true}`)
+		r.dryFailed = serve(t, api, http.MethodPost, "/v1/replays",
+			`{"endpoint_id":"whep_recv","since":"2026-10-28T00:00:00Z","only_failed":true,"dry_run":true}`)
+		// The attempt log, page by page: (eventId, attempt, outcome, status,
+		// type) of each, sorted, as the two runs' times differ.
+		for cursor := ""; ; {
+			var page struct {
+				Data []struct {
+					EventID, Outcome, Type string
+					Attempt, Status        int
+				}
+				NextCursor *string `json:"next_cursor"`
+			}
+			path := "/v1/replays/" + run.ID + "/attempts?limit=7&from=2020-01-01T00:00:00Z&to=2030-01-01T00:00:00Z"
+			if cursor != "" {
+				path += "&cursor=" + cursor
+			}
+			require.NoError(t, json.Unmarshal([]byte(serve(t, api, http.MethodGet, path, "")), &page), name)
+			for _, a := range page.Data {
+				r.attempts = append(r.attempts, fmt.Sprint(a.EventID, a.Attempt, a.Outcome, a.Status, a.Type))
+			}
+			if page.NextCursor == nil {
+				break
+			}
+			cursor = *page.NextCursor
+		}
+		sort.Strings(r.attempts)
 		var stats struct {
 			Totals struct {
 				Attempts, Delivered, Failed uint64
@@ -142,6 +177,10 @@ func TestReplaySQLCompatibility(t *testing.T) {
 	assert.Equal(t, a.final, b.final, "the finished job")
 	assert.Equal(t, replay.StatusCompleted, a.final.Status)
 	assert.Equal(t, a.dry, b.dry, "dry run")
+	assert.Equal(t, a.dryFailed, b.dryFailed, "dry run of only the failed")
+	assert.Len(t, a.attempts, int(a.final.Attempts), "the attempt log holds every attempt")
+	assert.Equal(t, a.attempts, b.attempts, "the attempt log")
+	assert.NotContains(t, a.dryFailed, `"matched":0`)
 	assert.Equal(t, a.stats, b.stats, "delivery stats")
 	assert.Contains(t, a.stats, `"Attempts":`+jsonInt(len(a.received)))
 }

@@ -141,3 +141,16 @@ func DecodeJSON(c *gin.Context, v any) error {
 	}
 	return nil
 }
+
+// ParseLimit reads a limit parameter: def when absent, else an integer from
+// 1 to most.
+func ParseLimit(v string, def, most int) (int, error) {
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > most {
+		return 0, &BadParam{"limit", fmt.Sprintf("want an integer from 1 to %d, got %q", most, v)}
+	}
+	return n, nil
+}
