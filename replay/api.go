@@ -30,17 +30,19 @@ type API struct {
 	db       string
 	sender   *Sender
 	attempts httpapi.Cursors // the attempt log's
+	replays  httpapi.Cursors // the replay list's
 	log      *slog.Logger
 }
 
-// NewAPI builds the replay routes. apiKey signs the attempt log's cursors,
-// so every API process sharing it accepts the others'.
+// NewAPI builds the replay routes. apiKey signs the cursors of the replay
+// list and the attempt log, so every API process sharing it accepts the
+// others'.
 func NewAPI(db string, conn Conn, sender *Sender, apiKey string, log *slog.Logger) *API {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &API{store: NewStore(conn, db), conn: conn, db: db, sender: sender, log: log,
-		attempts: httpapi.NewCursors("attempts", apiKey)}
+		attempts: httpapi.NewCursors("attempts", apiKey), replays: httpapi.NewCursors("replays", apiKey)}
 }
 
 // Register adds the routes to a group that already checks the API key, each
@@ -97,6 +99,7 @@ type endpointView struct {
 	RetrySchedule []int64           `json:"retry_schedule"` // seconds, the one in use
 	Headers       map[string]string `json:"headers"`
 	Secret        string            `json:"secret,omitempty"`
+	Health        *Health           `json:"health,omitempty"` // GET of one endpoint only
 	CreatedAt     string            `json:"created_at"`
 }
 
@@ -229,7 +232,14 @@ func (a *API) getEndpoint(c *gin.Context) {
 		a.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, viewEndpoint(e, false))
+	h, err := a.store.Health(limited(c), e.ID, time.Now())
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	v := viewEndpoint(e, false)
+	v.Health = &h
+	c.JSON(http.StatusOK, v)
 }
 
 func (a *API) updateEndpoint(c *gin.Context) {
@@ -561,17 +571,38 @@ func viewJob(j Job, now time.Time) jobView {
 }
 
 func (a *API) listReplays(c *gin.Context) {
-	js, err := a.store.Jobs(limited(c), "", 100)
+	limit, err := httpapi.ParseLimit(c.Query("limit"), 100, 1000)
 	if err != nil {
 		a.fail(c, err)
 		return
+	}
+	var after []JobKey
+	if v := c.Query("cursor"); v != "" {
+		var k JobKey
+		if err := a.replays.Decode("cursor", v, &k); err != nil {
+			a.fail(c, err)
+			return
+		}
+		after = append(after, k)
+	}
+	js, err := a.store.Jobs(limited(c), "", limit+1, after...)
+	if err != nil {
+		a.fail(c, err)
+		return
+	}
+	var next *string
+	if len(js) > limit {
+		js = js[:limit]
+		last := js[limit-1]
+		v := a.replays.Encode(JobKey{CreatedAt: last.CreatedAt.UnixMilli(), ID: last.ID})
+		next = &v
 	}
 	now := time.Now()
 	out := make([]jobView, 0, len(js))
 	for _, j := range js {
 		out = append(out, viewJob(j, now))
 	}
-	c.JSON(http.StatusOK, gin.H{"data": out})
+	c.JSON(http.StatusOK, gin.H{"data": out, "next_cursor": next})
 }
 
 func (a *API) getReplay(c *gin.Context) {

@@ -82,19 +82,31 @@ func flag(b bool) uint8 {
 	return 0
 }
 
-// Jobs returns replays, newest first, or the one with id. A pending or
-// running job whose cancellation was asked is reported cancelled even
-// before a worker has seen it.
-func (s *Store) Jobs(ctx context.Context, id string, limit int) ([]Job, error) {
+// JobKey is a replay's place in the list, newest first: (CreatedAt, ID)
+// descending.
+type JobKey struct {
+	CreatedAt int64  `json:"c"`
+	ID        string `json:"i"`
+}
+
+// Jobs returns replays, newest first (by created_at, then id, both
+// descending), or the one with id; after a key, only those after it. A
+// pending or running job whose cancellation was asked is reported
+// cancelled even before a worker has seen it.
+func (s *Store) Jobs(ctx context.Context, id string, limit int, after ...JobKey) ([]Job, error) {
 	where, args := "", []any{}
-	if id != "" {
+	switch {
+	case id != "":
 		where, args = " WHERE id = ?", append(args, id)
+	case len(after) > 0:
+		where = " WHERE created_at < ? OR (created_at = ? AND id < ?)"
+		args = append(args, after[0].CreatedAt, after[0].CreatedAt, after[0].ID)
 	}
 	args = append(args, limit)
 	rows, err := s.conn.Query(ctx, "SELECT id, endpoint_id, since, until, enabled_events, CAST(livemode AS String), ordered, "+
 		"concurrency, rate_limit, CAST(status AS String), matched, delivered, failed, attempts, cursor_created_at, cursor_event_id, "+
 		"created_at, started_at, finished_at, last_error, only_failed FROM "+s.table("replays")+" FINAL"+where+
-		" ORDER BY created_at DESC, id LIMIT ?", args...)
+		" ORDER BY created_at DESC, id DESC LIMIT ?", args...)
 	if err != nil {
 		return nil, fmt.Errorf("read replays: %w", err)
 	}

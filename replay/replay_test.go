@@ -1222,3 +1222,98 @@ func TestAttemptLog(t *testing.T) {
 	assert.Equal(t, http.StatusNotFound, e.call("GET", "/v1/replays/rpl_nope/attempts", nil, nil))
 	assert.Equal(t, http.StatusNotFound, e.call("GET", "/v1/endpoints/whep_nope/attempts", nil, nil))
 }
+
+// TestEndpointHealth logs attempts at known times and reads the health
+// GET /v1/endpoints/{id} reports.
+func TestEndpointHealth(t *testing.T) {
+	e := newEnv(t, 1)
+	s := newSink(t)
+	id := e.endpoint(s)
+	var ep map[string]any
+	require.Equal(t, http.StatusOK, e.call("GET", "/v1/endpoints/"+id, nil, &ep))
+	assert.Equal(t, map[string]any{"last_hour": map[string]any{"attempts": 0.0, "failures": 0.0},
+		"last_day": map[string]any{"attempts": 0.0, "failures": 0.0}, "consecutive_failures": 0.0,
+		"last_success_at": nil, "last_failure_at": nil}, ep["health"], "no attempts yet")
+
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	log := func(ago time.Duration, outcome Outcome, err string) Record {
+		return Record{EndpointID: id, EventID: fmt.Sprintf("evt_%d", ago), Attempt: 1,
+			Result: Attempt{Outcome: outcome, Status: 200, Err: err}, At: now.Add(-ago)}
+	}
+	recs := []Record{
+		log(30*time.Hour, Failed, "HTTP 410"),           // outside the day
+		log(5*time.Hour, Delivered, ""),                 // the day
+		log(3*time.Hour, Delivered, ""),                 // the last success
+		log(2*time.Hour, Retry, "connection failed"),    // failures since
+		log(50*time.Minute, Retry, "HTTP 503"),          // the hour
+		log(10*time.Minute, Failed, "HTTP 500 at last"), // the last failure
+	}
+	require.NoError(t, NewStore(e.conn, e.db).RecordAttempts(context.Background(), recs))
+	// Another endpoint's attempts count for nothing here.
+	other := log(time.Minute, Failed, "not ours")
+	other.EndpointID = "whep_other"
+	require.NoError(t, NewStore(e.conn, e.db).RecordAttempts(context.Background(), []Record{other}))
+
+	require.Equal(t, http.StatusOK, e.call("GET", "/v1/endpoints/"+id, nil, &ep))
+	h := ep["health"].(map[string]any)
+	assert.Equal(t, map[string]any{"attempts": 2.0, "failures": 2.0}, h["last_hour"])
+	assert.Equal(t, map[string]any{"attempts": 5.0, "failures": 3.0}, h["last_day"])
+	assert.EqualValues(t, 3, h["consecutive_failures"])
+	assert.Equal(t, now.Add(-3*time.Hour).Format("2006-01-02T15:04:05.000Z"), h["last_success_at"])
+	assert.Equal(t, now.Add(-10*time.Minute).Format("2006-01-02T15:04:05.000Z"), h["last_failure_at"])
+	assert.Equal(t, "HTTP 500 at last", h["last_error"])
+}
+
+// TestReplayListPages pages GET /v1/replays: newest first, each once,
+// replays created between pages in none of the later ones.
+func TestReplayListPages(t *testing.T) {
+	e := newEnv(t, 5)
+	ep := e.endpoint(newSink(t))
+	create := func() string {
+		var job map[string]any
+		require.Equal(t, http.StatusAccepted, e.call("POST", "/v1/replays", map[string]any{"endpoint_id": ep, "since": 0}, &job))
+		return job["id"].(string)
+	}
+	var made []string
+	for range 12 {
+		made = append(made, create())
+	}
+	var got []map[string]any
+	cursor := ""
+	for n := 0; ; n++ {
+		var page struct {
+			Data       []map[string]any `json:"data"`
+			NextCursor *string          `json:"next_cursor"`
+		}
+		path := "/v1/replays?limit=5"
+		if cursor != "" {
+			path += "&cursor=" + cursor
+		}
+		require.Equal(t, http.StatusOK, e.call("GET", path, nil, &page))
+		assert.LessOrEqual(t, len(page.Data), 5)
+		got = append(got, page.Data...)
+		if n == 0 {
+			create() // newer than every listed one: on no later page
+		}
+		if page.NextCursor == nil {
+			break
+		}
+		cursor = *page.NextCursor
+	}
+	var ids []string
+	for i, j := range got {
+		ids = append(ids, j["id"].(string))
+		if i > 0 {
+			prev := got[i-1]
+			newer := prev["created_at"].(string) > j["created_at"].(string) ||
+				prev["created_at"] == j["created_at"] && prev["id"].(string) > j["id"].(string)
+			assert.True(t, newer, "newest first: %v then %v", prev, j)
+		}
+	}
+	sort.Strings(ids)
+	sort.Strings(made)
+	assert.Equal(t, made, ids, "each of the replays made before the first page, once")
+	var out map[string]any
+	assert.Equal(t, http.StatusBadRequest, e.call("GET", "/v1/replays?cursor=nope", nil, &out))
+	assert.Equal(t, http.StatusBadRequest, e.call("GET", "/v1/replays?limit=1001", nil, &out))
+}

@@ -53,6 +53,7 @@ func TestReplaySQLCompatibility(t *testing.T) {
 		dry       string
 		dryFailed string
 		attempts  []string
+		health    replay.Health
 		stats     string
 	}
 	run := func(name string, conn replay.Conn) result {
@@ -151,6 +152,11 @@ func TestReplaySQLCompatibility(t *testing.T) {
 			cursor = *page.NextCursor
 		}
 		sort.Strings(r.attempts)
+		h, err := store.Health(ctx, "whep_recv", time.Now())
+		require.NoError(t, err, name)
+		require.NotNil(t, h.LastSuccessAt, name)
+		h.LastSuccessAt, h.LastFailureAt = nil, nil // the runs' times differ
+		r.health = h
 		var stats struct {
 			Totals struct {
 				Attempts, Delivered, Failed uint64
@@ -180,6 +186,8 @@ func TestReplaySQLCompatibility(t *testing.T) {
 	assert.Equal(t, a.dryFailed, b.dryFailed, "dry run of only the failed")
 	assert.Len(t, a.attempts, int(a.final.Attempts), "the attempt log holds every attempt")
 	assert.Equal(t, a.attempts, b.attempts, "the attempt log")
+	assert.Equal(t, a.health, b.health, "endpoint health")
+	assert.NotZero(t, a.health.LastDay.Failures)
 	assert.NotContains(t, a.dryFailed, `"matched":0`)
 	assert.Equal(t, a.stats, b.stats, "delivery stats")
 	assert.Contains(t, a.stats, `"Attempts":`+jsonInt(len(a.received)))
