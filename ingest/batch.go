@@ -192,6 +192,9 @@ func (c *columns) reset() {
 type Inserter interface {
 	PrepareBatch(ctx context.Context, query string, opts ...driver.PrepareBatchOption) (driver.Batch, error)
 	Query(ctx context.Context, query string, args ...any) (driver.Rows, error)
+	// Exec and ServerVersion apply the events' retention (schema.Conn).
+	Exec(ctx context.Context, query string, args ...any) error
+	ServerVersion() (*driver.ServerVersion, error)
 }
 
 var _ Inserter = (driver.Conn)(nil)

@@ -63,6 +63,10 @@ type Config struct {
 	// RetryMin and RetryMax bound the backoff while ClickHouse or the
 	// dead-letter topic refuses writes. Defaults 200 ms and 10 s.
 	RetryMin, RetryMax time.Duration
+	// EventsRetention, when set, is how long events are kept (see
+	// schema.ApplyRetention, applied at start and every hour). Default 0:
+	// kept forever.
+	EventsRetention time.Duration
 }
 
 // Defaults.

@@ -11,6 +11,8 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/ext"
+
+	"github.com/dodev/hindsight/schema"
 )
 
 // Ingest stores each eventId once as far as one process can tell (the recent
@@ -121,20 +123,39 @@ const resolveBatch = 10_000
 // old a record must be to be looked at: merges of small parts take minutes.
 const resolveInterval = 10 * time.Minute
 
-// resolveLoop runs resolveMerged every interval (jittered) until ctx ends.
-func (in *Ingester) resolveLoop(ctx context.Context, interval time.Duration) {
+// retentionEvery is how often ingest applies the events' retention.
+const retentionEvery = time.Hour
+
+// housekeeping runs resolveMerged every interval (jittered), and applies the
+// events' retention at start and every retentionEvery, until ctx ends.
+func (in *Ingester) housekeeping(ctx context.Context, interval time.Duration) {
+	resolve := time.After(interval + time.Duration(rand.Int64N(int64(interval)/5+1)))
+	retain := time.After(0)
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(interval + time.Duration(rand.Int64N(int64(interval)/5+1))):
-		}
-		n, err := in.resolveMerged(ctx, interval)
-		switch {
-		case err != nil && ctx.Err() == nil:
-			in.log.Warn("resolve merged duplicates", "err", err)
-		case n > 0:
-			in.log.Info("copies merged by ClickHouse; their counts are plain reads again", "keys", n)
+		case <-resolve:
+			resolve = time.After(interval + time.Duration(rand.Int64N(int64(interval)/5+1)))
+			n, err := in.resolveMerged(ctx, interval)
+			switch {
+			case err != nil && ctx.Err() == nil:
+				in.log.Warn("resolve merged duplicates", "err", err)
+			case n > 0:
+				in.log.Info("copies merged by ClickHouse; their counts are plain reads again", "keys", n)
+			}
+		case <-retain:
+			retain = time.After(retentionEvery)
+			if in.cfg.EventsRetention <= 0 {
+				continue
+			}
+			dropped, err := schema.ApplyRetention(ctx, in.conn, in.cfg.Database, schema.EventsRetained, in.cfg.EventsRetention, time.Now())
+			switch {
+			case err != nil && ctx.Err() == nil:
+				in.log.Warn("apply the events' retention", "err", err)
+			case len(dropped) > 0:
+				in.log.Info("events past their retention dropped", "months", dropped, "retention", in.cfg.EventsRetention)
+			}
 		}
 	}
 }

@@ -192,7 +192,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 	defer in.running.Store(false)
 	resolving := make(chan struct{})
 	resolveCtx, stopResolving := context.WithCancel(ctx)
-	go func() { defer close(resolving); in.resolveLoop(resolveCtx, resolveInterval) }()
+	go func() { defer close(resolving); in.housekeeping(resolveCtx, resolveInterval) }()
 	defer func() { stopResolving(); <-resolving }()
 	in.log.Info("ingest running", "topic", in.cfg.Topic, "group", in.cfg.Group, "database", in.cfg.Database)
 

@@ -332,3 +332,29 @@ func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSuffix(string(p), "\n"))
 	return len(p), nil
 }
+
+// TestEventsRetention: an ingester with a retention lets events older than
+// it go when it starts (on 18.16, the months wholly older), and ingests on.
+func TestEventsRetention(t *testing.T) {
+	f := newFixture(t)
+	now := time.Now()
+	var p schema.Parser
+	var events []schema.Event
+	for i, at := range []time.Time{now.AddDate(0, -4, 0), now.Add(-time.Hour)} {
+		ev, err := p.Parse(fmt.Appendf(nil, `{"eventId":"kept-%d","type":"platform.test","service":"platform","createdAt":%d,"data":{"message":"m","endpoint_id":"e"}}`,
+			i, at.UnixMilli()))
+		require.NoError(t, err)
+		events = append(events, ev)
+	}
+	chtest.InsertEvents(t, f.conn, f.db, events)
+	cfg := f.config()
+	cfg.EventsRetention = 30 * 24 * time.Hour
+	in, _ := f.run(cfg, testHooks{})
+	require.Eventually(t, func() bool {
+		return f.count("SELECT count() FROM `"+f.db+"`.events") == 1
+	}, 30*time.Second, 50*time.Millisecond, "the four-month-old event goes")
+	assert.EqualValues(t, 1, f.count("SELECT count() FROM `"+f.db+"`.events WHERE event_id = 'kept-1'"))
+	f.produce(fmt.Appendf(nil, `{"eventId":"new","type":"platform.test","service":"platform","createdAt":%d,"data":{"message":"m","endpoint_id":"e"}}`, now.UnixMilli()))
+	f.waitConsumed(in, 1)
+	assert.EqualValues(t, 2, f.count("SELECT count() FROM `"+f.db+"`.events"))
+}

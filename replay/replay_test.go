@@ -1317,3 +1317,21 @@ func TestReplayListPages(t *testing.T) {
 	assert.Equal(t, http.StatusBadRequest, e.call("GET", "/v1/replays?cursor=nope", nil, &out))
 	assert.Equal(t, http.StatusBadRequest, e.call("GET", "/v1/replays?limit=1001", nil, &out))
 }
+
+// TestWorkerAppliesRetention: a worker lets attempts older than its
+// retention go when it starts (on 18.16, the months wholly older).
+func TestWorkerAppliesRetention(t *testing.T) {
+	e := newEnv(t, 1)
+	now := time.Now()
+	store := NewStore(e.conn, e.db)
+	require.NoError(t, store.RecordAttempts(context.Background(), []Record{
+		{EndpointID: "whep_1", EventID: "old", Attempt: 1, At: now.AddDate(0, -4, 0)},
+		{EndpointID: "whep_1", EventID: "new", Attempt: 1, At: now.Add(-time.Hour)},
+	}))
+	e.worker(WorkerConfig{DeliveriesRetention: 30 * 24 * time.Hour})
+	require.Eventually(t, func() bool {
+		var n uint64
+		require.NoError(t, e.conn.QueryRow(context.Background(), "SELECT count() FROM `"+e.db+"`.deliveries").Scan(&n))
+		return n == 1
+	}, 30*time.Second, 50*time.Millisecond, "the four-month-old attempt goes")
+}

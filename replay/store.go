@@ -22,6 +22,8 @@ type Conn interface {
 	Exec(ctx context.Context, query string, args ...any) error
 	Query(ctx context.Context, query string, args ...any) (driver.Rows, error)
 	PrepareBatch(ctx context.Context, query string, opts ...driver.PrepareBatchOption) (driver.Batch, error)
+	// ServerVersion picks how the attempt log's retention is applied.
+	ServerVersion() (*driver.ServerVersion, error)
 }
 
 var _ Conn = (driver.Conn)(nil)

@@ -35,6 +35,10 @@ type WorkerConfig struct {
 	// so large events cannot make a page (two with the one read ahead)
 	// outgrow memory. Default 16 MiB.
 	PageBytes int
+	// DeliveriesRetention is how long the attempt log keeps attempts (see
+	// schema.ApplyRetention, applied at start and every hour). Default 30
+	// days; negative keeps them forever.
+	DeliveriesRetention time.Duration
 }
 
 // Worker defaults.
@@ -44,6 +48,8 @@ const (
 	DefaultMaxJobs   = 64
 	DefaultPageSize  = 5000
 	DefaultPageBytes = 16 << 20
+	// DefaultDeliveriesRetention is 30 days.
+	DefaultDeliveriesRetention = 30 * 24 * time.Hour
 )
 
 // ApplyDefaults fills zero fields.
@@ -69,6 +75,9 @@ func (c *WorkerConfig) ApplyDefaults() {
 	}
 	if c.PageBytes == 0 {
 		c.PageBytes = DefaultPageBytes
+	}
+	if c.DeliveriesRetention == 0 {
+		c.DeliveriesRetention = DefaultDeliveriesRetention
 	}
 }
 
@@ -117,6 +126,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	t := time.NewTicker(w.cfg.Poll)
 	defer t.Stop()
 	prune := time.After(leasePruneEvery / 2)
+	retain := time.After(0)
 	for {
 		if err := w.claim(ctx); err != nil && ctx.Err() == nil {
 			w.log.Warn("look for replay jobs", "err", err)
@@ -130,7 +140,24 @@ func (w *Worker) Run(ctx context.Context) error {
 				w.log.Warn("prune replay leases", "err", err)
 			}
 			prune = time.After(leasePruneEvery + time.Duration(rand.Int64N(int64(leasePruneEvery/10))))
+		case <-retain:
+			retain = time.After(leasePruneEvery)
+			w.applyRetention(ctx)
 		}
+	}
+}
+
+// applyRetention lets attempts older than the retention go.
+func (w *Worker) applyRetention(ctx context.Context) {
+	if w.cfg.DeliveriesRetention < 0 {
+		return
+	}
+	dropped, err := schema.ApplyRetention(ctx, w.conn, w.cfg.Database, schema.DeliveriesRetained, w.cfg.DeliveriesRetention, time.Now())
+	switch {
+	case err != nil && ctx.Err() == nil:
+		w.log.Warn("apply the attempt log's retention", "err", err)
+	case len(dropped) > 0:
+		w.log.Info("attempts past their retention dropped", "months", dropped, "retention", w.cfg.DeliveriesRetention)
 	}
 }
 

@@ -215,7 +215,7 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 	c.register(fs, "")
 	var kafka, topic, group, groupProtocol, instanceID, httpAddr, apiKey string
 	var batch, batchBytes, maxEvent, recent int
-	var flush, session, rebalance time.Duration
+	var flush, session, rebalance, eventsRetention time.Duration
 	if withIngest {
 		fs.StringVar(&kafka, "kafka", "", "Kafka seed brokers, host:port,...")
 		fs.StringVar(&topic, "topic", ingest.DefaultTopic, "topic to consume; invalid records go to TOPIC.dlq")
@@ -229,6 +229,7 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 		fs.IntVar(&maxEvent, "max-event-bytes", ingest.DefaultMaxEventBytes, "largest record stored as an event; larger ones are dead-lettered")
 		fs.DurationVar(&flush, "flush-interval", ingest.DefaultFlushInterval, "longest wait before a batch is inserted")
 		fs.IntVar(&recent, "recent-ids", ingest.DefaultRecentIDs, "recent eventIds remembered to drop producer retries (8 B each plus map overhead)")
+		fs.DurationVar(&eventsRetention, "events-retention", 0, "how long events are kept (e.g. 8760h); 0 keeps them forever")
 	}
 	if withAPI {
 		fs.StringVar(&httpAddr, "http", "127.0.0.1:8080", "HTTP listen address")
@@ -238,9 +239,10 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 	if withAPI || withReplay {
 		fs.BoolVar(&allowPrivate, "allow-private-endpoints", false, "let webhooks reach loopback and private addresses (never link-local)")
 	}
-	var leaseTTL time.Duration
+	var leaseTTL, deliveriesRetention time.Duration
 	var pageSize int
 	if withReplay {
+		fs.DurationVar(&deliveriesRetention, "deliveries-retention", replay.DefaultDeliveriesRetention, "how long the attempt log keeps attempts; 0 keeps them forever")
 		fs.DurationVar(&leaseTTL, "lease-ttl", replay.DefaultLeaseTTL, "how long a replay job stays with a worker that stopped renewing it")
 		fs.IntVar(&pageSize, "page-size", replay.DefaultPageSize, "events read per query by replay jobs; what a resumed job may repeat")
 	}
@@ -253,7 +255,10 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 	}
 	s := stack{database: c.database, log: log, httpAddr: httpAddr, policy: replay.Policy{AllowPrivate: allowPrivate}}
 	if withReplay {
-		cfg := replay.WorkerConfig{Database: c.database, LeaseTTL: leaseTTL, PageSize: pageSize}
+		if deliveriesRetention <= 0 {
+			deliveriesRetention = -1 // forever
+		}
+		cfg := replay.WorkerConfig{Database: c.database, LeaseTTL: leaseTTL, PageSize: pageSize, DeliveriesRetention: deliveriesRetention}
 		cfg.ApplyDefaults()
 		if err := cfg.Validate(); err != nil {
 			return usagef("%v", err)
@@ -265,7 +270,8 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 		if err != nil {
 			return err
 		}
-		cfg := ingest.Config{Brokers: brokers, Topic: topic, Group: group, GroupProtocol: groupProtocol, InstanceID: instanceID, SessionTimeout: session, RebalanceTimeout: rebalance, Database: c.database, BatchSize: batch, BatchBytes: batchBytes, MaxEventBytes: maxEvent, FlushInterval: flush, RecentIDs: recent}
+		cfg := ingest.Config{Brokers: brokers, Topic: topic, Group: group, GroupProtocol: groupProtocol, InstanceID: instanceID, SessionTimeout: session, RebalanceTimeout: rebalance, Database: c.database, BatchSize: batch, BatchBytes: batchBytes, MaxEventBytes: maxEvent, FlushInterval: flush, RecentIDs: recent,
+			EventsRetention: eventsRetention}
 		cfg.ApplyDefaults()
 		if err := cfg.Validate(); err != nil {
 			return usagef("%v", err)
