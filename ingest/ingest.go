@@ -44,6 +44,7 @@ type Ingester struct {
 	todo     []*columns // the batch's parts not stored yet, once flushing began
 	stored   stored     // what the batch's parts stored so far, for its tail
 	dlq      []*kgo.Record
+	dlqKinds []deadKind // why each of dlq is there
 	dlqBytes int
 	last     map[int32]*kgo.Record // newest record per partition in the batch
 	started  time.Time             // when the batch's first record arrived
@@ -70,7 +71,9 @@ type Ingester struct {
 	dups      atomic.Int64
 	dupsFound atomic.Int64
 	dead      atomic.Int64
+	deadBy    [deadKinds]atomic.Int64
 	flushes   atomic.Int64
+	metrics   *metrics
 	testHooks testHooks
 }
 
@@ -108,6 +111,7 @@ func New(cfg Config, conn Inserter, log *slog.Logger, extra ...kgo.Opt) (*Ingest
 		recent:  newRecentIDs(cfg.RecentIDs),
 		resumed: map[int32]bool{},
 	}
+	in.metrics = newMetrics(in)
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ConsumerGroup(cfg.Group),
@@ -122,6 +126,7 @@ func New(cfg Config, conn Inserter, log *slog.Logger, extra ...kgo.Opt) (*Ingest
 		kgo.OnPartitionsLost(in.partitionsMoved),
 		kgo.FetchMaxBytes(16 << 20),
 		kgo.WithLogger(kgoLogger{log.With("client", "kafka")}),
+		kgo.WithHooks(in.metrics.kafka),
 	}
 	if cfg.InstanceID != "" {
 		opts = append(opts, kgo.InstanceID(cfg.InstanceID))
@@ -137,7 +142,8 @@ func New(cfg Config, conn Inserter, log *slog.Logger, extra ...kgo.Opt) (*Ingest
 	return in, nil
 }
 
-func (in *Ingester) partitionsMoved(ctx context.Context, _ *kgo.Client, _ map[string][]int32) {
+func (in *Ingester) partitionsMoved(ctx context.Context, _ *kgo.Client, moved map[string][]int32) {
+	in.metrics.forgetLag(moved[in.cfg.Topic])
 	// The last batch's offsets are committed before its partitions go.
 	if err := in.finishTail(ctx); err != nil {
 		in.log.Warn("partitions moved before the last batch was committed; their next owner skips its stored rows", "err", err)
@@ -221,6 +227,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 				return in.stop(err)
 			}
 		}
+		fetches.EachPartition(in.metrics.observeLag)
 		if ctx.Err() != nil {
 			return in.stop(nil)
 		}
@@ -299,12 +306,12 @@ func (in *Ingester) add(ctx context.Context, r *kgo.Record, now time.Time) error
 	// From here on the record is handled, so its offset may be committed.
 	in.last[r.Partition] = r
 	if len(r.Value) > in.cfg.MaxEventBytes {
-		in.deadLetter(r, fmt.Sprintf("record is %d bytes, over the maximum event size of %d bytes", len(r.Value), in.cfg.MaxEventBytes))
+		in.deadLetter(r, deadTooLarge, fmt.Sprintf("record is %d bytes, over the maximum event size of %d bytes", len(r.Value), in.cfg.MaxEventBytes))
 		return nil
 	}
 	ev, err := in.parser.Parse(r.Value)
 	if err != nil {
-		in.deadLetter(r, reasonOf(err))
+		in.deadLetter(r, deadInvalid, reasonOf(err))
 		return nil
 	}
 	if !in.recent.add(ev.ID) {
@@ -315,9 +322,10 @@ func (in *Ingester) add(ctx context.Context, r *kgo.Record, now time.Time) error
 	return nil
 }
 
-func (in *Ingester) deadLetter(r *kgo.Record, reason string) {
+func (in *Ingester) deadLetter(r *kgo.Record, kind deadKind, reason string) {
 	d := deadLetter(in.cfg.Topic+".dlq", r, reason, in.dlqLimit)
 	in.dlq = append(in.dlq, d)
+	in.dlqKinds = append(in.dlqKinds, kind)
 	in.dlqBytes += len(d.Key) + len(d.Value)
 }
 
@@ -429,7 +437,12 @@ func (in *Ingester) flush(ctx context.Context) error {
 					return permanentIf(err)
 				}
 			}
-			return permanentIf(part.insert(ctx, in.conn, in.query))
+			start := time.Now()
+			err := part.insert(ctx, in.conn, in.query)
+			if err == nil {
+				in.metrics.insertSeconds.Observe(time.Since(start).Seconds())
+			}
+			return permanentIf(err)
 		})
 		var p permanent
 		switch {
@@ -441,7 +454,7 @@ func (in *Ingester) flush(ctx context.Context) error {
 			continue
 		case errors.As(err, &p):
 			in.log.Warn("clickhouse refuses a row; dead-lettering it", "source", source(part.recs[0]), "err", p.err)
-			in.deadLetter(part.recs[0], "clickhouse refused the row: "+p.err.Error())
+			in.deadLetter(part.recs[0], deadRefused, "clickhouse refused the row: "+p.err.Error())
 		case err != nil:
 			return err
 		default:
@@ -462,8 +475,11 @@ func (in *Ingester) flush(ctx context.Context) error {
 			return err
 		}
 		in.dead.Add(int64(len(in.dlq)))
+		for _, k := range in.dlqKinds {
+			in.deadBy[k].Add(1)
+		}
 		clear(in.dlq)
-		in.dlq, in.dlqBytes = in.dlq[:0], 0
+		in.dlq, in.dlqKinds, in.dlqBytes = in.dlq[:0], in.dlqKinds[:0], 0
 	}
 	if in.testHooks.afterInsert != nil {
 		if err := in.testHooks.afterInsert(); err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dodev/hindsight/internal/httpapi"
 	"github.com/dodev/hindsight/internal/keys"
@@ -48,6 +49,9 @@ type Server struct {
 	keys    *keys.Checker
 	slots   chan struct{}   // one per request in flight under /v1
 	cursors httpapi.Cursors // the events listing's
+	metrics *httpMetrics
+	// gatherers are what GET /metrics serves: the API's own, then AddMetrics'.
+	gatherers prometheus.Gatherers
 }
 
 // New builds the API. ready lists extra readiness checks (ingest, when it
@@ -64,7 +68,9 @@ func New(cfg Config, conn Conn, log *slog.Logger, ready ...ReadyFunc) (*Server, 
 	s := &Server{cfg: cfg, conn: conn, log: log, ready: ready, engine: gin.New(),
 		keys: keys.NewChecker(keys.NewStore(conn, cfg.Database), cfg.APIKey, log.With("component", "keys"))}
 	s.cursors = httpapi.NewCursors("events", cfg.APIKey)
-	s.engine.Use(s.recoverJSON, s.logRequests, strictQuery)
+	s.metrics = newHTTPMetrics()
+	s.gatherers = prometheus.Gatherers{s.metrics.reg}
+	s.engine.Use(s.recoverJSON, s.logRequests, s.metrics.observe, strictQuery)
 	s.engine.NoRoute(func(c *gin.Context) {
 		// Unknown /v1 paths answer like real ones to a caller without a key,
 		// so the routes cannot be mapped without one.
@@ -81,6 +87,7 @@ func New(cfg Config, conn Conn, log *slog.Logger, ready ...ReadyFunc) (*Server, 
 	})
 	s.engine.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	s.engine.GET("/readyz", s.readyz)
+	s.engine.GET("/metrics", s.serveMetrics)
 	s.slots = make(chan struct{}, cfg.MaxConcurrent)
 	v1 := s.engine.Group("/v1", s.keys.Authenticate, s.limitConcurrency)
 	s.v1 = v1

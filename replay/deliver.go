@@ -67,13 +67,16 @@ func (d *deliverer) attempt(ctx context.Context, ev event, n int) (Record, bool)
 func (d *deliverer) settle(rec Record, n int) (wait time.Duration, again bool) {
 	d.res.attempts = append(d.res.attempts, rec)
 	a := rec.Result
+	d.w.metrics.attemptSeconds.Observe(a.Latency.Seconds())
 	switch a.Outcome {
 	case Delivered:
 		d.res.delivered++
+		d.w.metrics.attempts.WithLabelValues("delivered").Inc()
 		return 0, false
 	case Failed:
 		d.res.failed++
 		d.res.lastErr = a.Err
+		d.w.metrics.attempts.WithLabelValues("failed").Inc()
 		return 0, false
 	}
 	wait, again = RetryDelay(d.ep.RetrySchedule, n, a.RetryAfter)
@@ -82,7 +85,10 @@ func (d *deliverer) settle(rec Record, n int) (wait time.Duration, again bool) {
 		d.res.attempts[len(d.res.attempts)-1].Result.Outcome = Failed
 		d.res.failed++
 		d.res.lastErr = fmt.Sprintf("gave up after %d attempts: %s", n+1, a.Err)
+		d.w.metrics.attempts.WithLabelValues("failed").Inc()
+		return wait, again
 	}
+	d.w.metrics.attempts.WithLabelValues("retrying").Inc()
 	return wait, again
 }
 

@@ -105,6 +105,7 @@ type Worker struct {
 	mu      sync.Mutex
 	running map[string]bool
 	wg      sync.WaitGroup
+	metrics *workerMetrics
 }
 
 // NewWorker builds a worker.
@@ -116,7 +117,9 @@ func NewWorker(cfg WorkerConfig, conn Conn, sender *Sender, log *slog.Logger) (*
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Worker{cfg: cfg, store: NewStore(conn, cfg.Database), conn: conn, sender: sender, log: log, running: map[string]bool{}}, nil
+	w := &Worker{cfg: cfg, store: NewStore(conn, cfg.Database), conn: conn, sender: sender, log: log, running: map[string]bool{}}
+	w.metrics = newWorkerMetrics(w)
+	return w, nil
 }
 
 // Run looks for unfinished jobs until ctx ends, then waits for the jobs it
@@ -380,6 +383,7 @@ func (w *Worker) prefetch(ctx context.Context, job Job, patterns []schema.Patter
 
 func (w *Worker) finish(ctx context.Context, job Job, status, lastErr string) error {
 	job.Status, job.LastError, job.FinishedAt = status, lastErr, time.Now().UTC()
+	w.metrics.finished.WithLabelValues(status).Inc()
 	w.log.Info("replay ended", "replay", job.ID, "status", status, "delivered", job.Delivered, "failed", job.Failed)
 	return w.store.SaveJob(ctx, job)
 }

@@ -82,6 +82,9 @@ func TestBadSettingsExitTwo(t *testing.T) {
 		{"bad log format", []string{"migrate", "--clickhouse", "127.0.0.1:9000", "--log-format", "xml"}, nil, "--log-format"},
 		{"produce without file", []string{"produce"}, nil, "want one FILE"},
 		{"dev bad listen", []string{"dev", "--kafka-listen", "9092"}, nil, "--kafka-listen"},
+		{"bad metrics address", []string{"replay-worker", "--clickhouse", "127.0.0.1:9000", "--metrics", "9100"}, nil, "--metrics \"9100\": want host:port"},
+		{"keys without a subcommand", []string{"keys"}, nil, "want create, list or revoke"},
+		{"keys with a bad scope", []string{"keys", "create", "--clickhouse", "127.0.0.1:9000", "--name", "x", "--scopes", "stats:write"}, nil, "unknown scope"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cmd := exec.Command(bin, tc.args...)
@@ -123,24 +126,9 @@ func TestEndToEnd(t *testing.T) {
 	const apiKey = "e2e-key-0123456789abcdef"
 	ingestCfg := ingest.Config{Brokers: brokers, Database: db, FlushInterval: 100 * time.Millisecond}
 	apiCfg := query.Config{Database: db, APIKey: apiKey}
-	ready := make(chan string, 1)
-	s := stack{conn: conn, database: db, log: slog.New(slog.DiscardHandler), ingest: &ingestCfg, api: &apiCfg,
-		httpAddr: httpAddr, ready: func(u string, _ *ingest.Ingester) { ready <- u }}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.run(ctx) }()
-	defer func() {
-		cancel()
-		require.NoError(t, <-done)
-	}()
-	var apiURL string
-	select {
-	case apiURL = <-ready:
-	case err := <-done:
-		t.Fatalf("stack stopped: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("stack not ready")
-	}
+	ctx := context.Background()
+	apiURL, _ := runStack(t, stack{conn: conn, database: db, log: slog.New(slog.DiscardHandler), ingest: &ingestCfg, api: &apiCfg,
+		httpAddr: httpAddr})
 
 	f, err := os.Open("../../testdata/events.ndjson")
 	require.NoError(t, err)
@@ -159,6 +147,34 @@ func TestEndToEnd(t *testing.T) {
 	}
 	all := statsOver(t, apiURL, apiKey, "platform", "all")
 	assert.EqualValues(t, total(sampleCounts(t, "platform", "all")), all["events"])
+}
+
+// runStack runs s until the test ends, and returns once it is ready: the
+// API's URL and the ingester, where s has them.
+func runStack(t *testing.T, s stack) (string, *ingest.Ingester) {
+	t.Helper()
+	type up struct {
+		url string
+		in  *ingest.Ingester
+	}
+	ready := make(chan up, 1)
+	s.ready = func(u string, in *ingest.Ingester) { ready <- up{u, in} }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		require.NoError(t, <-done)
+	})
+	select {
+	case u := <-ready:
+		return u.url, u.in
+	case err := <-done:
+		t.Fatalf("stack stopped: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("stack not ready")
+	}
+	return "", nil
 }
 
 func total(m map[string]uint64) uint64 {

@@ -12,6 +12,9 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/dodev/hindsight/ingest"
 	"github.com/dodev/hindsight/internal/httpapi"
@@ -92,6 +95,8 @@ type stack struct {
 	replay   *replay.WorkerConfig // nil: no replay worker here
 	policy   replay.Policy        // where deliveries may connect
 	httpAddr string
+	// metricsAddr, without an API here, is where GET /metrics listens.
+	metricsAddr string
 	// ready, if set, is called once the API listens and ingest consumes.
 	ready func(apiURL string, in *ingest.Ingester)
 }
@@ -142,19 +147,39 @@ func (s stack) run(ctx context.Context) error {
 			return usagef("%v", err)
 		}
 	}
+	// GET /metrics serves the process' own metrics and every component's.
+	process := prometheus.NewRegistry()
+	process.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	gatherers := prometheus.Gatherers{process}
+	if in != nil {
+		gatherers = append(gatherers, in.Metrics())
+	}
+	if worker != nil {
+		gatherers = append(gatherers, worker.Metrics())
+	}
 	var srv *http.Server
 	var ln net.Listener
 	apiURL := ""
-	if s.api != nil {
+	switch {
+	case s.api != nil:
 		api, err := query.New(*s.api, s.conn, s.log.With("component", "api"), ready...)
 		if err != nil {
 			return usagef("%v", err)
 		}
+		api.AddMetrics(gatherers...)
 		replay.NewAPI(s.database, s.conn, sender, s.api.APIKey, s.log.With("component", "replay-api")).Register(api.V1())
 		if srv, ln, err = httpapi.Listen(s.httpAddr, api.Handler(), httpapi.ServerConfig{}); err != nil {
 			return err
 		}
 		apiURL = "http://" + ln.Addr().String()
+	case s.metricsAddr != "":
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", promhttp.HandlerFor(gatherers, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+		var err error
+		if srv, ln, err = httpapi.Listen(s.metricsAddr, mux, httpapi.ServerConfig{}); err != nil {
+			return err
+		}
+		s.log.Info("metrics", "url", "http://"+ln.Addr().String()+"/metrics")
 	}
 
 	// Then run them; the first to fail stops the others.
@@ -239,6 +264,10 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 	if withAPI || withReplay {
 		fs.BoolVar(&allowPrivate, "allow-private-endpoints", false, "let webhooks reach loopback and private addresses (never link-local)")
 	}
+	var metricsAddr string
+	if !withAPI {
+		fs.StringVar(&metricsAddr, "metrics", "", "serve GET /metrics (Prometheus) on this host:port; the API's port serves it where the API runs")
+	}
 	var leaseTTL, deliveriesRetention time.Duration
 	var pageSize int
 	if withReplay {
@@ -253,7 +282,12 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 	if err != nil {
 		return err
 	}
-	s := stack{database: c.database, log: log, httpAddr: httpAddr, policy: replay.Policy{AllowPrivate: allowPrivate}}
+	if metricsAddr != "" {
+		if err := checkAddr("metrics", metricsAddr); err != nil {
+			return err
+		}
+	}
+	s := stack{database: c.database, log: log, httpAddr: httpAddr, metricsAddr: metricsAddr, policy: replay.Policy{AllowPrivate: allowPrivate}}
 	if withReplay {
 		if deliveriesRetention <= 0 {
 			deliveriesRetention = -1 // forever

@@ -1,0 +1,70 @@
+package query
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// httpMetrics are the API's Prometheus metrics, in a registry of their own
+// (Server.Metrics). Routes are Gin's templates (/v1/events/:eventId), so no
+// id becomes a label; a path that matches no route is "unmatched".
+type httpMetrics struct {
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec
+	seconds  *prometheus.HistogramVec
+	inFlight prometheus.Gauge
+}
+
+func newHTTPMetrics() *httpMetrics {
+	m := &httpMetrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "hindsight_http_requests_total",
+			Help: "HTTP requests answered, by method, route and status.",
+		}, []string{"method", "route", "status"}),
+		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "hindsight_http_request_duration_seconds",
+			Help:    "Time to answer an HTTP request, by method and route.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12),
+		}, []string{"method", "route"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "hindsight_http_requests_in_flight",
+			Help: "HTTP requests being answered.",
+		}),
+	}
+	m.reg.MustRegister(m.requests, m.seconds, m.inFlight)
+	return m
+}
+
+func (m *httpMetrics) observe(c *gin.Context) {
+	start := time.Now()
+	m.inFlight.Inc()
+	defer m.inFlight.Dec()
+	c.Next()
+	route := c.FullPath()
+	if route == "" {
+		route = "unmatched"
+	}
+	m.requests.WithLabelValues(c.Request.Method, route, strconv.Itoa(c.Writer.Status())).Inc()
+	m.seconds.WithLabelValues(c.Request.Method, route).Observe(time.Since(start).Seconds())
+}
+
+// Metrics gathers the API's metrics: requests by method, route and status,
+// their latency, and those in flight.
+func (s *Server) Metrics() prometheus.Gatherer { return s.metrics.reg }
+
+// AddMetrics adds to what GET /metrics serves beside the API's own metrics
+// (cmd adds ingest's, replay's and the process'). Call it before serving.
+func (s *Server) AddMetrics(g ...prometheus.Gatherer) {
+	s.gatherers = append(s.gatherers, g...)
+}
+
+// serveMetrics answers GET /metrics, without a key as /healthz, in
+// Prometheus' text format.
+func (s *Server) serveMetrics(c *gin.Context) {
+	promhttp.HandlerFor(s.gatherers, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}).ServeHTTP(c.Writer, c.Request)
+}
