@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -156,6 +157,31 @@ func TestMetrics(t *testing.T) {
 		assert.False(t, strings.Contains(name, "whep_") || strings.Contains(name, "rpl_"), name)
 	}
 	assert.NotZero(t, kafka, "franz-go's client metrics")
+
+	// Every query of the Grafana dashboard names metrics this scrape has.
+	raw, err := os.ReadFile("../../deploy/grafana/hindsight.json")
+	require.NoError(t, err)
+	var dash struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	require.NoError(t, json.Unmarshal(raw, &dash))
+	names := regexp.MustCompile(`\b(?:hindsight|process|go)_[a-z0-9_]+`)
+	queries := 0
+	for _, p := range dash.Panels {
+		for _, target := range p.Targets {
+			queries++
+			found := names.FindAllString(target.Expr, -1)
+			assert.NotEmpty(t, found, "panel %q: %s names no metric", p.Title, target.Expr)
+			for _, name := range found {
+				family := strings.TrimSuffix(name, "_bucket")
+				assert.Contains(t, families, family, "panel %q: %s", p.Title, target.Expr)
+			}
+		}
+	}
+	assert.GreaterOrEqual(t, queries, 10)
 	for _, f := range families {
 		for _, m := range f.Metric {
 			for _, l := range m.Label {
