@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"sort"
@@ -46,6 +47,17 @@ func (s *Server) decodeCursor(v string) (cursor, error) {
 	return c, err
 }
 
+// parseFilters reads the dimension filters of a request (schema.Dimensions);
+// with a service, those of other services are a 400.
+func parseFilters(c *gin.Context, service string) (schema.Filters, error) {
+	fs, err := schema.ParseFilters(c.Query, service)
+	var fe *schema.FilterError
+	if errors.As(err, &fe) {
+		return nil, badParam(fe.Name, fe.Msg)
+	}
+	return fs, err
+}
+
 func parseTypes(v string) ([]schema.Pattern, error) {
 	if v == "" {
 		return []schema.Pattern{}, nil
@@ -80,6 +92,11 @@ func (s *Server) listEvents(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
+	filters, err := parseFilters(c, "")
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
 	var after *cursor
 	if v := c.Query("cursor"); v != "" {
 		cur, err := s.decodeCursor(v)
@@ -97,6 +114,8 @@ func (s *Server) listEvents(c *gin.Context) {
 		where += " AND " + cond
 		whereArgs = append(whereArgs, pargs...)
 	}
+	fcond, fargs := filters.SQL()
+	where, whereArgs = where+fcond, append(whereArgs, fargs...)
 	var out bytes.Buffer
 	out.WriteString(`{"data":[`)
 	n := 0

@@ -48,15 +48,26 @@ func TestListEventsPagesInOrder(t *testing.T) {
 	for _, tc := range []struct {
 		types, livemode string
 		match           func(fixtureEvent) bool
+		filters         url.Values
 	}{
-		{"", "all", func(fixtureEvent) bool { return true }},
+		{"", "all", func(e fixtureEvent) bool {
+			return e.Service == "send" && (recipientDomain(e) == "gmail.com" || recipientDomain(e) == "yahoo.com")
+		}, url.Values{"recipient_domain": {"Gmail.com,yahoo.com"}}},
+		{"send.email.*", "all", func(e fixtureEvent) bool {
+			return strings.HasPrefix(e.Type, "send.email.") && e.str("bounceType") == "soft"
+		}, url.Values{"bounce_type": {"soft"}}},
+		{"*", "all", func(e fixtureEvent) bool {
+			return e.Service == "telco" && (e.str("npa") == "212" || e.str("npa") == "415")
+		},
+			url.Values{"npa": {"212,415"}}},
+		{"", "all", func(fixtureEvent) bool { return true }, nil},
 		{"send.email.*,voip.call.missed", "true", func(e fixtureEvent) bool {
 			return e.live() && (strings.HasPrefix(e.Type, "send.email.") || e.Type == "voip.call.missed")
-		}},
-		{"telco.*", "false", func(e fixtureEvent) bool { return !e.live() && e.Service == "telco" }},
-		{"*", "true", func(e fixtureEvent) bool { return e.live() }},
+		}, nil},
+		{"telco.*", "false", func(e fixtureEvent) bool { return !e.live() && e.Service == "telco" }, nil},
+		{"*", "true", func(e fixtureEvent) bool { return e.live() }, nil},
 	} {
-		t.Run(tc.types+"/"+tc.livemode, func(t *testing.T) {
+		t.Run(tc.types+"/"+tc.livemode+"/"+tc.filters.Encode(), func(t *testing.T) {
 			var want []fixtureEvent
 			for _, e := range events {
 				if !e.at().Before(from) && e.at().Before(to) && tc.match(e) {
@@ -74,6 +85,9 @@ func TestListEventsPagesInOrder(t *testing.T) {
 			q := url.Values{"from": {from.Format(time.RFC3339)}, "to": {fmt.Sprint(to.UnixMilli())}, "livemode": {tc.livemode}, "limit": {"37"}}
 			if tc.types != "" {
 				q.Set("types", tc.types)
+			}
+			for k, v := range tc.filters {
+				q[k] = v
 			}
 			var got []string
 			pages := 0

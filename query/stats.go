@@ -51,6 +51,7 @@ type statsRequest struct {
 	groupBy     string // the parameter's value
 	groupCol    string // its column, from the service's allow-list
 	limit       int
+	filters     schema.Filters
 }
 
 const (
@@ -86,7 +87,10 @@ func parseStatsRequest(c *gin.Context, now time.Time) (statsRequest, error) {
 		}
 		req.groupCol = col
 	}
-	req.limit, err = httpapi.ParseLimit(c.Query("limit"), defaultGroupLimit, maxGroupLimit)
+	if req.limit, err = httpapi.ParseLimit(c.Query("limit"), defaultGroupLimit, maxGroupLimit); err != nil {
+		return req, err
+	}
+	req.filters, err = parseFilters(c, req.service)
 	return req, err
 }
 
@@ -135,8 +139,9 @@ func (s *Server) stats(c *gin.Context) {
 // Each SELECT reads through src, so stored duplicates count once.
 // Columns and values come from allow-lists; everything else is bound.
 func statsSQL(src schema.Counted, req statsRequest) (string, []any) {
-	where := "service = ? AND created_at >= ? AND created_at < ?" + req.livemode.sql()
-	whereArgs := []any{req.service, req.r.From.UnixMilli(), req.r.To.UnixMilli()}
+	fcond, fargs := req.filters.SQL()
+	where := "service = ? AND created_at >= ? AND created_at < ?" + req.livemode.sql() + fcond
+	whereArgs := append([]any{req.service, req.r.From.UnixMilli(), req.r.To.UnixMilli()}, fargs...)
 	// from is what a SELECT reads: the events matching where and extra.
 	from := func(extra string, extraArgs []any) (string, []any) {
 		return src.Source(where+extra, append(append([]any{}, whereArgs...), extraArgs...))

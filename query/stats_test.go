@@ -8,6 +8,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/mail"
+	"net/url"
+	"slices"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -31,6 +34,16 @@ type fixtureEvent struct {
 	Livemode  *bool           `json:"livemode"`
 	Data      json.RawMessage `json:"data"`
 	data      map[string]any
+}
+
+// recipientDomain reads the domain of an email's first recipient.
+func recipientDomain(e fixtureEvent) string {
+	to := e.data["to"]
+	if list, ok := to.([]any); ok && len(list) > 0 {
+		to = list[0]
+	}
+	s, _ := to.(string)
+	return strings.ToLower(s[strings.LastIndex(s, "@")+1:])
 }
 
 func (e fixtureEvent) live() bool    { return e.Livemode == nil || *e.Livemode }
@@ -300,18 +313,11 @@ func checkStats(t *testing.T, srv *httptest.Server, events []fixtureEvent) {
 	}
 
 	groupKey := map[string]func(fixtureEvent) string{
-		"type":   func(e fixtureEvent) string { return e.Type },
-		"voice":  func(e fixtureEvent) string { return e.str("voice") },
-		"npa":    func(e fixtureEvent) string { return e.str("npa") },
-		"format": func(e fixtureEvent) string { return e.str("format") },
-		"recipient_domain": func(e fixtureEvent) string {
-			to := e.data["to"]
-			if list, ok := to.([]any); ok && len(list) > 0 {
-				to = list[0]
-			}
-			s, _ := to.(string)
-			return strings.ToLower(s[strings.LastIndex(s, "@")+1:])
-		},
+		"type":             func(e fixtureEvent) string { return e.Type },
+		"voice":            func(e fixtureEvent) string { return e.str("voice") },
+		"npa":              func(e fixtureEvent) string { return e.str("npa") },
+		"format":           func(e fixtureEvent) string { return e.str("format") },
+		"recipient_domain": recipientDomain,
 		"sender_domain": func(e fixtureEvent) string {
 			a, err := mail.ParseAddress(e.str("from"))
 			if err != nil {
@@ -369,6 +375,86 @@ func checkStats(t *testing.T, srv *httptest.Server, events []fixtureEvent) {
 			}
 		})
 	}
+
+	// Filters: each computed from the raw events with groupKey's readings.
+	groupKey["message_id"] = func(e fixtureEvent) string { return e.str("messageId") }
+	groupKey["bounce_type"] = func(e fixtureEvent) string { return e.str("bounceType") }
+	// common returns the n most frequent values of a dimension in a service.
+	common := func(service, dim string, n int) []string {
+		count := map[string]int{}
+		for _, e := range filterEvents(events, service, from, to, "all") {
+			if v := groupKey[dim](e); v != "" {
+				count[v]++
+			}
+		}
+		var vs []string
+		for v := range count {
+			vs = append(vs, v)
+		}
+		sort.Slice(vs, func(i, j int) bool {
+			return count[vs[i]] > count[vs[j]] || count[vs[i]] == count[vs[j]] && vs[i] < vs[j]
+		})
+		return vs[:min(n, len(vs))]
+	}
+	type cond struct {
+		dim    string
+		values []string
+	}
+	for _, tc := range []struct {
+		service string
+		conds   []cond
+		groupBy string
+	}{
+		{"send", []cond{{"recipient_domain", common("send", "recipient_domain", 2)}}, ""},
+		{"send", []cond{{"bounce_type", []string{"hard"}}}, ""},
+		{"send", []cond{{"message_id", common("send", "message_id", 3)}}, ""},
+		{"send", []cond{{"recipient_domain", common("send", "recipient_domain", 1)}, {"sender_domain", common("send", "sender_domain", 2)}}, ""},
+		{"send", []cond{{"recipient_domain", common("send", "recipient_domain", 1)}}, "sender_domain"},
+		{"telco", []cond{{"npa", common("telco", "npa", 3)}}, ""},
+		{"talk", []cond{{"voice", common("talk", "voice", 1)}, {"format", common("talk", "format", 2)}}, "type"},
+	} {
+		var q []string
+		for _, c := range tc.conds {
+			require.NotEmpty(t, c.values, "%s has values of %s", tc.service, c.dim)
+			vs := append([]string{}, c.values...)
+			if c.dim == "recipient_domain" {
+				vs[0] = strings.ToUpper(vs[0]) // domains match whatever their case
+			}
+			q = append(q, c.dim+"="+url.QueryEscape(strings.Join(vs, ",")))
+		}
+		t.Run(fmt.Sprintf("%s/filter/%s/group_by=%s", tc.service, strings.Join(q, "&"), tc.groupBy), func(t *testing.T) {
+			u := fmt.Sprintf("%s/v1/stats/%s?from=%s&to=%s&livemode=all&%s", srv.URL, tc.service, from.Format(time.RFC3339), to.Format(time.RFC3339), strings.Join(q, "&"))
+			if tc.groupBy != "" {
+				u += "&group_by=" + tc.groupBy
+			}
+			body := statsJSON(t, u)
+			var kept []fixtureEvent
+			for _, e := range filterEvents(events, tc.service, from, to, "all") {
+				ok := true
+				for _, c := range tc.conds {
+					ok = ok && slices.Contains(c.values, groupKey[c.dim](e))
+				}
+				if ok {
+					kept = append(kept, e)
+				}
+			}
+			require.NotEmpty(t, kept)
+			checkBlock(t, "filtered totals", tc.service, body["totals"].(map[string]any), kept)
+			if tc.groupBy == "" {
+				return
+			}
+			perGroup := map[string][]fixtureEvent{}
+			for _, e := range kept {
+				perGroup[groupKey[tc.groupBy](e)] = append(perGroup[groupKey[tc.groupBy](e)], e)
+			}
+			groups := body["groups"].([]any)
+			require.Len(t, groups, len(perGroup))
+			for _, raw := range groups {
+				g := raw.(map[string]any)
+				checkBlock(t, "filtered group "+g["key"].(string), tc.service, g, perGroup[g["key"].(string)])
+			}
+		})
+	}
 }
 
 func TestStatsBadParameters(t *testing.T) {
@@ -386,6 +472,11 @@ func TestStatsBadParameters(t *testing.T) {
 		{"limit=1001", "limit"},
 		{"limit=99999999999999999999", "limit"},
 		{"limit=ten", "limit"},
+		{"npa=212", "npa"},
+		{"voice=alloy&recipient_domain=gmail.com", "voice"},
+		{"recipient_domain=gmail.com,,yahoo.com", "recipient_domain"},
+		{"message_id=" + strings.Repeat("m", 257), "message_id"},
+		{"bounce_type=" + manyValues(101), "bounce_type"},
 	} {
 		t.Run(tc.query, func(t *testing.T) {
 			code, body := get(t, srv, "/v1/stats/send?"+tc.query, key)
@@ -395,4 +486,13 @@ func TestStatsBadParameters(t *testing.T) {
 			assert.True(t, strings.HasPrefix(e["message"].(string), tc.param+":"), e["message"])
 		})
 	}
+}
+
+// manyValues is a filter's value list of n distinct values.
+func manyValues(n int) string {
+	vs := make([]string, n)
+	for i := range vs {
+		vs[i] = fmt.Sprint("v", i)
+	}
+	return strings.Join(vs, ",")
 }

@@ -1,0 +1,105 @@
+package schema
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+)
+
+// A Dimension is a typed column of the events table that requests can
+// filter on, and the services whose events fill it.
+type Dimension struct {
+	Name     string
+	Services []string
+	// Fold: values compare lowercase (domains are stored lowercase).
+	Fold bool
+}
+
+// Dimensions are the filters requests take, by name (also the column).
+var Dimensions = map[string]Dimension{
+	"recipient_domain": {Name: "recipient_domain", Services: []string{"send"}, Fold: true},
+	"sender_domain":    {Name: "sender_domain", Services: []string{"send"}, Fold: true},
+	"message_id":       {Name: "message_id", Services: []string{"send"}},
+	"bounce_type":      {Name: "bounce_type", Services: []string{"send"}},
+	"npa":              {Name: "npa", Services: []string{"telco"}},
+	"voice":            {Name: "voice", Services: []string{"talk"}},
+	"format":           {Name: "format", Services: []string{"talk"}},
+}
+
+// Limits of a filter.
+const (
+	MaxFilterValues   = 100
+	MaxFilterValueLen = 256
+)
+
+// Filter keeps the events whose dimension holds any of Values.
+type Filter struct {
+	Dim    Dimension
+	Values []string
+}
+
+// Filters combine with AND.
+type Filters []Filter
+
+// FilterError names the filter at fault.
+type FilterError struct{ Name, Msg string }
+
+func (e *FilterError) Error() string { return e.Name + ": " + e.Msg }
+
+// ParseFilters reads the filters among a request's parameters (get returns
+// a parameter's value, "" when absent): name=v or name=v1,v2. With a
+// service, a filter of another service's dimension is an error.
+func ParseFilters(get func(string) string, service string) (Filters, error) {
+	names := make([]string, 0, len(Dimensions))
+	for n := range Dimensions {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var out Filters
+	for _, n := range names {
+		v := get(n)
+		if v == "" {
+			continue
+		}
+		d := Dimensions[n]
+		if service != "" && !slices.Contains(d.Services, service) {
+			return nil, &FilterError{n, fmt.Sprintf("not a filter of %s: it filters %s events", service, strings.Join(d.Services, ", "))}
+		}
+		var values []string
+		for part := range strings.SplitSeq(v, ",") {
+			part = strings.TrimSpace(part)
+			switch {
+			case part == "":
+				return nil, &FilterError{n, "an empty value; give name=value or name=v1,v2"}
+			case len(part) > MaxFilterValueLen:
+				return nil, &FilterError{n, fmt.Sprintf("a value longer than %d bytes", MaxFilterValueLen)}
+			}
+			if d.Fold {
+				part = strings.ToLower(part)
+			}
+			if !slices.Contains(values, part) {
+				values = append(values, part)
+			}
+		}
+		if len(values) > MaxFilterValues {
+			return nil, &FilterError{n, fmt.Sprintf("%d values, at most %d", len(values), MaxFilterValues)}
+		}
+		out = append(out, Filter{Dim: d, Values: values})
+	}
+	return out, nil
+}
+
+// SQL is the condition the filters make, " AND ..." (empty without
+// filters), columns from Dimensions and every value bound.
+func (fs Filters) SQL() (string, []any) {
+	var b strings.Builder
+	var args []any
+	for _, f := range fs {
+		b.WriteString(" AND " + f.Dim.Name + " IN (" + strings.TrimSuffix(strings.Repeat("?, ", len(f.Values)), ", ") + ")")
+		for _, v := range f.Values {
+			args = append(args, v)
+		}
+	}
+	return b.String(), args
+}
