@@ -391,7 +391,10 @@ type replayInput struct {
 	Concurrency   *int            `json:"concurrency"`
 	RateLimit     *float64        `json:"rate_limit"`
 	OnlyFailed    bool            `json:"only_failed"`
-	DryRun        bool            `json:"dry_run"`
+	// Filters are the dimension filters of GET /v1/stats, dimension →
+	// "v1,v2".
+	Filters map[string]string `json:"filters"`
+	DryRun  bool              `json:"dry_run"`
 }
 
 // jsonTime reads a JSON number of milliseconds or a string (RFC3339 or
@@ -462,6 +465,20 @@ func (a *API) newJob(ctx context.Context, in replayInput) (Job, []schema.Pattern
 	if in.EnabledEvents != nil {
 		job.EnabledEvents = in.EnabledEvents
 	}
+	for name, v := range in.Filters {
+		if _, ok := schema.Dimensions[name]; !ok {
+			return Job{}, nil, bad("filters", fmt.Sprintf("no dimension %q", name))
+		}
+		if v == "" {
+			return Job{}, nil, bad("filters", name+": an empty value")
+		}
+	}
+	filters, err := schema.ParseFilters(func(n string) string { return in.Filters[n] }, "")
+	var fe *schema.FilterError
+	if errors.As(err, &fe) {
+		return Job{}, nil, bad("filters", fe.Error())
+	}
+	job.Filters = filters.Map()
 	patterns, err := schema.ParsePatterns(job.EnabledEvents)
 	if err != nil {
 		return Job{}, nil, bad("enabled_events", err.Error())
@@ -502,28 +519,29 @@ func (a *API) newJob(ctx context.Context, in replayInput) (Job, []schema.Pattern
 }
 
 type jobView struct {
-	ID            string   `json:"id"`
-	EndpointID    string   `json:"endpoint_id"`
-	Status        string   `json:"status"`
-	Since         string   `json:"since"`
-	Until         *string  `json:"until"`
-	EnabledEvents []string `json:"enabled_events"`
-	Livemode      string   `json:"livemode"`
-	Ordered       bool     `json:"ordered"`
-	Concurrency   int      `json:"concurrency"`
-	RateLimit     *float64 `json:"rate_limit"`
-	OnlyFailed    bool     `json:"only_failed"`
-	Matched       uint64   `json:"matched"`
-	Delivered     uint64   `json:"delivered"`
-	Failed        uint64   `json:"failed"`
-	Attempts      uint64   `json:"attempts"`
-	Progress      float64  `json:"progress"`
-	Rate          float64  `json:"rate"`
-	ETASeconds    *float64 `json:"eta_seconds"`
-	CreatedAt     string   `json:"created_at"`
-	StartedAt     *string  `json:"started_at"`
-	FinishedAt    *string  `json:"finished_at"`
-	LastError     *string  `json:"last_error"`
+	ID            string              `json:"id"`
+	EndpointID    string              `json:"endpoint_id"`
+	Status        string              `json:"status"`
+	Since         string              `json:"since"`
+	Until         *string             `json:"until"`
+	EnabledEvents []string            `json:"enabled_events"`
+	Livemode      string              `json:"livemode"`
+	Ordered       bool                `json:"ordered"`
+	Concurrency   int                 `json:"concurrency"`
+	RateLimit     *float64            `json:"rate_limit"`
+	OnlyFailed    bool                `json:"only_failed"`
+	Filters       map[string][]string `json:"filters,omitempty"`
+	Matched       uint64              `json:"matched"`
+	Delivered     uint64              `json:"delivered"`
+	Failed        uint64              `json:"failed"`
+	Attempts      uint64              `json:"attempts"`
+	Progress      float64             `json:"progress"`
+	Rate          float64             `json:"rate"`
+	ETASeconds    *float64            `json:"eta_seconds"`
+	CreatedAt     string              `json:"created_at"`
+	StartedAt     *string             `json:"started_at"`
+	FinishedAt    *string             `json:"finished_at"`
+	LastError     *string             `json:"last_error"`
 }
 
 func optTime(t time.Time) *string {
@@ -539,7 +557,7 @@ func optTime(t time.Time) *string {
 func viewJob(j Job, now time.Time) jobView {
 	v := jobView{ID: j.ID, EndpointID: j.EndpointID, Status: j.Status, Since: httpapi.FormatTime(j.Since), Until: optTime(j.Until),
 		EnabledEvents: j.EnabledEvents, Livemode: j.Livemode, Ordered: j.Ordered, Concurrency: j.Concurrency,
-		OnlyFailed: j.OnlyFailed, Matched: j.Matched, Delivered: j.Delivered, Failed: j.Failed, Attempts: j.Attempts,
+		OnlyFailed: j.OnlyFailed, Filters: j.Filters, Matched: j.Matched, Delivered: j.Delivered, Failed: j.Failed, Attempts: j.Attempts,
 		CreatedAt: httpapi.FormatTime(j.CreatedAt), StartedAt: optTime(j.StartedAt), FinishedAt: optTime(j.FinishedAt)}
 	if j.RateLimit > 0 {
 		r := j.RateLimit

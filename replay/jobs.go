@@ -2,6 +2,7 @@ package replay
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"time"
@@ -30,11 +31,14 @@ type Job struct {
 	// OnlyFailed keeps only the events whose latest attempt to the
 	// endpoint, in the deliveries log, was not delivered.
 	OnlyFailed bool
-	Status     string
-	Matched    uint64
-	Delivered  uint64
-	Failed     uint64
-	Attempts   uint64
+	// Filters keep the events whose dimensions hold one of the values
+	// (schema.Dimensions), dimension → values.
+	Filters   map[string][]string
+	Status    string
+	Matched   uint64
+	Delivered uint64
+	Failed    uint64
+	Attempts  uint64
 	// The cursor: every event up to (CursorAt, CursorID) in (createdAt,
 	// eventId) order is done.
 	CursorAt   int64
@@ -52,7 +56,7 @@ func (j Job) Done() bool {
 
 var jobCols = []string{"id", "endpoint_id", "since", "until", "enabled_events", "livemode", "ordered", "concurrency",
 	"rate_limit", "status", "matched", "delivered", "failed", "attempts", "cursor_created_at", "cursor_event_id",
-	"created_at", "started_at", "finished_at", "last_error", "version", "only_failed"}
+	"created_at", "started_at", "finished_at", "last_error", "version", "only_failed", "filters"}
 
 func ms(t time.Time) int64 {
 	if t.IsZero() {
@@ -72,7 +76,16 @@ func fromMS(v int64) time.Time {
 func (s *Store) SaveJob(ctx context.Context, j Job) error {
 	return s.insert(ctx, "replays", jobCols, []any{j.ID, j.EndpointID, ms(j.Since), ms(j.Until), j.EnabledEvents, j.Livemode,
 		flag(j.Ordered), uint16(j.Concurrency), j.RateLimit, j.Status, j.Matched, j.Delivered, j.Failed, j.Attempts,
-		j.CursorAt, j.CursorID, ms(j.CreatedAt), ms(j.StartedAt), ms(j.FinishedAt), j.LastError, s.version(), flag(j.OnlyFailed)})
+		j.CursorAt, j.CursorID, ms(j.CreatedAt), ms(j.StartedAt), ms(j.FinishedAt), j.LastError, s.version(), flag(j.OnlyFailed),
+		filtersJSON(j.Filters)})
+}
+
+func filtersJSON(m map[string][]string) string {
+	if len(m) == 0 {
+		return ""
+	}
+	b, _ := json.Marshal(m)
+	return string(b)
 }
 
 func flag(b bool) uint8 {
@@ -105,7 +118,7 @@ func (s *Store) Jobs(ctx context.Context, id string, limit int, after ...JobKey)
 	args = append(args, limit)
 	rows, err := s.conn.Query(ctx, "SELECT id, endpoint_id, since, until, enabled_events, CAST(livemode AS String), ordered, "+
 		"concurrency, rate_limit, CAST(status AS String), matched, delivered, failed, attempts, cursor_created_at, cursor_event_id, "+
-		"created_at, started_at, finished_at, last_error, only_failed FROM "+s.table("replays")+" FINAL"+where+
+		"created_at, started_at, finished_at, last_error, only_failed, filters FROM "+s.table("replays")+" FINAL"+where+
 		" ORDER BY created_at DESC, id DESC LIMIT ?", args...)
 	if err != nil {
 		return nil, fmt.Errorf("read replays: %w", err)
@@ -116,11 +129,17 @@ func (s *Store) Jobs(ctx context.Context, id string, limit int, after ...JobKey)
 		var j Job
 		var since, until, created, started, finished int64
 		var ordered, onlyFailed uint8
+		var filters string
 		var conc uint16
 		if err := rows.Scan(&j.ID, &j.EndpointID, &since, &until, &j.EnabledEvents, &j.Livemode, &ordered, &conc,
 			&j.RateLimit, &j.Status, &j.Matched, &j.Delivered, &j.Failed, &j.Attempts, &j.CursorAt, &j.CursorID,
-			&created, &started, &finished, &j.LastError, &onlyFailed); err != nil {
+			&created, &started, &finished, &j.LastError, &onlyFailed, &filters); err != nil {
 			return nil, fmt.Errorf("read replays: %w", err)
+		}
+		if filters != "" {
+			if err := json.Unmarshal([]byte(filters), &j.Filters); err != nil {
+				return nil, fmt.Errorf("read replays: the filters of %s: %w", j.ID, err)
+			}
 		}
 		j.Since, j.Until, j.CreatedAt, j.StartedAt, j.FinishedAt = fromMS(since), fromMS(until), fromMS(created), fromMS(started), fromMS(finished)
 		j.Ordered, j.Concurrency, j.OnlyFailed = ordered == 1, int(conc), onlyFailed == 1

@@ -26,6 +26,14 @@ func matchSQL(db string, job Job, patterns []schema.Pattern) (string, []any) {
 	}
 	cond, pargs := schema.PatternsSQL(patterns)
 	where, args = where+" AND "+cond, append(args, pargs...)
+	// The filters were checked when the job was made; should a stored one
+	// not read back, the job matches nothing rather than more than asked.
+	if fs, err := schema.FiltersOf(job.Filters); err != nil {
+		where += " AND 0"
+	} else {
+		cond, fargs := fs.SQL()
+		where, args = where+cond, append(args, fargs...)
+	}
 	if job.OnlyFailed {
 		// An event's latest attempt is its newest (at, attempt); at is in
 		// milliseconds, so at * 256 + attempt orders them in one number.

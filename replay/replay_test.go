@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -1334,4 +1335,69 @@ func TestWorkerAppliesRetention(t *testing.T) {
 		require.NoError(t, e.conn.QueryRow(context.Background(), "SELECT count() FROM `"+e.db+"`.deliveries").Scan(&n))
 		return n == 1
 	}, 30*time.Second, 50*time.Millisecond, "the four-month-old attempt goes")
+}
+
+// TestReplayFilters: a replay with dimension filters, dry run and real,
+// sends exactly the events whose dimensions hold the values; bad filters
+// are a 400 naming filters.
+func TestReplayFilters(t *testing.T) {
+	e := newEnv(t, 300)
+	s := newSink(t)
+	ep := e.endpoint(s)
+	from, to := since, since.Add(10*24*time.Hour)
+	// The two most common recipient domains of the range, computed from the
+	// events as stored.
+	count := map[string]int{}
+	for _, ev := range e.events {
+		if ev.Service == "send" && ev.CreatedAt >= from.UnixMilli() && ev.CreatedAt < to.UnixMilli() {
+			count[ev.Dims.RecipientDomain]++
+		}
+	}
+	var domains []string
+	for d := range count {
+		if d != "" {
+			domains = append(domains, d)
+		}
+	}
+	sort.Slice(domains, func(i, j int) bool { return count[domains[i]] > count[domains[j]] })
+	require.GreaterOrEqual(t, len(domains), 2)
+	keep := domains[:2]
+	var want []string
+	for _, id := range e.want(from, to, "*") {
+		for _, ev := range e.events {
+			if ev.ID == id && slices.Contains(keep, ev.Dims.RecipientDomain) {
+				want = append(want, id)
+			}
+		}
+	}
+	require.NotEmpty(t, want)
+	body := map[string]any{"endpoint_id": ep, "since": from.UnixMilli(), "until": to.UnixMilli(),
+		"filters": map[string]string{"recipient_domain": strings.ToUpper(keep[0]) + "," + keep[1]}}
+	var dry map[string]any
+	body["dry_run"] = true
+	require.Equal(t, http.StatusOK, e.call("POST", "/v1/replays", body, &dry))
+	assert.EqualValues(t, len(want), dry["matched"])
+	delete(body, "dry_run")
+	e.worker(WorkerConfig{})
+	var job map[string]any
+	require.Equal(t, http.StatusAccepted, e.call("POST", "/v1/replays", body, &job))
+	assert.Equal(t, map[string]any{"recipient_domain": []any{keep[0], keep[1]}}, job["filters"])
+	job = e.waitDone(job["id"].(string))
+	assert.EqualValues(t, len(want), job["delivered"])
+	assert.Equal(t, want, s.got(), "exactly the filtered events, in order")
+
+	for _, f := range []map[string]string{{"raw": "x"}, {"npa": ""}, {"voice": manyValues(101)}} {
+		var out map[string]any
+		require.Equal(t, http.StatusBadRequest, e.call("POST", "/v1/replays", map[string]any{"endpoint_id": ep, "since": 0, "filters": f}, &out), "%v", f)
+		assert.True(t, strings.HasPrefix(out["error"].(map[string]any)["message"].(string), "filters"), "%v", out)
+	}
+}
+
+// manyValues is a filter's value list of n distinct values.
+func manyValues(n int) string {
+	vs := make([]string, n)
+	for i := range vs {
+		vs[i] = fmt.Sprint("v", i)
+	}
+	return strings.Join(vs, ",")
 }

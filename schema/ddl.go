@@ -254,6 +254,8 @@ ORDER BY id`),
 			{"deliveries", "event_type", r.Replace("{lc}")},
 			{"deliveries", "response", "String"},
 		}},
+		// A replay's dimension filters, as JSON (dimension → values).
+		{10, "replay_filters", nil, []Column{{"replays", "filters", "String"}}},
 	}
 }
 

@@ -103,3 +103,20 @@ func (fs Filters) SQL() (string, []any) {
 	}
 	return b.String(), args
 }
+
+// Map is the filters as dimension → values, as a replay stores them.
+func (fs Filters) Map() map[string][]string {
+	if len(fs) == 0 {
+		return nil
+	}
+	m := make(map[string][]string, len(fs))
+	for _, f := range fs {
+		m[f.Dim.Name] = f.Values
+	}
+	return m
+}
+
+// FiltersOf reads filters Map made back.
+func FiltersOf(m map[string][]string) (Filters, error) {
+	return ParseFilters(func(n string) string { return strings.Join(m[n], ",") }, "")
+}

@@ -52,6 +52,7 @@ func TestReplaySQLCompatibility(t *testing.T) {
 		final     replay.Job
 		dry       string
 		dryFailed string
+		dryFilter string
 		attempts  []string
 		health    replay.Health
 		stats     string
@@ -128,6 +129,8 @@ func TestReplaySQLCompatibility(t *testing.T) {
 			`{"endpoint_id":"whep_recv","since":"2026-10-28T00:00:00Z","until":1793836800000,"livemode":"all","enabled_events":["send.*","telco.lookup.completed"],"dry_run":true}`)
 		r.dryFailed = serve(t, api, http.MethodPost, "/v1/replays",
 			`{"endpoint_id":"whep_recv","since":"2026-10-28T00:00:00Z","only_failed":true,"dry_run":true}`)
+		r.dryFilter = serve(t, api, http.MethodPost, "/v1/replays",
+			`{"endpoint_id":"whep_recv","since":"2026-10-28T00:00:00Z","filters":{"bounce_type":"hard,soft"},"dry_run":true}`)
 		// The attempt log, page by page: (eventId, attempt, outcome, status,
 		// type) of each, sorted, as the two runs' times differ.
 		for cursor := ""; ; {
@@ -189,6 +192,8 @@ func TestReplaySQLCompatibility(t *testing.T) {
 	assert.Equal(t, a.health, b.health, "endpoint health")
 	assert.NotZero(t, a.health.LastDay.Failures)
 	assert.NotContains(t, a.dryFailed, `"matched":0`)
+	assert.Equal(t, a.dryFilter, b.dryFilter, "dry run with filters")
+	assert.Contains(t, a.dryFilter, `"by_type":{"send.email.bounced":`)
 	assert.Equal(t, a.stats, b.stats, "delivery stats")
 	assert.Contains(t, a.stats, `"Attempts":`+jsonInt(len(a.received)))
 }
