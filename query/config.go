@@ -21,6 +21,9 @@ type Config struct {
 	// MaxConcurrent bounds the /v1 requests served at once; more are
 	// answered 429. Default 16, the API's ClickHouse connections.
 	MaxConcurrent int
+	// Now is the clock default ranges and the event types' last 30 days
+	// are read from. Default time.Now; tests over a fixed week fix it.
+	Now func() time.Time
 }
 
 // ApplyDefaults fills zero fields with their defaults.
@@ -36,6 +39,9 @@ func (c *Config) ApplyDefaults() {
 	}
 	if c.MaxConcurrent == 0 {
 		c.MaxConcurrent = 16
+	}
+	if c.Now == nil {
+		c.Now = time.Now
 	}
 }
 

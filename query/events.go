@@ -72,7 +72,7 @@ func parseTypes(v string) ([]schema.Pattern, error) {
 // listEvents serves GET /v1/events: original events in (createdAt, eventId)
 // order, a page at a time.
 func (s *Server) listEvents(c *gin.Context) {
-	r, err := parseRange(c.Query("from"), c.Query("to"), time.Now())
+	r, err := parseRange(c.Query("from"), c.Query("to"), s.cfg.Now())
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -239,7 +239,7 @@ type UnknownType struct {
 // eventTypes serves GET /v1/event-types: the catalog with the count of each
 // type over the last 30 days, and the unknown types seen in that time.
 func (s *Server) eventTypes(c *gin.Context) {
-	counts, err := s.countTypes(c.Request.Context(), time.Now().Add(-30*24*time.Hour))
+	counts, err := s.countTypes(c.Request.Context(), s.cfg.Now().Add(-30*24*time.Hour))
 	if err != nil {
 		s.fail(c, err)
 		return

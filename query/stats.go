@@ -100,7 +100,7 @@ func (s *Server) stats(c *gin.Context) {
 		abort(c, http.StatusNotFound, "unknown_service", fmt.Sprintf("no service %q; services are %s", service, strings.Join(schema.Services, ", ")))
 		return
 	}
-	req, err := parseStatsRequest(c, time.Now())
+	req, err := parseStatsRequest(c, s.cfg.Now())
 	if err != nil {
 		s.fail(c, err)
 		return
