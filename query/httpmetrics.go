@@ -10,7 +10,7 @@ import (
 )
 
 // httpMetrics are the API's Prometheus metrics, in a registry of their own
-// (Server.Metrics). Routes are Gin's templates (/v1/events/:eventId), so no
+// that GET /metrics serves first. Routes are Gin's templates (/v1/events/:eventId), so no
 // id becomes a label; a path that matches no route is "unmatched".
 type httpMetrics struct {
 	reg      *prometheus.Registry
@@ -52,10 +52,6 @@ func (m *httpMetrics) observe(c *gin.Context) {
 	m.requests.WithLabelValues(c.Request.Method, route, strconv.Itoa(c.Writer.Status())).Inc()
 	m.seconds.WithLabelValues(c.Request.Method, route).Observe(time.Since(start).Seconds())
 }
-
-// Metrics gathers the API's metrics: requests by method, route and status,
-// their latency, and those in flight.
-func (s *Server) Metrics() prometheus.Gatherer { return s.metrics.reg }
 
 // AddMetrics adds to what GET /metrics serves beside the API's own metrics
 // (cmd adds ingest's, replay's and the process'). Call it before serving.

@@ -66,18 +66,7 @@ func (a *API) Register(g *gin.RouterGroup) {
 	g.GET("/stats/deliveries", stats, a.deliveryStats)
 }
 
-func (a *API) fail(c *gin.Context, err error) {
-	var bp *httpapi.BadParam
-	switch {
-	case errors.As(err, &bp):
-		httpapi.Abort(c, http.StatusBadRequest, "invalid_parameter", bp.Error())
-	case errors.Is(err, ErrNotFound):
-		httpapi.Abort(c, http.StatusNotFound, "not_found", err.Error())
-	default:
-		a.log.Error("request failed", "path", c.Request.URL.Path, "err", err)
-		httpapi.Abort(c, http.StatusInternalServerError, "internal", "internal error; the server log has details")
-	}
-}
+func (a *API) fail(c *gin.Context, err error) { httpapi.Fail(c, a.log, err, ErrNotFound) }
 
 // limited is a request's context with the ClickHouse limits every API
 // query carries, as in package query.

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"time"
-
-	"github.com/dodev/hindsight/internal/httpapi"
 )
 
 // Health is how an endpoint has been answering, from the attempt log.
@@ -49,13 +47,6 @@ func (s *Store) Health(ctx context.Context, endpointID string, now time.Time) (H
 	if err := rows.Err(); err != nil {
 		return Health{}, fmt.Errorf("read health of %s: %w", endpointID, err)
 	}
-	when := func(ms int64) *string {
-		if ms <= 0 {
-			return nil
-		}
-		v := httpapi.FormatTime(time.UnixMilli(ms))
-		return &v
-	}
-	h.LastSuccessAt, h.LastFailureAt = when(lastOK), when(lastBad)
+	h.LastSuccessAt, h.LastFailureAt = optTime(fromMS(lastOK)), optTime(fromMS(lastBad))
 	return h, nil
 }

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -29,6 +31,21 @@ func Abort(c *gin.Context, status int, code, msg string) {
 	var e Error
 	e.Error.Code, e.Error.Message = code, msg
 	c.AbortWithStatusJSON(status, e)
+}
+
+// Fail ends a request with the error's answer: 400 for a BadParam, 404 for
+// an error that is notFound, else 500 with the error in the log only.
+func Fail(c *gin.Context, log *slog.Logger, err, notFound error) {
+	var bp *BadParam
+	switch {
+	case errors.As(err, &bp):
+		Abort(c, http.StatusBadRequest, "invalid_parameter", bp.Error())
+	case errors.Is(err, notFound):
+		Abort(c, http.StatusNotFound, "not_found", err.Error())
+	default:
+		log.Error("request failed", "path", c.Request.URL.Path, "err", err)
+		Abort(c, http.StatusInternalServerError, "internal", "internal error; the server log has details")
+	}
 }
 
 // BadParam is a 400 naming the parameter at fault.

@@ -96,18 +96,7 @@ func view(k Key) keyView {
 	return v
 }
 
-func (a *API) fail(g *gin.Context, err error) {
-	var bp *httpapi.BadParam
-	switch {
-	case errors.As(err, &bp):
-		httpapi.Abort(g, http.StatusBadRequest, "invalid_parameter", bp.Error())
-	case errors.Is(err, ErrNotFound):
-		httpapi.Abort(g, http.StatusNotFound, "not_found", err.Error())
-	default:
-		a.log.Error("request failed", "path", g.Request.URL.Path, "err", err)
-		httpapi.Abort(g, http.StatusInternalServerError, "internal", "internal error; the server log has details")
-	}
-}
+func (a *API) fail(g *gin.Context, err error) { httpapi.Fail(g, a.log, err, ErrNotFound) }
 
 func (a *API) create(g *gin.Context) {
 	var in struct {
