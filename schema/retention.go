@@ -58,24 +58,13 @@ func ApplyRetention(ctx context.Context, conn Conn, db string, r Retained, keep 
 
 func setTTL(ctx context.Context, conn Conn, db, table, col string, keep time.Duration) error {
 	ttl := fmt.Sprintf("toDateTime(intDiv(%s, 1000)) + toIntervalSecond(%d)", col, int64(keep/time.Second))
-	rows, err := conn.Query(ctx, "SELECT create_table_query FROM system.tables WHERE database = ? AND name = ?", db, table)
+	create, err := queryStrings(ctx, conn, "SELECT create_table_query FROM system.tables WHERE database = ? AND name = ?", db, table)
 	if err != nil {
-		return fmt.Errorf("read the TTL of %s: %w", table, err)
-	}
-	var create string
-	for rows.Next() {
-		if err := rows.Scan(&create); err != nil {
-			rows.Close()
-			return fmt.Errorf("read the TTL of %s: %w", table, err)
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return fmt.Errorf("read the TTL of %s: %w", table, err)
 	}
 	// Servers print the expression their own way; spaces aside, it reads
 	// the same.
-	if strings.Contains(noSpace(create), noSpace("TTL "+ttl)) {
+	if strings.Contains(noSpace(strings.Join(create, "")), noSpace("TTL "+ttl)) {
 		return nil
 	}
 	if err := conn.Exec(ctx, "ALTER TABLE `"+db+"`."+table+" MODIFY TTL "+ttl); err != nil {
@@ -86,21 +75,8 @@ func setTTL(ctx context.Context, conn Conn, db, table, col string, keep time.Dur
 
 // dropMonths drops the partitions of r whose month ended by cutoff.
 func dropMonths(ctx context.Context, conn Conn, db string, r Retained, cutoff time.Time) ([]string, error) {
-	rows, err := conn.Query(ctx, "SELECT DISTINCT partition FROM system.parts WHERE database = ? AND table = ? AND active", db, r.Table)
+	parts, err := queryStrings(ctx, conn, "SELECT DISTINCT partition FROM system.parts WHERE database = ? AND table = ? AND active", db, r.Table)
 	if err != nil {
-		return nil, fmt.Errorf("list the partitions of %s: %w", r.Table, err)
-	}
-	var parts []string
-	for rows.Next() {
-		var p string
-		if err := rows.Scan(&p); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("list the partitions of %s: %w", r.Table, err)
-		}
-		parts = append(parts, p)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("list the partitions of %s: %w", r.Table, err)
 	}
 	var dropped []string
@@ -135,3 +111,21 @@ func dropMonths(ctx context.Context, conn Conn, db string, r Retained, cutoff ti
 }
 
 func noSpace(s string) string { return strings.Join(strings.Fields(s), "") }
+
+// queryStrings returns the one String column of a query's rows.
+func queryStrings(ctx context.Context, conn Conn, query string, args ...any) ([]string, error) {
+	rows, err := conn.Query(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var v string
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
