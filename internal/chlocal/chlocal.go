@@ -61,6 +61,23 @@ func FindBinary() ([]string, error) {
 // server listens on 127.0.0.1 only. Stop it with Stop; it is also killed if
 // this process dies, by the parent-death signal.
 func Start(ctx context.Context, dir string, log *slog.Logger) (*Server, error) {
+	ports, err := freePorts(2)
+	if err != nil {
+		return nil, err
+	}
+	s, err := prepare(dir, ports[0], ports[1], "", log)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.start(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// prepare writes a server's directories and config, extra being more of
+// the config's elements.
+func prepare(dir string, tcpPort, httpPort int, extra string, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -77,27 +94,20 @@ func Start(ctx context.Context, dir string, log *slog.Logger) (*Server, error) {
 			return nil, fmt.Errorf("create clickhouse dir: %w", err)
 		}
 	}
-	ports, err := freePorts(2)
-	if err != nil {
-		return nil, err
-	}
 	s := &Server{
-		Addr:     net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])),
-		HTTPAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1])),
+		Addr:     net.JoinHostPort("127.0.0.1", strconv.Itoa(tcpPort)),
+		HTTPAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(httpPort)),
 		Dir:      dir,
 		log:      log,
 	}
 	configPath := filepath.Join(dir, "config.xml")
-	if err := os.WriteFile(configPath, []byte(config(dir, ports[0], ports[1])), 0o644); err != nil {
+	if err := os.WriteFile(configPath, []byte(config(dir, tcpPort, httpPort, extra)), 0o644); err != nil {
 		return nil, fmt.Errorf("write clickhouse config: %w", err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "users.xml"), []byte(usersXML), 0o644); err != nil {
 		return nil, fmt.Errorf("write clickhouse users: %w", err)
 	}
 	s.args = append(bin, "--config-file="+configPath)
-	if err := s.start(ctx); err != nil {
-		return nil, err
-	}
 	return s, nil
 }
 
@@ -132,6 +142,19 @@ func (s *Server) start(ctx context.Context) error {
 // and data: with a pause between, an outage for tests of what clients do.
 func (s *Server) Restart(ctx context.Context) error {
 	s.Stop()
+	return s.start(ctx)
+}
+
+// StartAgain starts a stopped server on its ports and data, and waits
+// until it answers.
+func (s *Server) StartAgain(ctx context.Context) error {
+	if s.cmd != nil {
+		select {
+		case <-s.done:
+		default:
+			return errors.New("clickhouse server is running")
+		}
+	}
 	return s.start(ctx)
 }
 
@@ -203,7 +226,8 @@ func freePorts(n int) ([]int, error) {
 
 // config is a minimal server config that both ClickHouse 18.16 and current
 // releases accept: <yandex> is still read as the root element by new servers.
-func config(dir string, tcpPort, httpPort int) string {
+// extra is more elements of the root.
+func config(dir string, tcpPort, httpPort int, extra string) string {
 	p := func(sub string) string { return filepath.Join(dir, sub) + "/" }
 	r := strings.NewReplacer(
 		"{log}", filepath.Join(dir, "log", "server.log"),
@@ -215,6 +239,7 @@ func config(dir string, tcpPort, httpPort int) string {
 		"{user_files}", p("user_files"),
 		"{format_schemas}", p("format_schemas"),
 		"{users}", filepath.Join(dir, "users.xml"),
+		"{extra}", extra,
 	)
 	return r.Replace(`<?xml version="1.0"?>
 <yandex>
@@ -239,7 +264,7 @@ func config(dir string, tcpPort, httpPort int) string {
     <mark_cache_size>268435456</mark_cache_size>
     <max_concurrent_queries>100</max_concurrent_queries>
     <mlock_executable>false</mlock_executable>
-</yandex>
+{extra}</yandex>
 `)
 }
 
