@@ -175,7 +175,9 @@ func statsSQL(src schema.Counted, req statsRequest) (string, []any) {
 	if req.groupCol != "" {
 		groupKey = "toUInt32(0) AS b, CAST(" + req.groupCol + " AS String) AS k"
 		events, eventsArgs := from("", nil)
-		top = " AND " + req.groupCol + " IN (SELECT " + req.groupCol + " FROM " + events +
+		// GLOBAL: on a cluster the top values are the whole table's (see
+		// package schema).
+		top = " AND " + req.groupCol + " GLOBAL IN (SELECT " + req.groupCol + " FROM " + events +
 			" GROUP BY " + req.groupCol + " ORDER BY count() DESC, " + req.groupCol + " LIMIT ?)"
 		topArgs = append(eventsArgs, req.limit)
 		part("G", groupKey, nil, additive, top, topArgs, "k, t")

@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
-	"strings"
+	"slices"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
@@ -35,9 +35,11 @@ const DefaultDatabase = "hindsight"
 
 // ValidateDatabase checks a database name: identifiers only, so it can be
 // spliced into statements safely.
-func ValidateDatabase(name string) error {
+func ValidateDatabase(name string) error { return validateIdent("database", name) }
+
+func validateIdent(what, name string) error {
 	if !identRe.MatchString(name) {
-		return fmt.Errorf("database name %q: want letters, digits and underscores, starting with a letter", name)
+		return fmt.Errorf("%s name %q: want letters, digits and underscores, starting with a letter", what, name)
 	}
 	return nil
 }
@@ -57,16 +59,20 @@ type Column struct {
 	Table, Name, Type string
 }
 
-// Migrations returns every migration for database db, with column types
-// chosen for server version v.
-func Migrations(db string, v Version) []Migration {
-	lc := "String"
-	if v.HasLowCardinality() {
-		lc = "LowCardinality(String)"
-	}
-	r := strings.NewReplacer("{db}", "`"+db+"`", "{lc}", lc)
+// Migrations returns every migration for database db on one server, with
+// column types chosen for server version v.
+func Migrations(db string, v Version) []Migration { return migrations(newDDL(db, "", v)) }
+
+// ClusterMigrations returns every migration for database db on the
+// ClickHouse cluster named cluster (see package doc's layout).
+func ClusterMigrations(db, cluster string, v Version) []Migration {
+	return migrations(newDDL(db, cluster, v))
+}
+
+func migrations(d ddl) []Migration {
+	r := d.r
 	return []Migration{
-		{1, "events", []string{r.Replace(`CREATE TABLE IF NOT EXISTS {db}.events (
+		{1, "events", d.sharded("events", `
 	event_id String,
 	type {lc},
 	service {lc},
@@ -89,16 +95,14 @@ func Migrations(db string, v Version) []Migration {
 	kafka_topic {lc},
 	kafka_partition Int32,
 	kafka_offset Int64,
-	ingested_at DateTime
-) ENGINE = ReplacingMergeTree()
-PARTITION BY toYYYYMM(toDateTime(intDiv(created_at, 1000), 'UTC'))
-ORDER BY (service, type, created_at, event_id)`)}, nil},
+	ingested_at DateTime`, "ReplacingMergeTree()", `PARTITION BY toYYYYMM(toDateTime(intDiv(created_at, 1000), 'UTC'))
+ORDER BY (service, type, created_at, event_id)`, "cityHash64(event_id)"), nil},
 		// Replay's state. Rows are never updated: a change is a new row with a
 		// higher version, read back with FINAL (ReplacingMergeTree keeps the
 		// highest). Each table has one writer per row: the API writes endpoints
 		// and new replays, the worker holding a replay's lease its progress.
 		{2, "replay", []string{
-			r.Replace(`CREATE TABLE IF NOT EXISTS {db}.endpoints (
+			d.table("endpoints", `
 	id String,
 	url String,
 	enabled_events Array(String),
@@ -109,10 +113,8 @@ ORDER BY (service, type, created_at, event_id)`)}, nil},
 	previous_secret_until Int64,
 	created_at Int64,
 	deleted UInt8,
-	version UInt64
-) ENGINE = ReplacingMergeTree(version)
-ORDER BY id`),
-			r.Replace(`CREATE TABLE IF NOT EXISTS {db}.replays (
+	version UInt64`, "ReplacingMergeTree(version)", `ORDER BY id`),
+			d.table("replays", `
 	id String,
 	endpoint_id String,
 	since Int64,
@@ -133,24 +135,18 @@ ORDER BY id`),
 	started_at Int64,
 	finished_at Int64,
 	last_error String,
-	version UInt64
-) ENGINE = ReplacingMergeTree(version)
-ORDER BY id`),
-			r.Replace(`CREATE TABLE IF NOT EXISTS {db}.replay_cancels (
+	version UInt64`, "ReplacingMergeTree(version)", `ORDER BY id`),
+			d.table("replay_cancels", `
 	replay_id String,
-	at Int64
-) ENGINE = ReplacingMergeTree()
-ORDER BY replay_id`),
+	at Int64`, "ReplacingMergeTree()", `ORDER BY replay_id`),
 			// Lease claims are appended, never replaced: of the claims still
 			// live, the earliest holds the job (see replay.Store.TryLease).
-			r.Replace(`CREATE TABLE IF NOT EXISTS {db}.replay_leases (
+			d.table("replay_leases", `
 	replay_id String,
 	owner String,
 	claimed_at Int64,
-	until Int64
-) ENGINE = MergeTree()
-ORDER BY (replay_id, claimed_at)`),
-			r.Replace(`CREATE TABLE IF NOT EXISTS {db}.deliveries (
+	until Int64`, "MergeTree()", `ORDER BY (replay_id, claimed_at)`),
+			d.table("deliveries", `
 	endpoint_id String,
 	replay_id String,
 	event_id String,
@@ -159,15 +155,13 @@ ORDER BY (replay_id, claimed_at)`),
 	outcome {lc},
 	latency_ms Float64,
 	error String,
-	at Int64
-) ENGINE = MergeTree()
-PARTITION BY toYYYYMM(toDateTime(intDiv(at, 1000), 'UTC'))
+	at Int64`, "MergeTree()", `PARTITION BY toYYYYMM(toDateTime(intDiv(at, 1000), 'UTC'))
 ORDER BY (endpoint_id, at)`),
 		}, nil},
 		// Dead letters that the dead-letter topic could not take (it cannot
 		// be created, or refuses us): kept here so a broken DLQ never stops
 		// ingest. See package ingest.
-		{3, "dead_letters", []string{r.Replace(`CREATE TABLE IF NOT EXISTS {db}.dead_letters (
+		{3, "dead_letters", []string{d.table("dead_letters", `
 	source String,
 	error String,
 	dlq_error String,
@@ -175,25 +169,21 @@ ORDER BY (endpoint_id, at)`),
 	key String,
 	value String,
 	truncated UInt64,
-	at DateTime
-) ENGINE = MergeTree()
-PARTITION BY toYYYYMM(at)
+	at DateTime`, "MergeTree()", `PARTITION BY toYYYYMM(at)
 ORDER BY at`)}, nil},
 		// Keys stored more than once in events: counts read them once (see
 		// Counted). Ingest records a key here after the insert that stored
 		// its second copy, and marks it resolved (a new row, a higher
 		// version) once ClickHouse has merged the copies. The table stays as
 		// small as duplicates are rare.
-		{4, "event_dups", []string{r.Replace(`CREATE TABLE IF NOT EXISTS {db}.event_dups (
+		{4, "event_dups", []string{d.table("event_dups", `
 	service {lc},
 	type {lc},
 	created_at Int64,
 	event_id String,
 	found_at DateTime,
 	resolved UInt8,
-	version UInt64
-) ENGINE = ReplacingMergeTree(version)
-ORDER BY (created_at, type, event_id)`)}, nil},
+	version UInt64`, "ReplacingMergeTree(version)", `ORDER BY (created_at, type, event_id)`)}, nil},
 		// Where each eventId is stored, by its 64-bit hash, so a lookup by
 		// eventId reads a few rows of it and then the events rows at those
 		// sort keys (a hash shared by two eventIds costs one more row read),
@@ -202,25 +192,23 @@ ORDER BY (created_at, type, event_id)`)}, nil},
 		// in the rows stored before (rows inserted meanwhile are indexed
 		// twice, which a lookup does not mind). The copy takes about a
 		// second per million stored events.
-		{5, "event_ids", []string{
-			r.Replace(`CREATE TABLE IF NOT EXISTS {db}.event_ids (
+		{5, "event_ids", slices.Concat(
+			d.sharded("event_ids", `
 	id_hash UInt64,
 	service {lc},
 	type {lc},
-	created_at Int64
-) ENGINE = ReplacingMergeTree()
-ORDER BY (id_hash, created_at, type)`),
-			r.Replace(`CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.event_ids_mv TO {db}.event_ids AS
-SELECT cityHash64(event_id) AS id_hash, service, type, created_at FROM {db}.events`),
-			r.Replace(`INSERT INTO {db}.event_ids (id_hash, service, type, created_at)
-SELECT cityHash64(event_id), service, type, created_at FROM {db}.events`),
-		}, nil},
+	created_at Int64`, "ReplacingMergeTree()", `ORDER BY (id_hash, created_at, type)`, "id_hash"),
+			[]string{r.Replace(`CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.event_ids_mv{on} TO {db}.event_ids{local} AS
+SELECT cityHash64(event_id) AS id_hash, service, type, created_at FROM {db}.events{local}`)},
+			// A cluster's tables are all created before it stores an event.
+			d.serverOnly(r.Replace(`INSERT INTO {db}.event_ids (id_hash, service, type, created_at)
+SELECT cityHash64(event_id), service, type, created_at FROM {db}.events`))), nil},
 		// API keys (package internal/keys): a key's SHA-256, never the key,
 		// beside the prefix shown to tell keys apart. A revocation is a new
 		// row with a higher version. When each key was last used is its own
 		// table, so recording a use never rewrites the key's row.
 		{6, "api_keys", []string{
-			r.Replace(`CREATE TABLE IF NOT EXISTS {db}.api_keys (
+			d.table("api_keys", `
 	id String,
 	name String,
 	prefix String,
@@ -228,14 +216,10 @@ SELECT cityHash64(event_id), service, type, created_at FROM {db}.events`),
 	scopes Array(String),
 	created_at Int64,
 	revoked_at Int64,
-	version UInt64
-) ENGINE = ReplacingMergeTree(version)
-ORDER BY id`),
-			r.Replace(`CREATE TABLE IF NOT EXISTS {db}.api_key_uses (
+	version UInt64`, "ReplacingMergeTree(version)", `ORDER BY id`),
+			d.table("api_key_uses", `
 	id String,
-	at Int64
-) ENGINE = ReplacingMergeTree(at)
-ORDER BY id`),
+	at Int64`, "ReplacingMergeTree(at)", `ORDER BY id`),
 		}, nil},
 		// Per endpoint: the retry schedule (seconds; empty is the default)
 		// and custom headers sent with every delivery (names and values in
@@ -281,17 +265,31 @@ func ServerVersion(conn Conn) (Version, error) {
 // applied yet, recording each in db.schema_migrations. It returns the highest
 // version applied.
 func Migrate(ctx context.Context, conn Conn, db string) (int, error) {
+	return MigrateCluster(ctx, conn, db, "")
+}
+
+// MigrateCluster is Migrate on the ClickHouse cluster named cluster (one
+// server when ""), through conn to any of its servers: tables are created
+// ON CLUSTER, and columns added to the replicated tables reach every server
+// by replication.
+func MigrateCluster(ctx context.Context, conn Conn, db, cluster string) (int, error) {
 	if err := ValidateDatabase(db); err != nil {
 		return 0, err
+	}
+	if cluster != "" {
+		if err := ValidateCluster(cluster); err != nil {
+			return 0, err
+		}
 	}
 	v, err := ServerVersion(conn)
 	if err != nil {
 		return 0, err
 	}
+	d := newDDL(db, cluster, v)
 	q := "`" + db + "`"
 	for _, stmt := range []string{
-		"CREATE DATABASE IF NOT EXISTS " + q,
-		"CREATE TABLE IF NOT EXISTS " + q + ".schema_migrations (version UInt32, name String, applied_at DateTime) ENGINE = MergeTree() ORDER BY version",
+		d.r.Replace("CREATE DATABASE IF NOT EXISTS {db}{on}"),
+		d.table("schema_migrations", "version UInt32, name String, applied_at DateTime", "MergeTree()", "ORDER BY version"),
 	} {
 		if err := conn.Exec(ctx, stmt); err != nil {
 			return 0, fmt.Errorf("prepare database %s: %w", db, err)
@@ -305,7 +303,7 @@ func Migrate(ctx context.Context, conn Conn, db string) (int, error) {
 	for v := range done {
 		top = max(top, v)
 	}
-	for _, m := range Migrations(db, v) {
+	for _, m := range migrations(d) {
 		if done[m.Version] {
 			continue
 		}

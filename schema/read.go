@@ -100,7 +100,7 @@ const FirstPageWindow = int64(time.Hour / time.Millisecond)
 // scanned.
 func ReadEvent(ctx context.Context, q Querier, db, id string) ([]byte, bool, error) {
 	t := "`" + db + "`"
-	rows, err := q.Query(ctx, "SELECT raw FROM "+t+".events WHERE (service, type, created_at) IN (SELECT service, type, created_at FROM "+t+
+	rows, err := q.Query(ctx, "SELECT raw FROM "+t+".events WHERE (service, type, created_at) GLOBAL IN (SELECT service, type, created_at FROM "+t+
 		".event_ids WHERE id_hash = cityHash64(?)) AND event_id = ? LIMIT 1", id, id)
 	if err != nil {
 		return nil, false, fmt.Errorf("read event %q: %w", id, err)
