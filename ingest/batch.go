@@ -38,6 +38,9 @@ type columns struct {
 	recs []*kgo.Record
 	// bytes is the sum of the rows' record values.
 	bytes int
+	// shard is the index of the shard the rows go to (on a cluster; see
+	// byShard).
+	shard int
 }
 
 func b2u(b bool) uint8 {
@@ -78,7 +81,7 @@ func (c *columns) add(ev *schema.Event, r *kgo.Record, now time.Time) {
 
 // pick returns the rows at idx, in that order, as new columns.
 func (c *columns) pick(idx []int) *columns {
-	p := &columns{}
+	p := &columns{shard: c.shard}
 	for _, i := range idx {
 		p.eventID = append(p.eventID, c.eventID[i])
 		p.typ = append(p.typ, c.typ[i])
@@ -120,28 +123,43 @@ func month(createdAtMs int64) int64 {
 // part: ClickHouse writes a block spanning several partitions part by part
 // (a crash in between stores some of them) and refuses blocks of more than
 // max_partitions_per_insert_block (100) partitions on current servers.
-// The common case, one month, returns c itself without copying.
 func (c *columns) byMonth() []*columns {
-	first := month(c.createdAt[0])
+	return c.groupBy(func(i int) int { return int(month(c.createdAt[i])) })
+}
+
+// byShard splits the rows by the shard of their eventId (schema.ShardOf),
+// each part marked with its shard.
+func (c *columns) byShard(slots []int) []*columns {
+	parts := c.groupBy(func(i int) int { return schema.ShardOf(c.eventID[i], slots) })
+	for _, p := range parts {
+		p.shard = schema.ShardOf(p.eventID[0], slots)
+	}
+	return parts
+}
+
+// groupBy splits the rows by key, in the order keys first appear. The
+// common case, one key, returns c itself without copying.
+func (c *columns) groupBy(key func(i int) int) []*columns {
+	first := key(0)
 	i := 1
-	for i < c.len() && month(c.createdAt[i]) == first {
+	for i < c.len() && key(i) == first {
 		i++
 	}
 	if i == c.len() {
 		return []*columns{c}
 	}
-	var order []int64
-	idx := map[int64][]int{}
-	for i, ms := range c.createdAt {
-		m := month(ms)
-		if _, ok := idx[m]; !ok {
-			order = append(order, m)
+	var order []int
+	idx := map[int][]int{}
+	for i := range c.len() {
+		k := key(i)
+		if _, ok := idx[k]; !ok {
+			order = append(order, k)
 		}
-		idx[m] = append(idx[m], i)
+		idx[k] = append(idx[k], i)
 	}
 	parts := make([]*columns, len(order))
-	for i, m := range order {
-		parts[i] = c.pick(idx[m])
+	for i, k := range order {
+		parts[i] = c.pick(idx[k])
 	}
 	return parts
 }
@@ -199,8 +217,8 @@ type Inserter interface {
 
 var _ Inserter = (driver.Conn)(nil)
 
-func insertQuery(db string) string {
-	return "INSERT INTO `" + db + "`.events (" + strings.Join(schema.EventColumns, ", ") + ")"
+func insertQuery(db, table string) string {
+	return "INSERT INTO `" + db + "`." + table + " (" + strings.Join(schema.EventColumns, ", ") + ")"
 }
 
 // insert sends the columns as one batch.

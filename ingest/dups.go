@@ -149,7 +149,7 @@ func (in *Ingester) housekeeping(ctx context.Context, interval time.Duration) {
 			if in.cfg.EventsRetention <= 0 {
 				continue
 			}
-			dropped, err := schema.ApplyRetention(ctx, in.conn, in.cfg.Database, schema.EventsRetained, in.cfg.EventsRetention, time.Now())
+			dropped, err := in.applyRetention(ctx)
 			switch {
 			case err != nil && ctx.Err() == nil:
 				in.log.Warn("apply the events' retention", "err", err)
@@ -158,6 +158,23 @@ func (in *Ingester) housekeeping(ctx context.Context, interval time.Duration) {
 			}
 		}
 	}
+}
+
+// applyRetention applies the events' retention on the server, or on each
+// shard of the cluster through its connection.
+func (in *Ingester) applyRetention(ctx context.Context) ([]string, error) {
+	if in.slots == nil {
+		return schema.ApplyRetention(ctx, in.conn, in.cfg.Database, schema.EventsRetained, in.cfg.EventsRetention, time.Now())
+	}
+	var dropped []string
+	for i, s := range in.shards {
+		d, err := schema.ApplyRetention(ctx, s.conn, in.cfg.Database, schema.EventsRetained.OnShard(), in.cfg.EventsRetention, time.Now())
+		if err != nil {
+			return dropped, fmt.Errorf("shard %d: %w", i+1, err)
+		}
+		dropped = append(dropped, d...)
+	}
+	return dropped, nil
 }
 
 // dupKey is the events table's sort key: the key ClickHouse merges copies by.
@@ -204,12 +221,42 @@ func spansOf(createdAt []int64) []span {
 
 // findDuplicates returns the keys among the stored events (ids, createdAt,
 // under services, named once or once per event) that the events table holds
-// more than once. It reads the rows within spansOf the createdAt values. The events travel as an external table, ids: a batch's
-// worth would overflow the largest query ClickHouse parses. Rows are first
-// matched by createdAt (PREWHERE, an Int64 set) and only those by eventId,
-// which halves the look-up's time on a range of 1M stored rows.
+// more than once. Every copy of an eventId is on the shard it maps to, so
+// on a cluster each shard is asked about its own events.
 func (in *Ingester) findDuplicates(ctx context.Context, ids []string, createdAt []int64, services []string) ([]dupKey, error) {
 	services = slices.Compact(slices.Sorted(slices.Values(services)))
+	if len(in.shards) == 1 {
+		return findDuplicatesOn(ctx, in.shards[0], in.cfg.Database, ids, createdAt, services)
+	}
+	byShard := make([]struct {
+		ids       []string
+		createdAt []int64
+	}, len(in.shards))
+	for i, id := range ids {
+		s := &byShard[schema.ShardOf(id, in.slots)]
+		s.ids, s.createdAt = append(s.ids, id), append(s.createdAt, createdAt[i])
+	}
+	var keys []dupKey
+	for i, s := range byShard {
+		if len(s.ids) == 0 {
+			continue
+		}
+		found, err := findDuplicatesOn(ctx, in.shards[i], in.cfg.Database, s.ids, s.createdAt, services)
+		if err != nil {
+			return nil, fmt.Errorf("shard %d: %w", i+1, err)
+		}
+		keys = append(keys, found...)
+	}
+	return keys, nil
+}
+
+// findDuplicatesOn is findDuplicates on one shard. It reads the rows within
+// spansOf the createdAt values. The events travel as an external table,
+// ids: a batch's worth would overflow the largest query ClickHouse parses.
+// Rows are first matched by createdAt (PREWHERE, an Int64 set) and only
+// those by eventId, which halves the look-up's time on a range of 1M
+// stored rows.
+func findDuplicatesOn(ctx context.Context, on shard, db string, ids []string, createdAt []int64, services []string) ([]dupKey, error) {
 	spans := spansOf(createdAt)
 	tbl, err := ext.NewTable("ids", ext.Column("created_at", "Int64"), ext.Column("event_id", "String"))
 	if err != nil {
@@ -232,7 +279,7 @@ func (in *Ingester) findDuplicates(ctx context.Context, ids []string, createdAt 
 		within[i] = "created_at >= ? AND created_at <= ?"
 		args = append(args, s.lo, s.hi)
 	}
-	rows, err := in.conn.Query(ctx, "SELECT service, type, created_at, event_id FROM `"+in.cfg.Database+"`.events "+
+	rows, err := on.conn.Query(ctx, "SELECT service, type, created_at, event_id FROM `"+db+"`."+on.table+" "+
 		"PREWHERE created_at IN (SELECT created_at FROM ids) "+
 		"WHERE service IN ("+strings.TrimSuffix(strings.Repeat("?, ", len(services)), ", ")+") AND ("+strings.Join(within, " OR ")+") "+
 		"AND event_id IN (SELECT event_id FROM ids) GROUP BY service, type, created_at, event_id HAVING count() > 1", args...)

@@ -32,10 +32,13 @@ type Stats struct {
 // run it with Run; it is single-use.
 type Ingester struct {
 	cfg    Config
-	conn   Inserter
+	conn   Inserter // reads the whole events table, writes the small tables
 	client *kgo.Client
 	log    *slog.Logger
-	query  string
+	// shards are where events are stored: the one server, or each shard of
+	// a cluster; slots map eventIds to them (schema.ShardOf).
+	shards []shard
+	slots  []int
 
 	extra []kgo.Opt // the caller's client options, for the dead-letter producer too
 
@@ -91,9 +94,48 @@ type testHooks struct {
 	beforeInsert func(*columns) error
 }
 
-// New creates an Ingester. extra kgo options are appended to the client's
-// (TLS, SASL, a logger).
+// New creates an Ingester storing events on the one server conn talks to.
+// extra kgo options are appended to the client's (TLS, SASL, a logger).
 func New(cfg Config, conn Inserter, log *slog.Logger, extra ...kgo.Opt) (*Ingester, error) {
+	return newIngester(cfg, conn, []shard{{conn, "events", insertQuery(cfg.Database, "events")}}, nil, log, extra)
+}
+
+// Shard is one shard of a ClickHouse cluster as ingest writes to it: a
+// connection that reaches any of its replicas, and its weight.
+type Shard struct {
+	Conn   Inserter
+	Weight int
+}
+
+// NewOnCluster creates an Ingester storing events on a cluster laid out by
+// schema.MigrateCluster: each event is inserted into its shard's
+// events_local through that shard's connection, synchronously, and offsets
+// are committed only after every shard a batch touched acknowledged its
+// rows. conn reads the cluster's Distributed tables and writes the tables
+// every server holds whole. shards are in the cluster's order
+// (schema.ClusterShards).
+func NewOnCluster(cfg Config, conn Inserter, shards []Shard, log *slog.Logger, extra ...kgo.Opt) (*Ingester, error) {
+	if len(shards) == 0 {
+		return nil, errors.New("ingest config: a cluster without shards")
+	}
+	var ss []schema.Shard
+	var targets []shard
+	for _, s := range shards {
+		ss = append(ss, schema.Shard{Weight: s.Weight})
+		targets = append(targets, shard{s.Conn, "events" + schema.LocalSuffix, insertQuery(cfg.Database, "events"+schema.LocalSuffix)})
+	}
+	return newIngester(cfg, conn, targets, schema.Slots(ss), log, extra)
+}
+
+// shard is where a share of the events is stored: its events table and
+// the statement that inserts into it.
+type shard struct {
+	conn   Inserter
+	table  string
+	insert string
+}
+
+func newIngester(cfg Config, conn Inserter, shards []shard, slots []int, log *slog.Logger, extra []kgo.Opt) (*Ingester, error) {
 	cfg.ApplyDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("ingest config: %w", err)
@@ -105,7 +147,8 @@ func New(cfg Config, conn Inserter, log *slog.Logger, extra ...kgo.Opt) (*Ingest
 		cfg:     cfg,
 		conn:    conn,
 		log:     log,
-		query:   insertQuery(cfg.Database),
+		shards:  shards,
+		slots:   slots,
 		extra:   extra,
 		last:    map[int32]*kgo.Record{},
 		recent:  newRecentIDs(cfg.RecentIDs),
@@ -419,7 +462,8 @@ func (in *Ingester) warmRecent(ctx context.Context) error {
 	})
 }
 
-// flush stores the batch month by month, dead-letters the bad records, then
+// flush stores the batch month by month (and on a cluster shard by shard),
+// dead-letters the bad records, then
 // commits the offsets of everything the batch covered. A ClickHouse or Kafka
 // outage is retried until it ends or ctx does; rows ClickHouse refuses for
 // good are dead-lettered. Offsets are never committed past what is stored or
@@ -428,6 +472,13 @@ func (in *Ingester) warmRecent(ctx context.Context) error {
 func (in *Ingester) flush(ctx context.Context) error {
 	if in.todo == nil && in.rows.len() > 0 {
 		in.todo = in.rows.byMonth()
+		if len(in.shards) > 1 {
+			var parts []*columns
+			for _, p := range in.todo {
+				parts = append(parts, p.byShard(in.slots)...)
+			}
+			in.todo = parts
+		}
 	}
 	for len(in.todo) > 0 {
 		part := in.todo[0]
@@ -438,7 +489,8 @@ func (in *Ingester) flush(ctx context.Context) error {
 				}
 			}
 			start := time.Now()
-			err := part.insert(ctx, in.conn, in.query)
+			target := in.shards[part.shard]
+			err := part.insert(ctx, target.conn, target.insert)
 			if err == nil {
 				in.metrics.insertSeconds.Observe(time.Since(start).Seconds())
 			}
