@@ -47,6 +47,9 @@ func runDev(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if c.cluster != "" && c.clickhouse == "" {
+		return usagef("--cluster needs --clickhouse: dev's own ClickHouse is one server")
+	}
 	if err := os.MkdirAll(dataDir, 0o755); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
@@ -85,8 +88,10 @@ func runDev(ctx context.Context, args []string) error {
 	replayCfg := replay.WorkerConfig{Database: c.database}
 	replayCfg.ApplyDefaults()
 	s := stack{
-		conn: conn, database: c.database, log: log,
-		dial:   func(conns, maxSeconds int) (driver.Conn, error) { return dialClickHouse(c, conns, maxSeconds) },
+		conn: conn, database: c.database, cluster: c.cluster, log: log,
+		dial: func(addrs []string, conns, maxSeconds int) (driver.Conn, error) {
+			return dialClickHouse(c, addrs, conns, maxSeconds)
+		},
 		ingest: &ingestCfg, api: &apiCfg, replay: &replayCfg, httpAddr: httpAddr,
 		// A developer's receiver runs on this machine or its network; cloud
 		// metadata (link-local) stays refused.

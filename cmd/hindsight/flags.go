@@ -62,12 +62,14 @@ func (fs *flagSet) parse(args []string) error {
 // common are the settings shared by the commands that talk to ClickHouse.
 type common struct {
 	clickhouse, database, user, password string
+	cluster                              string
 	logLevel, logFormat                  string
 }
 
 func (c *common) register(fs *flagSet, chDefault string) {
-	fs.StringVar(&c.clickhouse, "clickhouse", chDefault, "ClickHouse native-protocol address, host:port")
+	fs.StringVar(&c.clickhouse, "clickhouse", chDefault, "ClickHouse native-protocol address, host:port; several, comma-separated, are tried in order (the servers of a cluster)")
 	fs.StringVar(&c.database, "database", schema.DefaultDatabase, "ClickHouse database")
+	fs.StringVar(&c.cluster, "cluster", "", "ClickHouse cluster (remote_servers) holding the tables: events sharded and replicated, the rest replicated; empty: one server")
 	fs.StringVar(&c.user, "user", "default", "ClickHouse user")
 	fs.StringVar(&c.password, "password", "", "ClickHouse password")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
@@ -78,12 +80,17 @@ func (c *common) register(fs *flagSet, chDefault string) {
 // An empty --clickhouse is allowed only where optional (dev starts its own).
 func (c *common) check(clickhouseOptional bool) (*slog.Logger, error) {
 	if c.clickhouse != "" || !clickhouseOptional {
-		if err := checkAddr("clickhouse", c.clickhouse); err != nil {
+		if _, err := checkAddrs("clickhouse", c.clickhouse); err != nil {
 			return nil, err
 		}
 	}
 	if err := schema.ValidateDatabase(c.database); err != nil {
 		return nil, usagef("--database: %v", err)
+	}
+	if c.cluster != "" {
+		if err := schema.ValidateCluster(c.cluster); err != nil {
+			return nil, usagef("--cluster: %v", err)
+		}
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(c.logLevel)); err != nil {

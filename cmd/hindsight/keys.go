@@ -68,7 +68,7 @@ func runKeys(ctx context.Context, args []string) error {
 		return err
 	}
 	defer conn.Close()
-	if _, err := schema.Migrate(ctx, conn, c.database); err != nil {
+	if _, err := schema.MigrateCluster(ctx, conn, c.database, c.cluster); err != nil {
 		return err
 	}
 	store := keys.NewStore(conn, c.database)

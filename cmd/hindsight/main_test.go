@@ -240,7 +240,7 @@ func TestPoolsCarryLimits(t *testing.T) {
 		seconds  int
 		wantTime string
 	}{{60, "60"}, {0, "0"}} {
-		conn, err := dialClickHouse(c, 2, tc.seconds)
+		conn, err := dialClickHouse(c, nil, 2, tc.seconds)
 		require.NoError(t, err)
 		settings := map[string]string{}
 		rows, err := conn.Query(context.Background(), "SELECT name, value FROM system.settings WHERE name IN ('max_memory_usage', 'max_execution_time')")

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,15 +36,23 @@ const (
 )
 
 // dialClickHouse returns a pool of up to conns native-protocol connections
-// (opened lazily). Every statement on it carries max_memory_usage, and
-// max_execution_time when given (seconds; 0 leaves it to the statement).
-func dialClickHouse(c common, conns, maxSeconds int) (driver.Conn, error) {
+// (opened lazily) to --clickhouse, or to the first of addrs that answers
+// when given (the replicas of one shard). Every statement on it carries
+// max_memory_usage, and max_execution_time when given (seconds; 0 leaves it
+// to the statement).
+func dialClickHouse(c common, addrs []string, conns, maxSeconds int) (driver.Conn, error) {
 	settings := clickhouse.Settings{"max_memory_usage": maxQueryMemory}
 	if maxSeconds > 0 {
 		settings["max_execution_time"] = maxSeconds
 	}
+	if addrs == nil {
+		addrs = strings.Split(c.clickhouse, ",")
+		for i := range addrs {
+			addrs[i] = strings.TrimSpace(addrs[i])
+		}
+	}
 	conn, err := clickhouse.Open(&clickhouse.Options{
-		Addr:         []string{c.clickhouse},
+		Addr:         addrs,
 		Auth:         clickhouse.Auth{Username: c.user, Password: c.password},
 		DialTimeout:  5 * time.Second,
 		ReadTimeout:  5 * time.Minute,
@@ -52,7 +61,7 @@ func dialClickHouse(c common, conns, maxSeconds int) (driver.Conn, error) {
 		Settings:     settings,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("clickhouse %s: %w", c.clickhouse, err)
+		return nil, fmt.Errorf("clickhouse %s: %w", strings.Join(addrs, ","), err)
 	}
 	return conn, nil
 }
@@ -61,7 +70,7 @@ func dialClickHouse(c common, conns, maxSeconds int) (driver.Conn, error) {
 // to a minute for the server to answer, as it may still be starting
 // (compose, dev).
 func openClickHouse(ctx context.Context, c common, log *slog.Logger) (driver.Conn, error) {
-	conn, err := dialClickHouse(c, apiConns, 0)
+	conn, err := dialClickHouse(c, nil, apiConns, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -86,9 +95,11 @@ func openClickHouse(ctx context.Context, c common, log *slog.Logger) (driver.Con
 // stack is what one process runs: ingest, the API, or both.
 type stack struct {
 	conn driver.Conn // the API's pool, also used to migrate
-	// dial opens the other components' own pools; nil shares conn (tests).
-	dial     func(conns, maxSeconds int) (driver.Conn, error)
+	// dial opens the other components' own pools, to addrs when given;
+	// nil shares conn (tests).
+	dial     func(addrs []string, conns, maxSeconds int) (driver.Conn, error)
 	database string
+	cluster  string // "": one server
 	log      *slog.Logger
 	ingest   *ingest.Config       // nil: no ingest here
 	api      *query.Config        // nil: no API here
@@ -104,7 +115,7 @@ type stack struct {
 // run migrates, then runs the stack's components until ctx ends or one fails,
 // and stops them all.
 func (s stack) run(ctx context.Context) error {
-	if _, err := schema.Migrate(ctx, s.conn, s.database); err != nil {
+	if _, err := schema.MigrateCluster(ctx, s.conn, s.database, s.cluster); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	var pools []driver.Conn
@@ -113,11 +124,11 @@ func (s stack) run(ctx context.Context) error {
 			_ = p.Close()
 		}
 	}()
-	pool := func(conns, maxSeconds int) (driver.Conn, error) {
+	pool := func(addrs []string, conns, maxSeconds int) (driver.Conn, error) {
 		if s.dial == nil {
 			return s.conn, nil
 		}
-		conn, err := s.dial(conns, maxSeconds)
+		conn, err := s.dial(addrs, conns, maxSeconds)
 		if err == nil {
 			pools = append(pools, conn)
 		}
@@ -127,19 +138,32 @@ func (s stack) run(ctx context.Context) error {
 	var in *ingest.Ingester
 	var ready []query.ReadyFunc
 	if s.ingest != nil {
-		conn, err := pool(ingestConns, 0)
+		conn, err := pool(nil, ingestConns, 0)
 		if err != nil {
 			return err
 		}
-		if in, err = ingest.New(*s.ingest, conn, s.log.With("component", "ingest")); err != nil {
-			return usagef("%v", err)
+		if in, err = s.newIngester(ctx, conn, pool); err != nil {
+			return err
 		}
 		ready = append(ready, in.Ready)
 	}
 	sender := replay.NewSender(s.policy, version, 256)
 	var worker *replay.Worker
 	if s.replay != nil {
-		conn, err := pool(replayConns, 60)
+		// On a cluster every worker talks to the cluster's first server
+		// that answers, in the cluster's order, so a lease claim is read
+		// where it was written rather than after its replication.
+		var addrs []string
+		if s.cluster != "" {
+			shards, err := schema.ClusterShards(ctx, s.conn, s.cluster)
+			if err != nil {
+				return err
+			}
+			for _, sh := range shards {
+				addrs = append(addrs, sh.Replicas...)
+			}
+		}
+		conn, err := pool(addrs, replayConns, 60)
 		if err != nil {
 			return err
 		}
@@ -234,6 +258,37 @@ func (s stack) run(ctx context.Context) error {
 	return nil
 }
 
+// newIngester builds ingest on the server, or on the cluster: a pool per
+// shard, reaching the shard's replicas in order.
+func (s stack) newIngester(ctx context.Context, conn driver.Conn, pool func([]string, int, int) (driver.Conn, error)) (*ingest.Ingester, error) {
+	log := s.log.With("component", "ingest")
+	if s.cluster == "" {
+		in, err := ingest.New(*s.ingest, conn, log)
+		if err != nil {
+			return nil, usagef("%v", err)
+		}
+		return in, nil
+	}
+	shards, err := schema.ClusterShards(ctx, s.conn, s.cluster)
+	if err != nil {
+		return nil, err
+	}
+	var targets []ingest.Shard
+	for i, sh := range shards {
+		c, err := pool(sh.Replicas, ingestConns, 0)
+		if err != nil {
+			return nil, err
+		}
+		targets = append(targets, ingest.Shard{Conn: c, Weight: sh.Weight})
+		log.Info("cluster shard", "cluster", s.cluster, "shard", i+1, "weight", sh.Weight, "replicas", sh.Replicas)
+	}
+	in, err := ingest.NewOnCluster(*s.ingest, conn, targets, log)
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	return in, nil
+}
+
 func runRoles(ctx context.Context, name string, args []string, withIngest, withAPI, withReplay bool) error {
 	fs := newFlags(name)
 	var c common
@@ -287,7 +342,7 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 			return err
 		}
 	}
-	s := stack{database: c.database, log: log, httpAddr: httpAddr, metricsAddr: metricsAddr, policy: replay.Policy{AllowPrivate: allowPrivate}}
+	s := stack{database: c.database, cluster: c.cluster, log: log, httpAddr: httpAddr, metricsAddr: metricsAddr, policy: replay.Policy{AllowPrivate: allowPrivate}}
 	if withReplay {
 		if deliveriesRetention <= 0 {
 			deliveriesRetention = -1 // forever
@@ -332,7 +387,9 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 	}
 	defer conn.Close()
 	s.conn = conn
-	s.dial = func(conns, maxSeconds int) (driver.Conn, error) { return dialClickHouse(c, conns, maxSeconds) }
+	s.dial = func(addrs []string, conns, maxSeconds int) (driver.Conn, error) {
+		return dialClickHouse(c, addrs, conns, maxSeconds)
+	}
 	return s.run(ctx)
 }
 
@@ -352,7 +409,7 @@ func runMigrate(ctx context.Context, args []string) error {
 		return err
 	}
 	defer conn.Close()
-	v, err := schema.Migrate(ctx, conn, c.database)
+	v, err := schema.MigrateCluster(ctx, conn, c.database, c.cluster)
 	if err != nil {
 		return err
 	}
