@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,13 +20,14 @@ import (
 	"time"
 
 	"github.com/moby/moby/api/types/container"
-	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/testcontainers/testcontainers-go"
 	"github.com/testcontainers/testcontainers-go/wait"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/dodev/hindsight/internal/webhooktest"
 )
 
 // The images real users pull; overridden by environment variables.
@@ -394,32 +394,10 @@ func TestProduceQueryList(t *testing.T) {
 // original bytes.
 func replayToReceiver(t *testing.T, base string, unique int) {
 	t.Helper()
-	var mu sync.Mutex
-	got := map[string]int{}
-	var bad atomic.Int64
-	var secret atomic.Pointer[string]
-	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		wh, err := standardwebhooks.NewWebhook(*secret.Load())
-		if err != nil || wh.Verify(body, r.Header) != nil {
-			bad.Add(1)
-			w.WriteHeader(http.StatusUnauthorized)
-			return
-		}
-		var ev struct{ EventID string }
-		if json.Unmarshal(body, &ev) != nil || ev.EventID != r.Header.Get("webhook-id") {
-			bad.Add(1)
-		}
-		mu.Lock()
-		got[ev.EventID]++
-		mu.Unlock()
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	defer recv.Close()
-
+	recv := webhooktest.New(t)
 	var ep struct{ ID, Secret string }
 	require.Equal(t, http.StatusCreated, post(t, base+"/v1/endpoints", map[string]any{"url": recv.URL + "/hook", "enabled_events": []string{"*"}}, &ep))
-	secret.Store(&ep.Secret)
+	recv.SetSecret(ep.Secret)
 	var job struct{ ID, Status string }
 	require.Equal(t, http.StatusAccepted, post(t, base+"/v1/replays", map[string]any{"endpoint_id": ep.ID, "since": "2026-10-01T00:00:00Z",
 		"until": "2026-11-02T00:00:00Z", "ordered": false, "concurrency": 16}, &job))
@@ -434,9 +412,8 @@ func replayToReceiver(t *testing.T, base string, unique int) {
 	assert.Equal(t, "completed", state.Status)
 	assert.Equal(t, unique, state.Matched)
 	assert.Equal(t, unique, state.Delivered)
-	assert.Zero(t, bad.Load(), "every delivery verified with the reference library")
-	mu.Lock()
-	defer mu.Unlock()
+	assert.Zero(t, recv.Bad(), "every delivery verified with the reference library")
+	got := recv.Counts()
 	assert.Len(t, got, unique, "every eventId delivered")
 	for id, n := range got {
 		assert.Equal(t, 1, n, "%s delivered once", id)

@@ -16,6 +16,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/dodev/hindsight/internal/sample"
 )
 
 // The stream's range for the API's counts: October 2026, the sample's month.
@@ -28,8 +30,8 @@ const from, to = "2026-10-01T00:00:00Z", "2026-11-02T00:00:00Z"
 // session timeout plus a rebalance.
 func TestCrashLoop(t *testing.T) {
 	r := newRig(t, 4)
-	r.stream = newStream(135_000, streamOptions(1, 0.02))
-	produced := r.produceInBackground(r.stream.values, 2_000, 600*time.Millisecond) // about 45 s
+	r.stream = sample.NewStream(135_000, streamOptions(1, 0.02))
+	produced := r.produceInBackground(r.stream.Values, 2_000, 600*time.Millisecond) // about 45 s
 	rng := rand.New(rand.NewPCG(5, 5))
 	start := time.Now()
 	outage := false
@@ -59,7 +61,7 @@ func TestCrashLoop(t *testing.T) {
 		"the last ingest process stored nothing within a session timeout and a rebalance")
 	resumed := time.Since(last)
 	took, ok := r.waitStored(3 * time.Minute)
-	require.True(t, ok, "the last ingest process stored %d of %d within %s of the last kill", r.distinct(), len(r.stream.valid), took)
+	require.True(t, ok, "the last ingest process stored %d of %d within %s of the last kill", r.distinct(), len(r.stream.Valid), took)
 	r.check("crash loop", fmt.Sprintf("`hindsight ingest` (default flags) SIGKILLed %d times in %s, 1.5-4 s apart; ClickHouse down for 20 s in the middle; 2%% producer retries; the last process resumed after %.1f s", kills, loop, resumed.Seconds()),
 		time.Since(last), from, to)
 }
@@ -67,15 +69,15 @@ func TestCrashLoop(t *testing.T) {
 // TestClickHouseOutage stops ClickHouse for 20 s under a steady stream.
 func TestClickHouseOutage(t *testing.T) {
 	r := newRig(t, 4)
-	r.stream = newStream(60_000, streamOptions(2, 0.02))
+	r.stream = sample.NewStream(60_000, streamOptions(2, 0.02))
 	r.start("ingest")
 	go func() {
 		time.Sleep(3 * time.Second)
 		clickHouseOutage(t, 20*time.Second)
 	}()
-	require.NoError(t, r.produce(r.stream.values, 1_000, 400*time.Millisecond)) // about 25 s, across the outage
+	require.NoError(t, r.produce(r.stream.Values, 1_000, 400*time.Millisecond)) // about 25 s, across the outage
 	took, ok := r.waitStored(2 * time.Minute)
-	require.True(t, ok, "stored %d of %d", r.distinct(), len(r.stream.valid))
+	require.True(t, ok, "stored %d of %d", r.distinct(), len(r.stream.Valid))
 	r.check("ClickHouse outage", "ClickHouse stopped for 20 s while a stream was produced", took, from, to)
 }
 
@@ -83,10 +85,10 @@ func TestClickHouseOutage(t *testing.T) {
 // process: offsets start again at 0, below those already stored.
 func TestTopicRecreated(t *testing.T) {
 	r := newRig(t, 4)
-	r.stream = newStream(20_000, streamOptions(3, 0.02))
-	half := len(r.stream.values) / 2
+	r.stream = sample.NewStream(20_000, streamOptions(3, 0.02))
+	half := len(r.stream.Values) / 2
 	r.start("ingest")
-	require.NoError(t, r.produce(r.stream.values[:half], 1_000, 0))
+	require.NoError(t, r.produce(r.stream.Values[:half], 1_000, 0))
 	require.Eventually(t, func() bool { return r.stored() > half*9/10 }, time.Minute, 100*time.Millisecond)
 	time.Sleep(2 * time.Second)
 
@@ -101,9 +103,9 @@ func TestTopicRecreated(t *testing.T) {
 	}, 10*time.Second, 50*time.Millisecond)
 	cl.Close()
 	recreated := time.Now()
-	require.NoError(t, r.produce(r.stream.values[half:], 1_000, 0))
+	require.NoError(t, r.produce(r.stream.Values[half:], 1_000, 0))
 	_, ok := r.waitStored(2 * time.Minute)
-	require.True(t, ok, "stored %d of %d", r.distinct(), len(r.stream.valid))
+	require.True(t, ok, "stored %d of %d", r.distinct(), len(r.stream.Valid))
 	r.check("topic recreated", "topic deleted and recreated under a running ingest; the second half produced to the new topic",
 		time.Since(recreated), from, to)
 }
@@ -114,11 +116,11 @@ func TestBackfill(t *testing.T) {
 	opts := streamOptions(4, 0.02)
 	opts.Start = time.Date(2016, 10, 1, 0, 0, 0, 0, time.UTC)
 	opts.Span = 10 * 365 * 24 * time.Hour
-	r.stream = newStream(60_000, opts)
+	r.stream = sample.NewStream(60_000, opts)
 	r.start("ingest")
-	require.NoError(t, r.produce(r.stream.values, 10_000, 0))
+	require.NoError(t, r.produce(r.stream.Values, 10_000, 0))
 	took, ok := r.waitStored(2 * time.Minute)
-	require.True(t, ok, "stored %d of %d", r.distinct(), len(r.stream.valid))
+	require.True(t, ok, "stored %d of %d", r.distinct(), len(r.stream.Valid))
 	require.Equal(t, 120, r.count("SELECT uniqExact(toYYYYMM(toDateTime(intDiv(created_at, 1000), 'UTC'))) FROM "+r.db+".events"))
 	r.check("ten-year backfill", "60k events over 120 months, produced at once", took, "2016-10-01T00:00:00Z", "2026-10-01T00:00:00Z")
 }
@@ -126,16 +128,16 @@ func TestBackfill(t *testing.T) {
 // TestOversizedInvalidRecord sends a 1 MB invalid record amid valid ones.
 func TestOversizedInvalidRecord(t *testing.T) {
 	r := newRig(t, 1)
-	r.stream = newStream(10_000, streamOptions(5, 0.02))
+	r.stream = sample.NewStream(10_000, streamOptions(5, 0.02))
 	huge := []byte(`{"eventId":"huge","type":"send.email.sent","service":"send","data":{"pad":"` + strings.Repeat("x", 1_040_000) + `"}}`)
-	half := len(r.stream.values) / 2
-	values := append(append(append([][]byte{}, r.stream.values[:half]...), huge), r.stream.values[half:]...)
-	r.stream.values = values
-	r.stream.invalid[string(huge)] = true
+	half := len(r.stream.Values) / 2
+	values := append(append(append([][]byte{}, r.stream.Values[:half]...), huge), r.stream.Values[half:]...)
+	r.stream.Values = values
+	r.stream.Invalid[string(huge)] = true
 	r.start("ingest")
 	require.NoError(t, r.produce(values, 500, 0))
 	took, ok := r.waitStored(2 * time.Minute)
-	require.True(t, ok, "stored %d of %d", r.distinct(), len(r.stream.valid))
+	require.True(t, ok, "stored %d of %d", r.distinct(), len(r.stream.Valid))
 	r.check("1 MB invalid record", fmt.Sprintf("a %d-byte invalid record in the middle of a stream", len(huge)), took, from, to)
 }
 
@@ -143,8 +145,8 @@ func TestOversizedInvalidRecord(t *testing.T) {
 // leaving (SIGTERM, then a new one) while a stream is produced.
 func TestRebalanceStorm(t *testing.T) {
 	r := newRig(t, 4)
-	r.stream = newStream(100_000, streamOptions(6, 0.02))
-	produced := r.produceInBackground(r.stream.values, 2_000, 500*time.Millisecond)
+	r.stream = sample.NewStream(100_000, streamOptions(6, 0.02))
+	produced := r.produceInBackground(r.stream.Values, 2_000, 500*time.Millisecond)
 	rng := rand.New(rand.NewPCG(6, 6))
 	procs := []*exec.Cmd{r.start("ingest"), r.start("ingest"), r.start("ingest")}
 	moves := 0
@@ -161,6 +163,6 @@ func TestRebalanceStorm(t *testing.T) {
 	}
 	end := time.Now()
 	_, ok := r.waitStored(2 * time.Minute)
-	require.True(t, ok, "stored %d of %d", r.distinct(), len(r.stream.valid))
+	require.True(t, ok, "stored %d of %d", r.distinct(), len(r.stream.Valid))
 	r.check("rebalance storm", fmt.Sprintf("three ingest processes, one replaced by SIGTERM and a new start %d times", moves), time.Since(end), from, to)
 }

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -29,6 +28,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/dodev/hindsight/internal/chlocal"
+	"github.com/dodev/hindsight/internal/proctest"
 	"github.com/dodev/hindsight/internal/sample"
 )
 
@@ -50,9 +50,8 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		defer os.RemoveAll(dir)
-		binPath = filepath.Join(dir, "hindsight")
-		if out, err := exec.Command("go", "build", "-o", binPath, "../../cmd/hindsight").CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+		if binPath, err = proctest.Build(dir); err != nil {
+			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -98,7 +97,7 @@ type rig struct {
 	conn   driver.Conn
 	db     string
 	procs  []*exec.Cmd
-	stream stream
+	stream sample.Stream
 	apiURL string
 }
 
@@ -133,21 +132,14 @@ func (r *rig) start(role string, args ...string) *exec.Cmd {
 		// HINDSIGHT_FAULTS_INGEST_ARGS="--group-protocol classic".
 		args = append(args, strings.Fields(os.Getenv("HINDSIGHT_FAULTS_INGEST_ARGS"))...)
 	}
-	cmd := exec.Command(binPath, append([]string{role}, args...)...)
-	cmd.Env = append(os.Environ(), "HINDSIGHT_KAFKA="+strings.Join(r.broker.ListenAddrs(), ","),
-		"HINDSIGHT_CLICKHOUSE="+server.Addr, "HINDSIGHT_DATABASE="+r.db, "HINDSIGHT_LOG_LEVEL="+logLevel(),
-		"HINDSIGHT_API_KEY="+apiKey)
 	dir := os.Getenv("HINDSIGHT_FAULTS_LOGS") // keep the processes' logs there
 	if dir == "" {
 		dir = r.t.TempDir()
 	}
-	logf, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("%s-%s-%d.log", r.db, role, len(r.procs))), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	require.NoError(r.t, err)
-	defer logf.Close()
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// Killed with the suite, even when the suite itself is killed.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	require.NoError(r.t, cmd.Start())
+	cmd := proctest.Start(r.t, binPath, filepath.Join(dir, fmt.Sprintf("%s-%s-%d.log", r.db, role, len(r.procs))),
+		[]string{"HINDSIGHT_KAFKA=" + strings.Join(r.broker.ListenAddrs(), ","), "HINDSIGHT_CLICKHOUSE=" + server.Addr,
+			"HINDSIGHT_DATABASE=" + r.db, "HINDSIGHT_LOG_LEVEL=" + logLevel(), "HINDSIGHT_API_KEY=" + apiKey},
+		append([]string{role}, args...)...)
 	r.procs = append(r.procs, cmd)
 	return cmd
 }
@@ -164,37 +156,6 @@ func kill(cmd *exec.Cmd, sig syscall.Signal) {
 	_ = cmd.Wait()
 }
 
-// stream is what a fault's producers sent, counted here with encoding/json,
-// independently of package schema.
-type stream struct {
-	values  [][]byte
-	valid   map[string]string // unique valid eventId -> service
-	invalid map[string]bool   // distinct invalid values
-}
-
-// newStream generates about n valid events (with producer retries) and
-// mixes in an invalid record every 400th.
-func newStream(n int, opts sample.Options) stream {
-	s := stream{valid: map[string]string{}, invalid: map[string]bool{}}
-	bad := []string{`not json %d`, `{"eventId":"bad-%d","type":"Send.Email","service":"send","data":{},"createdAt":1}`,
-		`{"eventId":"evt\n%d","type":"send.email.sent","service":"send","data":{},"createdAt":1}`,
-		`{"eventId":"nodata-%d","type":"voip.call.missed","service":"voip","createdAt":1790812800000}`}
-	for i, v := range sample.Generate(n, opts) {
-		if i%400 == 399 {
-			b := []byte(fmt.Sprintf(bad[(i/400)%len(bad)], i))
-			s.values = append(s.values, b)
-			s.invalid[string(b)] = true
-		}
-		var ev struct{ EventID, Service string }
-		if err := json.Unmarshal(v, &ev); err != nil {
-			panic(err)
-		}
-		s.valid[ev.EventID] = ev.Service
-		s.values = append(s.values, v)
-	}
-	return s
-}
-
 func streamOptions(seed uint64, dupShare float64) sample.Options {
 	o := sample.TestdataOptions(seed)
 	o.Duplicates = dupShare
@@ -202,28 +163,9 @@ func streamOptions(seed uint64, dupShare float64) sample.Options {
 	return o
 }
 
-// produce sends values to the topic, chunk by chunk, pausing between chunks.
-// Each record is keyed by its position, so a producer retry (the same value
-// again) lands on any partition, as a retry by a restarted producer does, and
-// often in another ingest process than the first copy.
+// produce sends values to the topic (see proctest.Produce).
 func (r *rig) produce(values [][]byte, chunk int, pause time.Duration) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(r.broker.ListenAddrs()...), kgo.DefaultProduceTopic("events"),
-		kgo.ProducerBatchMaxBytes(2<<20), kgo.RecordRetries(100))
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	for i := 0; i < len(values); i += chunk {
-		recs := make([]*kgo.Record, 0, chunk)
-		for j, v := range values[i:min(i+chunk, len(values))] {
-			recs = append(recs, &kgo.Record{Key: strconv.AppendInt(nil, int64(i+j), 10), Value: v})
-		}
-		if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
-			return fmt.Errorf("produce records %d to %d: %w", i, i+len(recs), err)
-		}
-		time.Sleep(pause)
-	}
-	return nil
+	return proctest.Produce(r.broker.ListenAddrs(), "events", values, chunk, pause)
 }
 
 // produceInBackground produces values as produce does and closes the
@@ -272,7 +214,7 @@ func (r *rig) distinct() int { return r.count("SELECT uniqExact(event_id) FROM "
 // are still on their way.
 func (r *rig) waitStored(limit time.Duration) (time.Duration, bool) {
 	start := time.Now()
-	want := len(r.stream.valid)
+	want := len(r.stream.Valid)
 	for time.Since(start) < limit {
 		if r.distinct() >= want {
 			time.Sleep(2 * time.Second) // anything later would be a duplicate
@@ -345,8 +287,8 @@ func (r *rig) check(fault, injected string, recovery time.Duration, from, to str
 	stored := r.stored()
 	distinct := r.distinct()
 	missing := 0
-	ids := make([]string, 0, len(s.valid))
-	for id := range s.valid {
+	ids := make([]string, 0, len(s.Valid))
+	for id := range s.Valid {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
@@ -366,19 +308,19 @@ func (r *rig) check(fault, injected string, recovery time.Duration, from, to str
 	}
 	dlq := r.dlqValues()
 	onDLQ := 0
-	for v := range s.invalid {
+	for v := range s.Invalid {
 		if dlq[v] || truncatedOn(dlq, v) {
 			onDLQ++
 		}
 	}
 	api := r.apiCount(from, to)
-	res := result{Fault: fault, Injected: injected, Produced: len(s.values), Valid: len(s.valid), Invalid: len(s.invalid),
+	res := result{Fault: fault, Injected: injected, Produced: len(s.Values), Valid: len(s.Valid), Invalid: len(s.Invalid),
 		Stored: distinct, Lost: missing, Doubled: stored - distinct, APICount: api, DLQ: onDLQ, Recovery: recovery}
 	r.t.Logf("%s: %+v", fault, res)
 	ok := assert.Zero(r.t, missing, "valid eventIds lost")
-	ok = assert.Equal(r.t, len(s.valid), distinct, "unique valid eventIds stored") && ok
-	ok = assert.Equal(r.t, len(s.valid), api, "the API counts each eventId once") && ok
-	ok = assert.Equal(r.t, len(s.invalid), onDLQ, "every invalid record on the dead-letter topic") && ok
+	ok = assert.Equal(r.t, len(s.Valid), distinct, "unique valid eventIds stored") && ok
+	ok = assert.Equal(r.t, len(s.Valid), api, "the API counts each eventId once") && ok
+	ok = assert.Equal(r.t, len(s.Invalid), onDLQ, "every invalid record on the dead-letter topic") && ok
 	res.Failed = !ok
 	record(res)
 }

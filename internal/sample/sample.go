@@ -252,3 +252,35 @@ func Events(n int, opts Options) ([]schema.Event, error) {
 	}
 	return out, nil
 }
+
+// Stream is what a test's producers send: generated events with producer
+// retries, and invalid records mixed in. Its counts are made here with
+// encoding/json, independently of package schema.
+type Stream struct {
+	Values  [][]byte
+	Valid   map[string]string // unique valid eventId -> service
+	Invalid map[string]bool   // distinct invalid values
+}
+
+// NewStream generates about n valid events (retries as opts says) and mixes
+// in an invalid record every 400th.
+func NewStream(n int, opts Options) Stream {
+	s := Stream{Valid: map[string]string{}, Invalid: map[string]bool{}}
+	bad := []string{`not json %d`, `{"eventId":"bad-%d","type":"Send.Email","service":"send","data":{},"createdAt":1}`,
+		`{"eventId":"evt\n%d","type":"send.email.sent","service":"send","data":{},"createdAt":1}`,
+		`{"eventId":"nodata-%d","type":"voip.call.missed","service":"voip","createdAt":1790812800000}`}
+	for i, v := range Generate(n, opts) {
+		if i%400 == 399 {
+			b := fmt.Appendf(nil, bad[(i/400)%len(bad)], i)
+			s.Values = append(s.Values, b)
+			s.Invalid[string(b)] = true
+		}
+		var ev struct{ EventID, Service string }
+		if err := json.Unmarshal(v, &ev); err != nil {
+			panic(fmt.Sprintf("generated event is not JSON: %v", err))
+		}
+		s.Valid[ev.EventID] = ev.Service
+		s.Values = append(s.Values, v)
+	}
+	return s
+}

@@ -1,0 +1,70 @@
+// Package proctest runs Hindsight as its users do, for the suites that test
+// real processes (internal/faults, internal/cluster): the binary built once,
+// processes started with their logs kept, records produced to a broker.
+package proctest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Build compiles cmd/hindsight to dir/hindsight and returns its path.
+func Build(dir string) (string, error) {
+	bin := dir + "/hindsight"
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/dodev/hindsight/cmd/hindsight").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// Start runs bin with args, env added to this process' environment, its
+// output appended to logPath. It is killed if the test binary dies; the
+// caller stops it.
+func Start(t testing.TB, bin, logPath string, env []string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatalf("process log: %v", err)
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", bin, err)
+	}
+	return cmd
+}
+
+// Produce sends values to topic, chunk by chunk, pausing between chunks.
+// Each record is keyed by its position, so a producer retry (the same value
+// again) lands on any partition, as a retry by a restarted producer does, and
+// often in another ingest process than the first copy.
+func Produce(brokers []string, topic string, values [][]byte, chunk int, pause time.Duration) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(topic),
+		kgo.ProducerBatchMaxBytes(2<<20), kgo.RecordRetries(100))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	for i := 0; i < len(values); i += chunk {
+		recs := make([]*kgo.Record, 0, chunk)
+		for j, v := range values[i:min(i+chunk, len(values))] {
+			recs = append(recs, &kgo.Record{Key: strconv.AppendInt(nil, int64(i+j), 10), Value: v})
+		}
+		if err := cl.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+			return fmt.Errorf("produce records %d to %d: %w", i, i+len(recs), err)
+		}
+		time.Sleep(pause)
+	}
+	return nil
+}
