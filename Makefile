@@ -7,7 +7,7 @@ BIN     := bin/hindsight
 CHDB_VERSION := 26.7.3-stable.1
 CHDB_LIB     := .cache/chdb/libchdb.so
 
-.PHONY: run test test-unit test-faults build vet clickhouse bench-ingest bench-query bench-replay fuzz fuzz-ci clean
+.PHONY: run test test-unit test-faults test-cluster zookeeper build vet clickhouse bench-ingest bench-query bench-replay fuzz fuzz-ci clean
 
 ## run: install ClickHouse if missing, then run everything with the sample loaded
 run: clickhouse build
@@ -21,7 +21,8 @@ TEST_IMAGES := HINDSIGHT_TEST_CLICKHOUSE_IMAGE=local/clickhouse-server:18.16 \
 ## test: vet; unit tests; integration tests on a local ClickHouse and the
 ## embedded broker; the testcontainers suite (Docker is set up, and the
 ## dockerd it starts is stopped after); the SQL compatibility test on
-## ClickHouse 18.16 and chDB 26.x; the fault suite; each fuzz test briefly
+## ClickHouse 18.16 and chDB 26.x; the fault suite; the cluster suite; each
+## fuzz test briefly
 test: clickhouse vet $(CHDB_LIB)
 	internal/testimages/docker.sh up
 	status=0; \
@@ -30,6 +31,7 @@ test: clickhouse vet $(CHDB_LIB)
 	internal/testimages/docker.sh down; \
 	exit $$status
 	$(MAKE) test-faults
+	$(MAKE) test-cluster
 	$(MAKE) fuzz-ci
 
 ## test-faults: real hindsight processes under faults (crash loop, ClickHouse
@@ -40,6 +42,20 @@ FAULTS_SKIP ?=
 test-faults: clickhouse
 	HINDSIGHT_FAULTS_REPORT=$(abspath docs/reliability.md) $(GO) test -tags faults -count=1 -timeout 25m -v \
 		$(if $(FAULTS_SKIP),-skip '$(FAULTS_SKIP)') ./internal/faults/
+
+## test-cluster: real hindsight processes on a local ClickHouse cluster (2
+## shards × 2 replicas, ZooKeeper): ingest while a replica of each shard is
+## down, the API against a single server's answers, a replay through it
+test-cluster: clickhouse zookeeper
+	$(GO) test -tags cluster -count=1 -timeout 15m -v ./internal/cluster/
+
+# Debian's zookeeper package (with Java) for the local cluster.
+zookeeper:
+	@if [ -f /usr/share/java/zookeeper.jar ] && command -v java >/dev/null; then :; else \
+		echo "zookeeper: installing zookeeper with apt"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zookeeper >/dev/null; \
+	fi
 
 ## test-unit: unit tests only (no servers)
 test-unit:
