@@ -74,7 +74,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func open(t *testing.T, addr string) driver.Conn {
+func open(t testing.TB, addr string) driver.Conn {
 	t.Helper()
 	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{addr}, DialTimeout: 5 * time.Second, ReadTimeout: time.Minute})
 	require.NoError(t, err)
@@ -85,7 +85,7 @@ func open(t *testing.T, addr string) driver.Conn {
 // replica is the server of shard s, replica r (from 0).
 func replica(s, r int) *chlocal.Server { return cl.Shards[s][r] }
 
-func count(t *testing.T, conn driver.Conn, q string, args ...any) uint64 {
+func count(t testing.TB, conn driver.Conn, q string, args ...any) uint64 {
 	t.Helper()
 	var n uint64
 	require.NoError(t, conn.QueryRow(context.Background(), q, args...).Scan(&n), q)
@@ -145,26 +145,29 @@ func shardIDs(t *testing.T, s int, db string, slots []int) (ids, misplaced []str
 
 // world is one test's broker, database and processes.
 type world struct {
-	t      *testing.T
+	t      testing.TB
 	broker *kfake.Cluster
 	db     string
 	procs  []*exec.Cmd
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t testing.TB) *world {
 	broker, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, "events", "single"), kfake.AllowAutoTopicCreation())
 	require.NoError(t, err)
 	t.Cleanup(broker.Close)
 	w := &world{t: t, broker: broker, db: fmt.Sprintf("cluster_%d", os.Getpid())}
-	t.Cleanup(func() {
-		for _, p := range w.procs {
-			if p.ProcessState == nil {
-				_ = p.Process.Signal(syscall.SIGTERM)
-				_ = p.Wait()
-			}
-		}
-	})
+	t.Cleanup(w.stopAll)
 	return w
+}
+
+// stopAll stops the world's processes and waits for them.
+func (w *world) stopAll() {
+	for _, p := range w.procs {
+		if p.ProcessState == nil {
+			_ = p.Process.Signal(syscall.SIGTERM)
+			_ = p.Wait()
+		}
+	}
 }
 
 // start runs `hindsight role` with the world's broker and database, and
@@ -211,7 +214,8 @@ func (w *world) produce(topic string, values [][]byte, chunk int, pause time.Dur
 
 // TestIngestQueryReplay runs the cluster's promise end to end: two ingest
 // processes on a four-partition topic, with producer retries and invalid
-// records, while one replica of each shard is stopped and started again;
+// records, while one replica of each shard is stopped and started again,
+// then a whole shard (produceWithOutages);
 // a single server ingests the same stream. Then the API on each answers
 // the same, and a replay through the cluster, shared by two workers on
 // different servers, delivers every matching event once.
@@ -241,28 +245,8 @@ func TestIngestQueryReplay(t *testing.T) {
 	w.start("ingest", false, []string{single.Addr}, "--topic", "single")
 
 	produced := make(chan error, 2)
-	half := len(stream.Values) / 2
 	go func() { produced <- w.produce("single", stream.Values, 1000, 0) }()
-	go func() {
-		if err := w.produce("events", stream.Values[:half], 500, 100*time.Millisecond); err != nil {
-			produced <- err
-			return
-		}
-		// One replica of each shard, the first choice of both shards' pools,
-		// goes away mid-stream and comes back after the rest is produced.
-		replica(0, 0).Stop()
-		replica(1, 0).Stop()
-		err := w.produce("events", stream.Values[half:], 500, 100*time.Millisecond)
-		time.Sleep(3 * time.Second)
-		sctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		for _, s := range []*chlocal.Server{replica(0, 0), replica(1, 0)} {
-			if serr := s.StartAgain(sctx); serr != nil && err == nil {
-				err = serr
-			}
-		}
-		produced <- err
-	}()
+	go func() { produced <- produceWithOutages(w, stream.Values) }()
 	require.NoError(t, <-produced)
 	require.NoError(t, <-produced)
 
@@ -277,6 +261,14 @@ func TestIngestQueryReplay(t *testing.T) {
 		var n uint64
 		return reader.QueryRow(ctx, "SELECT uniqExact(event_id) FROM "+w.db+".events").Scan(&n) == nil && n == want
 	}, 3*time.Minute, 200*time.Millisecond, "the cluster stores every valid eventId")
+
+	t.Run("every invalid record dead-lettered", func(t *testing.T) {
+		dlq, err := proctest.TopicValues(w.broker.ListenAddrs(), "events.dlq")
+		require.NoError(t, err)
+		for v := range stream.Invalid {
+			assert.True(t, dlq[v], "%q on events.dlq", v)
+		}
+	})
 
 	t.Run("stored once, on its shard, on every replica", func(t *testing.T) {
 		shards, err := schema.ClusterShards(ctx, reader, clusterName)
@@ -385,15 +377,77 @@ func TestIngestQueryReplay(t *testing.T) {
 			assert.Equal(t, 1, n, "%s delivered once", id)
 		}
 	})
+
+	t.Run("retention drops the old months on every replica of every shard", func(t *testing.T) {
+		// The stream is October 2026's, with journeys running into
+		// November: a retention reaching back to 15 November drops October,
+		// over by then, and keeps November, whatever today is.
+		november := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
+		keep := time.Since(time.Date(2026, 11, 15, 0, 0, 0, 0, time.UTC)).Truncate(time.Hour)
+		w.start("ingest", true, []string{replica(0, 1).Addr}, "--events-retention", keep.String())
+		for s := range 2 {
+			for r := range 2 {
+				conn := open(t, replica(s, r).Addr)
+				var events, ids uint64
+				assert.Eventually(t, func() bool {
+					events = count(t, conn, "SELECT count() FROM "+w.db+".events_local WHERE created_at < ?", november)
+					ids = count(t, conn, "SELECT count() FROM "+w.db+".event_ids_local WHERE created_at < ?", november)
+					return events == 0 && ids == 0
+				}, 2*time.Minute, 200*time.Millisecond, "shard %d replica %d keeps no October rows", s+1, r+1)
+				assert.Zero(t, events, "shard %d replica %d: October events", s+1, r+1)
+				assert.Zero(t, ids, "shard %d replica %d: October event_ids", s+1, r+1)
+				assert.NotZero(t, count(t, conn, "SELECT count() FROM "+w.db+".events_local WHERE created_at >= ?", november),
+					"shard %d replica %d keeps November, not over yet", s+1, r+1)
+			}
+		}
+	})
 }
 
-func get(t *testing.T, url string, into any) int {
+// produceWithOutages produces values to the cluster's topic in thirds: the
+// first with every server up; the second with the first replica of each
+// shard (the one both shards' pools write to) stopped; the last with the
+// whole second shard stopped, which ingest must wait out. Every server is
+// up again when it returns.
+func produceWithOutages(w *world, values [][]byte) error {
+	third := len(values) / 3
+	restart := func(servers ...*chlocal.Server) error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		for _, s := range servers {
+			if err := s.StartAgain(ctx); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := w.produce("events", values[:third], 500, 100*time.Millisecond); err != nil {
+		return err
+	}
+	replica(0, 0).Stop()
+	replica(1, 0).Stop()
+	if err := w.produce("events", values[third:2*third], 500, 100*time.Millisecond); err != nil {
+		return err
+	}
+	time.Sleep(2 * time.Second)
+	if err := restart(replica(0, 0), replica(1, 0)); err != nil {
+		return err
+	}
+	replica(1, 0).Stop()
+	replica(1, 1).Stop()
+	if err := w.produce("events", values[2*third:], 500, 100*time.Millisecond); err != nil {
+		return err
+	}
+	time.Sleep(5 * time.Second)
+	return restart(replica(1, 0), replica(1, 1))
+}
+
+func get(t testing.TB, url string, into any) int {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodGet, url, nil)
 	return do(t, req, into)
 }
 
-func post(t *testing.T, url string, body, into any) int {
+func post(t testing.TB, url string, body, into any) int {
 	t.Helper()
 	b, err := json.Marshal(body)
 	require.NoError(t, err)
@@ -402,7 +456,7 @@ func post(t *testing.T, url string, body, into any) int {
 	return do(t, req, into)
 }
 
-func do(t *testing.T, req *http.Request, into any) int {
+func do(t testing.TB, req *http.Request, into any) int {
 	t.Helper()
 	req.Header.Set("Authorization", "Bearer "+apiKey)
 	resp, err := http.DefaultClient.Do(req)

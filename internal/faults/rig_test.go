@@ -25,7 +25,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/dodev/hindsight/internal/chlocal"
 	"github.com/dodev/hindsight/internal/proctest"
@@ -229,21 +228,9 @@ func (r *rig) waitStored(limit time.Duration) (time.Duration, bool) {
 // original values among them (a truncated one counts by its kept start).
 func (r *rig) dlqValues() map[string]bool {
 	r.t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(r.broker.ListenAddrs()...), kgo.ConsumeTopics("events.dlq"),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxBytes(8<<20))
+	got, err := proctest.TopicValues(r.broker.ListenAddrs(), "events.dlq")
 	require.NoError(r.t, err)
-	defer cl.Close()
-	got := map[string]bool{}
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		fs := cl.PollFetches(ctx)
-		cancel()
-		n := 0
-		fs.EachRecord(func(rec *kgo.Record) { got[string(rec.Value)] = true; n++ })
-		if n == 0 {
-			return got
-		}
-	}
+	return got
 }
 
 // apiCount asks a `hindsight api` process for every service's events over

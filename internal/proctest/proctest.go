@@ -68,3 +68,25 @@ func Produce(brokers []string, topic string, values [][]byte, chunk int, pause t
 	}
 	return nil
 }
+
+// TopicValues reads topic from its start until a poll of 3 s brings
+// nothing more, and returns the distinct record values.
+func TopicValues(brokers []string, topic string) (map[string]bool, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxBytes(8<<20))
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	got := map[string]bool{}
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		fs := cl.PollFetches(ctx)
+		cancel()
+		n := 0
+		fs.EachRecord(func(rec *kgo.Record) { got[string(rec.Value)] = true; n++ })
+		if n == 0 {
+			return got, nil
+		}
+	}
+}
