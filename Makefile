@@ -7,7 +7,7 @@ BIN     := bin/hindsight
 CHDB_VERSION := 26.7.3-stable.1
 CHDB_LIB     := .cache/chdb/libchdb.so
 
-.PHONY: run test test-unit test-faults test-cluster zookeeper build vet clickhouse bench-ingest bench-query bench-replay fuzz fuzz-ci clean
+.PHONY: run test test-unit test-faults test-cluster zookeeper build vet clickhouse bench-ingest bench-query bench-replay bench-cluster fuzz fuzz-ci clean
 
 ## run: install ClickHouse if missing, then run everything with the sample loaded
 run: clickhouse build
@@ -99,6 +99,11 @@ bench-query: clickhouse
 ## bench-replay: deliveries/s and peak heap of replays to a loopback receiver
 bench-replay: clickhouse
 	HINDSIGHT_REQUIRE_CLICKHOUSE=1 $(GO) test -run '^$$' -bench BenchmarkReplay -benchtime 1x -timeout 30m ./replay/
+
+## bench-cluster: ingest events/s with one and two processes on the local
+## cluster beside the single server, and the stats p50 on each
+bench-cluster: clickhouse zookeeper
+	$(GO) test -tags cluster -run '^$$' -bench BenchmarkCluster -benchtime 1x -count 3 -timeout 30m ./internal/cluster/
 
 ## fuzz: run each fuzz test for a while (FUZZTIME for all of them)
 FUZZTIME ?=

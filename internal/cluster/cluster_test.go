@@ -156,13 +156,14 @@ func newWorld(t testing.TB) *world {
 	require.NoError(t, err)
 	t.Cleanup(broker.Close)
 	w := &world{t: t, broker: broker, db: fmt.Sprintf("cluster_%d", os.Getpid())}
-	t.Cleanup(w.stopAll)
+	t.Cleanup(func() { w.stop(0) })
 	return w
 }
 
-// stopAll stops the world's processes and waits for them.
-func (w *world) stopAll() {
-	for _, p := range w.procs {
+// stop stops the world's processes from the from-th started on, and waits
+// for them.
+func (w *world) stop(from int) {
+	for _, p := range w.procs[from:] {
 		if p.ProcessState == nil {
 			_ = p.Process.Signal(syscall.SIGTERM)
 			_ = p.Wait()
