@@ -25,6 +25,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/dodev/hindsight/internal/chlocal"
+	"github.com/dodev/hindsight/internal/chtest"
 	"github.com/dodev/hindsight/internal/proctest"
 	"github.com/dodev/hindsight/internal/sample"
 	"github.com/dodev/hindsight/internal/webhooktest"
@@ -466,4 +467,49 @@ func do(t testing.TB, req *http.Request, into any) int {
 	raw, _ := io.ReadAll(resp.Body)
 	require.NoError(t, json.Unmarshal(raw, into), string(raw))
 	return resp.StatusCode
+}
+
+// TestMoveToCluster follows the README's steps to move a single server's
+// database to the cluster: migrate the cluster, copy every table with
+// INSERT … SELECT FROM remote(), and find the same events, each on the
+// shard its hash picks, the lookup by eventId working, and the endpoints
+// there.
+func TestMoveToCluster(t *testing.T) {
+	ctx := context.Background()
+	db := fmt.Sprintf("move_%d", os.Getpid())
+	old := open(t, single.Addr)
+	_, err := schema.Migrate(ctx, old, db)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = old.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db) })
+	events, err := sample.Events(5000, sample.TestdataOptions(5))
+	require.NoError(t, err)
+	chtest.InsertEvents(t, old, db, events)
+	require.NoError(t, old.Exec(ctx, "INSERT INTO "+db+".endpoints (id, url, enabled_events, version) SELECT 'whep_1', 'https://example.com/hook', ['send.*'], 1"))
+
+	conn := open(t, replica(1, 1).Addr)
+	_, err = schema.MigrateCluster(ctx, conn, db, clusterName)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db+" ON CLUSTER "+clusterName) })
+	copyCtx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{"insert_distributed_sync": 1}))
+	for _, table := range []string{"events", "endpoints", "replays", "replay_cancels", "deliveries", "api_keys", "api_key_uses", "event_dups", "dead_letters"} {
+		require.NoError(t, conn.Exec(copyCtx, fmt.Sprintf("INSERT INTO %s.%s SELECT * FROM remote('%s', %s.%s)", db, table, single.Addr, db, table)), table)
+	}
+
+	assert.EqualValues(t, len(events), count(t, conn, "SELECT count() FROM "+db+".events"))
+	shards, err := schema.ClusterShards(ctx, conn, clusterName)
+	require.NoError(t, err)
+	for s := range 2 {
+		ids, misplaced := shardIDs(t, s, db, schema.Slots(shards))
+		assert.Empty(t, misplaced, "shard %d", s+1)
+		assert.NotEmpty(t, ids, "shard %d", s+1)
+	}
+	for _, ev := range events[:20] {
+		raw, ok, err := schema.ReadEvent(ctx, conn, db, ev.ID)
+		require.NoError(t, err)
+		assert.True(t, ok, "%s found through event_ids", ev.ID)
+		assert.JSONEq(t, string(ev.Raw), string(raw), ev.ID)
+	}
+	other := open(t, replica(0, 0).Addr)
+	require.NoError(t, other.Exec(ctx, "SYSTEM SYNC REPLICA "+db+".endpoints"))
+	assert.EqualValues(t, 1, count(t, other, "SELECT count() FROM "+db+".endpoints FINAL"), "endpoints on every server")
 }
