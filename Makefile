@@ -6,8 +6,11 @@ BIN     := bin/hindsight
 # chDB (ClickHouse 26.x, embedded) for the SQL compatibility test; test-only.
 CHDB_VERSION := 26.7.3-stable.1
 CHDB_LIB     := .cache/chdb/libchdb.so
+# Redocly's CLI lints the OpenAPI document (query/openapi_test.go); test-only.
+REDOCLY_VERSION := 2.77.0
+REDOCLY         := .cache/redocly/node_modules/.bin/redocly
 
-.PHONY: run test test-unit test-faults test-cluster zookeeper build vet clickhouse bench-ingest bench-query bench-replay bench-cluster fuzz fuzz-ci clean
+.PHONY: npm run test test-unit test-faults test-cluster zookeeper build vet clickhouse bench-ingest bench-query bench-replay bench-cluster fuzz fuzz-ci clean
 
 ## run: install ClickHouse if missing, then run everything with the sample loaded
 run: clickhouse build
@@ -23,10 +26,11 @@ TEST_IMAGES := HINDSIGHT_TEST_CLICKHOUSE_IMAGE=local/clickhouse-server:18.16 \
 ## dockerd it starts is stopped after); the SQL compatibility test on
 ## ClickHouse 18.16 and chDB 26.x; the fault suite; the cluster suite; each
 ## fuzz test briefly
-test: clickhouse vet $(CHDB_LIB)
+test: clickhouse vet $(CHDB_LIB) $(REDOCLY)
 	internal/testimages/docker.sh up
 	status=0; \
 	HINDSIGHT_REQUIRE_CLICKHOUSE=1 HINDSIGHT_REQUIRE_DOCKER=1 $(TEST_IMAGES) CHDB_LIB_PATH=$(abspath $(CHDB_LIB)) \
+		HINDSIGHT_REDOCLY=$(abspath $(REDOCLY)) \
 		$(GO) test -count=1 -tags chdb -timeout 20m ./... || status=$$?; \
 	internal/testimages/docker.sh down; \
 	exit $$status
@@ -77,10 +81,16 @@ clickhouse:
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clickhouse-server >/dev/null; \
 	fi
 
-# The npm registry ships chDB's official library (178 MB download).
-$(CHDB_LIB):
-	@command -v npm >/dev/null || { echo "chdb: installing npm with apt"; \
+# The npm registry ships chDB's official library (178 MB download) and
+# Redocly's CLI.
+npm:
+	@command -v npm >/dev/null || { echo "npm: installing npm with apt"; \
 		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; }
+
+$(REDOCLY): | npm
+	npm install --silent --no-audit --no-fund --prefix .cache/redocly @redocly/cli@$(REDOCLY_VERSION) >/dev/null
+
+$(CHDB_LIB): | npm
 	mkdir -p $(dir $@)
 	cd $(dir $@) && npm pack --silent @chdb/lib-linux-x64-gnu@$(CHDB_VERSION) >/dev/null && \
 		tar -xzf chdb-lib-linux-x64-gnu-$(CHDB_VERSION).tgz --strip-components=1 package/libchdb.so && \

@@ -29,8 +29,8 @@ func (c *counts) add(o counts) {
 // Rate is a ratio that explains itself. Value is null when Denominator is 0.
 type Rate = httpapi.Rate
 
-// T is the block of numbers for the whole range, one bucket or one group.
-type T struct {
+// Totals is the block of numbers for the whole range, one bucket or one group.
+type Totals struct {
 	Events  uint64             `json:"events"`
 	ByType  map[string]uint64  `json:"by_type"`
 	Metrics map[string]float64 `json:"metrics"`
@@ -167,9 +167,9 @@ var services = map[string]serviceDef{
 	},
 }
 
-// block turns per-type counts into the T a response carries.
-func (d serviceDef) block(service string, by map[string]counts) T {
-	t := T{ByType: map[string]uint64{}, Metrics: d.metrics(by), Rates: map[string]Rate{}}
+// block turns per-type counts into the Totals a response carries.
+func (d serviceDef) block(service string, by map[string]counts) Totals {
+	t := Totals{ByType: map[string]uint64{}, Metrics: d.metrics(by), Rates: map[string]Rate{}}
 	for _, typ := range schema.TypesOf(service) {
 		t.ByType[typ] = 0
 	}

@@ -17,13 +17,13 @@ import (
 // Bucket is one step of a series.
 type Bucket struct {
 	Bucket string `json:"bucket"`
-	T
+	Totals
 }
 
 // Group is the numbers of one value of group_by.
 type Group struct {
 	Key string `json:"key"`
-	T
+	Totals
 }
 
 // StatsResponse is the body of GET /v1/stats/{service}.
@@ -35,7 +35,7 @@ type StatsResponse struct {
 	TZ          string               `json:"tz"`
 	Livemode    Livemode             `json:"livemode"`
 	GroupBy     string               `json:"group_by,omitempty"`
-	Totals      T                    `json:"totals"`
+	Totals      Totals               `json:"totals"`
 	Series      []Bucket             `json:"series,omitempty"`
 	Groups      []Group              `json:"groups,omitempty"`
 }
@@ -257,13 +257,13 @@ func (s *Server) runStats(ctx context.Context, req statsRequest, buckets []time.
 		resp.Granularity = &req.granularity
 	}
 	for _, b := range buckets {
-		resp.Series = append(resp.Series, Bucket{Bucket: httpapi.FormatBucket(b, req.loc), T: req.def.block(req.service, series[b.Unix()])})
+		resp.Series = append(resp.Series, Bucket{Bucket: httpapi.FormatBucket(b, req.loc), Totals: req.def.block(req.service, series[b.Unix()])})
 	}
 	if req.granularity != httpapi.NoSeries && resp.Series == nil {
 		resp.Series = []Bucket{}
 	}
 	for key, by := range groups {
-		resp.Groups = append(resp.Groups, Group{Key: key, T: req.def.block(req.service, by)})
+		resp.Groups = append(resp.Groups, Group{Key: key, Totals: req.def.block(req.service, by)})
 	}
 	sort.Slice(resp.Groups, func(i, j int) bool {
 		a, b := resp.Groups[i], resp.Groups[j]
