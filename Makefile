@@ -10,7 +10,7 @@ CHDB_LIB     := .cache/chdb/libchdb.so
 REDOCLY_VERSION := 2.77.0
 REDOCLY         := .cache/redocly/node_modules/.bin/redocly
 
-.PHONY: npm run test test-unit test-faults test-cluster zookeeper build vet clickhouse bench-ingest bench-query bench-replay bench-cluster fuzz fuzz-ci clean
+.PHONY: npm image run test test-unit test-faults test-cluster zookeeper build vet clickhouse bench-ingest bench-query bench-replay bench-cluster fuzz fuzz-ci clean
 
 ## run: install ClickHouse if missing, then run everything with the sample loaded
 run: clickhouse build
@@ -19,7 +19,8 @@ run: clickhouse build
 # Images the container suite runs here, where no registry is reachable;
 # elsewhere set HINDSIGHT_TEST_*_IMAGE to the upstream ones (its defaults).
 TEST_IMAGES := HINDSIGHT_TEST_CLICKHOUSE_IMAGE=local/clickhouse-server:18.16 \
-	HINDSIGHT_TEST_KAFKA_IMAGE=local/hindsight-broker:dev
+	HINDSIGHT_TEST_KAFKA_IMAGE=local/hindsight-broker:dev \
+	HINDSIGHT_TEST_HINDSIGHT_IMAGE=local/hindsight:dev
 
 ## test: vet; unit tests; integration tests on a local ClickHouse and the
 ## embedded broker; the testcontainers suite (Docker is set up, and the
@@ -64,6 +65,13 @@ zookeeper:
 ## test-unit: unit tests only (no servers)
 test-unit:
 	$(GO) test -count=1 -short ./...
+
+## image: the Hindsight image from the Dockerfile (GO_IMAGE and BASE_IMAGE
+## override its upstream bases)
+IMAGE ?= hindsight:dev
+image:
+	docker build -t $(IMAGE) --build-arg VERSION=$(VERSION) \
+		$(if $(GO_IMAGE),--build-arg GO_IMAGE=$(GO_IMAGE)) $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) .
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/hindsight

@@ -31,6 +31,7 @@ Usage:
   hindsight replay   --cancel rpl_…
   hindsight keys     create --name NAME --scopes stats:read,… | list | revoke key_…   (API keys, in ClickHouse)
   hindsight broker   [--listen 127.0.0.1:9092] [--data DIR]   (the embedded Kafka-protocol broker alone)
+  hindsight healthcheck [--http ADDR | --metrics ADDR]   (exit 0 if this host's process answers; the image's HEALTHCHECK)
   hindsight version
 
 Every flag can also be set by an environment variable: --kafka is HINDSIGHT_KAFKA,
@@ -86,6 +87,8 @@ func run(ctx context.Context, args []string) error {
 		return runReplay(ctx, rest)
 	case "keys":
 		return runKeys(ctx, rest)
+	case "healthcheck":
+		return runHealthcheck(ctx, rest)
 	case "version", "--version":
 		fmt.Println("hindsight", version)
 		return nil

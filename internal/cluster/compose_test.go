@@ -19,6 +19,8 @@ import (
 // composeFile is the part of compose.cluster.yaml the checks read.
 type composeFile struct {
 	Services map[string]struct {
+		Build       string
+		Image       string
 		Hostname    string
 		Environment map[string]string
 		Ports       []string
@@ -59,7 +61,7 @@ type clusterXML struct {
 // defined on every server, 2 shards × 2 replicas of its ClickHouse
 // services with internal replication, macros that place each server in the
 // shard remote_servers puts it in, a reachable Keeper, the same ClickHouse
-// user everywhere, and ports on loopback only.
+// user everywhere.
 func TestComposeCluster(t *testing.T) {
 	raw, err := os.ReadFile("../../compose.cluster.yaml")
 	require.NoError(t, err)
@@ -101,9 +103,6 @@ func TestComposeCluster(t *testing.T) {
 
 	var hindsights int
 	for name, svc := range f.Services {
-		for _, p := range svc.Ports {
-			assert.True(t, strings.HasPrefix(p, "127.0.0.1:"), "%s publishes %s on loopback only", name, p)
-		}
 		if !strings.HasPrefix(name, "hindsight") {
 			continue
 		}
@@ -120,4 +119,28 @@ func TestComposeCluster(t *testing.T) {
 		assert.Equal(t, cfg.Shards[0].Replicas[0].Password, env["HINDSIGHT_PASSWORD"], name)
 	}
 	assert.Equal(t, 2, hindsights, "two hindsight serve")
+}
+
+// TestComposeRunsTheImage: both compose files build Hindsight from the
+// repository's Dockerfile (no go run in a Go image) and publish every port
+// on loopback only.
+func TestComposeRunsTheImage(t *testing.T) {
+	for _, file := range []string{"../../compose.yaml", "../../compose.cluster.yaml"} {
+		raw, err := os.ReadFile(file)
+		require.NoError(t, err)
+		var f composeFile
+		require.NoError(t, yaml.Unmarshal(raw, &f), file)
+		n := 0
+		for name, svc := range f.Services {
+			for _, p := range svc.Ports {
+				assert.True(t, strings.HasPrefix(p, "127.0.0.1:"), "%s: %s publishes %s on loopback only", file, name, p)
+			}
+			if strings.HasPrefix(name, "hindsight") {
+				n++
+				assert.Equal(t, ".", svc.Build, "%s: %s is built from the Dockerfile", file, name)
+				assert.Equal(t, "hindsight:dev", svc.Image, "%s: %s", file, name)
+			}
+		}
+		assert.NotZero(t, n, "%s runs Hindsight", file)
+	}
 }

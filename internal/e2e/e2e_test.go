@@ -220,29 +220,42 @@ func freePorts(n int) ([]int, error) {
 }
 
 // serve runs `hindsight serve` for one test: its own database, topic and
-// group, on a free port. It returns the API's base URL.
+// group, on a free port. It returns the API's base URL. With
+// HINDSIGHT_TEST_HINDSIGHT_IMAGE set (make test sets local/hindsight:dev,
+// built from the repository's Dockerfile) it runs that image, as users
+// deploy it, and waits for Docker to call it healthy; otherwise the binary
+// built from this checkout, as a host process.
 func serve(t *testing.T, s stack, db, topic string) string {
 	t.Helper()
 	ports, err := freePorts(1)
 	require.NoError(t, err)
 	httpAddr := "127.0.0.1:" + strconv.Itoa(ports[0])
-	cmd := exec.Command(s.bin, "serve")
-	cmd.Env = append(os.Environ(),
-		"HINDSIGHT_KAFKA="+s.kafka, "HINDSIGHT_CLICKHOUSE="+s.clickhouse, "HINDSIGHT_DATABASE="+db,
-		"HINDSIGHT_TOPIC="+topic, "HINDSIGHT_GROUP="+topic+"-ingest", "HINDSIGHT_HTTP="+httpAddr,
-		"HINDSIGHT_API_KEY="+apiKey, "HINDSIGHT_FLUSH_INTERVAL=200ms",
+	env := map[string]string{
+		"HINDSIGHT_KAFKA": s.kafka, "HINDSIGHT_CLICKHOUSE": s.clickhouse, "HINDSIGHT_DATABASE": db,
+		"HINDSIGHT_TOPIC": topic, "HINDSIGHT_GROUP": topic + "-ingest", "HINDSIGHT_HTTP": httpAddr,
+		"HINDSIGHT_API_KEY": apiKey, "HINDSIGHT_FLUSH_INTERVAL": "200ms",
 		// The test's webhook receiver listens on loopback.
-		"HINDSIGHT_ALLOW_PRIVATE_ENDPOINTS=true")
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("hindsight serve output:\n%s", logs.String())
+		"HINDSIGHT_ALLOW_PRIVATE_ENDPOINTS": "true",
+	}
+	if img := os.Getenv("HINDSIGHT_TEST_HINDSIGHT_IMAGE"); img != "" {
+		serveImage(t, img, env)
+	} else {
+		cmd := exec.Command(s.bin, "serve")
+		for k, v := range env {
+			cmd.Env = append(cmd.Env, k+"="+v)
 		}
-	})
+		cmd.Env = append(os.Environ(), cmd.Env...)
+		var logs bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &logs, &logs
+		require.NoError(t, cmd.Start())
+		t.Cleanup(func() {
+			_ = cmd.Process.Signal(os.Interrupt)
+			_ = cmd.Wait()
+			if t.Failed() {
+				t.Logf("hindsight serve output:\n%s", logs.String())
+			}
+		})
+	}
 	base := "http://" + httpAddr
 	require.Eventually(t, func() bool {
 		resp, err := http.Get(base + "/readyz")
@@ -253,6 +266,32 @@ func serve(t *testing.T, s stack, db, topic string) string {
 		return resp.StatusCode == http.StatusOK
 	}, 2*time.Minute, 200*time.Millisecond, "hindsight serve did not become ready")
 	return base
+}
+
+// serveImage runs the Hindsight image's default command (serve) on the
+// host's network, where the broker advertises itself and the test's
+// receiver listens, and waits for its HEALTHCHECK to pass.
+func serveImage(t *testing.T, img string, env map[string]string) {
+	t.Helper()
+	ctx := context.Background()
+	c, err := testcontainers.Run(ctx, img, testcontainers.WithEnv(env),
+		testcontainers.WithHostConfigModifier(func(hc *container.HostConfig) { hc.NetworkMode = "host" }))
+	if c != nil {
+		t.Cleanup(func() {
+			if t.Failed() {
+				if logs, err := c.Logs(ctx); err == nil {
+					b, _ := io.ReadAll(logs)
+					t.Logf("hindsight container output:\n%s", b)
+				}
+			}
+			_ = testcontainers.TerminateContainer(c)
+		})
+	}
+	require.NoError(t, err, "run %s", img)
+	require.Eventually(t, func() bool {
+		st, err := c.State(ctx)
+		return err == nil && st.Health != nil && st.Health.Status == "healthy"
+	}, 2*time.Minute, time.Second, "%s: Docker's HEALTHCHECK never passed", img)
 }
 
 const apiKey = "e2e-containers-key-0123456789"

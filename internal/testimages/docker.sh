@@ -5,8 +5,9 @@
 #                    if none runs, build the images that are missing
 #   docker.sh down   stop the dockerd that `up` started, if it started one
 # Images: local/debian:bookworm (debootstrap), local/clickhouse-server:18.16
-# (Debian's package) and local/hindsight-broker:dev (the hindsight binary's
-# embedded broker).
+# (Debian's package), local/hindsight-broker:dev (the hindsight binary's
+# embedded broker), local/golang:go (this machine's Go on the Debian base)
+# and local/hindsight:dev (the repository's Dockerfile on those two).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 state=.cache/docker
@@ -40,6 +41,19 @@ up() {
 		echo "docker.sh: building local/clickhouse-server:18.16"
 		$sudo docker build -q --network host -t local/clickhouse-server:18.16 internal/testimages/clickhouse >/dev/null
 	fi
+	if ! $sudo docker image inspect local/golang:go >/dev/null 2>&1; then
+		echo "docker.sh: building local/golang:go from $(go env GOROOT)"
+		ctx=$(mktemp -d)
+		cp -a "$(go env GOROOT)" "$ctx/go"
+		cp /etc/ssl/certs/ca-certificates.crt "$ctx/"
+		cp internal/testimages/golang/Dockerfile "$ctx/"
+		$sudo docker build -q --network host -t local/golang:go "$ctx" >/dev/null
+		rm -rf "$ctx"
+	fi
+	echo "docker.sh: building local/hindsight:dev from the Dockerfile"
+	$sudo docker build -q --network host -t local/hindsight:dev \
+		--build-arg GO_IMAGE=local/golang:go --build-arg BASE_IMAGE=local/debian:bookworm \
+		--build-arg GOPROXY="$(go env GOPROXY)" --build-arg VERSION="$(git describe --always --dirty 2>/dev/null || echo dev)" . >/dev/null
 	echo "docker.sh: building local/hindsight-broker:dev"
 	ctx=$(mktemp -d)
 	CGO_ENABLED=0 go build -o "$ctx/hindsight" ./cmd/hindsight
