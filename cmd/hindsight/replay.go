@@ -13,13 +13,28 @@ import (
 	"time"
 )
 
-// replayClient talks to the HTTP API.
-type replayClient struct {
+// apiClient talks to the HTTP API for the commands that use it (replay,
+// attempts).
+type apiClient struct {
 	base, key string
 	http      *http.Client
 }
 
-func (c replayClient) do(ctx context.Context, method, path string, body, into any) error {
+// newAPIClient is a client of the API at base with key, or with the key
+// `hindsight dev` left in .hindsight/api-key when key is empty.
+func newAPIClient(base, key string) (apiClient, error) {
+	if key == "" {
+		if b, err := os.ReadFile(".hindsight/api-key"); err == nil {
+			key = strings.TrimSpace(string(b))
+		}
+	}
+	if key == "" {
+		return apiClient{}, usagef("--api-key (HINDSIGHT_API_KEY) is required")
+	}
+	return apiClient{base: strings.TrimSuffix(base, "/"), key: key, http: &http.Client{Timeout: 30 * time.Second}}, nil
+}
+
+func (c apiClient) do(ctx context.Context, method, path string, body, into any) error {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -93,15 +108,10 @@ func runReplay(ctx context.Context, args []string) error {
 	if err := fs.parse(args); err != nil {
 		return helpOK(err)
 	}
-	if apiKey == "" {
-		if b, err := os.ReadFile(".hindsight/api-key"); err == nil {
-			apiKey = strings.TrimSpace(string(b))
-		}
+	c, err := newAPIClient(apiURL, apiKey)
+	if err != nil {
+		return err
 	}
-	if apiKey == "" {
-		return usagef("--api-key (HINDSIGHT_API_KEY) is required")
-	}
-	c := replayClient{base: strings.TrimSuffix(apiURL, "/"), key: apiKey, http: &http.Client{Timeout: 30 * time.Second}}
 	if cancelID != "" {
 		var st replayStatus
 		if err := c.do(ctx, http.MethodPost, "/v1/replays/"+cancelID+"/cancel", nil, &st); err != nil {
@@ -152,7 +162,7 @@ func runReplay(ctx context.Context, args []string) error {
 
 // follow shows a replay's progress until it ends or ctx does (Ctrl-C,
 // which detaches: the job goes on in the workers).
-func follow(ctx context.Context, c replayClient, id string, bar bool) error {
+func follow(ctx context.Context, c apiClient, id string, bar bool) error {
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	var st replayStatus
