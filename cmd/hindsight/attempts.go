@@ -32,11 +32,11 @@ type attempt struct {
 // line with --json.
 func runAttempts(ctx context.Context, args []string, out io.Writer) error {
 	fs := newFlags("attempts")
-	var apiURL, apiKey, endpoint, replayID, outcome, eventID, from, to string
+	var api apiFlags
+	var endpoint, replayID, outcome, eventID, from, to string
 	var limit int
 	var asJSON bool
-	fs.StringVar(&apiURL, "api", "http://127.0.0.1:8080", "Hindsight API base URL")
-	fs.StringVar(&apiKey, "api-key", "", "API key (default: HINDSIGHT_API_KEY, or .hindsight/api-key left by dev)")
+	api.register(fs)
 	fs.StringVar(&endpoint, "endpoint", "", "the attempts to this endpoint, whep_…")
 	fs.StringVar(&replayID, "replay", "", "the attempts of this replay, rpl_…")
 	fs.StringVar(&outcome, "outcome", "", "delivered, failed or retrying (default: all)")
@@ -54,7 +54,7 @@ func runAttempts(ctx context.Context, args []string, out io.Writer) error {
 	if limit < 0 {
 		return usagef("--limit %d: want 0 (all) or more", limit)
 	}
-	c, err := newAPIClient(apiURL, apiKey)
+	c, err := api.client()
 	if err != nil {
 		return err
 	}

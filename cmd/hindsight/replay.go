@@ -20,9 +20,18 @@ type apiClient struct {
 	http      *http.Client
 }
 
-// newAPIClient is a client of the API at base with key, or with the key
-// `hindsight dev` left in .hindsight/api-key when key is empty.
-func newAPIClient(base, key string) (apiClient, error) {
+// apiFlags are the flags of the commands that talk to the API.
+type apiFlags struct{ url, key string }
+
+func (f *apiFlags) register(fs *flagSet) {
+	fs.StringVar(&f.url, "api", "http://127.0.0.1:8080", "Hindsight API base URL")
+	fs.StringVar(&f.key, "api-key", "", "API key (default: HINDSIGHT_API_KEY, or .hindsight/api-key left by dev)")
+}
+
+// client is a client of the API at the flags' URL with their key, or with
+// the key `hindsight dev` left in .hindsight/api-key when none is given.
+func (f apiFlags) client() (apiClient, error) {
+	base, key := f.url, f.key
 	if key == "" {
 		if b, err := os.ReadFile(".hindsight/api-key"); err == nil {
 			key = strings.TrimSpace(string(b))
@@ -88,12 +97,12 @@ func (s replayStatus) done() bool {
 
 func runReplay(ctx context.Context, args []string) error {
 	fs := newFlags("replay")
-	var apiURL, apiKey, endpoint, since, until, events, livemode, cancelID string
+	var api apiFlags
+	var endpoint, since, until, events, livemode, cancelID string
 	var dryRun, unordered, onlyFailed bool
 	var concurrency int
 	var rateLimit float64
-	fs.StringVar(&apiURL, "api", "http://127.0.0.1:8080", "Hindsight API base URL")
-	fs.StringVar(&apiKey, "api-key", "", "API key (default: HINDSIGHT_API_KEY, or .hindsight/api-key left by dev)")
+	api.register(fs)
 	fs.StringVar(&endpoint, "endpoint", "", "endpoint to replay to, whep_…")
 	fs.StringVar(&since, "since", "", "replay events created at or after this time (RFC3339 or ms)")
 	fs.StringVar(&until, "until", "", "and before this time (default: no end)")
@@ -108,7 +117,7 @@ func runReplay(ctx context.Context, args []string) error {
 	if err := fs.parse(args); err != nil {
 		return helpOK(err)
 	}
-	c, err := newAPIClient(apiURL, apiKey)
+	c, err := api.client()
 	if err != nil {
 		return err
 	}

@@ -118,6 +118,14 @@ func (s stack) run(ctx context.Context) error {
 	if _, err := schema.MigrateCluster(ctx, s.conn, s.database, s.cluster); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
+	// On a cluster, ingest and the replay worker both connect by its shards.
+	var shards []schema.Shard
+	if s.cluster != "" {
+		var err error
+		if shards, err = schema.ClusterShards(ctx, s.conn, s.cluster); err != nil {
+			return err
+		}
+	}
 	var pools []driver.Conn
 	defer func() {
 		for _, p := range pools {
@@ -142,7 +150,7 @@ func (s stack) run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		if in, err = s.newIngester(ctx, conn, pool); err != nil {
+		if in, err = s.newIngester(conn, shards, pool); err != nil {
 			return err
 		}
 		ready = append(ready, in.Ready)
@@ -154,14 +162,8 @@ func (s stack) run(ctx context.Context) error {
 		// that answers, in the cluster's order, so a lease claim is read
 		// where it was written rather than after its replication.
 		var addrs []string
-		if s.cluster != "" {
-			shards, err := schema.ClusterShards(ctx, s.conn, s.cluster)
-			if err != nil {
-				return err
-			}
-			for _, sh := range shards {
-				addrs = append(addrs, sh.Replicas...)
-			}
+		for _, sh := range shards {
+			addrs = append(addrs, sh.Replicas...)
 		}
 		conn, err := pool(addrs, replayConns, 60)
 		if err != nil {
@@ -258,9 +260,9 @@ func (s stack) run(ctx context.Context) error {
 	return nil
 }
 
-// newIngester builds ingest on the server, or on the cluster: a pool per
-// shard, reaching the shard's replicas in order.
-func (s stack) newIngester(ctx context.Context, conn driver.Conn, pool func([]string, int, int) (driver.Conn, error)) (*ingest.Ingester, error) {
+// newIngester builds ingest on the server, or on the cluster's shards: a
+// pool per shard, reaching the shard's replicas in order.
+func (s stack) newIngester(conn driver.Conn, shards []schema.Shard, pool func([]string, int, int) (driver.Conn, error)) (*ingest.Ingester, error) {
 	log := s.log.With("component", "ingest")
 	if s.cluster == "" {
 		in, err := ingest.New(*s.ingest, conn, log)
@@ -268,10 +270,6 @@ func (s stack) newIngester(ctx context.Context, conn driver.Conn, pool func([]st
 			return nil, usagef("%v", err)
 		}
 		return in, nil
-	}
-	shards, err := schema.ClusterShards(ctx, s.conn, s.cluster)
-	if err != nil {
-		return nil, err
 	}
 	var targets []ingest.Shard
 	for i, sh := range shards {

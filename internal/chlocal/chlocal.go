@@ -159,13 +159,19 @@ func (s *Server) StartAgain(ctx context.Context) error {
 }
 
 func (s *Server) waitReady(ctx context.Context, limit time.Duration) error {
+	return s.waitHTTP(ctx, "/ping", "ready", limit)
+}
+
+// waitHTTP asks the HTTP interface for path until it answers 200; what
+// names the wait in its errors.
+func (s *Server) waitHTTP(ctx context.Context, path, what string, limit time.Duration) error {
 	deadline := time.NewTimer(limit)
 	defer deadline.Stop()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	client := &http.Client{Timeout: time.Second}
 	for {
-		resp, err := client.Get("http://" + s.HTTPAddr + "/ping")
+		resp, err := client.Get("http://" + s.HTTPAddr + path)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -174,9 +180,9 @@ func (s *Server) waitReady(ctx context.Context, limit time.Duration) error {
 		}
 		select {
 		case <-s.done:
-			return fmt.Errorf("clickhouse server exited before it was ready (%v); see %s", s.exitErr, filepath.Join(s.Dir, "log"))
+			return fmt.Errorf("clickhouse server exited before it was %s (%v); see %s", what, s.exitErr, filepath.Join(s.Dir, "log"))
 		case <-deadline.C:
-			return fmt.Errorf("clickhouse server not ready after %s; see %s", limit, filepath.Join(s.Dir, "log"))
+			return fmt.Errorf("clickhouse server not %s after %s; see %s", what, limit, filepath.Join(s.Dir, "log"))
 		case <-ctx.Done():
 			return fmt.Errorf("wait for clickhouse: %w", ctx.Err())
 		case <-tick.C:

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"net/url"
 	"path/filepath"
 	"strconv"
@@ -96,24 +95,7 @@ func StartCluster(ctx context.Context, dir, name string, shards, replicas int, l
 // waitZooKeeper waits until the server reads ZooKeeper.
 func (s *Server) waitZooKeeper(ctx context.Context, limit time.Duration) error {
 	q := url.Values{"query": {"SELECT count() FROM system.zookeeper WHERE path = '/'"}}
-	client := &http.Client{Timeout: 2 * time.Second}
-	deadline := time.After(limit)
-	for {
-		resp, err := client.Get("http://" + s.HTTPAddr + "/?" + q.Encode())
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-deadline:
-			return fmt.Errorf("clickhouse %s does not reach ZooKeeper after %s; see %s", s.Addr, limit, filepath.Join(s.Dir, "log"))
-		case <-ctx.Done():
-			return fmt.Errorf("wait for clickhouse to reach zookeeper: %w", ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	return s.waitHTTP(ctx, "/?"+q.Encode(), "reading ZooKeeper", limit)
 }
 
 // ShardMacro is the {shard} macro of the shard at index i.

@@ -46,17 +46,12 @@ func BenchmarkCluster(b *testing.B) {
 		for i, r := range runs {
 			w.db = fmt.Sprintf("bench_%d", i)
 			seed := open(b, r.procs[0][0])
-			drop := "DROP DATABASE IF EXISTS " + w.db
+			drop, cluster := "DROP DATABASE IF EXISTS "+w.db, ""
 			if r.cluster {
-				drop += " ON CLUSTER " + clusterName
+				drop, cluster = drop+" ON CLUSTER "+clusterName, clusterName
 			}
 			require.NoError(b, seed.Exec(context.Background(), drop), "an earlier run's database")
-			var err error
-			if r.cluster {
-				_, err = schema.MigrateCluster(context.Background(), seed, w.db, clusterName)
-			} else {
-				_, err = schema.Migrate(context.Background(), seed, w.db)
-			}
+			_, err := schema.MigrateCluster(context.Background(), seed, w.db, cluster)
 			require.NoError(b, err)
 			start, first := time.Now(), len(w.procs)
 			for _, servers := range r.procs {
