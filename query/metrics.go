@@ -37,8 +37,13 @@ type Totals struct {
 	Rates   map[string]Rate    `json:"rates"`
 }
 
-// rateDef is one rate: numerator and denominator are metric names.
-type rateDef struct{ name, num, den string }
+// rateDef is one rate: numerator and denominator are metric names. A
+// proportion counts successes out of trials, so periods compare by a
+// two-proportion z-test.
+type rateDef struct {
+	name, num, den string
+	proportion     bool
+}
 
 // serviceDef says how a service's metrics come from the per-type counts.
 type serviceDef struct {
@@ -90,12 +95,12 @@ var services = map[string]serviceDef{
 			}
 		},
 		rates: []rateDef{
-			{"delivery_rate", "delivered", "sent"},
-			{"bounce_rate", "bounced", "sent"},
-			{"hard_bounce_rate", "hard_bounced", "sent"},
-			{"complaint_rate", "complained", "delivered"},
-			{"open_rate", "unique_opened", "delivered"},
-			{"click_rate", "unique_clicked", "delivered"},
+			{"delivery_rate", "delivered", "sent", true},
+			{"bounce_rate", "bounced", "sent", true},
+			{"hard_bounce_rate", "hard_bounced", "sent", true},
+			{"complaint_rate", "complained", "delivered", true},
+			{"open_rate", "unique_opened", "delivered", true},
+			{"click_rate", "unique_clicked", "delivered", true},
 		},
 		groupBy:     map[string]string{"recipient_domain": "recipient_domain", "sender_domain": "sender_domain", "type": "type"},
 		uniqueTypes: []string{"send.email.opened", "send.email.clicked"},
@@ -111,8 +116,8 @@ var services = map[string]serviceDef{
 			}
 		},
 		rates: []rateDef{
-			{"carrier_rate", "lookups_with_carrier", "lookups"},
-			{"inventory_rate", "lookups_with_inventory", "lookups"},
+			{"carrier_rate", "lookups_with_carrier", "lookups", true},
+			{"inventory_rate", "lookups_with_inventory", "lookups", true},
 		},
 		groupBy: map[string]string{"npa": "npa", "type": "type"},
 		sums:    sumsSQL(false, true, false, false),
@@ -124,7 +129,7 @@ var services = map[string]serviceDef{
 				"characters": float64(by["talk.speech.generated"].textLength),
 			}
 		},
-		rates:   []rateDef{{"avg_characters", "characters", "speeches"}},
+		rates:   []rateDef{{"avg_characters", "characters", "speeches", false}},
 		groupBy: map[string]string{"voice": "voice", "format": "format", "type": "type"},
 		sums:    sumsSQL(false, false, true, false),
 	},
@@ -138,8 +143,8 @@ var services = map[string]serviceDef{
 			}
 		},
 		rates: []rateDef{
-			{"answer_rate", "completed", "incoming"},
-			{"missed_rate", "missed", "incoming"},
+			{"answer_rate", "completed", "incoming", true},
+			{"missed_rate", "missed", "incoming", true},
 		},
 		groupBy: map[string]string{"type": "type"},
 		sums:    sumsSQL(false, false, false, true),

@@ -18,12 +18,16 @@ import (
 type Bucket struct {
 	Bucket string `json:"bucket"`
 	Totals
+	// Previous is the compared period's bucket in the same place of its
+	// series (null past its end); set with compare.
+	Previous *PreviousBucket `json:"previous,omitempty"`
 }
 
 // Group is the numbers of one value of group_by.
 type Group struct {
 	Key string `json:"key"`
 	Totals
+	Previous *Totals `json:"previous,omitempty"` // the same group in the compared period
 }
 
 // StatsResponse is the body of GET /v1/stats/{service}.
@@ -38,6 +42,10 @@ type StatsResponse struct {
 	Totals      Totals               `json:"totals"`
 	Series      []Bucket             `json:"series,omitempty"`
 	Groups      []Group              `json:"groups,omitempty"`
+	// Compare and Previous are set with compare: the earlier period and
+	// its totals; every rate then carries its change.
+	Compare  *Comparison `json:"compare,omitempty"`
+	Previous *Totals     `json:"previous,omitempty"`
 }
 
 // statsRequest is a parsed and checked GET /v1/stats/{service}.
@@ -52,6 +60,10 @@ type statsRequest struct {
 	groupCol    string // its column, from the service's allow-list
 	limit       int
 	filters     schema.Filters
+	compare     *timeRange // the period compared with, if any
+	// groupKeys, when not nil, are the groups to count instead of the top
+	// limit: a compared period counts the groups of the period it follows.
+	groupKeys []string
 }
 
 const (
@@ -90,7 +102,10 @@ func parseStatsRequest(c *gin.Context, now time.Time) (statsRequest, error) {
 	if req.limit, err = httpapi.ParseLimit(c.Query("limit"), defaultGroupLimit, maxGroupLimit); err != nil {
 		return req, err
 	}
-	req.filters, err = parseFilters(c, req.service)
+	if req.filters, err = parseFilters(c, req.service); err != nil {
+		return req, err
+	}
+	req.compare, err = parseCompare(c.Query("compare"), req.r)
 	return req, err
 }
 
@@ -105,14 +120,10 @@ func (s *Server) stats(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	var buckets []time.Time
-	if req.granularity != httpapi.NoSeries {
-		if buckets, err = httpapi.BucketsOf(req.granularity, req.r.From, req.r.To, req.loc); err != nil {
-			s.fail(c, err)
-			return
-		}
+	resp, err := s.runStats(c.Request.Context(), req)
+	if err == nil && req.compare != nil {
+		err = s.compare(c.Request.Context(), req, &resp)
 	}
-	resp, err := s.runStats(c.Request.Context(), req, buckets)
 	if isTooManyRows(err) {
 		// A dense series (many buckets times many types or groups) is the
 		// one way a stats answer outgrows the result-row limit.
@@ -172,7 +183,18 @@ func statsSQL(src schema.Counted, req statsRequest) (string, []any) {
 	var top string
 	var topArgs []any
 	groupKey := ""
-	if req.groupCol != "" {
+	switch {
+	case req.groupCol != "" && req.groupKeys != nil:
+		if len(req.groupKeys) == 0 {
+			break // no group to count
+		}
+		groupKey = "toUInt32(0) AS b, CAST(" + req.groupCol + " AS String) AS k"
+		top = " AND " + req.groupCol + " IN (" + strings.TrimSuffix(strings.Repeat("?, ", len(req.groupKeys)), ", ") + ")"
+		for _, k := range req.groupKeys {
+			topArgs = append(topArgs, k)
+		}
+		part("G", groupKey, nil, additive, top, topArgs, "k, t")
+	case req.groupCol != "":
 		groupKey = "toUInt32(0) AS b, CAST(" + req.groupCol + " AS String) AS k"
 		events, eventsArgs := from("", nil)
 		// GLOBAL: on a cluster the top values are the whole table's (see
@@ -192,14 +214,21 @@ func statsSQL(src schema.Counted, req statsRequest) (string, []any) {
 		if req.granularity != httpapi.NoSeries {
 			part("UT", whole, nil, unique, in, typeArgs, "t")
 		}
-		if req.groupCol != "" {
+		if groupKey != "" {
 			part("UG", groupKey, nil, unique, in+top, append(typeArgs, topArgs...), "k, t")
 		}
 	}
 	return strings.Join(parts, " UNION ALL "), args
 }
 
-func (s *Server) runStats(ctx context.Context, req statsRequest, buckets []time.Time) (StatsResponse, error) {
+func (s *Server) runStats(ctx context.Context, req statsRequest) (StatsResponse, error) {
+	var buckets []time.Time
+	if req.granularity != httpapi.NoSeries {
+		var err error
+		if buckets, err = httpapi.BucketsOf(req.granularity, req.r.From, req.r.To, req.loc); err != nil {
+			return StatsResponse{}, err
+		}
+	}
 	ctx = s.queryContext(ctx)
 	src, err := schema.CountedEvents(ctx, s.conn, s.cfg.Database, req.r.From.UnixMilli(), req.r.To.UnixMilli())
 	if err != nil {
@@ -276,4 +305,45 @@ func (s *Server) runStats(ctx context.Context, req statsRequest, buckets []time.
 		resp.Groups = []Group{}
 	}
 	return resp, nil
+}
+
+// compare adds to resp the period req.compare: its totals, each bucket's
+// counterpart by position, each group's counterpart by key, and every
+// rate's change.
+func (s *Server) compare(ctx context.Context, req statsRequest, resp *StatsResponse) error {
+	prev := req
+	prev.r, prev.compare = *req.compare, nil
+	if req.groupCol != "" {
+		prev.groupKeys = []string{}
+		for _, g := range resp.Groups {
+			prev.groupKeys = append(prev.groupKeys, g.Key)
+		}
+	}
+	p, err := s.runStats(ctx, prev)
+	if err != nil {
+		return fmt.Errorf("compared period: %w", err)
+	}
+	resp.Compare = &Comparison{From: p.From, To: p.To, Method: CompareMethod}
+	resp.Previous = &p.Totals
+	req.def.compareTotals(&resp.Totals, p.Totals)
+	for i := range resp.Series {
+		if i < len(p.Series) {
+			b := p.Series[i]
+			resp.Series[i].Previous = &PreviousBucket{Bucket: b.Bucket, Totals: b.Totals}
+			req.def.compareTotals(&resp.Series[i].Totals, b.Totals)
+		}
+	}
+	byKey := make(map[string]Totals, len(p.Groups))
+	for _, g := range p.Groups {
+		byKey[g.Key] = g.Totals
+	}
+	for i, g := range resp.Groups {
+		t, ok := byKey[g.Key]
+		if !ok {
+			t = req.def.block(req.service, nil) // none in the compared period
+		}
+		resp.Groups[i].Previous = &t
+		req.def.compareTotals(&resp.Groups[i].Totals, t)
+	}
+	return nil
 }

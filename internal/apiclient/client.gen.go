@@ -462,6 +462,21 @@ type AttemptPage struct {
 	NextCursor *string `json:"next_cursor,omitempty"`
 }
 
+// Change defines model for Change.
+type Change struct {
+	// Absolute value - previous value; null when either is null
+	Absolute *float64 `json:"absolute"`
+
+	// Relative absolute / previous value; null when that is 0 or null
+	Relative *float64 `json:"relative"`
+
+	// Significant |z| >= 1.96: the difference is significant at 95%, two-sided
+	Significant *bool `json:"significant"`
+
+	// Z pooled two-proportion z statistic; null for a rate that is not a proportion or a period without a denominator
+	Z *float64 `json:"z"`
+}
+
 // Deliveries defines model for Deliveries.
 type Deliveries struct {
 	Attempts  int64 `json:"attempts"`
@@ -601,7 +616,8 @@ type KeyCreateScopes string
 
 // Rate defines model for Rate.
 type Rate struct {
-	Denominator int64 `json:"denominator"`
+	Change      *Change `json:"change,omitempty"`
+	Denominator int64   `json:"denominator"`
 
 	// Formula Example: delivered / sent
 	Formula   string `json:"formula"`
@@ -707,23 +723,39 @@ type ReplayInput_Until struct {
 
 // Stats defines model for Stats.
 type Stats struct {
+	Compare *struct {
+		From time.Time `json:"from"`
+
+		// Method Example: two-proportion z-test (pooled), two-sided at 95%: significant when |z| >= 1.96
+		Method string    `json:"method"`
+		To     time.Time `json:"to"`
+	} `json:"compare,omitempty"`
 	From        time.Time `json:"from"`
 	Granularity *string   `json:"granularity,omitempty"`
 	GroupBy     *string   `json:"group_by,omitempty"`
 	Groups      *[]struct {
-		ByType  map[string]int64   `json:"by_type"`
-		Events  int64              `json:"events"`
-		Key     string             `json:"key"`
-		Metrics map[string]float64 `json:"metrics"`
-		Rates   map[string]Rate    `json:"rates"`
+		ByType   map[string]int64   `json:"by_type"`
+		Events   int64              `json:"events"`
+		Key      string             `json:"key"`
+		Metrics  map[string]float64 `json:"metrics"`
+		Previous *Totals            `json:"previous,omitempty"`
+		Rates    map[string]Rate    `json:"rates"`
 	} `json:"groups,omitempty"`
-	Livemode string `json:"livemode"`
+	Livemode string  `json:"livemode"`
+	Previous *Totals `json:"previous,omitempty"`
 	Series   *[]struct {
-		Bucket  time.Time          `json:"bucket"`
-		ByType  map[string]int64   `json:"by_type"`
-		Events  int64              `json:"events"`
-		Metrics map[string]float64 `json:"metrics"`
-		Rates   map[string]Rate    `json:"rates"`
+		Bucket   time.Time          `json:"bucket"`
+		ByType   map[string]int64   `json:"by_type"`
+		Events   int64              `json:"events"`
+		Metrics  map[string]float64 `json:"metrics"`
+		Previous *struct {
+			Bucket  time.Time          `json:"bucket"`
+			ByType  map[string]int64   `json:"by_type"`
+			Events  int64              `json:"events"`
+			Metrics map[string]float64 `json:"metrics"`
+			Rates   map[string]Rate    `json:"rates"`
+		} `json:"previous,omitempty"`
+		Rates map[string]Rate `json:"rates"`
 	} `json:"series,omitempty"`
 	Service string    `json:"service"`
 	To      time.Time `json:"to"`
@@ -913,6 +945,9 @@ type GetStatsParams struct {
 
 	// Format talk: audio format; one value or several separated by commas (any of them), at most 100. A filter of another service's dimension is a 400.
 	Format *string `form:"format,omitempty" json:"format,omitempty"`
+
+	// Compare Compares with an earlier period: previous (the same length just before from) or <from>,<to> (RFC3339 or ms). Adds compare and previous, each group's and bucket's previous (buckets matched by position; none past the earlier series' end), and every rate's change, with a pooled two-proportion z-test at 95% for proportions.
+	Compare *string `form:"compare,omitempty" json:"compare,omitempty"`
 }
 
 // GetStatsParamsLivemode defines parameters for GetStats.
@@ -3587,6 +3622,18 @@ func NewGetStatsRequest(server string, service GetStatsParamsService, params *Ge
 		if params.Format != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "format", *params.Format, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Compare != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "compare", *params.Compare, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
 				return nil, err
 			} else {
 				for _, qp := range strings.Split(queryFrag, "&") {

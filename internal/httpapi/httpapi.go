@@ -126,6 +126,18 @@ type Rate struct {
 	Numerator   float64  `json:"numerator"`
 	Denominator float64  `json:"denominator"`
 	Formula     string   `json:"formula"`
+	// Change is set when the request compares two periods.
+	Change *Change `json:"change,omitempty"`
+}
+
+// Change compares a rate with the same rate over an earlier period.
+type Change struct {
+	Absolute *float64 `json:"absolute"` // value - previous value; null when either is null
+	Relative *float64 `json:"relative"` // absolute / previous value; null when that is 0 or null
+	// Z and Significant come from a two-proportion z-test; both are null
+	// for a rate that is not a proportion or a period with no denominator.
+	Z           *float64 `json:"z"`
+	Significant *bool    `json:"significant"`
 }
 
 // NewRate is num / den under formula.
