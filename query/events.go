@@ -49,8 +49,18 @@ func (s *Server) decodeCursor(v string) (cursor, error) {
 
 // parseFilters reads the dimension filters of a request (schema.Dimensions);
 // with a service, those of other services are a 400.
+//
+// format names both talk's audio format and the answer's format (json,
+// csv, ndjson); those three values are the answer's, never a filter.
 func parseFilters(c *gin.Context, service string) (schema.Filters, error) {
-	fs, err := schema.ParseFilters(c.Query, service)
+	get := func(name string) string {
+		v := c.Query(name)
+		if name == "format" && isAnswerFormat(v) {
+			return ""
+		}
+		return v
+	}
+	fs, err := schema.ParseFilters(get, service)
 	var fe *schema.FilterError
 	if errors.As(err, &fe) {
 		return nil, badParam(fe.Name, fe.Msg)
@@ -69,97 +79,94 @@ func parseTypes(v string) ([]schema.Pattern, error) {
 	return ps, nil
 }
 
-// listEvents serves GET /v1/events: original events in (createdAt, eventId)
-// order, a page at a time.
-func (s *Server) listEvents(c *gin.Context) {
-	r, err := parseRange(c.Query("from"), c.Query("to"), s.cfg.Now())
-	if err != nil {
-		s.fail(c, err)
-		return
+// eventsRequest is a parsed and checked GET /v1/events.
+type eventsRequest struct {
+	r      timeRange
+	where  string // SQL over the events table, values bound by args
+	args   []any
+	limit  int
+	after  *cursor
+	format exportFormat
+}
+
+func (s *Server) parseEventsRequest(c *gin.Context) (eventsRequest, error) {
+	var req eventsRequest
+	var err error
+	if req.r, err = parseRange(c.Query("from"), c.Query("to"), s.cfg.Now()); err != nil {
+		return req, err
 	}
 	lm, err := parseLivemode(c.Query("livemode"))
 	if err != nil {
-		s.fail(c, err)
-		return
+		return req, err
 	}
-	limit, err := httpapi.ParseLimit(c.Query("limit"), defaultEventLimit, maxEventLimit)
-	if err != nil {
-		s.fail(c, err)
-		return
+	if req.limit, err = httpapi.ParseLimit(c.Query("limit"), defaultEventLimit, maxEventLimit); err != nil {
+		return req, err
 	}
 	patterns, err := parseTypes(c.Query("types"))
 	if err != nil {
-		s.fail(c, err)
-		return
+		return req, err
 	}
 	filters, err := parseFilters(c, "")
+	if err != nil {
+		return req, err
+	}
+	req.format = parseExportFormat(c.Query("format"), c.GetHeader("Accept"))
+	if req.format != pageJSON && (c.Query("limit") != "" || c.Query("cursor") != "") {
+		return req, badParam("format", "an export streams every matching event: it takes no limit or cursor")
+	}
+	if v := c.Query("cursor"); v != "" {
+		cur, err := s.decodeCursor(v)
+		if err != nil {
+			return req, err
+		}
+		req.after = &cur
+	}
+
+	req.where = "created_at >= ? AND created_at < ?" + lm.sql()
+	req.args = []any{req.r.From.UnixMilli(), req.r.To.UnixMilli()}
+	if len(patterns) > 0 {
+		cond, pargs := schema.PatternsSQL(patterns)
+		req.where += " AND " + cond
+		req.args = append(req.args, pargs...)
+	}
+	fcond, fargs := filters.SQL()
+	req.where, req.args = req.where+fcond, append(req.args, fargs...)
+	return req, nil
+}
+
+// listEvents serves GET /v1/events: original events in (createdAt, eventId)
+// order, a page at a time, or all of them as CSV or NDJSON (see export).
+func (s *Server) listEvents(c *gin.Context) {
+	req, err := s.parseEventsRequest(c)
 	if err != nil {
 		s.fail(c, err)
 		return
 	}
-	var after *cursor
-	if v := c.Query("cursor"); v != "" {
-		cur, err := s.decodeCursor(v)
-		if err != nil {
-			s.fail(c, err)
-			return
-		}
-		after = &cur
+	if req.format != pageJSON {
+		s.export(c, req)
+		return
 	}
-
-	where := "created_at >= ? AND created_at < ?" + lm.sql()
-	whereArgs := []any{r.From.UnixMilli(), r.To.UnixMilli()}
-	if len(patterns) > 0 {
-		cond, pargs := schema.PatternsSQL(patterns)
-		where += " AND " + cond
-		whereArgs = append(whereArgs, pargs...)
-	}
-	fcond, fargs := filters.SQL()
-	where, whereArgs = where+fcond, append(whereArgs, fargs...)
 	var out bytes.Buffer
 	out.WriteString(`{"data":[`)
-	n := 0
+	n, limit := 0, req.limit
 	more := false
-	// A page reads limit+1 rows after the cursor, a createdAt window at a
-	// time (schema.FirstPageWindow, then four times wider each time the
-	// window runs out of rows). Copies ClickHouse has not merged away share
-	// the sort key, so they come one after the other and are skipped; when
-	// that leaves the page short and the window has more rows, the next rows
-	// are read from the last event shown.
-	lo, end, window := r.From.UnixMilli(), r.To.UnixMilli(), schema.FirstPageWindow
-	if after != nil {
-		lo = after.CreatedAt
-	}
-	for {
-		hi := min(lo+window, end)
-		read, want := 0, limit-n+1
-		err := s.listFrom(c.Request.Context(), where, whereArgs, after, hi, want, func(raw string, cur cursor) bool {
-			read++
-			if after != nil && cur == *after {
-				return true // a copy of the last event shown
-			}
-			if n == limit || out.Len() >= maxPageBytes {
-				more = true
-				return false
-			}
-			if n > 0 {
-				out.WriteByte(',')
-			}
-			out.WriteString(raw)
-			after = &cur
-			n++
-			return true
-		})
-		if err != nil {
-			s.fail(c, err)
-			return
+	after := req.after
+	err = s.scanEvents(c.Request.Context(), req, scanMode{batch: limit + 1, blockRows: listBlockRows}, func(ev listedEvent) bool {
+		if n == limit || out.Len() >= maxPageBytes {
+			more = true
+			return false
 		}
-		if more || (read < want && hi >= end) {
-			break
+		if n > 0 {
+			out.WriteByte(',')
 		}
-		if read < want {
-			lo, window = hi, 4*window // the window ran out of rows
-		} // else copies left the page short: on from the last event shown
+		out.WriteString(ev.raw)
+		after = &ev.cur
+		n++
+		return true
+	})
+	if err != nil {
+		s.fail(c, err)
+		return
 	}
 	out.WriteString(`],"next_cursor":`)
 	if more {
@@ -172,29 +179,110 @@ func (s *Server) listEvents(c *gin.Context) {
 	c.Data(http.StatusOK, "application/json; charset=utf-8", out.Bytes())
 }
 
-// listFrom reads up to limit events matching where after the cursor (all of
-// them without one) and before createdAt until, in (createdAt, eventId)
+// listedEvent is one event as scanEvents reads it; typed is set when the
+// typed columns were asked for.
+type listedEvent struct {
+	raw   string
+	cur   cursor
+	typed *typedColumns
+}
+
+// scanMode is how scanEvents reads: at most batch rows per statement, in
+// blocks of blockRows, with the typed columns or without.
+type scanMode struct {
+	batch, blockRows int
+	typed            bool
+}
+
+// scanEvents hands fn the events req selects after req.after in
+// (createdAt, eventId) order, each stored key once, until fn returns false
+// or the range ends. It reads at most m.batch rows per statement, a createdAt
+// window at a time: schema.FirstPageWindow, four times wider each time a
+// window runs out of rows, and from the last event read when a window holds
+// more than batch. Copies ClickHouse has not merged away share the sort key,
+// so they come one after the other and are skipped.
+func (s *Server) scanEvents(ctx context.Context, req eventsRequest, m scanMode, fn func(listedEvent) bool) error {
+	lo, end, window := req.r.From.UnixMilli(), req.r.To.UnixMilli(), schema.FirstPageWindow
+	after := req.after
+	if after != nil {
+		lo = after.CreatedAt
+	}
+	for {
+		hi := min(lo+window, end)
+		read, stopped := 0, false
+		err := s.listFrom(ctx, req.where, req.args, m, after, hi, func(ev listedEvent) bool {
+			read++
+			if after != nil && ev.cur == *after {
+				return true // a copy of the last event handed on
+			}
+			if !fn(ev) {
+				stopped = true
+				return false
+			}
+			after = &ev.cur
+			return true
+		})
+		switch {
+		case err != nil:
+			return err
+		case stopped, read < m.batch && hi >= end:
+			return nil
+		case read < m.batch:
+			lo, window = hi, 4*window // the window ran out of rows
+		default:
+			lo = after.CreatedAt // more in this window: on from the last event
+		}
+	}
+}
+
+// typedColumns are the stored columns an export writes before the event.
+type typedColumns struct {
+	typ, service                                              string
+	livemode                                                  uint8
+	messageID, recipientDomain, senderDomain, bounceType, npa string
+	voice, format                                             string
+	textLength                                                int64
+	durationSec                                               float64
+}
+
+// typedSelect is what listFrom reads into typedColumns, in its order.
+const typedSelect = ", CAST(type AS String), CAST(service AS String), livemode, message_id, CAST(recipient_domain AS String), " +
+	"CAST(sender_domain AS String), CAST(bounce_type AS String), CAST(npa AS String), CAST(voice AS String), CAST(format AS String), " +
+	"text_length, duration_sec"
+
+// listFrom reads up to m.batch events matching where after the cursor (all
+// of them without one) and before createdAt until, in (createdAt, eventId)
 // order, and hands each to fn until it returns false.
-func (s *Server) listFrom(ctx context.Context, where string, args []any, after *cursor, until int64, limit int, fn func(raw string, cur cursor) bool) error {
-	q := "SELECT raw, created_at, event_id FROM `" + s.cfg.Database + "`.events WHERE " + where + " AND created_at < ?"
+func (s *Server) listFrom(ctx context.Context, where string, args []any, m scanMode, after *cursor, until int64, fn func(listedEvent) bool) error {
+	cols := "raw, created_at, event_id"
+	if m.typed {
+		cols += typedSelect
+	}
+	q := "SELECT " + cols + " FROM `" + s.cfg.Database + "`.events WHERE " + where + " AND created_at < ?"
 	args = append(append([]any{}, args...), until)
 	if after != nil {
 		q += " AND (created_at > ? OR (created_at = ? AND event_id > ?))"
 		args = append(args, after.CreatedAt, after.CreatedAt, after.EventID)
 	}
-	rows, err := s.conn.Query(s.queryContext(ctx, clickhouse.Settings{"max_block_size": listBlockRows}),
-		q+" ORDER BY created_at, event_id LIMIT ?", append(args, limit)...)
+	rows, err := s.conn.Query(s.queryContext(ctx, clickhouse.Settings{"max_block_size": m.blockRows}),
+		q+" ORDER BY created_at, event_id LIMIT ?", append(args, m.batch)...)
 	if err != nil {
 		return fmt.Errorf("list events: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var raw string
-		var cur cursor
-		if err := rows.Scan(&raw, &cur.CreatedAt, &cur.EventID); err != nil {
+		var ev listedEvent
+		dest := []any{&ev.raw, &ev.cur.CreatedAt, &ev.cur.EventID}
+		if m.typed {
+			t := &typedColumns{}
+			ev.typed = t
+			dest = append(dest, &t.typ, &t.service, &t.livemode, &t.messageID, &t.recipientDomain, &t.senderDomain,
+				&t.bounceType, &t.npa, &t.voice, &t.format, &t.textLength, &t.durationSec)
+		}
+		if err := rows.Scan(dest...); err != nil {
 			return fmt.Errorf("read events: %w", err)
 		}
-		if !fn(raw, cur) {
+		if !fn(ev) {
 			return nil
 		}
 	}

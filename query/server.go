@@ -155,6 +155,9 @@ func (s *Server) limitConcurrency(c *gin.Context) {
 func (s *Server) recoverJSON(c *gin.Context) {
 	defer func() {
 		if r := recover(); r != nil {
+			if r == http.ErrAbortHandler {
+				panic(r) // a handler cutting its connection on purpose
+			}
 			s.log.Error("panic in handler", "path", c.Request.URL.Path, "panic", r)
 			abort(c, http.StatusInternalServerError, "internal", "internal error; the server log has details")
 		}

@@ -61,6 +61,7 @@ type statsRequest struct {
 	limit       int
 	filters     schema.Filters
 	compare     *timeRange // the period compared with, if any
+	format      string     // "csv", or "" for JSON
 	// groupKeys, when not nil, are the groups to count instead of the top
 	// limit: a compared period counts the groups of the period it follows.
 	groupKeys []string
@@ -105,8 +106,20 @@ func parseStatsRequest(c *gin.Context, now time.Time) (statsRequest, error) {
 	if req.filters, err = parseFilters(c, req.service); err != nil {
 		return req, err
 	}
-	req.compare, err = parseCompare(c.Query("compare"), req.r)
-	return req, err
+	if req.compare, err = parseCompare(c.Query("compare"), req.r); err != nil {
+		return req, err
+	}
+	// Other values of format are talk's audio format filter (see parseFilters).
+	switch v := c.Query("format"); v {
+	case "csv":
+		if req.compare != nil {
+			return req, badParam("compare", "not in CSV: a comparison is JSON only")
+		}
+		req.format = v
+	case "ndjson":
+		return req, badParam("format", "stats come as json or csv")
+	}
+	return req, nil
 }
 
 func (s *Server) stats(c *gin.Context) {
@@ -131,6 +144,10 @@ func (s *Server) stats(c *gin.Context) {
 	}
 	if err != nil {
 		s.fail(c, err)
+		return
+	}
+	if req.format == "csv" {
+		statsCSV(c, resp, req.def)
 		return
 	}
 	c.JSON(http.StatusOK, resp)

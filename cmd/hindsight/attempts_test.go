@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -54,13 +55,8 @@ func TestAttemptsCommand(t *testing.T) {
 		Livemode: "all", Ordered: true, Concurrency: 1, Status: replay.StatusCompleted, CreatedAt: start}))
 	require.NoError(t, store.RecordAttempts(ctx, recs))
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	httpAddr := ln.Addr().String()
-	ln.Close()
 	const key = "attempts-key-0123456789abcdef"
-	apiURL, _ := runStack(t, stack{conn: conn, database: db, log: slog.New(slog.DiscardHandler),
-		api: &query.Config{Database: db, APIKey: key}, httpAddr: httpAddr})
+	apiURL := startAPI(t, conn, db, key)
 	attempts := func(args ...string) []attempt {
 		t.Helper()
 		var out bytes.Buffer
@@ -108,4 +104,16 @@ func TestAttemptsCommand(t *testing.T) {
 	}
 	var out bytes.Buffer
 	assert.ErrorContains(t, runAttempts(ctx, []string{"--api", apiURL, "--api-key", key, "--endpoint", "whep_a", "--outcome", "lost"}, &out), "outcome")
+}
+
+// startAPI runs the API alone on a free loopback port and returns its URL.
+func startAPI(t *testing.T, conn driver.Conn, db, key string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	httpAddr := ln.Addr().String()
+	ln.Close()
+	apiURL, _ := runStack(t, stack{conn: conn, database: db, log: slog.New(slog.DiscardHandler),
+		api: &query.Config{Database: db, APIKey: key}, httpAddr: httpAddr})
+	return apiURL
 }

@@ -30,6 +30,7 @@ Usage:
   hindsight replay   --endpoint whep_… --since TIME [--until TIME] [--events send.email.*] [--only-failed] [--dry-run] [--unordered --concurrency N]
   hindsight replay   --cancel rpl_…
   hindsight attempts --endpoint whep_… | --replay rpl_… [--outcome failed] [--event-id ID] [--from T] [--to T] [--limit N] [--json]
+  hindsight export   [--since TIME] [--until TIME] [--events send.email.*] [--filter name=v1,v2]… [--format ndjson|csv] [--out FILE]
   hindsight keys     create --name NAME --scopes stats:read,… | list | revoke key_…   (API keys, in ClickHouse)
   hindsight broker   [--listen 127.0.0.1:9092] [--data DIR]   (the embedded Kafka-protocol broker alone)
   hindsight healthcheck [--http ADDR | --metrics ADDR]   (exit 0 if this host's process answers; the image's HEALTHCHECK)
@@ -90,6 +91,8 @@ func run(ctx context.Context, args []string) error {
 		return runKeys(ctx, rest)
 	case "attempts":
 		return runAttempts(ctx, rest, os.Stdout)
+	case "export":
+		return runExport(ctx, rest, os.Stdout)
 	case "healthcheck":
 		return runHealthcheck(ctx, rest)
 	case "version", "--version":

@@ -63,20 +63,27 @@ func (c apiClient) do(ctx context.Context, method, path string, body, into any) 
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
-	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode >= 300 {
-		var e struct {
-			Error struct{ Code, Message string }
-		}
-		if json.Unmarshal(raw, &e) == nil && e.Error.Message != "" {
-			return fmt.Errorf("%s %s: %d %s: %s", method, path, resp.StatusCode, e.Error.Code, e.Error.Message)
-		}
-		return fmt.Errorf("%s %s: HTTP %d", method, path, resp.StatusCode)
+		return apiError(method, path, resp)
 	}
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if into != nil {
 		return json.Unmarshal(raw, into)
 	}
 	return nil
+}
+
+// apiError reads an error answer: the API's code and message when it gave
+// them.
+func apiError(method, path string, resp *http.Response) error {
+	raw, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	var e struct {
+		Error struct{ Code, Message string }
+	}
+	if json.Unmarshal(raw, &e) == nil && e.Error.Message != "" {
+		return fmt.Errorf("%s %s: %d %s: %s", method, path, resp.StatusCode, e.Error.Code, e.Error.Message)
+	}
+	return fmt.Errorf("%s %s: HTTP %d", method, path, resp.StatusCode)
 }
 
 type replayStatus struct {

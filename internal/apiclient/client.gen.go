@@ -822,9 +822,11 @@ type ListEventsParams struct {
 
 	// Livemode Events without the field are live.
 	Livemode *ListEventsParamsLivemode `form:"livemode,omitempty" json:"livemode,omitempty"`
-	Limit    *int32                    `form:"limit,omitempty" json:"limit,omitempty"`
 
-	// Cursor next_cursor of the previous page; opaque.
+	// Limit Not with an export (a 400).
+	Limit *int32 `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Cursor next_cursor of the previous page; opaque. Not with an export (a 400).
 	Cursor *string `form:"cursor,omitempty" json:"cursor,omitempty"`
 
 	// RecipientDomain send: domain of the first recipient, any case; one value or several separated by commas (any of them), at most 100. Only events that have the dimension can match.
@@ -845,7 +847,7 @@ type ListEventsParams struct {
 	// Voice talk: voice; one value or several separated by commas (any of them), at most 100. Only events that have the dimension can match.
 	Voice *string `form:"voice,omitempty" json:"voice,omitempty"`
 
-	// Format talk: audio format; one value or several separated by commas (any of them), at most 100. Only events that have the dimension can match.
+	// Format json, csv or ndjson: the answer's format (csv and ndjson export every matching event, without limit or cursor; Accept: text/csv or application/x-ndjson does the same). Any other value filters talk's audio format; one value or several separated by commas (any of them), at most 100. Only events that have the dimension can match.
 	Format *string `form:"format,omitempty" json:"format,omitempty"`
 }
 
@@ -943,7 +945,7 @@ type GetStatsParams struct {
 	// Voice talk: voice; one value or several separated by commas (any of them), at most 100. A filter of another service's dimension is a 400.
 	Voice *string `form:"voice,omitempty" json:"voice,omitempty"`
 
-	// Format talk: audio format; one value or several separated by commas (any of them), at most 100. A filter of another service's dimension is a 400.
+	// Format csv: the answer as CSV rows (row = bucket, group or total; key; events; counts by type; metrics; rate values), not with compare; json: the default. Any other value filters talk's audio format; one value or several separated by commas (any of them), at most 100. A filter of another service's dimension is a 400.
 	Format *string `form:"format,omitempty" json:"format,omitempty"`
 
 	// Compare Compares with an earlier period: previous (the same length just before from) or <from>,<to> (RFC3339 or ms). Adds compare and previous, each group's and bucket's previous (buckets matched by position; none past the earlier series' end), and every rate's change, with a pooled two-proportion z-test at 95% for proportions.
@@ -1472,7 +1474,7 @@ type ClientInterface interface {
 	// Corresponds with GET /v1/event-types (the `ListEventTypes` operationId).
 	ListEventTypes(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// ListEvents Original events as ingested, ordered by createdAt then eventId, a page at a time.
+	// ListEvents Original events as ingested, ordered by createdAt then eventId, a page at a time; or every matching event as CSV or NDJSON.
 	//
 	// Needs a key with scope events:read.
 	//
@@ -1844,7 +1846,7 @@ func (c *Client) ListEventTypes(ctx context.Context, reqEditors ...RequestEditor
 	return c.Client.Do(req)
 }
 
-// ListEvents Original events as ingested, ordered by createdAt then eventId, a page at a time.
+// ListEvents Original events as ingested, ordered by createdAt then eventId, a page at a time; or every matching event as CSV or NDJSON.
 //
 // Needs a key with scope events:read.
 //
@@ -3821,7 +3823,7 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /v1/event-types (the `ListEventTypes` operationId).
 	ListEventTypesWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*ListEventTypesResponse, error)
 
-	// ListEventsWithResponse Original events as ingested, ordered by createdAt then eventId, a page at a time.
+	// ListEventsWithResponse Original events as ingested, ordered by createdAt then eventId, a page at a time; or every matching event as CSV or NDJSON.
 	//
 	// Needs a key with scope events:read.
 	//
@@ -4726,6 +4728,11 @@ func (r ListEventTypesResponse) ContentType() string {
 	return ""
 }
 
+// ListEventsResponse200Headers the declared response headers of an HTTP 200 response for ListEvents
+type ListEventsResponse200Headers struct {
+	XTotalCount *int64
+}
+
 type ListEventsResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
@@ -4740,6 +4747,8 @@ type ListEventsResponse struct {
 	JSON401 *Error
 	// JSON403 the response for an HTTP 403 `application/json` response
 	JSON403 *Error
+	// Headers200 the parsed response headers for an HTTP 200 response
+	Headers200 *ListEventsResponse200Headers
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
@@ -5892,7 +5901,7 @@ func (c *ClientWithResponses) ListEventTypesWithResponse(ctx context.Context, re
 	return ParseListEventTypesResponse(rsp)
 }
 
-// ListEventsWithResponse Original events as ingested, ordered by createdAt then eventId, a page at a time.
+// ListEventsWithResponse Original events as ingested, ordered by createdAt then eventId, a page at a time; or every matching event as CSV or NDJSON.
 //
 // Needs a key with scope events:read.
 //
@@ -6725,6 +6734,22 @@ func ParseListEventsResponse(rsp *http.Response) (*ListEventsResponse, error) {
 		}
 		response.JSON403 = &dest
 
+	case rsp.StatusCode == 200:
+		// Content-type (text/csv) unsupported
+
+	}
+
+	switch {
+	case rsp.StatusCode == 200:
+		var headers ListEventsResponse200Headers
+		if values := rsp.Header.Values("X-Total-Count"); len(values) > 0 {
+			var value int64
+			if err := runtime.BindStyledParameterWithOptions("simple", "X-Total-Count", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: "int64"}); err != nil {
+				return nil, err
+			}
+			headers.XTotalCount = &value
+		}
+		response.Headers200 = &headers
 	}
 
 	return response, nil
@@ -7386,6 +7411,9 @@ func ParseGetStatsResponse(rsp *http.Response) (*GetStatsResponse, error) {
 			return nil, err
 		}
 		response.JSON404 = &dest
+
+	case rsp.StatusCode == 200:
+		// Content-type (text/csv) unsupported
 
 	}
 

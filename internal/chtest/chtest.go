@@ -176,12 +176,16 @@ func StoreCopies(t testing.TB, conn Execer, db string, conds ...string) {
 }
 
 // Fill10M migrates db and stores ten million events over 30 days of October
-// 2026 with ClickHouse's numbers(), for benchmarks: a send-heavy mix like
+// 2026 (see FillN).
+func Fill10M(t testing.TB, conn driver.Conn, db string) { FillN(t, conn, db, 10_000_000) }
+
+// FillN migrates db and stores n events from 2026-10-01 on with
+// ClickHouse's numbers(), for benchmarks: a send-heavy mix like
 // the platform's, about one opened and clicked message in four, 2% test
 // mode, one event every 259 ms. message_hash is cityHash64 here, where
 // ingest writes xxhash64: benchmarks measure cost, which is the same for any
 // 64-bit hash.
-func Fill10M(t testing.TB, conn driver.Conn, db string) {
+func FillN(t testing.TB, conn driver.Conn, db string, n int) {
 	t.Helper()
 	ctx := context.Background()
 	if _, err := schema.Migrate(ctx, conn, db); err != nil {
@@ -201,10 +205,10 @@ func Fill10M(t testing.TB, conn driver.Conn, db string) {
 		'send.email.delivered', 'send.email.delivered', 'send.email.delivered', 'send.email.delivered', 'send.email.opened',
 		'send.email.opened', 'send.email.opened', 'send.email.clicked', 'send.email.bounced', 'send.email.complained',
 		'telco.lookup.completed', 'telco.lookup.completed', 'voip.call.incoming', 'voip.call.completed', 'talk.speech.generated'],
-		number %% 20 + 1) AS t FROM system.numbers LIMIT 10000000)`, db, start)
+		number %% 20 + 1) AS t FROM system.numbers LIMIT %d)`, db, start, n)
 	for _, stmt := range []string{q, "OPTIMIZE TABLE " + db + ".events FINAL"} {
 		if err := conn.Exec(ctx, stmt); err != nil {
-			t.Fatalf("fill 10M events: %v", err)
+			t.Fatalf("fill %d events: %v", n, err)
 		}
 	}
 }
