@@ -135,15 +135,19 @@ func median(ds []time.Duration) time.Duration {
 
 // BenchmarkEvents10M times, over a month of 10M events, GET /v1/events (100
 // events of every type) at its first page, from a cursor in the middle and
-// from one near the end, each the median of 5 requests, and GET
-// /v1/events/{id} of a stored and of a missing event, medians of 15. Run it
-// with `make bench-query`.
+// from one near the end, each the median of 5 requests; GET /v1/events/{id}
+// of a stored and of a missing event, and with its delivery attempts; and
+// GET /v1/messages/{id}, medians of 15. Run it with `make bench-query`.
 func BenchmarkEvents10M(b *testing.B) {
 	db := fmt.Sprintf("bench_list_%d", os.Getpid())
 	conn := chtest.Open(b)
 	ctx := context.Background()
 	defer conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db)
 	chtest.Fill10M(b, conn, db)
+	// A million attempts in the log, one for every tenth event.
+	require.NoError(b, conn.Exec(ctx, "INSERT INTO "+db+".deliveries (endpoint_id, replay_id, event_id, attempt, status, outcome, latency_ms, at) "+
+		"SELECT concat('whep_', toString(number % 10)), 'rpl_1', concat('evt_', toString(number * 10)), 1, 200, 'delivered', 3.5, "+
+		"1790812800000 + number * 2590 FROM system.numbers LIMIT 1000000"))
 	const key = "bench-key-0123456789abcdef"
 	s, err := New(Config{Database: db, APIKey: key}, conn, nil)
 	require.NoError(b, err)
@@ -188,5 +192,10 @@ func BenchmarkEvents10M(b *testing.B) {
 		b.ReportMetric(float64(missing.Microseconds())/1000, "get-missing-ms")
 		b.Logf("GET /v1/events/{id} among 10M events: %s for a stored one, %s for a missing one",
 			found.Round(100*time.Microsecond), missing.Round(100*time.Microsecond))
+		msg, withDeliveries := timed("/v1/messages/msg_833333", 15, http.StatusOK), timed("/v1/events/evt_5000000?include=deliveries", 15, http.StatusOK)
+		b.ReportMetric(float64(msg.Microseconds())/1000, "message-ms")
+		b.ReportMetric(float64(withDeliveries.Microseconds())/1000, "get-deliveries-ms")
+		b.Logf("GET /v1/messages/{id} (6 events, a million attempts logged): %s; GET /v1/events/{id}?include=deliveries: %s",
+			msg.Round(100*time.Microsecond), withDeliveries.Round(100*time.Microsecond))
 	}
 }

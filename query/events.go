@@ -292,14 +292,21 @@ func (s *Server) listFrom(ctx context.Context, where string, args []any, m scanM
 	return nil
 }
 
-// getEvent serves GET /v1/events/{eventId}: the original event, as ingested.
+// getEvent serves GET /v1/events/{eventId}: the original event, as ingested;
+// with include=deliveries, its delivery attempts added under "deliveries".
 func (s *Server) getEvent(c *gin.Context) {
 	id := c.Param("eventId")
 	if id == "" || len(id) > 4*schema.MaxEventIDLen {
 		abort(c, http.StatusNotFound, "not_found", "no event with that eventId")
 		return
 	}
-	raw, found, err := schema.ReadEvent(s.queryContext(c.Request.Context()), s.conn, s.cfg.Database, id)
+	include := c.Query("include")
+	if include != "" && include != "deliveries" {
+		s.fail(c, badParam("include", "want deliveries, got "+strconv.Quote(include)))
+		return
+	}
+	ctx := s.queryContext(c.Request.Context())
+	raw, found, err := schema.ReadEvent(ctx, s.conn, s.cfg.Database, id)
 	if err != nil {
 		s.fail(c, fmt.Errorf("get event: %w", err))
 		return
@@ -307,6 +314,16 @@ func (s *Server) getEvent(c *gin.Context) {
 	if !found {
 		abort(c, http.StatusNotFound, "not_found", "no event with eventId "+strconv.Quote(id))
 		return
+	}
+	if include == "deliveries" {
+		ds, err := schema.DeliveriesOf(ctx, s.conn, s.cfg.Database, []string{id})
+		if err == nil {
+			raw, err = withDeliveries(raw, ds[id])
+		}
+		if err != nil {
+			s.fail(c, fmt.Errorf("get event: %w", err))
+			return
+		}
 	}
 	c.Data(http.StatusOK, "application/json; charset=utf-8", raw)
 }

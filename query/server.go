@@ -94,6 +94,7 @@ func New(cfg Config, conn Conn, log *slog.Logger, ready ...ReadyFunc) (*Server, 
 	v1.GET("/stats/:service", keys.Require(keys.StatsRead), s.stats)
 	v1.GET("/events", keys.Require(keys.EventsRead), s.listEvents)
 	v1.GET("/events/:eventId", keys.Require(keys.EventsRead), s.getEvent)
+	v1.GET("/messages/:messageId", keys.Require(keys.EventsRead), s.getMessage)
 	v1.GET("/event-types", keys.Require(keys.StatsRead), s.eventTypes)
 	// Any key may read the document.
 	v1.GET("/openapi.json", func(c *gin.Context) { c.Data(http.StatusOK, "application/json", openAPI) })

@@ -171,7 +171,7 @@ func ShardOf(id string, slots []int) int {
 }
 
 // sharded are the tables split across a cluster's shards.
-var sharded = []string{"events", "event_ids"}
+var sharded = []string{"events", "event_ids", "message_ids"}
 
 // OnShard is r as it applies on each shard of a cluster, one shard at a
 // time: the sharded tables' local parts; the tables whole on every server

@@ -240,6 +240,34 @@ SELECT cityHash64(event_id), service, type, created_at FROM {db}.events`))), nil
 		}},
 		// A replay's dimension filters, as JSON (dimension → values).
 		{10, "replay_filters", nil, []Column{{"replays", "filters", "String"}}},
+		// Where each email's events are stored, by the 64-bit hash of its
+		// messageId, so a message's timeline reads a few rows of it and then
+		// the events rows at those sort keys, as event_ids does for eventIds.
+		// The eventIds let the timeline look up their delivery attempts while
+		// it reads the events.
+		{11, "message_ids", slices.Concat(
+			d.sharded("message_ids", `
+	message_hash UInt64,
+	service {lc},
+	type {lc},
+	created_at Int64,
+	event_id String`, "ReplacingMergeTree()", `ORDER BY (message_hash, created_at, type, event_id)`, "message_hash"),
+			[]string{r.Replace(`CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.message_ids_mv{on} TO {db}.message_ids{local} AS
+SELECT cityHash64(message_id) AS message_hash, service, type, created_at, event_id FROM {db}.events{local} WHERE message_id != ''`)},
+			d.serverOnly(r.Replace(`INSERT INTO {db}.message_ids (message_hash, service, type, created_at, event_id)
+SELECT cityHash64(message_id), service, type, created_at, event_id FROM {db}.events WHERE message_id != ''`))), nil},
+		// The attempt log by eventId: the hash of each attempt's eventId and
+		// where the attempt is stored (deliveries is ordered by endpoint and
+		// time), so an event's attempts are a lookup, not a scan.
+		{12, "delivery_ids", slices.Concat(
+			[]string{d.table("delivery_ids", `
+	id_hash UInt64,
+	endpoint_id String,
+	at Int64`, "ReplacingMergeTree()", `ORDER BY (id_hash, endpoint_id, at)`),
+				r.Replace(`CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.delivery_ids_mv{on} TO {db}.delivery_ids AS
+SELECT cityHash64(event_id) AS id_hash, endpoint_id, at FROM {db}.deliveries`)},
+			d.serverOnly(r.Replace(`INSERT INTO {db}.delivery_ids (id_hash, endpoint_id, at)
+SELECT cityHash64(event_id), endpoint_id, at FROM {db}.deliveries`))), nil},
 	}
 }
 

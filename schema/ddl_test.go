@@ -3,6 +3,7 @@ package schema_test
 import (
 	"context"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 
@@ -43,8 +44,9 @@ func TestMigrateIsIdempotent(t *testing.T) {
 }
 
 // TestMigrationIndexesStoredEvents applies the migrations before event_ids
-// by hand, stores events, then migrates: the events stored before and after
-// are both found through event_ids.
+// by hand, stores events and delivery attempts, then migrates: the events
+// stored before and after are all found through event_ids and, those of
+// emails, through message_ids; the attempts through delivery_ids.
 func TestMigrationIndexesStoredEvents(t *testing.T) {
 	conn, db := chtest.Database(t)
 	ctx := context.Background()
@@ -64,9 +66,32 @@ func TestMigrationIndexesStoredEvents(t *testing.T) {
 	events, err := sample.Events(50, sample.TestdataOptions(4))
 	require.NoError(t, err)
 	chtest.InsertEvents(t, conn, db, events[:30])
+	attempt := func(id string) {
+		require.NoError(t, conn.Exec(ctx, "INSERT INTO "+db+".deliveries (endpoint_id, event_id, at) SELECT 'whep_1', ?, 1", id))
+	}
+	attempt(events[0].ID)
 	_, err = schema.Migrate(ctx, conn, db)
 	require.NoError(t, err)
 	chtest.InsertEvents(t, conn, db, events[30:])
+	attempt(events[49].ID)
+	for _, ev := range []schema.Event{events[0], events[49]} {
+		ds, err := schema.DeliveriesOf(ctx, conn, db, []string{ev.ID})
+		require.NoError(t, err)
+		assert.Len(t, ds[ev.ID], 1, "the attempt for %s is found", ev.ID)
+	}
+	emails := 0
+	for _, ev := range events {
+		if ev.Dims.MessageID == "" {
+			continue
+		}
+		emails++
+		m, err := schema.LookUpMessage(ctx, conn, db, ev.Dims.MessageID)
+		require.NoError(t, err)
+		stored, err := m.Events(ctx, conn, db)
+		require.NoError(t, err)
+		assert.True(t, slices.ContainsFunc(stored, func(s schema.StoredEvent) bool { return s.ID == ev.ID }), "%s is found by its messageId", ev.ID)
+	}
+	require.Greater(t, emails, 10)
 
 	for _, ev := range events {
 		var n uint64

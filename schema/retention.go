@@ -14,8 +14,8 @@ func (v Version) HasTTL() bool { return v.Major > 19 || v.Major == 19 && v.Minor
 
 // Retained is a table whose rows expire: those whose time column (Unix
 // milliseconds) is older than Keep. Its partitions are months of that
-// column. Companions are tables keyed by the same time (column created_at)
-// whose rows go with it.
+// column. Companions are tables with the same time column whose rows go
+// with it.
 type Retained struct {
 	Table, Column string
 	Companions    []string
@@ -23,8 +23,8 @@ type Retained struct {
 
 // The tables with a retention.
 var (
-	EventsRetained     = Retained{Table: "events", Column: "created_at", Companions: []string{"event_ids", "event_dups"}}
-	DeliveriesRetained = Retained{Table: "deliveries", Column: "at"}
+	EventsRetained     = Retained{Table: "events", Column: "created_at", Companions: []string{"event_ids", "event_dups", "message_ids"}}
+	DeliveriesRetained = Retained{Table: "deliveries", Column: "at", Companions: []string{"delivery_ids"}}
 )
 
 // ApplyRetention makes rows of r older than keep go. Where the server has
@@ -43,11 +43,7 @@ func ApplyRetention(ctx context.Context, conn Conn, db string, r Retained, keep 
 	}
 	if v.HasTTL() {
 		for _, t := range append([]string{r.Table}, r.Companions...) {
-			col := "created_at"
-			if t == r.Table {
-				col = r.Column
-			}
-			if err := setTTL(ctx, conn, db, t, col, keep); err != nil {
+			if err := setTTL(ctx, conn, db, t, r.Column, keep); err != nil {
 				return nil, err
 			}
 		}
@@ -102,7 +98,7 @@ func dropMonths(ctx context.Context, conn Conn, db string, r Retained, cutoff ti
 	}
 	if len(dropped) > 0 {
 		for _, t := range r.Companions {
-			if err := conn.Exec(ctx, "ALTER TABLE `"+db+"`."+t+" DELETE WHERE created_at < ?", upTo.UnixMilli()); err != nil {
+			if err := conn.Exec(ctx, "ALTER TABLE `"+db+"`."+t+" DELETE WHERE "+r.Column+" < ?", upTo.UnixMilli()); err != nil {
 				return dropped, fmt.Errorf("delete what %s held of the dropped months: %w", t, err)
 			}
 		}

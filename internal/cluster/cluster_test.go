@@ -326,7 +326,16 @@ func TestIngestQueryReplay(t *testing.T) {
 			if n++; n > 5 {
 				break
 			}
-			paths = append(paths, "/v1/events/"+id)
+			paths = append(paths, "/v1/events/"+id, "/v1/events/"+id+"?include=deliveries")
+		}
+		// Timelines: a message's events are on both shards.
+		var page struct {
+			Data []struct{ Data struct{ MessageID string } }
+		}
+		require.Equal(t, http.StatusOK, get(t, singleAPI+"/v1/events?from="+from+"&to="+to+"&limit=5&types=send.email.*", &page))
+		require.NotEmpty(t, page.Data)
+		for _, ev := range page.Data {
+			paths = append(paths, "/v1/messages/"+ev.Data.MessageID)
 		}
 		for _, p := range paths {
 			var a, b any

@@ -66,6 +66,8 @@ func TestSQLCompatibility(t *testing.T) {
 	events := fixture(t)
 	loadOld(t, old, db, events)
 	loadCur(t, cur, db, events)
+	addDeliveries(t, old, db, events)
+	addDeliveries(t, cur, db, events)
 
 	// A fixed clock: the event types' last 30 days must hold the fixture's
 	// week however long after it the test runs.
@@ -207,8 +209,38 @@ func requests(events []schema.Event) []string {
 		"/v1/events/"+url.PathEscape(events[7].ID),
 		"/v1/events/no-such-event",
 		"/v1/event-types",
+		// Periods compared, stats as CSV, exports.
+		"/v1/stats/send?from="+from+"&to="+to+"&compare=previous&granularity=day&group_by=recipient_domain&limit=3",
+		"/v1/stats/voip?from="+from+"&to="+to+"&compare=2026-10-01T00:00:00Z,2026-10-28T05:00:00Z",
+		"/v1/stats/send?from="+from+"&to="+to+"&format=csv&granularity=day",
+		"/v1/events?from="+from+"&to="+to+"&format=ndjson&livemode=all",
+		"/v1/events?from="+from+"&to="+to+"&format=csv&types=send.email.*&recipient_domain=gmail.com",
+		// Timelines and attempts (see addDeliveries).
+		"/v1/events/"+url.PathEscape(events[7].ID)+"?include=deliveries",
+		"/v1/messages/no-such-message",
 	)
+	for _, ev := range events {
+		if ev.Dims.MessageID != "" {
+			out = append(out, "/v1/messages/"+url.PathEscape(ev.Dims.MessageID))
+			if len(out) > 250 {
+				break
+			}
+		}
+	}
 	return out
+}
+
+// addDeliveries logs attempts for every twentieth event: one or two each.
+func addDeliveries(t *testing.T, conn chtest.Execer, db string, events []schema.Event) {
+	t.Helper()
+	for i := 0; i < len(events); i += 20 {
+		ev := events[i]
+		for n := range 1 + i%2 {
+			require.NoError(t, conn.Exec(context.Background(), "INSERT INTO `"+db+"`.deliveries (endpoint_id, replay_id, event_id, attempt, status, outcome, latency_ms, error, at) "+
+				"SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?", "whep_"+string(rune('a'+i%7)), "rpl_1", ev.ID, uint8(n+1), uint16(200+n*300), []string{"delivered", "failed"}[n%2],
+				1.5, "", ev.CreatedAt+int64(n)*1000))
+		}
+	}
 }
 
 func call(t *testing.T, api *query.Server, path string) (int, string) {
