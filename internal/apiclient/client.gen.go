@@ -38,6 +38,27 @@ func (e AttemptLogEntryOutcome) Valid() bool {
 	}
 }
 
+// Defines values for DeliveryOutcome.
+const (
+	DeliveryOutcomeDelivered DeliveryOutcome = "delivered"
+	DeliveryOutcomeFailed    DeliveryOutcome = "failed"
+	DeliveryOutcomeRetrying  DeliveryOutcome = "retrying"
+)
+
+// Valid indicates whether the value is a known member of the DeliveryOutcome enum.
+func (e DeliveryOutcome) Valid() bool {
+	switch e {
+	case DeliveryOutcomeDelivered:
+		return true
+	case DeliveryOutcomeFailed:
+		return true
+	case DeliveryOutcomeRetrying:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for KeyScopes.
 const (
 	KeyScopesEndpointsWrite KeyScopes = "endpoints:write"
@@ -248,6 +269,21 @@ func (e ListEventsParamsLivemode) Valid() bool {
 	case ListEventsParamsLivemodeFalse:
 		return true
 	case ListEventsParamsLivemodeTrue:
+		return true
+	default:
+		return false
+	}
+}
+
+// Defines values for GetEventParamsInclude.
+const (
+	GetEventParamsIncludeDeliveries GetEventParamsInclude = "deliveries"
+)
+
+// Valid indicates whether the value is a known member of the GetEventParamsInclude enum.
+func (e GetEventParamsInclude) Valid() bool {
+	switch e {
+	case GetEventParamsIncludeDeliveries:
 		return true
 	default:
 		return false
@@ -489,6 +525,25 @@ type Deliveries struct {
 	SuccessRate Rate `json:"success_rate"`
 }
 
+// Delivery defines model for Delivery.
+type Delivery struct {
+	At         time.Time       `json:"at"`
+	Attempt    int32           `json:"attempt"`
+	EndpointId string          `json:"endpoint_id"`
+	Error      *string         `json:"error,omitempty"`
+	LatencyMs  float64         `json:"latency_ms"`
+	Outcome    DeliveryOutcome `json:"outcome"`
+
+	// ReplayId null for a resend or a test
+	ReplayId *string `json:"replay_id"`
+
+	// Status 0 without a response
+	Status int32 `json:"status"`
+}
+
+// DeliveryOutcome defines model for Delivery.Outcome.
+type DeliveryOutcome string
+
 // DryRun defines model for DryRun.
 type DryRun struct {
 	ByType           map[string]int64 `json:"by_type"`
@@ -613,6 +668,19 @@ type KeyCreate struct {
 
 // KeyCreateScopes defines model for KeyCreate.Scopes.
 type KeyCreateScopes string
+
+// Message defines model for Message.
+type Message struct {
+	Events []struct {
+		// Deliveries every attempt to deliver the event, oldest first (at most 100)
+		Deliveries []Delivery `json:"deliveries"`
+		Event      Event      `json:"event"`
+	} `json:"events"`
+	MessageId string `json:"message_id"`
+
+	// Recipients every address in the events' data.to, in the order first seen
+	Recipients []string `json:"recipients"`
+}
 
 // Rate defines model for Rate.
 type Rate struct {
@@ -854,6 +922,28 @@ type ListEventsParams struct {
 // ListEventsParamsLivemode defines parameters for ListEvents.
 type ListEventsParamsLivemode string
 
+// GetEventParams defines parameters for GetEvent.
+type GetEventParams struct {
+	// Include deliveries: add the event's delivery attempts under deliveries (the event's fields are then re-encoded; without include the bytes are the original).
+	Include *GetEventParamsInclude `form:"include,omitempty" json:"include,omitempty"`
+}
+
+// GetEventParamsInclude defines parameters for GetEvent.
+type GetEventParamsInclude string
+
+// GetEvent200JSONResponseBody defines parameters for GetEvent.
+type GetEvent200JSONResponseBody struct {
+	// CreatedAt milliseconds since the epoch
+	CreatedAt            int64                  `json:"createdAt"`
+	Data                 map[string]interface{} `json:"data"`
+	Deliveries           *[]Delivery            `json:"deliveries,omitempty"`
+	EventId              string                 `json:"eventId"`
+	Livemode             *bool                  `json:"livemode,omitempty"`
+	Service              string                 `json:"service"`
+	Type                 string                 `json:"type"`
+	AdditionalProperties map[string]interface{} `json:"-"`
+}
+
 // ResendEventJSONBody defines parameters for ResendEvent.
 type ResendEventJSONBody struct {
 	EndpointId string `json:"endpoint_id"`
@@ -1080,6 +1170,156 @@ func (a Event) MarshalJSON() ([]byte, error) {
 		object["data"], err = json.Marshal(a.Data)
 		if err != nil {
 			return nil, fmt.Errorf("error marshaling 'data': %w", err)
+		}
+	}
+
+	object["eventId"], err = json.Marshal(a.EventId)
+	if err != nil {
+		return nil, fmt.Errorf("error marshaling 'eventId': %w", err)
+	}
+
+	if a.Livemode != nil {
+		object["livemode"], err = json.Marshal(a.Livemode)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'livemode': %w", err)
+		}
+	}
+
+	object["service"], err = json.Marshal(a.Service)
+	if err != nil {
+		return nil, fmt.Errorf("error marshaling 'service': %w", err)
+	}
+
+	object["type"], err = json.Marshal(a.Type)
+	if err != nil {
+		return nil, fmt.Errorf("error marshaling 'type': %w", err)
+	}
+
+	for fieldName, field := range a.AdditionalProperties {
+		object[fieldName], err = json.Marshal(field)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling '%s': %w", fieldName, err)
+		}
+	}
+	return json.Marshal(object)
+}
+
+// Getter for additional properties for GetEvent200JSONResponseBody. Returns the specified
+// element and whether it was found
+func (a GetEvent200JSONResponseBody) Get(fieldName string) (value interface{}, found bool) {
+	if a.AdditionalProperties != nil {
+		value, found = a.AdditionalProperties[fieldName]
+	}
+	return
+}
+
+// Setter for additional properties for GetEvent200JSONResponseBody
+func (a *GetEvent200JSONResponseBody) Set(fieldName string, value interface{}) {
+	if a.AdditionalProperties == nil {
+		a.AdditionalProperties = make(map[string]interface{})
+	}
+	a.AdditionalProperties[fieldName] = value
+}
+
+// Override default JSON handling for GetEvent200JSONResponseBody to handle AdditionalProperties
+func (a *GetEvent200JSONResponseBody) UnmarshalJSON(b []byte) error {
+	object := make(map[string]json.RawMessage)
+	err := json.Unmarshal(b, &object)
+	if err != nil {
+		return err
+	}
+
+	if raw, found := object["createdAt"]; found {
+		err = json.Unmarshal(raw, &a.CreatedAt)
+		if err != nil {
+			return fmt.Errorf("error reading 'createdAt': %w", err)
+		}
+		delete(object, "createdAt")
+	}
+
+	if raw, found := object["data"]; found {
+		err = json.Unmarshal(raw, &a.Data)
+		if err != nil {
+			return fmt.Errorf("error reading 'data': %w", err)
+		}
+		delete(object, "data")
+	}
+
+	if raw, found := object["deliveries"]; found {
+		err = json.Unmarshal(raw, &a.Deliveries)
+		if err != nil {
+			return fmt.Errorf("error reading 'deliveries': %w", err)
+		}
+		delete(object, "deliveries")
+	}
+
+	if raw, found := object["eventId"]; found {
+		err = json.Unmarshal(raw, &a.EventId)
+		if err != nil {
+			return fmt.Errorf("error reading 'eventId': %w", err)
+		}
+		delete(object, "eventId")
+	}
+
+	if raw, found := object["livemode"]; found {
+		err = json.Unmarshal(raw, &a.Livemode)
+		if err != nil {
+			return fmt.Errorf("error reading 'livemode': %w", err)
+		}
+		delete(object, "livemode")
+	}
+
+	if raw, found := object["service"]; found {
+		err = json.Unmarshal(raw, &a.Service)
+		if err != nil {
+			return fmt.Errorf("error reading 'service': %w", err)
+		}
+		delete(object, "service")
+	}
+
+	if raw, found := object["type"]; found {
+		err = json.Unmarshal(raw, &a.Type)
+		if err != nil {
+			return fmt.Errorf("error reading 'type': %w", err)
+		}
+		delete(object, "type")
+	}
+
+	if len(object) != 0 {
+		a.AdditionalProperties = make(map[string]interface{})
+		for fieldName, fieldBuf := range object {
+			var fieldVal interface{}
+			err := json.Unmarshal(fieldBuf, &fieldVal)
+			if err != nil {
+				return fmt.Errorf("error unmarshaling field %s: %w", fieldName, err)
+			}
+			a.AdditionalProperties[fieldName] = fieldVal
+		}
+	}
+	return nil
+}
+
+// Override default JSON handling for GetEvent200JSONResponseBody to handle AdditionalProperties
+func (a GetEvent200JSONResponseBody) MarshalJSON() ([]byte, error) {
+	var err error
+	object := make(map[string]json.RawMessage)
+
+	object["createdAt"], err = json.Marshal(a.CreatedAt)
+	if err != nil {
+		return nil, fmt.Errorf("error marshaling 'createdAt': %w", err)
+	}
+
+	if a.Data != nil {
+		object["data"], err = json.Marshal(a.Data)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'data': %w", err)
+		}
+	}
+
+	if a.Deliveries != nil {
+		object["deliveries"], err = json.Marshal(a.Deliveries)
+		if err != nil {
+			return nil, fmt.Errorf("error marshaling 'deliveries': %w", err)
 		}
 	}
 
@@ -1481,12 +1721,12 @@ type ClientInterface interface {
 	// Corresponds with GET /v1/events (the `ListEvents` operationId).
 	ListEvents(ctx context.Context, params *ListEventsParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// GetEvent One event as ingested.
+	// GetEvent One event as ingested; with include=deliveries, its delivery attempts added.
 	//
 	// Needs a key with scope events:read.
 	//
 	// Corresponds with GET /v1/events/{eventId} (the `GetEvent` operationId).
-	GetEvent(ctx context.Context, eventId string, reqEditors ...RequestEditorFn) (*http.Response, error)
+	GetEvent(ctx context.Context, eventId string, params *GetEventParams, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// ResendEventWithBody Send one stored event now to one endpoint that subscribes to its type (signed, its original bytes, no retries) and answer with the attempt, which the delivery log keeps.
 	//
@@ -1537,6 +1777,13 @@ type ClientInterface interface {
 	//
 	// Corresponds with DELETE /v1/keys/{id} (the `RevokeKey` operationId).
 	RevokeKey(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// GetMessage An email's timeline: its events in order (at most 1000), its recipients, and every delivery attempt of each event.
+	//
+	// Needs a key with scope events:read. Each event once however often it was stored, in (createdAt, eventId) order whatever order it arrived in.
+	//
+	// Corresponds with GET /v1/messages/{messageId} (the `GetMessage` operationId).
+	GetMessage(ctx context.Context, messageId string, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// GetOpenAPI This document.
 	//
@@ -1863,13 +2110,13 @@ func (c *Client) ListEvents(ctx context.Context, params *ListEventsParams, reqEd
 	return c.Client.Do(req)
 }
 
-// GetEvent One event as ingested.
+// GetEvent One event as ingested; with include=deliveries, its delivery attempts added.
 //
 // Needs a key with scope events:read.
 //
 // Corresponds with GET /v1/events/{eventId} (the `GetEvent` operationId).
-func (c *Client) GetEvent(ctx context.Context, eventId string, reqEditors ...RequestEditorFn) (*http.Response, error) {
-	req, err := NewGetEventRequest(c.Server, eventId)
+func (c *Client) GetEvent(ctx context.Context, eventId string, params *GetEventParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetEventRequest(c.Server, eventId, params)
 	if err != nil {
 		return nil, err
 	}
@@ -1980,6 +2227,23 @@ func (c *Client) CreateKey(ctx context.Context, body CreateKeyJSONRequestBody, r
 // Corresponds with DELETE /v1/keys/{id} (the `RevokeKey` operationId).
 func (c *Client) RevokeKey(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewRevokeKeyRequest(c.Server, id)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetMessage An email's timeline: its events in order (at most 1000), its recipients, and every delivery attempt of each event.
+//
+// Needs a key with scope events:read. Each event once however often it was stored, in (createdAt, eventId) order whatever order it arrived in.
+//
+// Corresponds with GET /v1/messages/{messageId} (the `GetMessage` operationId).
+func (c *Client) GetMessage(ctx context.Context, messageId string, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetMessageRequest(c.Server, messageId)
 	if err != nil {
 		return nil, err
 	}
@@ -2825,7 +3089,7 @@ func NewListEventsRequest(server string, params *ListEventsParams) (*http.Reques
 }
 
 // NewGetEventRequest constructs an http.Request for the GetEvent method
-func NewGetEventRequest(server string, eventId string) (*http.Request, error) {
+func NewGetEventRequest(server string, eventId string, params *GetEventParams) (*http.Request, error) {
 	var err error
 
 	var pathParam0 string
@@ -2848,6 +3112,33 @@ func NewGetEventRequest(server string, eventId string) (*http.Request, error) {
 	queryURL, err := serverURL.Parse(operationPath)
 	if err != nil {
 		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.Include != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "include", *params.Include, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
 	}
 
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
@@ -2999,6 +3290,40 @@ func NewRevokeKeyRequest(server string, id string) (*http.Request, error) {
 	}
 
 	req, err := http.NewRequest(http.MethodDelete, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetMessageRequest constructs an http.Request for the GetMessage method
+func NewGetMessageRequest(server string, messageId string) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "messageId", messageId, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/messages/%s", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -3832,14 +4157,14 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /v1/events (the `ListEvents` operationId).
 	ListEventsWithResponse(ctx context.Context, params *ListEventsParams, reqEditors ...RequestEditorFn) (*ListEventsResponse, error)
 
-	// GetEventWithResponse One event as ingested.
+	// GetEventWithResponse One event as ingested; with include=deliveries, its delivery attempts added.
 	//
 	// Needs a key with scope events:read.
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with GET /v1/events/{eventId} (the `GetEvent` operationId).
-	GetEventWithResponse(ctx context.Context, eventId string, reqEditors ...RequestEditorFn) (*GetEventResponse, error)
+	GetEventWithResponse(ctx context.Context, eventId string, params *GetEventParams, reqEditors ...RequestEditorFn) (*GetEventResponse, error)
 
 	// ResendEventWithBodyWithResponse Send one stored event now to one endpoint that subscribes to its type (signed, its original bytes, no retries) and answer with the attempt, which the delivery log keeps.
 	//
@@ -3894,6 +4219,15 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with DELETE /v1/keys/{id} (the `RevokeKey` operationId).
 	RevokeKeyWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*RevokeKeyResponse, error)
+
+	// GetMessageWithResponse An email's timeline: its events in order (at most 1000), its recipients, and every delivery attempt of each event.
+	//
+	// Needs a key with scope events:read. Each event once however often it was stored, in (createdAt, eventId) order whatever order it arrived in.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/messages/{messageId} (the `GetMessage` operationId).
+	GetMessageWithResponse(ctx context.Context, messageId string, reqEditors ...RequestEditorFn) (*GetMessageResponse, error)
 
 	// GetOpenAPIWithResponse This document.
 	//
@@ -4807,7 +5141,9 @@ type GetEventResponse struct {
 	Body         []byte
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
-	JSON200 *Event
+	JSON200 *GetEvent200JSONResponseBody
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *Error
 	// JSON401 the response for an HTTP 401 `application/json` response
 	JSON401 *Error
 	// JSON403 the response for an HTTP 403 `application/json` response
@@ -4817,8 +5153,13 @@ type GetEventResponse struct {
 }
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
-func (r GetEventResponse) GetJSON200() *Event {
+func (r GetEventResponse) GetJSON200() *GetEvent200JSONResponseBody {
 	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r GetEventResponse) GetJSON400() *Error {
+	return r.JSON400
 }
 
 // GetJSON401 returns the response for an HTTP 401 `application/json` response
@@ -5142,6 +5483,68 @@ func (r RevokeKeyResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r RevokeKeyResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetMessageResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *Message
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Error
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Error
+	// JSON404 the response for an HTTP 404 `application/json` response
+	JSON404 *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetMessageResponse) GetJSON200() *Message {
+	return r.JSON200
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GetMessageResponse) GetJSON401() *Error {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r GetMessageResponse) GetJSON403() *Error {
+	return r.JSON403
+}
+
+// GetJSON404 returns the response for an HTTP 404 `application/json` response
+func (r GetMessageResponse) GetJSON404() *Error {
+	return r.JSON404
+}
+
+// GetBody returns the raw response body bytes
+func (r GetMessageResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetMessageResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetMessageResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetMessageResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -5916,15 +6319,15 @@ func (c *ClientWithResponses) ListEventsWithResponse(ctx context.Context, params
 	return ParseListEventsResponse(rsp)
 }
 
-// GetEventWithResponse One event as ingested.
+// GetEventWithResponse One event as ingested; with include=deliveries, its delivery attempts added.
 //
 // Needs a key with scope events:read.
 //
 // Returns a wrapper object for the known response body format(s).
 //
 // Corresponds with GET /v1/events/{eventId} (the `GetEvent` operationId).
-func (c *ClientWithResponses) GetEventWithResponse(ctx context.Context, eventId string, reqEditors ...RequestEditorFn) (*GetEventResponse, error) {
-	rsp, err := c.GetEvent(ctx, eventId, reqEditors...)
+func (c *ClientWithResponses) GetEventWithResponse(ctx context.Context, eventId string, params *GetEventParams, reqEditors ...RequestEditorFn) (*GetEventResponse, error) {
+	rsp, err := c.GetEvent(ctx, eventId, params, reqEditors...)
 	if err != nil {
 		return nil, err
 	}
@@ -6019,6 +6422,21 @@ func (c *ClientWithResponses) RevokeKeyWithResponse(ctx context.Context, id stri
 		return nil, err
 	}
 	return ParseRevokeKeyResponse(rsp)
+}
+
+// GetMessageWithResponse An email's timeline: its events in order (at most 1000), its recipients, and every delivery attempt of each event.
+//
+// Needs a key with scope events:read. Each event once however often it was stored, in (createdAt, eventId) order whatever order it arrived in.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/messages/{messageId} (the `GetMessage` operationId).
+func (c *ClientWithResponses) GetMessageWithResponse(ctx context.Context, messageId string, reqEditors ...RequestEditorFn) (*GetMessageResponse, error) {
+	rsp, err := c.GetMessage(ctx, messageId, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetMessageResponse(rsp)
 }
 
 // GetOpenAPIWithResponse This document.
@@ -6770,11 +7188,18 @@ func ParseGetEventResponse(rsp *http.Response) (*GetEventResponse, error) {
 
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
-		var dest Event
+		var dest GetEvent200JSONResponseBody
 		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
 			return nil, err
 		}
 		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
 		var dest Error
@@ -6984,6 +7409,53 @@ func ParseRevokeKeyResponse(rsp *http.Response) (*RevokeKeyResponse, error) {
 			return nil, err
 		}
 		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON404 = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetMessageResponse parses an HTTP response from a GetMessageWithResponse call
+func ParseGetMessageResponse(rsp *http.Response) (*GetMessageResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetMessageResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest Message
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
 
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
 		var dest Error
