@@ -32,6 +32,7 @@ type columns struct {
 	kafkaPartition                []int32
 	kafkaOffset                   []int64
 	ingestedAt                    []time.Time
+	recipients                    [][]string
 
 	// recs are the rows' Kafka records, not inserted: a row ClickHouse
 	// refuses for good is dead-lettered from its record.
@@ -75,6 +76,7 @@ func (c *columns) add(ev *schema.Event, r *kgo.Record, now time.Time) {
 	c.kafkaPartition = append(c.kafkaPartition, r.Partition)
 	c.kafkaOffset = append(c.kafkaOffset, r.Offset)
 	c.ingestedAt = append(c.ingestedAt, now)
+	c.recipients = append(c.recipients, d.Recipients)
 	c.recs = append(c.recs, r)
 	c.bytes += len(r.Value)
 }
@@ -106,6 +108,7 @@ func (c *columns) pick(idx []int) *columns {
 		p.kafkaPartition = append(p.kafkaPartition, c.kafkaPartition[i])
 		p.kafkaOffset = append(p.kafkaOffset, c.kafkaOffset[i])
 		p.ingestedAt = append(p.ingestedAt, c.ingestedAt[i])
+		p.recipients = append(p.recipients, c.recipients[i])
 		p.recs = append(p.recs, c.recs[i])
 		p.bytes += len(c.raw[i])
 	}
@@ -188,6 +191,7 @@ func (c *columns) values() []any {
 		c.hasCarrier, c.hasInventory, c.npa, c.voice, c.format,
 		c.textLength, c.durationSec, c.raw,
 		c.kafkaTopic, c.kafkaPartition, c.kafkaOffset, c.ingestedAt,
+		c.recipients,
 	}
 }
 
@@ -195,6 +199,7 @@ func (c *columns) values() []any {
 func (c *columns) reset() {
 	clear(c.raw) // drop the references so the records' memory can be freed
 	clear(c.recs)
+	clear(c.recipients)
 	*c = columns{
 		eventID: c.eventID[:0], typ: c.typ[:0], service: c.service[:0], createdAt: c.createdAt[:0],
 		livemode: c.livemode[:0], known: c.known[:0], messageID: c.messageID[:0], messageHash: c.messageHash[:0],
@@ -202,7 +207,7 @@ func (c *columns) reset() {
 		hasCarrier: c.hasCarrier[:0], hasInventory: c.hasInventory[:0], npa: c.npa[:0], voice: c.voice[:0],
 		format: c.format[:0], textLength: c.textLength[:0], durationSec: c.durationSec[:0], raw: c.raw[:0],
 		kafkaTopic: c.kafkaTopic[:0], kafkaPartition: c.kafkaPartition[:0], kafkaOffset: c.kafkaOffset[:0],
-		ingestedAt: c.ingestedAt[:0], recs: c.recs[:0],
+		ingestedAt: c.ingestedAt[:0], recipients: c.recipients[:0], recs: c.recs[:0],
 	}
 }
 

@@ -49,7 +49,7 @@ func insert(t *testing.T, conn driver.Conn, db string, rows []row) {
 		raw := fmt.Sprintf(`{"eventId":%q,"type":%q,"service":%q,"data":{},"createdAt":%d}`, r.id, r.typ, schema.ServiceOf(r.typ), r.at.UnixMilli())
 		require.NoError(t, batch.Append(r.id, r.typ, schema.ServiceOf(r.typ), r.at.UnixMilli(), lm, uint8(1),
 			"", uint64(0), "", "", "", uint8(0), uint8(0), "", "", "", int64(0), float64(0), raw,
-			"events", int32(0), int64(i), time.Now()))
+			"events", int32(0), int64(i), time.Now(), []string{}))
 	}
 	require.NoError(t, batch.Send())
 }

@@ -1386,6 +1386,47 @@ func TestReplayFilters(t *testing.T) {
 	assert.EqualValues(t, len(want), job["delivered"])
 	assert.Equal(t, want, s.got(), "exactly the filtered events, in order")
 
+	// recipient: an address among data.to, string or list, its domain in
+	// any case; computed from the original JSON.
+	var addr string
+	var wantRcpt int
+	for _, ev := range e.events {
+		var env struct {
+			Data struct{ To any } `json:"data"`
+		}
+		require.NoError(t, json.Unmarshal(ev.Raw, &env))
+		list, ok := env.Data.To.([]any)
+		if ev.Service != "send" || !ok || len(list) < 2 {
+			continue
+		}
+		if addr == "" {
+			addr = list[1].(string)
+		}
+	}
+	require.NotEmpty(t, addr, "the sample has emails to several recipients")
+	for _, ev := range e.events {
+		if ev.Service != "send" || ev.CreatedAt < from.UnixMilli() || ev.CreatedAt >= to.UnixMilli() {
+			continue
+		}
+		var env struct {
+			Data struct{ To any } `json:"data"`
+		}
+		require.NoError(t, json.Unmarshal(ev.Raw, &env))
+		list, ok := env.Data.To.([]any)
+		if !ok {
+			list = []any{env.Data.To}
+		}
+		if slices.Contains(list, any(addr)) {
+			wantRcpt++
+		}
+	}
+	require.Positive(t, wantRcpt)
+	at := strings.LastIndex(addr, "@")
+	body = map[string]any{"endpoint_id": ep, "since": from.UnixMilli(), "until": to.UnixMilli(), "dry_run": true,
+		"filters": map[string]string{"recipient": addr[:at+1] + strings.ToUpper(addr[at+1:])}}
+	require.Equal(t, http.StatusOK, e.call("POST", "/v1/replays", body, &dry))
+	assert.EqualValues(t, wantRcpt, dry["matched"], "recipient %s", addr)
+
 	for _, f := range []map[string]string{{"raw": "x"}, {"npa": ""}, {"voice": manyValues(101)}} {
 		var out map[string]any
 		require.Equal(t, http.StatusBadRequest, e.call("POST", "/v1/replays", map[string]any{"endpoint_id": ep, "since": 0, "filters": f}, &out), "%v", f)

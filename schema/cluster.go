@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -66,18 +65,25 @@ func (d ddl) table(name, columns, engine, tail string) string {
 	return d.create(name, columns, d.engine(engine, "all", "{shard}-{replica}", name), tail)
 }
 
-// sharded creates a table split across the shards by key: on one server a
-// plain table; on a cluster a replicated name_local on every server and a
-// Distributed table name over them.
-func (d ddl) sharded(name, columns, engine, tail, key string) []string {
+// sharded creates a table split across the shards (shardKeys): on one
+// server a plain table; on a cluster a replicated name_local on every
+// server and a Distributed table name over them.
+func (d ddl) sharded(name, columns, engine, tail string) []string {
 	if d.cluster == "" {
 		return []string{d.table(name, columns, engine, tail)}
 	}
-	return []string{
-		d.create(name+LocalSuffix, columns, d.engine(engine, "{shard}", "{replica}", name), tail),
-		d.r.Replace(fmt.Sprintf("CREATE TABLE IF NOT EXISTS {db}.%s{on} AS {db}.%s ENGINE = Distributed(`%s`, `%s`, %s, %s)",
-			name, name+LocalSuffix, d.cluster, d.db, name+LocalSuffix, key)),
+	return []string{d.create(name+LocalSuffix, columns, d.engine(engine, "{shard}", "{replica}", name), tail), d.distributed(name)}
+}
+
+// distributed creates the Distributed table name over name_local, with its
+// columns.
+func (d ddl) distributed(name string) string {
+	key, ok := shardKeys[name]
+	if !ok {
+		panic("schema: " + name + " is not in shardKeys")
 	}
+	return d.r.Replace(fmt.Sprintf("CREATE TABLE IF NOT EXISTS {db}.%s{on} AS {db}.%s ENGINE = Distributed(`%s`, `%s`, %s, %s)",
+		name, name+LocalSuffix, d.cluster, d.db, name+LocalSuffix, key))
 }
 
 // serverOnly is stmt on one server, nothing on a cluster.
@@ -170,15 +176,18 @@ func ShardOf(id string, slots []int) int {
 	return slots[city.CH64([]byte(id))%uint64(len(slots))]
 }
 
-// sharded are the tables split across a cluster's shards.
-var sharded = []string{"events", "event_ids", "message_ids"}
+// shardKeys are the tables split across a cluster's shards, with the key
+// their Distributed table shards by: ingest writes events to the shard
+// ShardOf picks, the same as cityHash64(event_id); the lookup tables are
+// filled on each shard from its events.
+var shardKeys = map[string]string{"events": "cityHash64(event_id)", "event_ids": "id_hash", "message_ids": "message_hash"}
 
 // OnShard is r as it applies on each shard of a cluster, one shard at a
 // time: the sharded tables' local parts; the tables whole on every server
 // as they are (ALTERs on them replicate).
 func (r Retained) OnShard() Retained {
 	local := func(t string) string {
-		if slices.Contains(sharded, t) {
+		if _, ok := shardKeys[t]; ok {
 			return t + LocalSuffix
 		}
 		return t

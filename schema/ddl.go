@@ -96,7 +96,7 @@ func migrations(d ddl) []Migration {
 	kafka_partition Int32,
 	kafka_offset Int64,
 	ingested_at DateTime`, "ReplacingMergeTree()", `PARTITION BY toYYYYMM(toDateTime(intDiv(created_at, 1000), 'UTC'))
-ORDER BY (service, type, created_at, event_id)`, "cityHash64(event_id)"), nil},
+ORDER BY (service, type, created_at, event_id)`), nil},
 		// Replay's state. Rows are never updated: a change is a new row with a
 		// higher version, read back with FINAL (ReplacingMergeTree keeps the
 		// highest). Each table has one writer per row: the API writes endpoints
@@ -197,7 +197,7 @@ ORDER BY at`)}, nil},
 	id_hash UInt64,
 	service {lc},
 	type {lc},
-	created_at Int64`, "ReplacingMergeTree()", `ORDER BY (id_hash, created_at, type)`, "id_hash"),
+	created_at Int64`, "ReplacingMergeTree()", `ORDER BY (id_hash, created_at, type)`),
 			[]string{r.Replace(`CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.event_ids_mv{on} TO {db}.event_ids{local} AS
 SELECT cityHash64(event_id) AS id_hash, service, type, created_at FROM {db}.events{local}`)},
 			// A cluster's tables are all created before it stores an event.
@@ -251,7 +251,7 @@ SELECT cityHash64(event_id), service, type, created_at FROM {db}.events`))), nil
 	service {lc},
 	type {lc},
 	created_at Int64,
-	event_id String`, "ReplacingMergeTree()", `ORDER BY (message_hash, created_at, type, event_id)`, "message_hash"),
+	event_id String`, "ReplacingMergeTree()", `ORDER BY (message_hash, created_at, type, event_id)`),
 			[]string{r.Replace(`CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.message_ids_mv{on} TO {db}.message_ids{local} AS
 SELECT cityHash64(message_id) AS message_hash, service, type, created_at, event_id FROM {db}.events{local} WHERE message_id != ''`)},
 			d.serverOnly(r.Replace(`INSERT INTO {db}.message_ids (message_hash, service, type, created_at, event_id)
@@ -268,8 +268,21 @@ SELECT cityHash64(message_id), service, type, created_at, event_id FROM {db}.eve
 SELECT cityHash64(event_id) AS id_hash, endpoint_id, at FROM {db}.deliveries`)},
 			d.serverOnly(r.Replace(`INSERT INTO {db}.delivery_ids (id_hash, endpoint_id, at)
 SELECT cityHash64(event_id), endpoint_id, at FROM {db}.deliveries`))), nil},
+		// Every recipient address of an email (NormalizeAddress'd), for the
+		// recipient filter. Rows stored before it compute theirs from the
+		// original event when read: the default below does in SQL what
+		// NormalizeAddress does (data.to's strings, the part in angle
+		// brackets, the domain after the last @ lowercased).
+		{13, "recipients", nil, []Column{{"events", "recipients", "Array(String) DEFAULT " + recipientsSQL}}},
 	}
 }
+
+// recipientsSQL is NormalizeAddress over data.to, for events stored before
+// migration 13.
+const recipientsSQL = `arrayFilter(a -> a != '', arrayMap(a -> if(position(a, '@') = 0, a,
+	concat(substring(a, 1, length(a) - position(reverse(a), '@') + 1), lower(substring(a, length(a) - position(reverse(a), '@') + 2)))),
+	arrayMap(a -> replaceRegexpAll(if(position(a, '<') > 0 AND position(a, '>') > position(a, '<'), extract(a, '<([^>]*)>'), a), '^\\s+|\\s+$', ''),
+	extractAll(if(service = 'send', visitParamExtractRaw(raw, 'to'), ''), '"((?:[^"\\\\]|\\\\.)*)"'))))`
 
 // EventColumns are the events table's columns in insert order.
 var EventColumns = []string{
@@ -278,6 +291,7 @@ var EventColumns = []string{
 	"has_carrier", "has_inventory", "npa", "voice", "format",
 	"text_length", "duration_sec", "raw",
 	"kafka_topic", "kafka_partition", "kafka_offset", "ingested_at",
+	"recipients",
 }
 
 // ServerVersion reads the server's version from the connection.
@@ -341,7 +355,7 @@ func MigrateCluster(ctx context.Context, conn Conn, db, cluster string) (int, er
 			}
 		}
 		for _, c := range m.Columns {
-			if err := addColumn(ctx, conn, db, c); err != nil {
+			if err := d.addColumn(ctx, conn, c); err != nil {
 				return top, fmt.Errorf("migration %d (%s) on ClickHouse %s: %w", m.Version, m.Name, v, err)
 			}
 		}
@@ -356,30 +370,51 @@ func MigrateCluster(ctx context.Context, conn Conn, db, cluster string) (int, er
 
 // addColumn adds c unless the table has it. Two processes migrating at
 // once may both try: the loser's error is no error if the column is there.
-func addColumn(ctx context.Context, conn Conn, db string, c Column) error {
-	has := func() (bool, error) {
-		rows, err := conn.Query(ctx, "SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?", db, c.Table, c.Name)
+// A table whole on every server of a cluster gets it by replication. A
+// sharded table's local parts get it ON CLUSTER, and its Distributed table,
+// which holds no data (ingest writes to the local parts) and which 18.16
+// will not ALTER ON CLUSTER when shards replicate internally, is created
+// again over them, so queries on it fail for that moment.
+func (d ddl) addColumn(ctx context.Context, conn Conn, c Column) error {
+	has := func(table string) (bool, error) {
+		rows, err := conn.Query(ctx, "SELECT count() FROM system.columns WHERE database = ? AND table = ? AND name = ?", d.db, table, c.Name)
 		if err != nil {
-			return false, fmt.Errorf("look for column %s.%s: %w", c.Table, c.Name, err)
+			return false, fmt.Errorf("look for column %s.%s: %w", table, c.Name, err)
 		}
 		defer rows.Close()
 		var n uint64
 		if rows.Next() {
 			if err := rows.Scan(&n); err != nil {
-				return false, fmt.Errorf("look for column %s.%s: %w", c.Table, c.Name, err)
+				return false, fmt.Errorf("look for column %s.%s: %w", table, c.Name, err)
 			}
 		}
 		return n > 0, rows.Err()
 	}
-	if ok, err := has(); err != nil || ok {
+	alter := func(table, on string) error {
+		if ok, err := has(table); err != nil || ok {
+			return err
+		}
+		if err := conn.Exec(ctx, "ALTER TABLE `"+d.db+"`."+table+on+" ADD COLUMN "+c.Name+" "+c.Type); err != nil {
+			if ok, herr := has(table); herr == nil && ok {
+				return nil
+			}
+			return fmt.Errorf("add column %s.%s: %w", table, c.Name, err)
+		}
+		return nil
+	}
+	if _, ok := shardKeys[c.Table]; !ok || d.cluster == "" {
+		return alter(c.Table, "")
+	}
+	if err := alter(c.Table+LocalSuffix, d.r.Replace("{on}")); err != nil {
 		return err
 	}
-	err := conn.Exec(ctx, "ALTER TABLE `"+db+"`."+c.Table+" ADD COLUMN "+c.Name+" "+c.Type)
-	if err != nil {
-		if ok, herr := has(); herr == nil && ok {
-			return nil
+	if ok, err := has(c.Table); err != nil || ok {
+		return err
+	}
+	for _, stmt := range []string{d.r.Replace("DROP TABLE IF EXISTS {db}." + c.Table + "{on}"), d.distributed(c.Table)} {
+		if err := conn.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("add column %s.%s: %w", c.Table, c.Name, err)
 		}
-		return fmt.Errorf("add column %s.%s: %w", c.Table, c.Name, err)
 	}
 	return nil
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -65,7 +67,14 @@ func TestMigrationIndexesStoredEvents(t *testing.T) {
 	}
 	events, err := sample.Events(50, sample.TestdataOptions(4))
 	require.NoError(t, err)
-	chtest.InsertEvents(t, conn, db, events[:30])
+	// Stored before the recipients column existed, as ingest stored them.
+	batch, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".events ("+strings.Join(schema.EventColumns[:len(schema.EventColumns)-1], ", ")+")")
+	require.NoError(t, err)
+	for i, ev := range events[:30] {
+		row := chtest.EventRow(ev, i, time.Now())
+		require.NoError(t, batch.Append(row[:len(row)-1]...))
+	}
+	require.NoError(t, batch.Send())
 	attempt := func(id string) {
 		require.NoError(t, conn.Exec(ctx, "INSERT INTO "+db+".deliveries (endpoint_id, event_id, at) SELECT 'whep_1', ?, 1", id))
 	}
@@ -92,6 +101,18 @@ func TestMigrationIndexesStoredEvents(t *testing.T) {
 		assert.True(t, slices.ContainsFunc(stored, func(s schema.StoredEvent) bool { return s.ID == ev.ID }), "%s is found by its messageId", ev.ID)
 	}
 	require.Greater(t, emails, 10)
+
+	// Recipients, computed in SQL for the rows stored before migration 13,
+	// are those ingest computes.
+	for _, ev := range events {
+		var got []string
+		require.NoError(t, conn.QueryRow(ctx, "SELECT recipients FROM "+db+".events WHERE event_id = ?", ev.ID).Scan(&got))
+		want := ev.Dims.Recipients
+		if want == nil {
+			want = []string{}
+		}
+		assert.Equal(t, want, got, "recipients of %s", ev.ID)
+	}
 
 	for _, ev := range events {
 		var n uint64

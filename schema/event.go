@@ -63,8 +63,9 @@ type Dims struct {
 	// messages collide with odds of about n²/2^65 among n, 3e-6 for ten
 	// million; ClickHouse's own uniqExact keeps 128-bit hashes of strings.
 	MessageHash     uint64
-	RecipientDomain string // lowercased domain of the first recipient (send only)
-	SenderDomain    string // lowercased domain of the sender (send only)
+	RecipientDomain string   // lowercased domain of the first recipient (send only)
+	Recipients      []string // every address of data.to, NormalizeAddress'd (send only)
+	SenderDomain    string   // lowercased domain of the sender (send only)
 	BounceType      string
 	HasCarrier      bool
 	HasInventory    bool
@@ -313,6 +314,7 @@ func extractDims(service string, data *fastjson.Value) Dims {
 	}
 	if service == "send" {
 		d.RecipientDomain = domainOf(firstRecipient(data.Get("to")))
+		d.Recipients = addressesOf(data.Get("to"))
 		d.SenderDomain = domainOf(stringField(data, "from"))
 	}
 	if v := data.Get("hasCarrier"); v != nil {
@@ -355,6 +357,47 @@ func firstRecipient(v *fastjson.Value) string {
 	}
 	b, _ := v.StringBytes()
 	return string(b)
+}
+
+// addressesOf reads every address of data.to, one or a list.
+func addressesOf(v *fastjson.Value) []string {
+	if v == nil {
+		return nil
+	}
+	list := []*fastjson.Value{v}
+	if v.Type() == fastjson.TypeArray {
+		list, _ = v.Array()
+	}
+	var out []string
+	for _, a := range list {
+		if a.Type() != fastjson.TypeString {
+			continue
+		}
+		b, _ := a.StringBytes()
+		if addr := NormalizeAddress(string(b)); addr != "" {
+			out = append(out, addr)
+		}
+	}
+	return out
+}
+
+// NormalizeAddress returns the address of "Ann <ann@Example.com>" or
+// "ann@Example.com" as it is stored and matched: the part between angle
+// brackets if any, trimmed, its domain (after the last @) lowercased and
+// its local part as given. The SQL of migration 13 computes the same from
+// the events stored before it.
+func NormalizeAddress(addr string) string {
+	if lt := strings.IndexByte(addr, '<'); lt >= 0 {
+		if gt := strings.IndexByte(addr[lt:], '>'); gt >= 0 {
+			addr = addr[lt+1 : lt+gt]
+		}
+	}
+	addr = strings.TrimSpace(addr)
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 {
+		return addr
+	}
+	return addr[:at+1] + strings.ToLower(addr[at+1:])
 }
 
 // domainOf returns the lowercased domain of an address such as

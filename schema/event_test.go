@@ -48,7 +48,9 @@ func TestParseDims(t *testing.T) {
 		{"voip to is not an email", `{"eventId":"a","type":"voip.call.incoming","service":"voip","createdAt":1,"data":{"callId":"c","from":"+1@x","to":"+2@y"}}`,
 			schema.Dims{}, true},
 		{"sent", `{"eventId":"a","type":"send.email.sent","service":"send","createdAt":1,"data":{"messageId":"m","from":"News <news@Mail.do.dev>","to":"x@Y.io","subject":"s"}}`,
-			schema.Dims{MessageID: "m", MessageHash: xxhash.Sum64String("m"), RecipientDomain: "y.io", SenderDomain: "mail.do.dev"}, true},
+			schema.Dims{MessageID: "m", MessageHash: xxhash.Sum64String("m"), RecipientDomain: "y.io", Recipients: []string{"x@y.io"}, SenderDomain: "mail.do.dev"}, true},
+		{"several recipients", `{"eventId":"a","type":"send.email.delivered","service":"send","createdAt":1,"data":{"messageId":"m","to":["Ann <Ann@Example.COM>"," bob@B.org "]}}`,
+			schema.Dims{MessageID: "m", MessageHash: xxhash.Sum64String("m"), RecipientDomain: "example.com", Recipients: []string{"Ann@example.com", "bob@b.org"}}, true},
 		{"unknown type keeps familiar fields", `{"eventId":"a","type":"send.email.deferred","service":"send","createdAt":1,"data":{"messageId":"m","to":7}}`,
 			schema.Dims{MessageID: "m", MessageHash: xxhash.Sum64String("m")}, true},
 	} {
@@ -58,6 +60,17 @@ func TestParseDims(t *testing.T) {
 			assert.Equal(t, tc.want, ev.Dims)
 			assert.Equal(t, tc.live, ev.Livemode)
 		})
+	}
+}
+
+// TestNormalizeAddress: the local part as given, the domain after the last
+// @ lowercased, the part in angle brackets, trimmed.
+func TestNormalizeAddress(t *testing.T) {
+	for in, want := range map[string]string{
+		"ann@Example.COM": "ann@example.com", "Ann <Ann@Example.com>": "Ann@example.com", " bob@b.org ": "bob@b.org",
+		`"a@b"@C.io`: `"a@b"@c.io`, "no-at": "no-at", "": "",
+	} {
+		assert.Equal(t, want, schema.NormalizeAddress(in), in)
 	}
 }
 

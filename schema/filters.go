@@ -14,6 +14,20 @@ type Dimension struct {
 	Services []string
 	// Fold: values compare lowercase (domains are stored lowercase).
 	Fold bool
+	// Column is the column when it is not Name; an Array column matches
+	// when it holds the value. Normalize rewrites values as the column
+	// stores them.
+	Column    string
+	Array     bool
+	Normalize func(string) string
+}
+
+// column is the dimension's column in the events table.
+func (d Dimension) column() string {
+	if d.Column != "" {
+		return d.Column
+	}
+	return d.Name
 }
 
 // Dimensions are the filters requests take, by name (also the column).
@@ -25,6 +39,8 @@ var Dimensions = map[string]Dimension{
 	"npa":              {Name: "npa", Services: []string{"telco"}},
 	"voice":            {Name: "voice", Services: []string{"talk"}},
 	"format":           {Name: "format", Services: []string{"talk"}},
+	// An address among the email's recipients, its domain in any case.
+	"recipient": {Name: "recipient", Services: []string{"send"}, Column: "recipients", Array: true, Normalize: NormalizeAddress},
 }
 
 // Limits of a filter.
@@ -78,6 +94,9 @@ func ParseFilters(get func(string) string, service string) (Filters, error) {
 			if d.Fold {
 				part = strings.ToLower(part)
 			}
+			if d.Normalize != nil {
+				part = d.Normalize(part)
+			}
 			if !slices.Contains(values, part) {
 				values = append(values, part)
 			}
@@ -96,7 +115,11 @@ func (fs Filters) SQL() (string, []any) {
 	var b strings.Builder
 	var args []any
 	for _, f := range fs {
-		b.WriteString(" AND " + f.Dim.Name + " IN (" + strings.TrimSuffix(strings.Repeat("?, ", len(f.Values)), ", ") + ")")
+		if f.Dim.Array {
+			b.WriteString(" AND (" + strings.TrimSuffix(strings.Repeat("has("+f.Dim.column()+", ?) OR ", len(f.Values)), " OR ") + ")")
+		} else {
+			b.WriteString(" AND " + f.Dim.column() + " IN (" + strings.TrimSuffix(strings.Repeat("?, ", len(f.Values)), ", ") + ")")
+		}
 		for _, v := range f.Values {
 			args = append(args, v)
 		}

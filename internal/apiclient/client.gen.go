@@ -738,7 +738,7 @@ type ReplayInput struct {
 	EnabledEvents *[]string `json:"enabled_events,omitempty"`
 	EndpointId    string    `json:"endpoint_id"`
 
-	// Filters the dimension filters of GET /v1/stats/{service} (recipient_domain, sender_domain, message_id, bounce_type, npa, voice, format), each "v1,v2" (any of them); combined with AND
+	// Filters the dimension filters of GET /v1/stats/{service} (recipient, recipient_domain, sender_domain, message_id, bounce_type, npa, voice, format), each "v1,v2" (any of them); combined with AND
 	Filters *map[string]string `json:"filters,omitempty"`
 
 	// Livemode true, false or all (default)
@@ -897,6 +897,9 @@ type ListEventsParams struct {
 	// Cursor next_cursor of the previous page; opaque. Not with an export (a 400).
 	Cursor *string `form:"cursor,omitempty" json:"cursor,omitempty"`
 
+	// Recipient send: an address among the email's recipients (data.to, a string or a list), its domain in any case, its local part exactly; one value or several separated by commas (any of them), at most 100. Only events that have the dimension can match.
+	Recipient *string `form:"recipient,omitempty" json:"recipient,omitempty"`
+
 	// RecipientDomain send: domain of the first recipient, any case; one value or several separated by commas (any of them), at most 100. Only events that have the dimension can match.
 	RecipientDomain *string `form:"recipient_domain,omitempty" json:"recipient_domain,omitempty"`
 
@@ -1016,6 +1019,9 @@ type GetStatsParams struct {
 
 	// Limit Groups returned, largest first.
 	Limit *int32 `form:"limit,omitempty" json:"limit,omitempty"`
+
+	// Recipient send: an address among the email's recipients (data.to, a string or a list), its domain in any case, its local part exactly; one value or several separated by commas (any of them), at most 100. A filter of another service's dimension is a 400.
+	Recipient *string `form:"recipient,omitempty" json:"recipient,omitempty"`
 
 	// RecipientDomain send: domain of the first recipient, any case; one value or several separated by commas (any of them), at most 100. A filter of another service's dimension is a 400.
 	RecipientDomain *string `form:"recipient_domain,omitempty" json:"recipient_domain,omitempty"`
@@ -2990,6 +2996,18 @@ func NewListEventsRequest(server string, params *ListEventsParams) (*http.Reques
 
 		}
 
+		if params.Recipient != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "recipient", *params.Recipient, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
 		if params.RecipientDomain != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "recipient_domain", *params.RecipientDomain, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
@@ -3865,6 +3883,18 @@ func NewGetStatsRequest(server string, service GetStatsParamsService, params *Ge
 		if params.Limit != nil {
 
 			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: "int32"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Recipient != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "recipient", *params.Recipient, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
 				return nil, err
 			} else {
 				for _, qp := range strings.Split(queryFrag, "&") {

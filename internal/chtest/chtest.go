@@ -124,9 +124,13 @@ func EventRow(ev schema.Event, offset int, now time.Time) []any {
 		return 0
 	}
 	d := ev.Dims
+	recipients := d.Recipients
+	if recipients == nil {
+		recipients = []string{}
+	}
 	return []any{ev.ID, ev.Type, ev.Service, ev.CreatedAt, b(ev.Livemode), b(ev.Known),
 		d.MessageID, d.MessageHash, d.RecipientDomain, d.SenderDomain, d.BounceType, b(d.HasCarrier), b(d.HasInventory),
-		d.NPA, d.Voice, d.Format, d.TextLength, d.DurationSec, string(ev.Raw), "events", int32(0), int64(offset), now}
+		d.NPA, d.Voice, d.Format, d.TextLength, d.DurationSec, string(ev.Raw), "events", int32(0), int64(offset), now, recipients}
 }
 
 // InsertEvents stores events in db's events table the way ingest does,

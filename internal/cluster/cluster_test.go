@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -330,12 +331,20 @@ func TestIngestQueryReplay(t *testing.T) {
 		}
 		// Timelines: a message's events are on both shards.
 		var page struct {
-			Data []struct{ Data struct{ MessageID string } }
+			Data []struct {
+				Data struct {
+					MessageID string
+					To        any
+				}
+			}
 		}
 		require.Equal(t, http.StatusOK, get(t, singleAPI+"/v1/events?from="+from+"&to="+to+"&limit=5&types=send.email.*", &page))
 		require.NotEmpty(t, page.Data)
 		for _, ev := range page.Data {
 			paths = append(paths, "/v1/messages/"+ev.Data.MessageID)
+			if addr, ok := ev.Data.To.(string); ok {
+				paths = append(paths, "/v1/stats/send?from="+from+"&to="+to+"&livemode=all&recipient="+url.QueryEscape(addr))
+			}
 		}
 		for _, p := range paths {
 			var a, b any

@@ -129,6 +129,24 @@ func TestSQLCompatibility(t *testing.T) {
 		require.NoError(t, err, "ingest statement on chDB: %s", sql)
 		assert.Equal(t, sortLines(onOld), sortLines(onCur), "ingest statement %s", sql)
 	}
+
+	// An event stored before the recipients column (migration 13): both
+	// engines compute its recipients from the original event, as ingest
+	// would have.
+	raw := `{"eventId":"evt_old","type":"send.email.delivered","service":"send","data":{"messageId":"m","to":["Ann <Ann@Example.COM>"," b@B.org "]},"createdAt":1790000000000}`
+	for name, conn := range map[string]interface {
+		chtest.Execer
+		schema.Querier
+	}{"18.16": old, "26.7": cur} {
+		require.NoError(t, conn.Exec(ctx, "INSERT INTO `"+db+"`.events (event_id, type, service, created_at, raw) SELECT 'evt_old', 'send.email.delivered', 'send', 1790000000000, ?", raw), name)
+		rows, err := conn.Query(ctx, "SELECT recipients FROM `"+db+"`.events WHERE event_id = 'evt_old'")
+		require.NoError(t, err, name)
+		require.True(t, rows.Next(), name)
+		var got []string
+		require.NoError(t, rows.Scan(&got), name)
+		rows.Close()
+		assert.Equal(t, []string{"Ann@example.com", "b@b.org"}, got, name)
+	}
 }
 
 // newVersion is the version chDB reports: its engine is ClickHouse 26.7.
@@ -215,6 +233,8 @@ func requests(events []schema.Event) []string {
 		"/v1/stats/send?from="+from+"&to="+to+"&format=csv&granularity=day",
 		"/v1/events?from="+from+"&to="+to+"&format=ndjson&livemode=all",
 		"/v1/events?from="+from+"&to="+to+"&format=csv&types=send.email.*&recipient_domain=gmail.com",
+		"/v1/stats/send?from="+from+"&to="+to+"&livemode=all&recipient="+url.QueryEscape(recipient(events)),
+		"/v1/events?from="+from+"&to="+to+"&livemode=all&recipient="+url.QueryEscape(recipient(events)),
 		// Timelines and attempts (see addDeliveries).
 		"/v1/events/"+url.PathEscape(events[7].ID)+"?include=deliveries",
 		"/v1/messages/no-such-message",
@@ -228,6 +248,16 @@ func requests(events []schema.Event) []string {
 		}
 	}
 	return out
+}
+
+// recipient is the second address of the first email sent to several.
+func recipient(events []schema.Event) string {
+	for _, ev := range events {
+		if len(ev.Dims.Recipients) > 1 {
+			return ev.Dims.Recipients[1]
+		}
+	}
+	return "none@example.com"
 }
 
 // addDeliveries logs attempts for every twentieth event: one or two each.

@@ -1,0 +1,127 @@
+package query_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dodev/hindsight/internal/chtest"
+	"github.com/dodev/hindsight/schema"
+)
+
+// addressesOf reads an email's data.to, a string or a list, with
+// encoding/json: each address with its domain lowercased.
+func addressesOf(e fixtureEvent) []string {
+	var list []string
+	switch to := e.data["to"].(type) {
+	case string:
+		list = []string{to}
+	case []any:
+		for _, a := range to {
+			if s, ok := a.(string); ok {
+				list = append(list, s)
+			}
+		}
+	}
+	for i, a := range list {
+		at := strings.LastIndex(a, "@")
+		list[i] = a[:at+1] + strings.ToLower(a[at+1:])
+	}
+	return list
+}
+
+// TestRecipientFilter: recipient=<address> keeps the emails with that
+// address among their recipients, given as a string or in a list, first or
+// not, whatever the case of its domain, in stats and the listing.
+func TestRecipientFilter(t *testing.T) {
+	srv, conn, db := newAPI(t)
+	events := loadStatsFixture(t, conn, db)
+	// Mixed-case domains, as a string and second in a list.
+	at := time.Date(2026, 10, 30, 12, 0, 0, 0, time.UTC)
+	var extra []schema.Event
+	var p schema.Parser
+	for i, to := range []string{`"Zed@MiXed.Example"`, `["first@a.io","Zed@mixed.EXAMPLE"]`, `"zed@mixed.example"`} {
+		raw := fmt.Sprintf(`{"eventId":"evt_rcpt_%d","type":"send.email.delivered","service":"send","data":{"messageId":"msg_rcpt_%d","to":%s},"createdAt":%d}`,
+			i, i, to, at.Add(time.Duration(i)*time.Minute).UnixMilli())
+		ev, err := p.Parse([]byte(raw))
+		require.NoError(t, err)
+		ev.Raw = []byte(raw)
+		extra = append(extra, ev)
+		var fe fixtureEvent
+		require.NoError(t, json.Unmarshal(ev.Raw, &fe))
+		require.NoError(t, json.Unmarshal(fe.Data, &fe.data))
+		events = append(events, fe)
+	}
+	chtest.InsertEvents(t, conn, db, extra)
+
+	from := time.Date(2026, 10, 28, 0, 0, 0, 0, time.UTC)
+	to := time.Date(2026, 11, 5, 0, 0, 0, 0, time.UTC)
+	// A common address that is not always the first recipient.
+	count, later := map[string]int{}, map[string]bool{}
+	for _, e := range filterEvents(events, "send", from, to, "all") {
+		for i, a := range addressesOf(e) {
+			count[a]++
+			if i > 0 {
+				later[a] = true
+			}
+		}
+	}
+	var common []string
+	for a := range later {
+		common = append(common, a)
+	}
+	sort.Slice(common, func(i, j int) bool {
+		return count[common[i]] > count[common[j]] || count[common[i]] == count[common[j]] && common[i] < common[j]
+	})
+	require.NotEmpty(t, common)
+
+	for _, tc := range []struct {
+		query string
+		match []string // addresses any of which an email must have
+	}{
+		{"Zed@MIXED.example", []string{"Zed@mixed.example"}},
+		{"zed@MIXED.example", []string{"zed@mixed.example"}}, // the local part is case-sensitive
+		{common[0] + "," + strings.ToUpper(common[1%len(common)]), []string{common[0]}},
+		{common[0] + "," + common[len(common)-1], []string{common[0], common[len(common)-1]}},
+	} {
+		var want []fixtureEvent
+		for _, e := range filterEvents(events, "send", from, to, "all") {
+			for _, a := range addressesOf(e) {
+				if slices.Contains(tc.match, a) {
+					want = append(want, e)
+					break
+				}
+			}
+		}
+		require.NotEmpty(t, want, tc.query)
+		t.Run(tc.query, func(t *testing.T) {
+			q := fmt.Sprintf("from=%s&to=%s&livemode=all&recipient=%s", from.Format(time.RFC3339), to.Format(time.RFC3339), url.QueryEscape(tc.query))
+			body := statsJSON(t, srv.URL+"/v1/stats/send?"+q)
+			checkBlock(t, "recipient totals", "send", body["totals"].(map[string]any), want)
+			p := listPage(t, srv.URL, q+"&limit=1000")
+			var got []string
+			for _, raw := range p.Data {
+				var e fixtureEvent
+				require.NoError(t, json.Unmarshal(raw, &e))
+				got = append(got, e.EventID)
+			}
+			var wantIDs []string
+			for _, e := range want {
+				wantIDs = append(wantIDs, e.EventID)
+			}
+			assert.ElementsMatch(t, wantIDs, got)
+		})
+	}
+	code, body := get(t, srv, "/v1/stats/telco?recipient=a@b.c", key)
+	assert.Equal(t, http.StatusBadRequest, code)
+	assert.True(t, strings.HasPrefix(body["error"].(map[string]any)["message"].(string), "recipient:"), body)
+}
