@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/valyala/fastjson"
 
 	"github.com/dodev/hindsight/schema"
 )
@@ -35,7 +34,7 @@ type TimelineEvent struct {
 // Message is the body of GET /v1/messages/{messageId}.
 type Message struct {
 	MessageID  string          `json:"message_id"`
-	Recipients []string        `json:"recipients"`
+	Recipients []string        `json:"recipients"` // as the recipient filter matches them
 	Events     []TimelineEvent `json:"events"`
 }
 
@@ -93,10 +92,11 @@ func (s *Server) getMessage(c *gin.Context) {
 	}
 	m := Message{MessageID: id, Recipients: []string{}, Events: make([]TimelineEvent, len(events))}
 	seen := map[string]bool{}
-	var p fastjson.Parser
+	var p schema.Parser
 	for i, ev := range events {
 		m.Events[i] = TimelineEvent{Event: ev.Raw, Deliveries: deliveriesOf(deliveries[ev.ID])}
-		for _, r := range recipientsOf(&p, ev.Raw) {
+		parsed, _ := p.Parse(ev.Raw) // stored events parse; a failure has no recipients
+		for _, r := range parsed.Dims.Recipients {
 			if !seen[r] {
 				seen[r] = true
 				m.Recipients = append(m.Recipients, r)
@@ -104,29 +104,6 @@ func (s *Server) getMessage(c *gin.Context) {
 		}
 	}
 	c.JSON(http.StatusOK, m)
-}
-
-// recipientsOf reads data.to of an event: one address or a list of them.
-func recipientsOf(p *fastjson.Parser, raw []byte) []string {
-	v, err := p.ParseBytes(raw)
-	if err != nil {
-		return nil
-	}
-	to := v.Get("data", "to")
-	if to == nil {
-		return nil
-	}
-	list := []*fastjson.Value{to}
-	if to.Type() == fastjson.TypeArray {
-		list, _ = to.Array()
-	}
-	var out []string
-	for _, a := range list {
-		if b, err := a.StringBytes(); err == nil && len(b) > 0 {
-			out = append(out, string(b))
-		}
-	}
-	return out
 }
 
 // withDeliveries adds the event's attempts to its JSON object under

@@ -104,7 +104,7 @@ func TestMessageTimeline(t *testing.T) {
 	require.Equal(t, http.StatusOK, code, string(body))
 	require.NoError(t, json.Unmarshal(body, &m))
 	assert.Equal(t, "msg_a", m.MessageID)
-	assert.Equal(t, []string{"ann@Example.com", "bob@example.org", "carl@example.net"}, m.Recipients)
+	assert.Equal(t, []string{"ann@example.com", "bob@example.org", "carl@example.net"}, m.Recipients, "as the recipient filter matches them")
 	require.Len(t, m.Events, len(a), "each event once")
 	for i, ev := range m.Events {
 		assert.JSONEq(t, string(a[i].Raw), string(ev.Event), "event %d is %s, as stored", i, a[i].ID)

@@ -678,7 +678,7 @@ type Message struct {
 	} `json:"events"`
 	MessageId string `json:"message_id"`
 
-	// Recipients every address in the events' data.to, in the order first seen
+	// Recipients every address in the events' data.to, in the order first seen, as the recipient filter matches them (domain lowercased)
 	Recipients []string `json:"recipients"`
 }
 
