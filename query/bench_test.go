@@ -43,7 +43,7 @@ func BenchmarkStats10M(b *testing.B) {
 
 	loc, _ := time.LoadLocation("America/New_York")
 	req := statsRequest{
-		service: "send", def: services["send"], granularity: httpapi.Day, loc: loc, livemode: LiveOnly,
+		service: "send", def: services["send"], granularity: httpapi.Day, loc: loc, livemode: schema.LiveOnly,
 		r: timeRange{From: time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC), To: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)},
 	}
 	get := func(url string) []byte {

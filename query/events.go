@@ -122,7 +122,7 @@ func (s *Server) parseEventsRequest(c *gin.Context) (eventsRequest, error) {
 		req.after = &cur
 	}
 
-	req.where = "created_at >= ? AND created_at < ?" + lm.sql()
+	req.where = "created_at >= ? AND created_at < ?" + lm.SQL()
 	req.args = []any{req.r.From.UnixMilli(), req.r.To.UnixMilli()}
 	if len(patterns) > 0 {
 		cond, pargs := schema.PatternsSQL(patterns)

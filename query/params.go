@@ -1,42 +1,20 @@
 package query
 
 import (
-	"strconv"
-
 	"github.com/dodev/hindsight/internal/httpapi"
+	"github.com/dodev/hindsight/schema"
 )
 
-// Livemode selects live events, test events or both.
-type Livemode string
+// Livemode selects live events, test events or both (as replays do).
+type Livemode = schema.Livemode
 
-// Livemode values, as the API spells them.
-const (
-	LiveOnly Livemode = "true"
-	TestOnly Livemode = "false"
-	LiveAll  Livemode = "all"
-)
-
-// sql returns the fixed condition the value selects.
-func (l Livemode) sql() string {
-	switch l {
-	case LiveOnly:
-		return " AND livemode = 1"
-	case TestOnly:
-		return " AND livemode = 0"
-	}
-	return ""
-}
-
+// parseLivemode reads the livemode parameter: live events by default.
 func parseLivemode(v string) (Livemode, error) {
-	switch v {
-	case "", "true":
-		return LiveOnly, nil
-	case "false":
-		return TestOnly, nil
-	case "all":
-		return LiveAll, nil
+	l, err := schema.ParseLivemode(v, schema.LiveOnly)
+	if err != nil {
+		return "", badParam("livemode", err.Error())
 	}
-	return "", badParam("livemode", "want true, false or all, got "+strconv.Quote(v))
+	return l, nil
 }
 
 // timeRange is a half-open range [From, To).

@@ -168,7 +168,7 @@ func (s *Server) stats(c *gin.Context) {
 // Columns and values come from allow-lists; everything else is bound.
 func statsSQL(src schema.Counted, req statsRequest) (string, []any) {
 	fcond, fargs := req.filters.SQL()
-	where := "service = ? AND created_at >= ? AND created_at < ?" + req.livemode.sql() + fcond
+	where := "service = ? AND created_at >= ? AND created_at < ?" + req.livemode.SQL() + fcond
 	whereArgs := append([]any{req.service, req.r.From.UnixMilli(), req.r.To.UnixMilli()}, fargs...)
 	// from is what a SELECT reads: the events matching where and extra.
 	from := func(extra string, extraArgs []any) (string, []any) {

@@ -435,7 +435,7 @@ func (a *API) newJob(ctx context.Context, in replayInput) (Job, []schema.Pattern
 	if err != nil {
 		return Job{}, nil, err
 	}
-	job := Job{ID: newID("rpl_"), EndpointID: ep.ID, Status: StatusPending, Livemode: "all", Ordered: true, Concurrency: 1,
+	job := Job{ID: newID("rpl_"), EndpointID: ep.ID, Status: StatusPending, Livemode: schema.LiveAll, Ordered: true, Concurrency: 1,
 		EnabledEvents: ep.EnabledEvents, OnlyFailed: in.OnlyFailed, CreatedAt: time.Now().UTC()}
 	if len(in.Since) == 0 {
 		return Job{}, nil, bad("since", "required: RFC3339 or integer milliseconds")
@@ -473,13 +473,8 @@ func (a *API) newJob(ctx context.Context, in replayInput) (Job, []schema.Pattern
 		return Job{}, nil, bad("enabled_events", err.Error())
 	}
 	if len(in.Livemode) > 0 {
-		switch strings.Trim(string(in.Livemode), `"`) {
-		case "true":
-			job.Livemode = "true"
-		case "false":
-			job.Livemode = "false"
-		case "all":
-		default:
+		// JSON true and false, or the strings the stats API takes.
+		if job.Livemode, err = schema.ParseLivemode(strings.Trim(string(in.Livemode), `"`), schema.LiveAll); err != nil {
 			return Job{}, nil, bad("livemode", "want true, false or \"all\"")
 		}
 	}
@@ -514,7 +509,7 @@ type jobView struct {
 	Since         string              `json:"since"`
 	Until         *string             `json:"until"`
 	EnabledEvents []string            `json:"enabled_events"`
-	Livemode      string              `json:"livemode"`
+	Livemode      schema.Livemode     `json:"livemode"`
 	Ordered       bool                `json:"ordered"`
 	Concurrency   int                 `json:"concurrency"`
 	RateLimit     *float64            `json:"rate_limit"`

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+
+	"github.com/dodev/hindsight/schema"
 )
 
 // Job statuses.
@@ -24,7 +26,7 @@ type Job struct {
 	EndpointID    string
 	Since, Until  time.Time
 	EnabledEvents []string
-	Livemode      string // "true", "false" or "all"
+	Livemode      schema.Livemode
 	Ordered       bool
 	Concurrency   int
 	RateLimit     float64 // deliveries per second; 0 is no limit
@@ -74,7 +76,7 @@ func fromMS(v int64) time.Time {
 
 // SaveJob writes the job's current state.
 func (s *Store) SaveJob(ctx context.Context, j Job) error {
-	return s.insert(ctx, "replays", jobCols, []any{j.ID, j.EndpointID, ms(j.Since), ms(j.Until), j.EnabledEvents, j.Livemode,
+	return s.insert(ctx, "replays", jobCols, []any{j.ID, j.EndpointID, ms(j.Since), ms(j.Until), j.EnabledEvents, string(j.Livemode),
 		flag(j.Ordered), uint16(j.Concurrency), j.RateLimit, j.Status, j.Matched, j.Delivered, j.Failed, j.Attempts,
 		j.CursorAt, j.CursorID, ms(j.CreatedAt), ms(j.StartedAt), ms(j.FinishedAt), j.LastError, s.version(), flag(j.OnlyFailed),
 		filtersJSON(j.Filters)})
@@ -129,13 +131,14 @@ func (s *Store) Jobs(ctx context.Context, id string, limit int, after ...JobKey)
 		var j Job
 		var since, until, created, started, finished int64
 		var ordered, onlyFailed uint8
-		var filters string
+		var filters, livemode string
 		var conc uint16
-		if err := rows.Scan(&j.ID, &j.EndpointID, &since, &until, &j.EnabledEvents, &j.Livemode, &ordered, &conc,
+		if err := rows.Scan(&j.ID, &j.EndpointID, &since, &until, &j.EnabledEvents, &livemode, &ordered, &conc,
 			&j.RateLimit, &j.Status, &j.Matched, &j.Delivered, &j.Failed, &j.Attempts, &j.CursorAt, &j.CursorID,
 			&created, &started, &finished, &j.LastError, &onlyFailed, &filters); err != nil {
 			return nil, fmt.Errorf("read replays: %w", err)
 		}
+		j.Livemode = schema.Livemode(livemode)
 		if filters != "" {
 			if err := json.Unmarshal([]byte(filters), &j.Filters); err != nil {
 				return nil, fmt.Errorf("read replays: the filters of %s: %w", j.ID, err)

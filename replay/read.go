@@ -16,14 +16,8 @@ import (
 // fixed text. db names the database of the deliveries log.
 func matchSQL(db string, job Job, patterns []schema.Pattern) (string, []any) {
 	since, until := jobRange(job)
-	where := "created_at >= ? AND created_at < ?"
+	where := "created_at >= ? AND created_at < ?" + job.Livemode.SQL()
 	args := []any{since, until}
-	switch job.Livemode {
-	case "true":
-		where += " AND livemode = 1"
-	case "false":
-		where += " AND livemode = 0"
-	}
 	cond, pargs := schema.PatternsSQL(patterns)
 	where, args = where+" AND "+cond, append(args, pargs...)
 	// The filters were checked when the job was made; should a stored one
