@@ -10,7 +10,7 @@ CHDB_LIB     := .cache/chdb/libchdb.so
 REDOCLY_VERSION := 2.77.0
 REDOCLY         := .cache/redocly/node_modules/.bin/redocly
 
-.PHONY: npm image run test test-unit test-faults test-cluster zookeeper build vet clickhouse bench-ingest bench-query bench-replay bench-cluster fuzz fuzz-ci clean
+.PHONY: npm chromium image run test test-unit test-faults test-cluster zookeeper build vet clickhouse bench-ingest bench-query bench-replay bench-cluster fuzz fuzz-ci clean
 
 ## run: install ClickHouse if missing, then run everything with the sample loaded
 run: clickhouse build
@@ -26,11 +26,11 @@ TEST_IMAGES := HINDSIGHT_TEST_CLICKHOUSE_IMAGE=local/clickhouse-server:18.16 \
 ## embedded broker; the testcontainers suite (Docker is set up, and the
 ## dockerd it starts is stopped after); the SQL compatibility test on
 ## ClickHouse 18.16 and chDB 26.x; the fault suite; the cluster suite; each
-## fuzz test briefly
-test: clickhouse vet $(CHDB_LIB) $(REDOCLY)
+## fuzz test briefly; the dashboard in headless Chromium
+test: clickhouse chromium vet $(CHDB_LIB) $(REDOCLY)
 	internal/testimages/docker.sh up
 	status=0; \
-	HINDSIGHT_REQUIRE_CLICKHOUSE=1 HINDSIGHT_REQUIRE_DOCKER=1 $(TEST_IMAGES) CHDB_LIB_PATH=$(abspath $(CHDB_LIB)) \
+	HINDSIGHT_REQUIRE_CLICKHOUSE=1 HINDSIGHT_REQUIRE_DOCKER=1 HINDSIGHT_REQUIRE_BROWSER=1 $(TEST_IMAGES) CHDB_LIB_PATH=$(abspath $(CHDB_LIB)) \
 		HINDSIGHT_REDOCLY=$(abspath $(REDOCLY)) \
 		$(GO) test -count=1 -tags chdb -timeout 20m ./... || status=$$?; \
 	internal/testimages/docker.sh down; \
@@ -88,6 +88,11 @@ clickhouse:
 		$(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clickhouse-server >/dev/null; \
 	fi
+
+# Debian's chromium drives the dashboard in its test (internal/dashboard).
+chromium:
+	@command -v chromium >/dev/null || { echo "chromium: installing chromium with apt"; \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 # The npm registry ships chDB's official library (178 MB download) and
 # Redocly's CLI.

@@ -102,6 +102,10 @@ func New(cfg Config, conn Conn, log *slog.Logger, ready ...ReadyFunc) (*Server, 
 	return s, nil
 }
 
+// Root is the engine's group outside /v1, without the key check, for pages
+// other packages serve (cmd mounts the dashboard there).
+func (s *Server) Root() gin.IRoutes { return s.engine }
+
 // Handler returns the API's http.Handler.
 func (s *Server) Handler() http.Handler { return s.engine }
 

@@ -106,6 +106,7 @@ func runDev(ctx context.Context, args []string) error {
 			}
 		}
 		fmt.Printf("try: curl -H 'Authorization: Bearer %s' '%s/v1/stats/send?from=2026-10-01T00:00:00Z&to=2026-11-01T00:00:00Z'\n", apiKey, apiURL)
+		fmt.Printf("or open %s/ and sign in with the key (the sample is in October 2026)\n", apiURL)
 	}
 	return s.run(ctx)
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/dodev/hindsight/ingest"
+	"github.com/dodev/hindsight/internal/dashboard"
 	"github.com/dodev/hindsight/internal/httpapi"
 	"github.com/dodev/hindsight/query"
 	"github.com/dodev/hindsight/replay"
@@ -194,6 +195,7 @@ func (s stack) run(ctx context.Context) error {
 		}
 		api.AddMetrics(gatherers...)
 		replay.NewAPI(s.database, s.conn, sender, s.api.APIKey, s.log.With("component", "replay-api")).Register(api.V1())
+		dashboard.Register(api.Root())
 		if srv, ln, err = httpapi.Listen(s.httpAddr, api.Handler(), httpapi.ServerConfig{}); err != nil {
 			return err
 		}

@@ -1,0 +1,198 @@
+package dashboard_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/dodev/hindsight/internal/chtest"
+	"github.com/dodev/hindsight/internal/dashboard"
+	"github.com/dodev/hindsight/internal/sample"
+	"github.com/dodev/hindsight/query"
+	"github.com/dodev/hindsight/schema"
+)
+
+func TestMain(m *testing.M) { os.Exit(chtest.Main(m)) }
+
+const key = "dashboard-key-0123456789abcdef"
+
+// browser starts headless Chromium, or skips the test without it (make test
+// installs it and sets HINDSIGHT_REQUIRE_BROWSER).
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	bin, err := exec.LookPath("chromium")
+	if err != nil {
+		if os.Getenv("HINDSIGHT_REQUIRE_BROWSER") != "" {
+			t.Fatalf("chromium required (HINDSIGHT_REQUIRE_BROWSER is set): %v", err)
+		}
+		t.Skip("no chromium on PATH")
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(bin), chromedp.NoSandbox, chromedp.DisableGPU)
+	actx, cancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancel)
+	ctx, cancel2 := chromedp.NewContext(actx)
+	t.Cleanup(cancel2)
+	ctx, cancel3 := context.WithTimeout(ctx, 2*time.Minute)
+	t.Cleanup(cancel3)
+	return ctx
+}
+
+// stack serves the API and the dashboard over a week of sample events.
+func stack(t *testing.T) (*httptest.Server, time.Time) {
+	t.Helper()
+	conn, db := chtest.Database(t)
+	_, err := schema.Migrate(context.Background(), conn, db)
+	require.NoError(t, err)
+	start := time.Date(2026, 10, 5, 0, 0, 0, 0, time.UTC)
+	events, err := sample.Events(3000, sample.Options{Seed: 9, Start: start, Span: 7 * 24 * time.Hour})
+	require.NoError(t, err)
+	chtest.InsertEvents(t, conn, db, events)
+	api, err := query.New(query.Config{Database: db, APIKey: key}, conn, nil)
+	require.NoError(t, err)
+	dashboard.Register(api.Root())
+	srv := httptest.NewServer(api.Handler())
+	t.Cleanup(srv.Close)
+	return srv, start
+}
+
+func statsOf(t *testing.T, url string) map[string]any {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var body map[string]any
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+	return body
+}
+
+// eval runs a JavaScript expression in the page and returns its value.
+func eval[T any](t *testing.T, ctx context.Context, expr string) T {
+	t.Helper()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](expr))
+	require.NoError(t, err, expr)
+	return v
+}
+
+// TestDashboardInBrowser drives the page in headless Chromium as a user
+// would, with the keyboard: a wrong key is refused, the right one shows a
+// week of send stats that match the API's answer (totals, every rate with
+// its formula, a point per bucket), and the group table sorts by a column.
+// The page fits 1280×800 and a phone's 390×844 without scrolling sideways.
+func TestDashboardInBrowser(t *testing.T) {
+	ctx := browser(t)
+	srv, start := stack(t)
+	from, to := start.Format("2006-01-02"), start.AddDate(0, 0, 6).Format("2006-01-02")
+	want := statsOf(t, srv.URL+"/v1/stats/send?from="+from+"T00:00:00Z&to="+start.AddDate(0, 0, 7).Format("2006-01-02")+
+		"T00:00:00Z&granularity=day&tz=America/New_York&livemode=true&group_by=recipient_domain")
+	do := func(steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		require.NoError(t, chromedp.Do(ctx, steps...))
+	}
+	css := func(sel string) chromedp.CSS { return chromedp.CSS(sel) }
+
+	do(chromedp.EmulateViewport(1280, 800),
+		chromedp.Navigate(srv.URL+"/"),
+		chromedp.WaitVisible(css("#key")),
+		chromedp.SendKeys(css("#key"), "wrong-key-0123456789"+kb.Enter),
+		chromedp.Poll[chromedp.Void](`document.querySelector('#signin-error').textContent.length > 0`))
+	assert.Contains(t, eval[string](t, ctx, `document.querySelector('#signin-error').textContent`), "not accepted")
+
+	do(chromedp.Evaluate[chromedp.Void](`document.querySelector('#key').value = ''`),
+		chromedp.SendKeys(css("#key"), key+kb.Enter),
+		chromedp.WaitVisible(css("#analytics")),
+		chromedp.SetValue(css("#from"), from),
+		chromedp.SetValue(css("#to"), to),
+		chromedp.SetValue(css("#tz"), "America/New_York"),
+		chromedp.SetValue(css("#group_by"), "recipient_domain"),
+		chromedp.Evaluate[chromedp.Void](`document.querySelector('#status').textContent = ''`),
+		// Submit from the keyboard: Enter in the zone field.
+		chromedp.Focus(css("#tz")),
+		chromedp.KeyEvent(kb.Enter),
+		chromedp.Poll[chromedp.Void](`document.querySelector('#status').textContent.startsWith('send, ')`))
+	totals := want["totals"].(map[string]any)
+	total := eval[string](t, ctx, `document.querySelector('#events-total').textContent`)
+	assert.Equal(t, fmt.Sprintf("%v", totals["events"]), strings.ReplaceAll(total, ",", ""), "the events total is the API's")
+	rates := eval[[]map[string]string](t, ctx, `[...document.querySelectorAll('#rates li')].map(li => ({name: li.dataset.rate, formula: li.querySelector('.formula').textContent}))`)
+	wantRates := totals["rates"].(map[string]any)
+	require.Len(t, rates, len(wantRates))
+	for _, r := range rates {
+		wr := wantRates[r["name"]].(map[string]any)
+		assert.True(t, strings.HasPrefix(r["formula"], wr["formula"].(string)+" = "), "%s shows its formula: %s", r["name"], r["formula"])
+	}
+	points := eval[int](t, ctx, `document.querySelector('#events-chart polyline').getAttribute('points').trim().split(' ').length`)
+	assert.Equal(t, len(want["series"].([]any)), points, "a point per bucket")
+	assert.Contains(t, eval[string](t, ctx, `document.querySelector('#groups thead').textContent`), "recipient domain")
+
+	// Sort the groups by events, ascending then descending, from the keyboard.
+	groupEvents := func() []float64 {
+		cells := eval[[]string](t, ctx, `[...document.querySelectorAll('#groups tbody tr td:nth-child(2)')].map(td => td.textContent)`)
+		var out []float64
+		for _, c := range cells {
+			var v float64
+			_, err := fmt.Sscan(strings.ReplaceAll(c, ",", ""), &v)
+			require.NoError(t, err)
+			out = append(out, v)
+		}
+		return out
+	}
+	require.Len(t, groupEvents(), len(want["groups"].([]any)))
+	assert.True(t, sort.IsSorted(sort.Reverse(sort.Float64Slice(groupEvents()))), "largest first")
+	do(chromedp.Focus(css(`#groups th button[data-col="events"]`)), chromedp.KeyEvent(kb.Enter))
+	assert.True(t, sort.Float64sAreSorted(groupEvents()), "ascending after Enter on the header")
+
+	for _, size := range [][2]int64{{1280, 800}, {390, 844}} {
+		var opts []chromedp.EmulateViewportOption
+		if size[0] < 500 {
+			opts = append(opts, chromedp.EmulateMobile)
+		}
+		do(chromedp.EmulateViewport(size[0], size[1], opts...), chromedp.Sleep(100*time.Millisecond))
+		assert.True(t, eval[bool](t, ctx, `document.documentElement.scrollWidth <= window.innerWidth`), "no sideways scrolling at %d×%d", size[0], size[1])
+	}
+
+	if dir := os.Getenv("HINDSIGHT_DASHBOARD_SHOTS"); dir != "" {
+		for _, size := range [][2]int64{{1280, 800}, {390, 844}} {
+			do(chromedp.EmulateViewport(size[0], size[1]), chromedp.Sleep(200*time.Millisecond))
+			png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(fmt.Sprintf("%s/dashboard-%d.png", dir, size[0]), png, 0o644))
+		}
+	}
+
+	// Signing out forgets the key.
+	do(chromedp.Click(css("#signout")), chromedp.WaitVisible(css("#key")))
+	assert.Nil(t, eval[any](t, ctx, `sessionStorage.getItem('hindsight-api-key')`))
+}
+
+// TestDashboardHeaders: the page and its files are served with a policy
+// that allows only its own scripts and its own origin.
+func TestDashboardHeaders(t *testing.T) {
+	srv, _ := stack(t)
+	for _, path := range []string{"/", "/ui/app.js", "/ui/style.css"} {
+		resp, err := http.Get(srv.URL + path)
+		require.NoError(t, err)
+		resp.Body.Close()
+		assert.Equal(t, http.StatusOK, resp.StatusCode, path)
+		assert.Contains(t, resp.Header.Get("Content-Security-Policy"), "script-src 'self'", path)
+		assert.Equal(t, "DENY", resp.Header.Get("X-Frame-Options"), path)
+	}
+	resp, err := http.Get(srv.URL + "/ui/nothing.js")
+	require.NoError(t, err)
+	resp.Body.Close()
+	assert.Equal(t, http.StatusNotFound, resp.StatusCode)
+}

@@ -1,0 +1,250 @@
+// Hindsight's dashboard: it talks only to the /v1 API, with the key the
+// user signed in with, kept in this tab's session storage.
+'use strict';
+
+const $ = (sel) => document.querySelector(sel);
+const KEY = 'hindsight-api-key';
+const GROUPS = {
+  send: ['recipient_domain', 'sender_domain', 'type'], telco: ['npa', 'type'], talk: ['voice', 'format', 'type'],
+  voip: ['type'], transcribe: ['type'], platform: ['type'],
+};
+
+class APIError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+async function api(path) {
+  const resp = await fetch(path, { headers: { Authorization: 'Bearer ' + sessionStorage.getItem(KEY) } });
+  const body = await resp.json().catch(() => ({}));
+  if (!resp.ok) {
+    throw new APIError(resp.status, (body.error && body.error.message) || 'HTTP ' + resp.status);
+  }
+  return body;
+}
+
+function show(view) {
+  for (const s of document.querySelectorAll('[data-view]')) s.hidden = s.id !== view;
+  $('#signout').hidden = view === 'signin';
+}
+
+function signOut(message) {
+  sessionStorage.removeItem(KEY);
+  show('signin');
+  $('#signin-error').textContent = message || '';
+  $('#key').focus();
+}
+
+$('#signin-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  sessionStorage.setItem(KEY, $('#key').value.trim());
+  try {
+    await api('/v1/event-types');
+  } catch (e) {
+    signOut(e.status === 401 ? 'That key was not accepted.' : e.status === 403 ? 'That key lacks the stats:read scope.' : e.message);
+    return;
+  }
+  $('#key').value = '';
+  $('#signin-error').textContent = '';
+  show('analytics');
+  load();
+});
+
+$('#signout').addEventListener('click', () => signOut(''));
+
+// The form starts on the last 7 days (UTC).
+function isoDay(d) { return d.toISOString().slice(0, 10); }
+const today = new Date();
+$('#to').value = isoDay(today);
+$('#from').value = isoDay(new Date(today.getTime() - 6 * 864e5));
+
+function fillGroups() {
+  const sel = $('#group_by');
+  const keep = sel.value;
+  sel.replaceChildren(new Option('none', ''));
+  for (const g of GROUPS[$('#service').value]) sel.append(new Option(g.replaceAll('_', ' '), g));
+  sel.value = GROUPS[$('#service').value].includes(keep) ? keep : '';
+}
+$('#service').addEventListener('change', fillGroups);
+fillGroups();
+
+$('#query').addEventListener('submit', (ev) => { ev.preventDefault(); load(); });
+
+const fmt = new Intl.NumberFormat('en-US', { maximumFractionDigits: 2 });
+function rateText(name, v) {
+  if (v === null || v === undefined) return '—';
+  return name.endsWith('_rate') ? (v * 100).toFixed(2) + '%' : fmt.format(v);
+}
+
+async function load() {
+  const service = $('#service').value;
+  const to = new Date($('#to').value + 'T00:00:00Z');
+  const q = new URLSearchParams({
+    from: $('#from').value + 'T00:00:00Z',
+    to: isoDay(new Date(to.getTime() + 864e5)) + 'T00:00:00Z',
+    tz: $('#tz').value.trim() || 'UTC',
+    granularity: $('#granularity').value,
+    livemode: $('#livemode').value,
+  });
+  const groupBy = $('#group_by').value;
+  if (groupBy) q.set('group_by', groupBy);
+  $('#status').textContent = 'Loading…';
+  let stats;
+  try {
+    stats = await api('/v1/stats/' + service + '?' + q);
+  } catch (e) {
+    if (e.status === 401) { signOut('The key is no longer accepted.'); return; }
+    $('#status').textContent = e.message;
+    return;
+  }
+  $('#status').textContent = `${service}, ${stats.from} to ${stats.to}, buckets in ${stats.tz}`;
+  render(stats);
+}
+
+function render(stats) {
+  const t = stats.totals;
+  $('#events-total').textContent = fmt.format(t.events);
+
+  const rates = $('#rates');
+  rates.replaceChildren();
+  const rateNames = Object.keys(t.rates);
+  for (const name of rateNames) {
+    const r = t.rates[name];
+    const li = document.createElement('li');
+    li.dataset.rate = name;
+    const label = document.createElement('span');
+    label.textContent = name.replaceAll('_', ' ');
+    const value = document.createElement('span');
+    value.className = 'value';
+    value.textContent = rateText(name, r.value);
+    const formula = document.createElement('span');
+    formula.className = 'formula';
+    formula.textContent = `${r.formula} = ${fmt.format(r.numerator)} / ${fmt.format(r.denominator)}`;
+    li.append(label, value, formula);
+    rates.append(li);
+  }
+
+  const series = stats.series || [];
+  const labels = series.map((b) => b.bucket);
+  lineChart($('#events-chart'), 'Events per bucket', labels, series.map((b) => b.events), (v) => fmt.format(v));
+  const box = $('#rate-charts');
+  box.replaceChildren();
+  for (const name of rateNames) {
+    const fig = document.createElement('figure');
+    fig.className = 'chart';
+    box.append(fig);
+    lineChart(fig, name.replaceAll('_', ' ') + ' per bucket', labels, series.map((b) => b.rates[name].value), (v) => rateText(name, v));
+  }
+
+  const metrics = $('#metrics tbody');
+  metrics.replaceChildren();
+  for (const name of Object.keys(t.metrics).sort()) {
+    const tr = document.createElement('tr');
+    tr.append(cell(name.replaceAll('_', ' ')), cell(fmt.format(t.metrics[name]), true));
+    metrics.append(tr);
+  }
+
+  const groupsBox = $('#groups-box');
+  groupsBox.hidden = !stats.groups;
+  if (stats.groups) renderGroups(stats);
+}
+
+function cell(text, num) {
+  const td = document.createElement('td');
+  td.textContent = text;
+  if (num) td.className = 'num';
+  return td;
+}
+
+// lineChart draws values (null is a gap) as an SVG line in fig, with the
+// range of values and of labels as text, and the whole series in a table
+// for screen readers.
+function lineChart(fig, title, labels, values, show) {
+  fig.replaceChildren();
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  const w = 600, h = 160;
+  svg.setAttribute('viewBox', `0 0 ${w} ${h}`);
+  svg.setAttribute('preserveAspectRatio', 'none');
+  svg.setAttribute('role', 'img');
+  const nums = values.filter((v) => v !== null && v !== undefined);
+  const max = Math.max(0, ...nums), min = Math.min(0, ...nums);
+  svg.setAttribute('aria-label', `${title}: ${values.length} buckets, from ${show(min)} to ${show(max)}`);
+  const axis = document.createElementNS(ns, 'line');
+  axis.setAttribute('class', 'axis');
+  axis.setAttribute('x1', 0); axis.setAttribute('x2', w); axis.setAttribute('y1', h - 1); axis.setAttribute('y2', h - 1);
+  svg.append(axis);
+  const x = (i) => (values.length < 2 ? w / 2 : (i * w) / (values.length - 1));
+  const y = (v) => (max === min ? h / 2 : h - 4 - ((v - min) * (h - 8)) / (max - min));
+  let points = [];
+  const flush = () => {
+    if (points.length) {
+      const line = document.createElementNS(ns, 'polyline');
+      line.setAttribute('points', points.join(' '));
+      svg.append(line);
+    }
+    points = [];
+  };
+  values.forEach((v, i) => {
+    if (v === null || v === undefined) { flush(); return; }
+    points.push(`${x(i).toFixed(1)},${y(v).toFixed(1)}`);
+  });
+  if (points.length === 1) points.push(points[0]);
+  flush();
+  const cap = document.createElement('figcaption');
+  cap.textContent = labels.length ? `${title}: ${labels[0]} to ${labels[labels.length - 1]}, max ${show(max)}` : `${title}: no buckets`;
+  fig.append(svg, cap);
+}
+
+// The group table sorts by any column, by click or keyboard.
+let groupSort = { col: 'events', desc: true };
+let lastStats = null;
+
+function renderGroups(stats) {
+  lastStats = stats;
+  const rateNames = Object.keys(stats.totals.rates);
+  const cols = [{ id: 'key', label: stats.group_by.replaceAll('_', ' ') }, { id: 'events', label: 'Events', num: true }]
+    .concat(rateNames.map((r) => ({ id: r, label: r.replaceAll('_', ' '), num: true })));
+  const value = (g, col) => (col === 'key' ? g.key : col === 'events' ? g.events : g.rates[col].value);
+  const rows = stats.groups.slice().sort((a, b) => {
+    let va = value(a, groupSort.col), vb = value(b, groupSort.col);
+    if (va === null) va = -Infinity;
+    if (vb === null) vb = -Infinity;
+    const c = va < vb ? -1 : va > vb ? 1 : 0;
+    return groupSort.desc ? -c : c;
+  });
+  $('#groups-title').textContent = `Top ${stats.groups.length} by ${stats.group_by.replaceAll('_', ' ')}`;
+  const head = document.createElement('tr');
+  for (const c of cols) {
+    const th = document.createElement('th');
+    th.scope = 'col';
+    if (c.num) th.className = 'num';
+    if (c.id === groupSort.col) th.setAttribute('aria-sort', groupSort.desc ? 'descending' : 'ascending');
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.dataset.col = c.id;
+    b.textContent = c.label + (c.id === groupSort.col ? (groupSort.desc ? ' ▼' : ' ▲') : '');
+    b.addEventListener('click', () => {
+      groupSort = { col: c.id, desc: groupSort.col === c.id ? !groupSort.desc : c.id !== 'key' };
+      renderGroups(lastStats);
+      document.querySelector(`#groups th button[data-col="${c.id}"]`).focus();
+    });
+    th.append(b);
+    head.append(th);
+  }
+  $('#groups thead').replaceChildren(head);
+  const body = $('#groups tbody');
+  body.replaceChildren();
+  for (const g of rows) {
+    const tr = document.createElement('tr');
+    tr.append(cell(g.key || '(none)'), cell(fmt.format(g.events), true));
+    for (const r of rateNames) tr.append(cell(rateText(r, g.rates[r].value), true));
+    body.append(tr);
+  }
+}
+
+if (sessionStorage.getItem(KEY)) {
+  show('analytics');
+  load();
+} else {
+  show('signin');
+}
