@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -263,8 +264,33 @@ func TestIngestRetriesWhileClickHouseRefuses(t *testing.T) {
 	assert.Equal(t, want, f.countsByType())
 }
 
+// TestColumnsMatchTheTable: the columns ingest appends hold, column by
+// column, the values schema.EventRow puts there, for an event whose
+// columns differ where their types allow (the four flags are 0 or 1), so two
+// columns swapped in either place fail.
 func TestColumnsMatchTheTable(t *testing.T) {
-	assert.Len(t, (&columns{}).values(), len(schema.EventColumns), "one slice per column, in EventColumns order")
+	var p schema.Parser
+	ev, err := p.Parse([]byte(`{"eventId":"evt_cols","type":"send.email.bounced","service":"send","createdAt":1790000000001,"livemode":false,` +
+		`"data":{"messageId":"msg_cols","from":"a@from.example","to":["b@to.example","c@cc.example"],"bounceType":"hard","diagnosticCode":"550",` +
+		`"npa":"212","voice":"nova","format":"mp3","textLength":7,"durationSec":1.5,"hasCarrier":true}}`))
+	require.NoError(t, err)
+	rec := &kgo.Record{Topic: "events-cols", Partition: 3, Offset: 42, Value: ev.Raw}
+	now := time.Date(2026, 11, 27, 1, 2, 3, 0, time.UTC)
+	var c columns
+	c.add(&ev, rec, now)
+	want := schema.EventRow(&ev, rec.Topic, rec.Partition, rec.Offset, now)
+	got := c.values()
+	require.Len(t, got, len(schema.EventColumns), "one slice per column, in EventColumns order")
+	require.Len(t, want, len(schema.EventColumns))
+	for i, col := range got {
+		v := reflect.ValueOf(col)
+		require.Equal(t, 1, v.Len(), schema.EventColumns[i])
+		first := v.Index(0).Interface()
+		if b, ok := first.([]byte); ok {
+			first = string(b)
+		}
+		assert.Equal(t, want[i], first, "column %s", schema.EventColumns[i])
+	}
 }
 
 func TestConfigValidate(t *testing.T) {

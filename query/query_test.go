@@ -42,14 +42,10 @@ func insert(t *testing.T, conn driver.Conn, db string, rows []row) {
 	batch, err := conn.PrepareBatch(ctx, "INSERT INTO "+db+".events ("+strings.Join(schema.EventColumns, ", ")+")")
 	require.NoError(t, err)
 	for i, r := range rows {
-		lm := uint8(0)
-		if r.livemode {
-			lm = 1
-		}
 		raw := fmt.Sprintf(`{"eventId":%q,"type":%q,"service":%q,"data":{},"createdAt":%d}`, r.id, r.typ, schema.ServiceOf(r.typ), r.at.UnixMilli())
-		require.NoError(t, batch.Append(r.id, r.typ, schema.ServiceOf(r.typ), r.at.UnixMilli(), lm, uint8(1),
-			"", uint64(0), "", "", "", uint8(0), uint8(0), "", "", "", int64(0), float64(0), raw,
-			"events", int32(0), int64(i), time.Now(), []string{}))
+		ev := schema.Event{ID: r.id, Type: r.typ, Service: schema.ServiceOf(r.typ), CreatedAt: r.at.UnixMilli(), Livemode: r.livemode,
+			Known: true, Raw: []byte(raw)}
+		require.NoError(t, batch.Append(schema.EventRow(&ev, "events", 0, int64(i), time.Now())...))
 	}
 	require.NoError(t, batch.Send())
 }

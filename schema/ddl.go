@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
@@ -292,6 +293,28 @@ var EventColumns = []string{
 	"text_length", "duration_sec", "raw",
 	"kafka_topic", "kafka_partition", "kafka_offset", "ingested_at",
 	"recipients",
+}
+
+// EventRow is the events table's row for ev, read from Kafka at topic,
+// partition and offset and stored at now, in EventColumns order: the one
+// statement of which value goes in which column. Ingest appends whole
+// columns instead, for speed; its test holds them to this.
+func EventRow(ev *Event, topic string, partition int32, offset int64, now time.Time) []any {
+	b := func(v bool) uint8 {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	d := &ev.Dims
+	recipients := d.Recipients
+	if recipients == nil {
+		recipients = []string{}
+	}
+	return []any{ev.ID, ev.Type, ev.Service, ev.CreatedAt, b(ev.Livemode), b(ev.Known),
+		d.MessageID, d.MessageHash, d.RecipientDomain, d.SenderDomain, d.BounceType, b(d.HasCarrier), b(d.HasInventory),
+		d.NPA, d.Voice, d.Format, d.TextLength, d.DurationSec, string(ev.Raw),
+		topic, partition, offset, now, recipients}
 }
 
 // ServerVersion reads the server's version from the connection.

@@ -115,22 +115,10 @@ func InsertColumns(db string) string {
 	return "INSERT INTO `" + db + "`.events (" + strings.Join(schema.EventColumns, ", ") + ")"
 }
 
-// EventRow is the row ingest stores for ev, read from Kafka offset offset.
+// EventRow is the row ingest stores for ev, read from Kafka offset offset
+// of topic events (see schema.EventRow).
 func EventRow(ev schema.Event, offset int, now time.Time) []any {
-	b := func(v bool) uint8 {
-		if v {
-			return 1
-		}
-		return 0
-	}
-	d := ev.Dims
-	recipients := d.Recipients
-	if recipients == nil {
-		recipients = []string{}
-	}
-	return []any{ev.ID, ev.Type, ev.Service, ev.CreatedAt, b(ev.Livemode), b(ev.Known),
-		d.MessageID, d.MessageHash, d.RecipientDomain, d.SenderDomain, d.BounceType, b(d.HasCarrier), b(d.HasInventory),
-		d.NPA, d.Voice, d.Format, d.TextLength, d.DurationSec, string(ev.Raw), "events", int32(0), int64(offset), now, recipients}
+	return schema.EventRow(&ev, "events", 0, int64(offset), now)
 }
 
 // InsertEvents stores events in db's events table the way ingest does,

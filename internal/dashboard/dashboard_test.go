@@ -179,6 +179,63 @@ func TestDashboardInBrowser(t *testing.T) {
 	assert.Nil(t, eval[any](t, ctx, `sessionStorage.getItem('hindsight-api-key')`))
 }
 
+// TestDashboardEvents pages through the listing in the browser and opens
+// one event: the same events as the API's pages, and the event's JSON with
+// its delivery attempts.
+func TestDashboardEvents(t *testing.T) {
+	ctx := browser(t)
+	srv, start := stack(t)
+	css := func(sel string) chromedp.CSS { return chromedp.CSS(sel) }
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.EmulateViewport(1280, 800),
+		chromedp.Navigate(srv.URL+"/"),
+		chromedp.WaitVisible(css("#key")),
+		chromedp.SendKeys(css("#key"), key+kb.Enter),
+		chromedp.WaitVisible(css("#analytics")),
+		chromedp.Click(css(`#nav [data-go="events"]`)),
+		chromedp.WaitVisible(css("#events")),
+		chromedp.SetValue(css("#ev-types"), "send.email.*, voip.*"),
+		chromedp.SetValue(css("#ev-from"), start.Format("2006-01-02")),
+		chromedp.SetValue(css("#ev-to"), start.AddDate(0, 0, 2).Format("2006-01-02")),
+		chromedp.Evaluate[chromedp.Void](`document.querySelector('#ev-status').textContent = ''`),
+		chromedp.Click(css(`#events-query button[type="submit"]`)),
+		chromedp.Poll[chromedp.Void](`document.querySelector('#ev-status').textContent.includes('events')`),
+	))
+	u := srv.URL + "/v1/events?livemode=all&limit=50&types=send.email.*,voip.*&from=" + start.Format("2006-01-02") + "T00:00:00Z&to=" +
+		start.AddDate(0, 0, 3).Format("2006-01-02") + "T00:00:00Z"
+	page := statsOf(t, u)
+	ids := func(page map[string]any) []string {
+		var out []string
+		for _, ev := range page["data"].([]any) {
+			out = append(out, ev.(map[string]any)["eventId"].(string))
+		}
+		return out
+	}
+	shown := func() []string {
+		return eval[[]string](t, ctx, `[...document.querySelectorAll('#ev-table tbody button.link')].map(b => b.textContent)`)
+	}
+	require.Len(t, ids(page), 50)
+	assert.Equal(t, ids(page), shown(), "the first page")
+
+	next := statsOf(t, u+"&cursor="+page["next_cursor"].(string))
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Evaluate[chromedp.Void](`document.querySelector('#ev-status').textContent = ''`),
+		chromedp.Focus(css("#ev-next")), chromedp.KeyEvent(kb.Enter),
+		chromedp.Poll[chromedp.Void](`document.querySelector('#ev-status').textContent.includes('events')`),
+	))
+	assert.Equal(t, ids(next), shown(), "the second page")
+
+	first := ids(next)[0]
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Click(css("#ev-table tbody button.link")),
+		chromedp.WaitVisible(css("#ev-detail")),
+	))
+	var detail map[string]any
+	require.NoError(t, json.Unmarshal([]byte(eval[string](t, ctx, `document.querySelector('#ev-detail').textContent`)), &detail))
+	assert.Equal(t, first, detail["eventId"])
+	assert.Contains(t, detail, "deliveries")
+}
+
 // TestDashboardHeaders: the page and its files are served with a policy
 // that allows only its own scripts and its own origin.
 func TestDashboardHeaders(t *testing.T) {

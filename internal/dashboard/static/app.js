@@ -24,7 +24,18 @@ async function api(path) {
 
 function show(view) {
   for (const s of document.querySelectorAll('[data-view]')) s.hidden = s.id !== view;
-  $('#signout').hidden = view === 'signin';
+  $('#nav').hidden = view === 'signin';
+  for (const b of document.querySelectorAll('#nav [data-go]')) {
+    if (b.dataset.go === view) b.setAttribute('aria-current', 'page');
+    else b.removeAttribute('aria-current');
+  }
+}
+
+for (const b of document.querySelectorAll('#nav [data-go]')) {
+  b.addEventListener('click', () => {
+    show(b.dataset.go);
+    if (b.dataset.go === 'events' && !$('#ev-table tbody').children.length) listEvents(null);
+  });
 }
 
 function signOut(message) {
@@ -49,13 +60,14 @@ $('#signin-form').addEventListener('submit', async (ev) => {
   load();
 });
 
-$('#signout').addEventListener('click', () => signOut(''));
+// Signing out forgets the key and everything shown with it.
+$('#signout').addEventListener('click', () => { sessionStorage.removeItem(KEY); location.reload(); });
 
 // The form starts on the last 7 days (UTC).
 function isoDay(d) { return d.toISOString().slice(0, 10); }
 const today = new Date();
-$('#to').value = isoDay(today);
-$('#from').value = isoDay(new Date(today.getTime() - 6 * 864e5));
+$('#to').value = $('#ev-to').value = isoDay(today);
+$('#from').value = $('#ev-from').value = isoDay(new Date(today.getTime() - 6 * 864e5));
 
 function fillGroups() {
   const sel = $('#group_by');
@@ -240,6 +252,68 @@ function renderGroups(stats) {
     for (const r of rateNames) tr.append(cell(rateText(r, g.rates[r].value), true));
     body.append(tr);
   }
+}
+
+// Events: the listing a page at a time (the API's signed cursor), and one
+// event's JSON with its delivery attempts.
+let nextCursor = null;
+
+$('#events-query').addEventListener('submit', (ev) => { ev.preventDefault(); listEvents(null); });
+$('#ev-first').addEventListener('click', () => listEvents(null));
+$('#ev-next').addEventListener('click', () => listEvents(nextCursor));
+
+async function listEvents(cursor) {
+  const to = new Date($('#ev-to').value + 'T00:00:00Z');
+  const q = new URLSearchParams({
+    from: $('#ev-from').value + 'T00:00:00Z',
+    to: isoDay(new Date(to.getTime() + 864e5)) + 'T00:00:00Z',
+    livemode: $('#ev-livemode').value,
+    limit: '50',
+  });
+  const types = $('#ev-types').value.replaceAll(' ', '');
+  if (types) q.set('types', types);
+  if (cursor) q.set('cursor', cursor);
+  $('#ev-status').textContent = 'Loading…';
+  let page;
+  try {
+    page = await api('/v1/events?' + q);
+  } catch (e) {
+    if (e.status === 401) { signOut('The key is no longer accepted.'); return; }
+    $('#ev-status').textContent = e.status === 403 ? 'This key lacks the events:read scope.' : e.message;
+    return;
+  }
+  const body = $('#ev-table tbody');
+  body.replaceChildren();
+  for (const ev of page.data) {
+    const tr = document.createElement('tr');
+    const open = document.createElement('button');
+    open.type = 'button';
+    open.className = 'link';
+    open.textContent = ev.eventId;
+    open.addEventListener('click', () => showEvent(ev.eventId));
+    const id = document.createElement('td');
+    id.append(open);
+    tr.append(cell(new Date(ev.createdAt).toISOString()), cell(ev.type), id);
+    body.append(tr);
+  }
+  nextCursor = page.next_cursor;
+  $('#ev-next').disabled = !nextCursor;
+  $('#ev-first').disabled = !cursor;
+  $('#ev-status').textContent = page.data.length ? `${page.data.length} events${nextCursor ? ', more on the next page' : ''}` : 'No events match.';
+}
+
+async function showEvent(id) {
+  let ev;
+  try {
+    ev = await api('/v1/events/' + encodeURIComponent(id) + '?include=deliveries');
+  } catch (e) {
+    $('#ev-status').textContent = e.message;
+    return;
+  }
+  $('#ev-detail-title').hidden = $('#ev-detail').hidden = false;
+  $('#ev-detail-title').textContent = 'Event ' + id;
+  $('#ev-detail').textContent = JSON.stringify(ev, null, 2);
+  $('#ev-detail').focus();
 }
 
 if (sessionStorage.getItem(KEY)) {
