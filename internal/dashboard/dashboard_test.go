@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/dodev/hindsight/internal/dashboard"
 	"github.com/dodev/hindsight/internal/sample"
 	"github.com/dodev/hindsight/query"
+	"github.com/dodev/hindsight/replay"
 	"github.com/dodev/hindsight/schema"
 )
 
@@ -53,6 +55,14 @@ func browser(t *testing.T) context.Context {
 // stack serves the API and the dashboard over a week of sample events.
 func stack(t *testing.T) (*httptest.Server, time.Time) {
 	t.Helper()
+	srv, start, _ := stackWith(t, false)
+	return srv, start
+}
+
+// stackWith is stack, with replays when asked: their routes and a worker
+// that may deliver to loopback. It returns the events' database too.
+func stackWith(t *testing.T, replays bool) (*httptest.Server, time.Time, string) {
+	t.Helper()
 	conn, db := chtest.Database(t)
 	_, err := schema.Migrate(context.Background(), conn, db)
 	require.NoError(t, err)
@@ -63,9 +73,37 @@ func stack(t *testing.T) (*httptest.Server, time.Time) {
 	api, err := query.New(query.Config{Database: db, APIKey: key}, conn, nil)
 	require.NoError(t, err)
 	dashboard.Register(api.Root())
+	if replays {
+		sender := replay.NewSender(replay.Policy{AllowPrivate: true}, "test", 16)
+		replay.NewAPI(db, conn, sender, key, nil).Register(api.V1())
+		w, err := replay.NewWorker(replay.WorkerConfig{Database: db, Poll: 50 * time.Millisecond}, conn, sender, nil)
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = w.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+	}
 	srv := httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)
-	return srv, start
+	return srv, start, db
+}
+
+// call sends an authenticated request with a JSON body and decodes the
+// answer, which must have the status want.
+func call(t *testing.T, method, url string, body any, want int) map[string]any {
+	t.Helper()
+	b, err := json.Marshal(body)
+	require.NoError(t, err)
+	req, _ := http.NewRequest(method, url, strings.NewReader(string(b)))
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var out map[string]any
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
+	require.Equal(t, want, resp.StatusCode, "%s %s: %v", method, url, out)
+	return out
 }
 
 func statsOf(t *testing.T, url string) map[string]any {
@@ -234,6 +272,81 @@ func TestDashboardEvents(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(eval[string](t, ctx, `document.querySelector('#ev-detail').textContent`)), &detail))
 	assert.Equal(t, first, detail["eventId"])
 	assert.Contains(t, detail, "deliveries")
+}
+
+// TestDashboardDelivery: the Delivery view lists an endpoint and its
+// health, dry-runs a replay and then starts it, shows its progress until
+// it completes with the API's numbers, and cancels a slow one.
+func TestDashboardDelivery(t *testing.T) {
+	ctx := browser(t)
+	srv, start, _ := stackWith(t, true)
+	var received atomic.Int64
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		received.Add(1)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(sink.Close)
+	ep := call(t, http.MethodPost, srv.URL+"/v1/endpoints", map[string]any{"url": sink.URL + "/hook", "enabled_events": []string{"send.*"}}, http.StatusCreated)
+	epID := ep["id"].(string)
+	since, until := start.Format("2006-01-02"), start.AddDate(0, 0, 1).Format("2006-01-02")
+	dry := call(t, http.MethodPost, srv.URL+"/v1/replays", map[string]any{"endpoint_id": epID, "since": since + "T00:00:00Z",
+		"until": start.AddDate(0, 0, 2).Format("2006-01-02") + "T00:00:00Z", "enabled_events": []string{"send.email.*"}, "dry_run": true}, http.StatusOK)
+	matched := int64(dry["matched"].(float64))
+	require.Positive(t, matched)
+
+	css := func(sel string) chromedp.CSS { return chromedp.CSS(sel) }
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.EmulateViewport(1280, 800),
+		chromedp.Navigate(srv.URL+"/"),
+		chromedp.WaitVisible(css("#key")),
+		chromedp.SendKeys(css("#key"), key+kb.Enter),
+		chromedp.WaitVisible(css("#analytics")),
+		chromedp.Click(css(`#nav [data-go="delivery"]`)),
+		chromedp.Poll[chromedp.Void](`document.querySelectorAll('#dl-endpoints tbody tr').length === 1`),
+		chromedp.Click(css("#dl-endpoints tbody button.link")),
+		chromedp.WaitVisible(css("#dl-health")),
+	))
+	assert.Contains(t, eval[string](t, ctx, `document.querySelector('#dl-endpoints tbody').textContent`), epID)
+	assert.Contains(t, eval[string](t, ctx, `document.querySelector('#dl-health').textContent`), "last_day")
+	assert.True(t, eval[bool](t, ctx, `document.querySelector('#dl-start').disabled`), "no replay before a dry run")
+
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.SetValue(css("#dl-since"), since),
+		chromedp.SetValue(css("#dl-until"), until),
+		chromedp.SendKeys(css("#dl-types"), "send.email.*"),
+		chromedp.Click(css("#dl-dry")),
+		chromedp.Poll[chromedp.Void](`document.querySelector('#dl-dry-result').textContent.startsWith('Dry run')`),
+	))
+	assert.Contains(t, eval[string](t, ctx, `document.querySelector('#dl-dry-result').textContent`), fmt.Sprintf("Dry run: %s events", withCommas(matched)))
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Click(css("#dl-start")),
+		chromedp.Poll[chromedp.Void](`[...document.querySelectorAll('#dl-replays tbody tr')].some(tr => tr.children[2].textContent === 'completed')`,
+			chromedp.WithPollingTimeout(60*time.Second)),
+	))
+	row := eval[[]string](t, ctx, `[...document.querySelector('#dl-replays tbody tr').children].map(td => td.textContent)`)
+	assert.Equal(t, []string{epID, "completed", "100%", withCommas(matched), "0", withCommas(matched)}, row[1:7])
+	assert.Equal(t, matched, received.Load(), "every matching event reached the endpoint")
+
+	// A slow replay, cancelled from the page.
+	slow := call(t, http.MethodPost, srv.URL+"/v1/replays", map[string]any{"endpoint_id": epID, "since": 0, "rate_limit": 1}, http.StatusAccepted)
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Click(css(`#nav [data-go="delivery"]`)),
+		chromedp.Poll[chromedp.Void](fmt.Sprintf(`!!document.querySelector('#dl-replays tr[data-replay=%q] button')`, slow["id"])),
+		chromedp.Click(css(fmt.Sprintf(`#dl-replays tr[data-replay=%q] button`, slow["id"]))),
+		chromedp.Poll[chromedp.Void](fmt.Sprintf(`document.querySelector('#dl-replays tr[data-replay=%q]').children[2].textContent === 'cancelled'`, slow["id"]),
+			chromedp.WithPollingTimeout(30*time.Second)),
+	))
+	got := statsOf(t, srv.URL+"/v1/replays/"+slow["id"].(string))
+	assert.Equal(t, "cancelled", got["status"])
+}
+
+// withCommas writes n as the page does (en-US grouping).
+func withCommas(n int64) string {
+	s := fmt.Sprint(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
 }
 
 // TestDashboardHeaders: the page and its files are served with a policy

@@ -13,13 +13,18 @@ class APIError extends Error {
   constructor(status, message) { super(message); this.status = status; }
 }
 
-async function api(path) {
-  const resp = await fetch(path, { headers: { Authorization: 'Bearer ' + sessionStorage.getItem(KEY) } });
-  const body = await resp.json().catch(() => ({}));
-  if (!resp.ok) {
-    throw new APIError(resp.status, (body.error && body.error.message) || 'HTTP ' + resp.status);
+async function api(path, method, body) {
+  const init = { method: method || 'GET', headers: { Authorization: 'Bearer ' + sessionStorage.getItem(KEY) } };
+  if (body !== undefined) {
+    init.headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(body);
   }
-  return body;
+  const resp = await fetch(path, init);
+  const answer = await resp.json().catch(() => ({}));
+  if (!resp.ok) {
+    throw new APIError(resp.status, (answer.error && answer.error.message) || 'HTTP ' + resp.status);
+  }
+  return answer;
 }
 
 function show(view) {
@@ -35,6 +40,7 @@ for (const b of document.querySelectorAll('#nav [data-go]')) {
   b.addEventListener('click', () => {
     show(b.dataset.go);
     if (b.dataset.go === 'events' && !$('#ev-table tbody').children.length) listEvents(null);
+    if (b.dataset.go === 'delivery') loadDelivery();
   });
 }
 
@@ -67,7 +73,7 @@ $('#signout').addEventListener('click', () => { sessionStorage.removeItem(KEY); 
 function isoDay(d) { return d.toISOString().slice(0, 10); }
 const today = new Date();
 $('#to').value = $('#ev-to').value = isoDay(today);
-$('#from').value = $('#ev-from').value = isoDay(new Date(today.getTime() - 6 * 864e5));
+$('#from').value = $('#ev-from').value = $('#dl-since').value = isoDay(new Date(today.getTime() - 6 * 864e5));
 
 function fillGroups() {
   const sel = $('#group_by');
@@ -314,6 +320,151 @@ async function showEvent(id) {
   $('#ev-detail-title').textContent = 'Event ' + id;
   $('#ev-detail').textContent = JSON.stringify(ev, null, 2);
   $('#ev-detail').focus();
+}
+
+// Delivery: the last 7 days' attempts, endpoints and their health, replays
+// with live progress, a new replay after a dry run, cancelling.
+let replayTimer = null;
+
+function dlError(e) {
+  if (e.status === 401) { signOut('The key is no longer accepted.'); return; }
+  $('#dl-status').textContent = e.status === 403 ? 'This key lacks the scope for this (endpoints:write, replays:write).' : e.message;
+}
+
+async function loadDelivery() {
+  const now = new Date();
+  const q = new URLSearchParams({ from: new Date(now.getTime() - 7 * 864e5).toISOString(), to: now.toISOString() });
+  try {
+    const [stats, endpoints] = await Promise.all([api('/v1/stats/deliveries?' + q), api('/v1/endpoints')]);
+    const t = stats.totals;
+    $('#dl-attempts').textContent = fmt.format(t.attempts);
+    $('#dl-delivered').textContent = fmt.format(t.delivered);
+    $('#dl-failed').textContent = fmt.format(t.failed);
+    $('#dl-rate').textContent = rateText('success_rate', t.success_rate.value);
+    const ms = (v) => (v === null || v === undefined ? '—' : fmt.format(v) + ' ms');
+    $('#dl-latency').textContent = ms(t.latency_ms.p50) + ' / ' + ms(t.latency_ms.p95);
+    renderEndpoints(endpoints.data);
+  } catch (e) {
+    dlError(e);
+    return;
+  }
+  loadReplays();
+}
+
+function renderEndpoints(list) {
+  const body = $('#dl-endpoints tbody');
+  body.replaceChildren();
+  const sel = $('#dl-endpoint');
+  sel.replaceChildren();
+  for (const ep of list) {
+    const tr = document.createElement('tr');
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.className = 'link';
+    b.textContent = 'Health';
+    b.addEventListener('click', () => showHealth(ep.id));
+    const td = document.createElement('td');
+    td.append(b);
+    tr.append(cell(ep.id), cell(ep.url), cell(ep.enabled_events.join(', ')), td);
+    body.append(tr);
+    sel.append(new Option(ep.id + ' (' + ep.url + ')', ep.id));
+  }
+  if (!list.length) $('#dl-status').textContent = 'No endpoints yet: create one with POST /v1/endpoints.';
+}
+
+async function showHealth(id) {
+  try {
+    const ep = await api('/v1/endpoints/' + encodeURIComponent(id));
+    $('#dl-health').hidden = false;
+    $('#dl-health').textContent = id + ' health: ' + JSON.stringify(ep.health, null, 2);
+    $('#dl-health').focus();
+  } catch (e) {
+    dlError(e);
+  }
+}
+
+function replayBody(dryRun) {
+  const body = { endpoint_id: $('#dl-endpoint').value, since: $('#dl-since').value + 'T00:00:00Z', dry_run: dryRun };
+  if ($('#dl-until').value) {
+    body.until = isoDay(new Date(new Date($('#dl-until').value + 'T00:00:00Z').getTime() + 864e5)) + 'T00:00:00Z';
+  }
+  const types = $('#dl-types').value.replaceAll(' ', '');
+  if (types) body.enabled_events = types.split(',');
+  return body;
+}
+
+// A replay starts only after a dry run of the same request.
+let dryRunOf = null;
+for (const id of ['#dl-endpoint', '#dl-since', '#dl-until', '#dl-types']) {
+  $(id).addEventListener('input', () => { dryRunOf = null; $('#dl-start').disabled = true; });
+}
+
+$('#dl-new').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const body = replayBody(true);
+  try {
+    const dry = await api('/v1/replays', 'POST', body);
+    const types = Object.entries(dry.by_type).map(([k, v]) => `${k} ${fmt.format(v)}`).join(', ');
+    $('#dl-dry-result').textContent = `Dry run: ${fmt.format(dry.matched)} events would be sent` + (types ? ` (${types})` : '') +
+      `, about ${fmt.format(dry.estimated_seconds)} s.`;
+    dryRunOf = JSON.stringify(replayBody(false));
+    $('#dl-start').disabled = dry.matched === 0;
+  } catch (e) {
+    $('#dl-dry-result').textContent = e.message;
+  }
+});
+
+$('#dl-start').addEventListener('click', async () => {
+  const body = replayBody(false);
+  if (JSON.stringify(body) !== dryRunOf) return;
+  try {
+    const job = await api('/v1/replays', 'POST', body);
+    $('#dl-dry-result').textContent = `Replay ${job.id} started.`;
+    $('#dl-start').disabled = true;
+    dryRunOf = null;
+    loadReplays();
+  } catch (e) {
+    $('#dl-dry-result').textContent = e.message;
+  }
+});
+
+async function loadReplays() {
+  clearTimeout(replayTimer);
+  let page;
+  try {
+    page = await api('/v1/replays?limit=20');
+  } catch (e) {
+    dlError(e);
+    return;
+  }
+  const body = $('#dl-replays tbody');
+  body.replaceChildren();
+  let live = false;
+  for (const r of page.data) {
+    const tr = document.createElement('tr');
+    tr.dataset.replay = r.id;
+    const td = document.createElement('td');
+    if (r.status === 'pending' || r.status === 'running') {
+      live = true;
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.textContent = 'Cancel';
+      b.addEventListener('click', async () => {
+        try {
+          await api('/v1/replays/' + encodeURIComponent(r.id) + '/cancel', 'POST');
+        } catch (e) {
+          dlError(e);
+        }
+        loadReplays();
+      });
+      td.append(b);
+    }
+    tr.append(cell(r.id), cell(r.endpoint_id), cell(r.status), cell((r.progress * 100).toFixed(0) + '%', true),
+      cell(fmt.format(r.delivered), true), cell(fmt.format(r.failed), true), cell(fmt.format(r.matched), true), td);
+    body.append(tr);
+  }
+  // Live progress while a replay runs and the view is open.
+  if (live && !$('#delivery').hidden) replayTimer = setTimeout(loadReplays, 1000);
 }
 
 if (sessionStorage.getItem(KEY)) {
