@@ -119,6 +119,17 @@ func statsOf(t *testing.T, url string) map[string]any {
 	return body
 }
 
+// signIn opens the page at 1280×800 and signs in with the key.
+func signIn(url string) chromedp.Action[chromedp.Void] {
+	return chromedp.Steps(
+		chromedp.EmulateViewport(1280, 800),
+		chromedp.Navigate(url+"/"),
+		chromedp.WaitVisible(chromedp.CSS("#key")),
+		chromedp.SendKeys(chromedp.CSS("#key"), key+kb.Enter),
+		chromedp.WaitVisible(chromedp.CSS("#analytics")),
+	)
+}
+
 // eval runs a JavaScript expression in the page and returns its value.
 func eval[T any](t *testing.T, ctx context.Context, expr string) T {
 	t.Helper()
@@ -224,12 +235,7 @@ func TestDashboardEvents(t *testing.T) {
 	ctx := browser(t)
 	srv, start := stack(t)
 	css := func(sel string) chromedp.CSS { return chromedp.CSS(sel) }
-	require.NoError(t, chromedp.Do(ctx,
-		chromedp.EmulateViewport(1280, 800),
-		chromedp.Navigate(srv.URL+"/"),
-		chromedp.WaitVisible(css("#key")),
-		chromedp.SendKeys(css("#key"), key+kb.Enter),
-		chromedp.WaitVisible(css("#analytics")),
+	require.NoError(t, chromedp.Do(ctx, signIn(srv.URL),
 		chromedp.Click(css(`#nav [data-go="events"]`)),
 		chromedp.WaitVisible(css("#events")),
 		chromedp.SetValue(css("#ev-types"), "send.email.*, voip.*"),
@@ -295,12 +301,7 @@ func TestDashboardDelivery(t *testing.T) {
 	require.Positive(t, matched)
 
 	css := func(sel string) chromedp.CSS { return chromedp.CSS(sel) }
-	require.NoError(t, chromedp.Do(ctx,
-		chromedp.EmulateViewport(1280, 800),
-		chromedp.Navigate(srv.URL+"/"),
-		chromedp.WaitVisible(css("#key")),
-		chromedp.SendKeys(css("#key"), key+kb.Enter),
-		chromedp.WaitVisible(css("#analytics")),
+	require.NoError(t, chromedp.Do(ctx, signIn(srv.URL),
 		chromedp.Click(css(`#nav [data-go="delivery"]`)),
 		chromedp.Poll[chromedp.Void](`document.querySelectorAll('#dl-endpoints tbody tr').length === 1`),
 		chromedp.Click(css("#dl-endpoints tbody button.link")),
