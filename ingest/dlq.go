@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -183,4 +184,41 @@ func headerPairs(names, values []string) string {
 		b = append(b, '\n')
 	}
 	return string(b)
+}
+
+// maxLoggedReason is how much of a dead letter's reason the log keeps.
+const maxLoggedReason = 1 << 10
+
+// logDeadLetters records the batch's dead letters in dead_letter_log: when,
+// which kind, why and where from.
+func (in *Ingester) logDeadLetters(ctx context.Context) error {
+	batch, err := in.conn.PrepareBatch(ctx, "INSERT INTO `"+in.cfg.Database+"`.dead_letter_log (at, kind, reason, source)")
+	if err != nil {
+		return fmt.Errorf("prepare dead-letter log: %w", err)
+	}
+	defer batch.Close()
+	now := time.Now().UnixMilli()
+	for i, r := range in.dlq {
+		reason, src := header(r, "error"), header(r, "source")
+		if len(reason) > maxLoggedReason {
+			reason = strings.ToValidUTF8(reason[:maxLoggedReason], "")
+		}
+		if err := batch.Append(now, deadKindNames[in.dlqKinds[i]], reason, src); err != nil {
+			return fmt.Errorf("append to dead-letter log: %w", err)
+		}
+	}
+	if err := batch.Send(); err != nil {
+		return fmt.Errorf("log %d dead letters: %w", len(in.dlq), err)
+	}
+	return nil
+}
+
+// header is the value of a record's header key, "" without one.
+func header(r *kgo.Record, key string) string {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
 }

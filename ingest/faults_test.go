@@ -59,15 +59,6 @@ func (f *fixture) deadLetters(n int) []*kgo.Record {
 	return got
 }
 
-func header(r *kgo.Record, key string) string {
-	for _, h := range r.Headers {
-		if h.Key == key {
-			return string(h.Value)
-		}
-	}
-	return ""
-}
-
 // TestIngestTopicRecreated deletes and recreates the topic: offsets start
 // again at 0, below those of the rows already stored. Every new event must
 // be stored; none may be taken for a redelivery by its offset.
@@ -226,6 +217,7 @@ func TestIngestDeadLettersRowsClickHouseRefuses(t *testing.T) {
 		assert.Contains(t, got[string(delivered(id, day))], "clickhouse refused the row: code: 53, message: injected: cannot store "+id)
 	}
 	assert.Equal(t, int64(3), in.Stats().DeadLettered)
+	assert.Equal(t, uint64(3), f.count("SELECT count() FROM "+f.db+".dead_letter_log WHERE kind = 'refused'"))
 }
 
 // TestIngestOversizedRecords sends records over the maximum event size, one

@@ -526,6 +526,9 @@ func (in *Ingester) flush(ctx context.Context) error {
 		if err := in.sendDeadLetters(ctx); err != nil {
 			return err
 		}
+		if err := in.retry(ctx, "log dead letters", in.logDeadLetters); err != nil {
+			return err
+		}
 		in.dead.Add(int64(len(in.dlq)))
 		for _, k := range in.dlqKinds {
 			in.deadBy[k].Add(1)

@@ -215,6 +215,11 @@ func TestIngestDeadLettersInvalidRecords(t *testing.T) {
 	for v, reason := range bad {
 		assert.Contains(t, got[v], reason, "record %s", v)
 	}
+	// And each is in the dead-letter log, with its kind, reason and source.
+	assert.Equal(t, uint64(len(bad)), f.count("SELECT count() FROM "+f.db+".dead_letter_log WHERE kind = 'invalid' AND source LIKE 'events/%'"))
+	for _, reason := range bad {
+		assert.Equal(t, uint64(1), f.count("SELECT count() FROM "+f.db+".dead_letter_log WHERE position(reason, '"+reason+"') > 0"), reason)
+	}
 }
 
 // TestIngestCrashBetweenInsertAndCommit stops ingest after ClickHouse stored a

@@ -32,6 +32,7 @@ var routeScopes = map[string]string{
 	"GET /v1/events":                       "events:read",
 	"GET /v1/events/:eventId":              "events:read",
 	"GET /v1/messages/:messageId":          "events:read",
+	"GET /v1/dead-letters":                 "stats:read",
 	"POST /v1/endpoints":                   "endpoints:write",
 	"GET /v1/endpoints":                    "endpoints:write",
 	"GET /v1/endpoints/:id":                "endpoints:write",

@@ -96,6 +96,7 @@ func New(cfg Config, conn Conn, log *slog.Logger, ready ...ReadyFunc) (*Server, 
 	v1.GET("/events/:eventId", keys.Require(keys.EventsRead), s.getEvent)
 	v1.GET("/messages/:messageId", keys.Require(keys.EventsRead), s.getMessage)
 	v1.GET("/event-types", keys.Require(keys.StatsRead), s.eventTypes)
+	v1.GET("/dead-letters", keys.Require(keys.StatsRead), s.deadLetters)
 	// Any key may read the document.
 	v1.GET("/openapi.json", func(c *gin.Context) { c.Data(http.StatusOK, "application/json", openAPI) })
 	keys.NewAPI(s.keys, log.With("component", "keys")).Register(v1)

@@ -38,6 +38,27 @@ func (e AttemptLogEntryOutcome) Valid() bool {
 	}
 }
 
+// Defines values for DeadLettersLatestKind.
+const (
+	Invalid  DeadLettersLatestKind = "invalid"
+	Refused  DeadLettersLatestKind = "refused"
+	TooLarge DeadLettersLatestKind = "too_large"
+)
+
+// Valid indicates whether the value is a known member of the DeadLettersLatestKind enum.
+func (e DeadLettersLatestKind) Valid() bool {
+	switch e {
+	case Invalid:
+		return true
+	case Refused:
+		return true
+	case TooLarge:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for DeliveryOutcome.
 const (
 	DeliveryOutcomeDelivered DeliveryOutcome = "delivered"
@@ -513,6 +534,28 @@ type Change struct {
 	Z *float64 `json:"z"`
 }
 
+// DeadLetters defines model for DeadLetters.
+type DeadLetters struct {
+	// ByKind invalid (not a valid event), too_large (over --max-event-bytes), refused (ClickHouse refused its row)
+	ByKind map[string]int64 `json:"by_kind"`
+	From   time.Time        `json:"from"`
+	Latest []struct {
+		At   time.Time             `json:"at"`
+		Kind DeadLettersLatestKind `json:"kind"`
+
+		// Reason why, at most 1 KiB
+		Reason string `json:"reason"`
+
+		// Source topic/partition/offset it was read from
+		Source string `json:"source"`
+	} `json:"latest"`
+	To    time.Time `json:"to"`
+	Total int64     `json:"total"`
+}
+
+// DeadLettersLatestKind defines model for DeadLetters.Latest.Kind.
+type DeadLettersLatestKind string
+
 // Deliveries defines model for Deliveries.
 type Deliveries struct {
 	Attempts  int64 `json:"attempts"`
@@ -852,6 +895,18 @@ type Livemode string
 
 // To defines model for to.
 type To = string
+
+// GetDeadLettersParams defines parameters for GetDeadLetters.
+type GetDeadLettersParams struct {
+	// From RFC3339 or integer milliseconds; inclusive. Default: to minus 7 days.
+	From *From `form:"from,omitempty" json:"from,omitempty"`
+
+	// To RFC3339 or integer milliseconds; exclusive. Default: now.
+	To *To `form:"to,omitempty" json:"to,omitempty"`
+
+	// Limit latest dead letters listed
+	Limit *int32 `form:"limit,omitempty" json:"limit,omitempty"`
+}
 
 // ListEndpointAttemptsParams defines parameters for ListEndpointAttempts.
 type ListEndpointAttemptsParams struct {
@@ -1635,6 +1690,13 @@ type ClientInterface interface {
 	// Corresponds with GET /readyz (the `GetReady` operationId).
 	GetReady(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error)
 
+	// GetDeadLetters How many records ingest dead-lettered in a range, by kind, and the latest with why (their payloads are on the dead-letter topic).
+	//
+	// Needs a key with scope stats:read.
+	//
+	// Corresponds with GET /v1/dead-letters (the `GetDeadLetters` operationId).
+	GetDeadLetters(ctx context.Context, params *GetDeadLettersParams, reqEditors ...RequestEditorFn) (*http.Response, error)
+
 	// ListEndpoints List endpoints.
 	//
 	// Needs a key with scope endpoints:write.
@@ -1894,6 +1956,23 @@ func (c *Client) GetMetrics(ctx context.Context, reqEditors ...RequestEditorFn) 
 // Corresponds with GET /readyz (the `GetReady` operationId).
 func (c *Client) GetReady(ctx context.Context, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewGetReadyRequest(c.Server)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// GetDeadLetters How many records ingest dead-lettered in a range, by kind, and the latest with why (their payloads are on the dead-letter topic).
+//
+// Needs a key with scope stats:read.
+//
+// Corresponds with GET /v1/dead-letters (the `GetDeadLetters` operationId).
+func (c *Client) GetDeadLetters(ctx context.Context, params *GetDeadLettersParams, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewGetDeadLettersRequest(c.Server, params)
 	if err != nil {
 		return nil, err
 	}
@@ -2488,6 +2567,84 @@ func NewGetReadyRequest(server string) (*http.Request, error) {
 	queryURL, err := serverURL.Parse(operationPath)
 	if err != nil {
 		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewGetDeadLettersRequest constructs an http.Request for the GetDeadLetters method
+func NewGetDeadLettersRequest(server string, params *GetDeadLettersParams) (*http.Request, error) {
+	var err error
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/dead-letters")
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	if params != nil {
+		// queryValues collects non-styled parameters (passthrough, JSON)
+		// that are safe to round-trip through url.Values.Encode().
+		queryValues := queryURL.Query()
+		// rawQueryFragments collects pre-encoded query fragments from
+		// styled parameters, preserving literal commas as delimiters
+		// per the OpenAPI spec (e.g. "color=blue,black,brown").
+		var rawQueryFragments []string
+
+		if params.From != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "from", *params.From, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.To != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "to", *params.To, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "string", Format: ""}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if params.Limit != nil {
+
+			if queryFrag, err := runtime.StyleParamWithOptions("form", true, "limit", *params.Limit, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationQuery, Type: "integer", Format: "int32"}); err != nil {
+				return nil, err
+			} else {
+				for _, qp := range strings.Split(queryFrag, "&") {
+					rawQueryFragments = append(rawQueryFragments, qp)
+				}
+			}
+
+		}
+
+		if encoded := queryValues.Encode(); encoded != "" {
+			rawQueryFragments = append(rawQueryFragments, encoded)
+		}
+		queryURL.RawQuery = strings.Join(rawQueryFragments, "&")
 	}
 
 	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
@@ -4079,6 +4236,15 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /readyz (the `GetReady` operationId).
 	GetReadyWithResponse(ctx context.Context, reqEditors ...RequestEditorFn) (*GetReadyResponse, error)
 
+	// GetDeadLettersWithResponse How many records ingest dead-lettered in a range, by kind, and the latest with why (their payloads are on the dead-letter topic).
+	//
+	// Needs a key with scope stats:read.
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/dead-letters (the `GetDeadLetters` operationId).
+	GetDeadLettersWithResponse(ctx context.Context, params *GetDeadLettersParams, reqEditors ...RequestEditorFn) (*GetDeadLettersResponse, error)
+
 	// ListEndpointsWithResponse List endpoints.
 	//
 	// Needs a key with scope endpoints:write.
@@ -4458,6 +4624,68 @@ func (r GetReadyResponse) StatusCode() int {
 
 // ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
 func (r GetReadyResponse) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+type GetDeadLettersResponse struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *DeadLetters
+	// JSON400 the response for an HTTP 400 `application/json` response
+	JSON400 *Error
+	// JSON401 the response for an HTTP 401 `application/json` response
+	JSON401 *Error
+	// JSON403 the response for an HTTP 403 `application/json` response
+	JSON403 *Error
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r GetDeadLettersResponse) GetJSON200() *DeadLetters {
+	return r.JSON200
+}
+
+// GetJSON400 returns the response for an HTTP 400 `application/json` response
+func (r GetDeadLettersResponse) GetJSON400() *Error {
+	return r.JSON400
+}
+
+// GetJSON401 returns the response for an HTTP 401 `application/json` response
+func (r GetDeadLettersResponse) GetJSON401() *Error {
+	return r.JSON401
+}
+
+// GetJSON403 returns the response for an HTTP 403 `application/json` response
+func (r GetDeadLettersResponse) GetJSON403() *Error {
+	return r.JSON403
+}
+
+// GetBody returns the raw response body bytes
+func (r GetDeadLettersResponse) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r GetDeadLettersResponse) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r GetDeadLettersResponse) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r GetDeadLettersResponse) ContentType() string {
 	if r.HTTPResponse != nil {
 		return r.HTTPResponse.Header.Get("Content-Type")
 	}
@@ -6169,6 +6397,21 @@ func (c *ClientWithResponses) GetReadyWithResponse(ctx context.Context, reqEdito
 	return ParseGetReadyResponse(rsp)
 }
 
+// GetDeadLettersWithResponse How many records ingest dead-lettered in a range, by kind, and the latest with why (their payloads are on the dead-letter topic).
+//
+// Needs a key with scope stats:read.
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/dead-letters (the `GetDeadLetters` operationId).
+func (c *ClientWithResponses) GetDeadLettersWithResponse(ctx context.Context, params *GetDeadLettersParams, reqEditors ...RequestEditorFn) (*GetDeadLettersResponse, error) {
+	rsp, err := c.GetDeadLetters(ctx, params, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseGetDeadLettersResponse(rsp)
+}
+
 // ListEndpointsWithResponse List endpoints.
 //
 // Needs a key with scope endpoints:write.
@@ -6673,6 +6916,53 @@ func ParseGetReadyResponse(rsp *http.Response) (*GetReadyResponse, error) {
 			return nil, err
 		}
 		response.JSON503 = &dest
+
+	}
+
+	return response, nil
+}
+
+// ParseGetDeadLettersResponse parses an HTTP response from a GetDeadLettersWithResponse call
+func ParseGetDeadLettersResponse(rsp *http.Response) (*GetDeadLettersResponse, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &GetDeadLettersResponse{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest DeadLetters
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Error
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON403 = &dest
 
 	}
 

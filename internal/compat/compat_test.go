@@ -68,6 +68,12 @@ func TestSQLCompatibility(t *testing.T) {
 	loadCur(t, cur, db, events)
 	addDeliveries(t, old, db, events)
 	addDeliveries(t, cur, db, events)
+	for _, conn := range []chtest.Execer{old, cur} {
+		for i, kind := range []string{"invalid", "refused", "invalid"} {
+			require.NoError(t, conn.Exec(ctx, "INSERT INTO `"+db+"`.dead_letter_log (at, kind, reason, source) SELECT ?, ?, ?, ?",
+				int64(1793000000000+i*1000), kind, "why "+kind, "events/0/"+string(rune('0'+i))))
+		}
+	}
 
 	// A fixed clock: the event types' last 30 days must hold the fixture's
 	// week however long after it the test runs.
@@ -238,6 +244,7 @@ func requests(events []schema.Event) []string {
 		// Timelines and attempts (see addDeliveries).
 		"/v1/events/"+url.PathEscape(events[7].ID)+"?include=deliveries",
 		"/v1/messages/no-such-message",
+		"/v1/dead-letters?from="+from+"&to="+to+"&limit=2",
 	)
 	for _, ev := range events {
 		if ev.Dims.MessageID != "" {

@@ -341,6 +341,27 @@ func TestDashboardDelivery(t *testing.T) {
 	assert.Equal(t, "cancelled", got["status"])
 }
 
+// TestDashboardDeadLetters: the counts by kind and the latest dead
+// letters, as ingest logged them.
+func TestDashboardDeadLetters(t *testing.T) {
+	ctx := browser(t)
+	srv, _, db := stackWith(t, false)
+	conn := chtest.Open(t)
+	now := time.Now()
+	for i, k := range []string{"invalid", "invalid", "too_large", "refused"} {
+		require.NoError(t, conn.Exec(context.Background(), "INSERT INTO `"+db+"`.dead_letter_log (at, kind, reason, source) SELECT ?, ?, ?, ?",
+			now.Add(-time.Duration(i+1)*time.Hour).UnixMilli(), k, fmt.Sprintf("why %d", i), fmt.Sprintf("events/1/%d", i)))
+	}
+	require.NoError(t, chromedp.Do(ctx, signIn(srv.URL),
+		chromedp.Click(chromedp.CSS(`#nav [data-go="dead"]`)),
+		chromedp.Poll[chromedp.Void](`document.querySelector('#dd-total').textContent === '4'`),
+	))
+	got := eval[[]string](t, ctx, `['#dd-invalid', '#dd-too_large', '#dd-refused'].map(s => document.querySelector(s).textContent)`)
+	assert.Equal(t, []string{"2", "1", "1"}, got)
+	first := eval[[]string](t, ctx, `[...document.querySelector('#dd-latest tbody tr').children].map(td => td.textContent)`)
+	assert.Equal(t, []string{"invalid", "why 0", "events/1/0"}, first[1:])
+}
+
 // withCommas writes n as the page does (en-US grouping).
 func withCommas(n int64) string {
 	s := fmt.Sprint(n)

@@ -41,6 +41,7 @@ for (const b of document.querySelectorAll('#nav [data-go]')) {
     show(b.dataset.go);
     if (b.dataset.go === 'events' && !$('#ev-table tbody').children.length) listEvents(null);
     if (b.dataset.go === 'delivery') loadDelivery();
+    if (b.dataset.go === 'dead') loadDeadLetters();
   });
 }
 
@@ -465,6 +466,30 @@ async function loadReplays() {
   }
   // Live progress while a replay runs and the view is open.
   if (live && !$('#delivery').hidden) replayTimer = setTimeout(loadReplays, 1000);
+}
+
+// Dead letters: how many and why over the last 7 days, and the latest.
+async function loadDeadLetters() {
+  const now = new Date();
+  const q = new URLSearchParams({ from: new Date(now.getTime() - 7 * 864e5).toISOString(), to: now.toISOString(), limit: '50' });
+  let d;
+  try {
+    d = await api('/v1/dead-letters?' + q);
+  } catch (e) {
+    if (e.status === 401) { signOut('The key is no longer accepted.'); return; }
+    $('#dd-status').textContent = e.message;
+    return;
+  }
+  $('#dd-total').textContent = fmt.format(d.total);
+  for (const k of ['invalid', 'too_large', 'refused']) $('#dd-' + k).textContent = fmt.format(d.by_kind[k] || 0);
+  const body = $('#dd-latest tbody');
+  body.replaceChildren();
+  for (const x of d.latest) {
+    const tr = document.createElement('tr');
+    tr.append(cell(x.at), cell(x.kind.replaceAll('_', ' ')), cell(x.reason), cell(x.source));
+    body.append(tr);
+  }
+  $('#dd-status').textContent = d.total ? '' : 'No dead letters in the last 7 days.';
 }
 
 if (sessionStorage.getItem(KEY)) {
