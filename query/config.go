@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/dodev/hindsight/internal/httpapi"
 	"github.com/dodev/hindsight/schema"
 )
 
@@ -14,10 +15,8 @@ type Config struct {
 	Database string
 	// APIKey is the bearer key every /v1 request must present. Required.
 	APIKey string
-	// MaxExecutionTime bounds each ClickHouse query. Default 30 s.
-	MaxExecutionTime time.Duration
-	// MaxResultRows bounds the rows any query may return. Default 100,000.
-	MaxResultRows int
+	// Limits bound each ClickHouse query (replay's routes share them).
+	httpapi.Limits
 	// MaxConcurrent bounds the /v1 requests served at once; more are
 	// answered 429. Default 16, the API's ClickHouse connections.
 	MaxConcurrent int
@@ -31,12 +30,7 @@ func (c *Config) ApplyDefaults() {
 	if c.Database == "" {
 		c.Database = schema.DefaultDatabase
 	}
-	if c.MaxExecutionTime == 0 {
-		c.MaxExecutionTime = 30 * time.Second
-	}
-	if c.MaxResultRows == 0 {
-		c.MaxResultRows = 100_000
-	}
+	c.Limits.ApplyDefaults()
 	if c.MaxConcurrent == 0 {
 		c.MaxConcurrent = 16
 	}
@@ -56,14 +50,8 @@ func (c *Config) Validate() error {
 	if len(c.APIKey) < 16 {
 		return fmt.Errorf("api key: %d characters, want at least 16", len(c.APIKey))
 	}
-	if c.MaxExecutionTime < time.Second {
-		return fmt.Errorf("max execution time %s: want at least 1s", c.MaxExecutionTime)
-	}
 	if c.MaxConcurrent < 1 {
 		return fmt.Errorf("max concurrent requests %d: want at least 1", c.MaxConcurrent)
 	}
-	if c.MaxResultRows < 1 {
-		return fmt.Errorf("max result rows %d: want at least 1", c.MaxResultRows)
-	}
-	return nil
+	return c.Limits.Validate()
 }

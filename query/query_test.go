@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dodev/hindsight/internal/chtest"
+	"github.com/dodev/hindsight/internal/httpapi"
 	"github.com/dodev/hindsight/internal/sample"
 	"github.com/dodev/hindsight/query"
 	"github.com/dodev/hindsight/schema"
@@ -270,7 +271,7 @@ func TestLimits(t *testing.T) {
 	stored, err := sample.Events(2000, opts)
 	require.NoError(t, err)
 	chtest.InsertEvents(t, conn, db, stored)
-	api, err := query.New(query.Config{Database: db, APIKey: key, MaxConcurrent: 1, MaxResultRows: 500}, conn, nil)
+	api, err := query.New(query.Config{Database: db, APIKey: key, MaxConcurrent: 1, Limits: httpapi.Limits{MaxResultRows: 500}}, conn, nil)
 	require.NoError(t, err)
 	release, entered := make(chan struct{}), make(chan struct{})
 	api.V1().GET("/block", func(c *gin.Context) { close(entered); <-release; c.JSON(http.StatusOK, gin.H{}) })
@@ -303,7 +304,7 @@ func TestLimits(t *testing.T) {
 	// The rest on a server without the cap of one: a client can read a
 	// large answer whole before the handler that wrote it has returned its
 	// slot, and would rightly be told to retry.
-	api, err = query.New(query.Config{Database: db, APIKey: key, MaxResultRows: 500}, conn, nil)
+	api, err = query.New(query.Config{Database: db, APIKey: key, Limits: httpapi.Limits{MaxResultRows: 500}}, conn, nil)
 	require.NoError(t, err)
 	srv = httptest.NewServer(api.Handler())
 	t.Cleanup(srv.Close)

@@ -3,10 +3,8 @@ package query
 import (
 	"context"
 	_ "embed"
-	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net/http"
 	"net/url"
 	"strings"
@@ -119,30 +117,9 @@ func (s *Server) Routes() gin.RoutesInfo { return s.engine.Routes() }
 
 func abort(c *gin.Context, status int, code, msg string) { httpapi.Abort(c, status, code, msg) }
 
-func (s *Server) fail(c *gin.Context, err error) {
-	var bp *httpapi.BadParam
-	switch {
-	case errors.As(err, &bp):
-		abort(c, http.StatusBadRequest, "invalid_parameter", bp.Error())
-	case errors.Is(err, context.DeadlineExceeded) || isTimeout(err):
-		abort(c, http.StatusServiceUnavailable, "query_timeout", "the query took longer than its limit; narrow the range")
-	default:
-		s.log.Error("request failed", "path", c.Request.URL.Path, "err", err)
-		abort(c, http.StatusInternalServerError, "internal", "internal error; the server log has details")
-	}
-}
+func (s *Server) fail(c *gin.Context, err error) { httpapi.Fail(c, s.log, err, nil) }
 
-// isTimeout reports ClickHouse's TIMEOUT_EXCEEDED (159).
-func isTimeout(err error) bool { return hasCode(err, 159) }
-
-// isTooManyRows reports ClickHouse's TOO_MANY_ROWS_OR_BYTES (396), which
-// max_result_rows raises.
-func isTooManyRows(err error) bool { return hasCode(err, 396) }
-
-func hasCode(err error, code int32) bool {
-	var ex *clickhouse.Exception
-	return errors.As(err, &ex) && ex.Code == code
-}
+func isTooManyRows(err error) bool { return httpapi.IsTooManyRows(err) }
 
 // limitConcurrency answers 429 to a request beyond MaxConcurrent in flight,
 // rather than queueing it behind slow ones for a connection.
@@ -211,15 +188,7 @@ func (s *Server) readyz(c *gin.Context) {
 }
 
 // queryContext carries the ClickHouse limits every query runs under, and
-// extra settings of the caller's (clickhouse-go replaces a context's
-// settings as a whole, so they are given here).
+// extra settings of the caller's.
 func (s *Server) queryContext(ctx context.Context, extra ...clickhouse.Settings) context.Context {
-	settings := clickhouse.Settings{
-		"max_execution_time": int(s.cfg.MaxExecutionTime / time.Second),
-		"max_result_rows":    s.cfg.MaxResultRows,
-	}
-	for _, e := range extra {
-		maps.Copy(settings, e)
-	}
-	return clickhouse.Context(ctx, clickhouse.WithSettings(settings))
+	return s.cfg.Limits.Context(ctx, extra...)
 }

@@ -194,7 +194,7 @@ func (s stack) run(ctx context.Context) error {
 			return usagef("%v", err)
 		}
 		api.AddMetrics(gatherers...)
-		replay.NewAPI(s.database, s.conn, sender, s.api.APIKey, s.log.With("component", "replay-api")).Register(api.V1())
+		replay.NewAPI(s.database, s.conn, sender, s.api.APIKey, s.log.With("component", "replay-api")).WithLimits(s.api.Limits).Register(api.V1())
 		dashboard.Register(api.Root())
 		if srv, ln, err = httpapi.Listen(s.httpAddr, api.Handler(), httpapi.ServerConfig{}); err != nil {
 			return err

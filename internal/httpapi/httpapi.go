@@ -34,13 +34,16 @@ func Abort(c *gin.Context, status int, code, msg string) {
 }
 
 // Fail ends a request with the error's answer: 400 for a BadParam, 404 for
-// an error that is notFound, else 500 with the error in the log only.
+// an error that is notFound (nil: none is), 503 for a query that ran past
+// its time, else 500 with the error in the log only.
 func Fail(c *gin.Context, log *slog.Logger, err, notFound error) {
 	var bp *BadParam
 	switch {
 	case errors.As(err, &bp):
 		Abort(c, http.StatusBadRequest, "invalid_parameter", bp.Error())
-	case errors.Is(err, notFound):
+	case IsTimeout(err):
+		Abort(c, http.StatusServiceUnavailable, "query_timeout", "the query took longer than its limit; narrow the range")
+	case notFound != nil && errors.Is(err, notFound):
 		Abort(c, http.StatusNotFound, "not_found", err.Error())
 	default:
 		log.Error("request failed", "path", c.Request.URL.Path, "err", err)

@@ -1,0 +1,74 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+)
+
+// Limits are the ClickHouse limits every API query runs under, whichever
+// part of the API (stats and events, or replays and endpoints) runs it.
+type Limits struct {
+	// MaxExecutionTime bounds each query. Default 30 s.
+	MaxExecutionTime time.Duration
+	// MaxResultRows bounds the rows any query may return. Default 100,000.
+	MaxResultRows int
+}
+
+// The Limits defaults.
+const (
+	DefaultMaxExecutionTime = 30 * time.Second
+	DefaultMaxResultRows    = 100_000
+)
+
+// ApplyDefaults fills zero fields with their defaults.
+func (l *Limits) ApplyDefaults() {
+	if l.MaxExecutionTime == 0 {
+		l.MaxExecutionTime = DefaultMaxExecutionTime
+	}
+	if l.MaxResultRows == 0 {
+		l.MaxResultRows = DefaultMaxResultRows
+	}
+}
+
+// Validate checks the limits after ApplyDefaults.
+func (l Limits) Validate() error {
+	if l.MaxExecutionTime < time.Second {
+		return fmt.Errorf("max execution time %s: want at least 1s", l.MaxExecutionTime)
+	}
+	if l.MaxResultRows < 1 {
+		return fmt.Errorf("max result rows %d: want at least 1", l.MaxResultRows)
+	}
+	return nil
+}
+
+// Context carries the limits to the queries run with it, with a caller's
+// extra settings (clickhouse-go replaces a context's settings as a whole,
+// so they are given here).
+func (l Limits) Context(ctx context.Context, extra ...clickhouse.Settings) context.Context {
+	settings := clickhouse.Settings{
+		"max_execution_time": int(l.MaxExecutionTime / time.Second),
+		"max_result_rows":    l.MaxResultRows,
+	}
+	for _, e := range extra {
+		maps.Copy(settings, e)
+	}
+	return clickhouse.Context(ctx, clickhouse.WithSettings(settings))
+}
+
+// IsTimeout reports a query that ran past its time: ClickHouse's
+// TIMEOUT_EXCEEDED (159), or the request's own deadline.
+func IsTimeout(err error) bool { return errors.Is(err, context.DeadlineExceeded) || hasCode(err, 159) }
+
+// IsTooManyRows reports ClickHouse's TOO_MANY_ROWS_OR_BYTES (396), which
+// max_result_rows raises.
+func IsTooManyRows(err error) bool { return hasCode(err, 396) }
+
+func hasCode(err error, code int32) bool {
+	var ex *clickhouse.Exception
+	return errors.As(err, &ex) && ex.Code == code
+}
