@@ -68,7 +68,7 @@ func New(cfg Config, conn Conn, log *slog.Logger, ready ...ReadyFunc) (*Server, 
 	s.cursors = httpapi.NewCursors("events", cfg.APIKey)
 	s.metrics = newHTTPMetrics()
 	s.gatherers = prometheus.Gatherers{s.metrics.reg}
-	s.engine.Use(s.recoverJSON, s.logRequests, s.metrics.observe, strictQuery)
+	s.engine.Use(httpapi.RequestIDs, s.recoverJSON, s.logRequests, s.metrics.observe, strictQuery)
 	s.engine.NoRoute(func(c *gin.Context) {
 		// Unknown /v1 paths answer like real ones to a caller without a key,
 		// so the routes cannot be mapped without one.
@@ -141,8 +141,8 @@ func (s *Server) recoverJSON(c *gin.Context) {
 			if r == http.ErrAbortHandler {
 				panic(r) // a handler cutting its connection on purpose
 			}
-			s.log.Error("panic in handler", "path", c.Request.URL.Path, "panic", r)
-			abort(c, http.StatusInternalServerError, "internal", "internal error; the server log has details")
+			s.log.Error("panic in handler", "path", c.Request.URL.Path, "request_id", httpapi.RequestID(c), "panic", r)
+			abort(c, http.StatusInternalServerError, "internal", "internal error; the server log has details (request "+httpapi.RequestID(c)+")")
 		}
 	}()
 	c.Next()
@@ -162,7 +162,8 @@ func strictQuery(c *gin.Context) {
 func (s *Server) logRequests(c *gin.Context) {
 	start := time.Now()
 	c.Next()
-	s.log.Debug("http", "method", c.Request.Method, "path", c.Request.URL.Path, "status", c.Writer.Status(), "took", time.Since(start))
+	s.log.Debug("http", "method", c.Request.Method, "path", c.Request.URL.Path, "status", c.Writer.Status(), "took", time.Since(start),
+		"request_id", httpapi.RequestID(c))
 }
 
 func (s *Server) readyz(c *gin.Context) {

@@ -46,8 +46,8 @@ func Fail(c *gin.Context, log *slog.Logger, err, notFound error) {
 	case notFound != nil && errors.Is(err, notFound):
 		Abort(c, http.StatusNotFound, "not_found", err.Error())
 	default:
-		log.Error("request failed", "path", c.Request.URL.Path, "err", err)
-		Abort(c, http.StatusInternalServerError, "internal", "internal error; the server log has details")
+		log.Error("request failed", "path", c.Request.URL.Path, "request_id", RequestID(c), "err", err)
+		Abort(c, http.StatusInternalServerError, "internal", "internal error; the server log has details (request "+RequestID(c)+")")
 	}
 }
 
