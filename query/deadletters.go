@@ -21,7 +21,8 @@ type DeadLetters struct {
 }
 
 // DeadLetter is one dead letter as the log keeps it: not its payload, which
-// is on the dead-letter topic.
+// is on the dead-letter topic (a parse error's reason quotes a few dozen
+// bytes of it).
 type DeadLetter struct {
 	At     string `json:"at"`
 	Kind   string `json:"kind"`

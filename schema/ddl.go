@@ -275,7 +275,8 @@ SELECT cityHash64(event_id), endpoint_id, at FROM {db}.deliveries`))), nil},
 		// NormalizeAddress does (data.to's strings, the part in angle
 		// brackets, the domain after the last @ lowercased).
 		{13, "recipients", nil, []Column{{"events", "recipients", "Array(String) DEFAULT " + recipientsSQL}}},
-		// One row per dead letter, without its payload (that is on the
+		// One row per dead letter, without its payload (a parse error's
+		// reason quotes a few dozen bytes of it; the payload is on the
 		// dead-letter topic, or in dead_letters): how many and why, for the
 		// API. A batch written again after a crash logs its dead letters
 		// again, as the topic gets them again.
