@@ -26,9 +26,9 @@ import (
 type exportFormat string
 
 const (
-	pageJSON   exportFormat = ""
-	exportCSV  exportFormat = "csv"
-	exportJSON exportFormat = "ndjson"
+	pageJSON     exportFormat = ""
+	exportCSV    exportFormat = "csv"
+	exportNDJSON exportFormat = "ndjson"
 )
 
 // exportBatch is the rows an export reads per statement: well under the
@@ -75,7 +75,7 @@ func parseExportFormat(format, accept string) exportFormat {
 		case "text/csv":
 			return exportCSV
 		case "application/x-ndjson", "application/ndjson":
-			return exportJSON
+			return exportNDJSON
 		case "application/json", "*/*", "application/*":
 			return pageJSON
 		}

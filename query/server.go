@@ -119,8 +119,6 @@ func abort(c *gin.Context, status int, code, msg string) { httpapi.Abort(c, stat
 
 func (s *Server) fail(c *gin.Context, err error) { httpapi.Fail(c, s.log, err, nil) }
 
-func isTooManyRows(err error) bool { return httpapi.IsTooManyRows(err) }
-
 // limitConcurrency answers 429 to a request beyond MaxConcurrent in flight,
 // rather than queueing it behind slow ones for a connection.
 func (s *Server) limitConcurrency(c *gin.Context) {

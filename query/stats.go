@@ -19,7 +19,7 @@ type Bucket struct {
 	Bucket string `json:"bucket"`
 	Totals
 	// Previous is the compared period's bucket in the same place of its
-	// series (null past its end); set with compare.
+	// series (absent past that series' end); set with compare.
 	Previous *PreviousBucket `json:"previous,omitempty"`
 }
 
@@ -137,7 +137,7 @@ func (s *Server) stats(c *gin.Context) {
 	if err == nil && req.compare != nil {
 		err = s.compare(c.Request.Context(), req, &resp)
 	}
-	if isTooManyRows(err) {
+	if httpapi.IsTooManyRows(err) {
 		// A dense series (many buckets times many types or groups) is the
 		// one way a stats answer outgrows the result-row limit.
 		err = badParam("granularity", fmt.Sprintf("the series has more than %d rows (buckets × types or groups); narrow the range, widen the granularity or drop group_by", s.cfg.MaxResultRows))
