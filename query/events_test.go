@@ -4,7 +4,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -16,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dodev/hindsight/internal/apitest"
 	"github.com/dodev/hindsight/internal/chtest"
 	"github.com/dodev/hindsight/schema"
 )
@@ -27,13 +27,9 @@ type page struct {
 
 func listPage(t *testing.T, base, query string) page {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, base+"/v1/events?"+query, nil)
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
+	var body json.RawMessage
+	code := apitest.Get(t, base+"/v1/events?"+query, key, &body)
+	require.Equal(t, http.StatusOK, code, string(body))
 	var p page
 	require.NoError(t, json.Unmarshal(body, &p), string(body))
 	return p

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dodev/hindsight/internal/apitest"
 	"github.com/dodev/hindsight/internal/chtest"
 	"github.com/dodev/hindsight/replay"
 	"github.com/dodev/hindsight/schema"
@@ -150,9 +151,7 @@ func TestMessageTimeline(t *testing.T) {
 
 func getRaw(t *testing.T, u string) (int, []byte) {
 	t.Helper()
-	resp := open(t, context.Background(), u)
-	defer resp.Body.Close()
 	var buf json.RawMessage
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&buf))
-	return resp.StatusCode, buf
+	code := apitest.Get(t, u, key, &buf)
+	return code, buf
 }

@@ -2,7 +2,6 @@ package query_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -19,6 +18,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dodev/hindsight/internal/apitest"
 	"github.com/dodev/hindsight/internal/chtest"
 	"github.com/dodev/hindsight/internal/httpapi"
 	"github.com/dodev/hindsight/internal/sample"
@@ -65,17 +65,9 @@ func newAPI(t *testing.T, ready ...query.ReadyFunc) (*httptest.Server, driver.Co
 
 func get(t *testing.T, srv *httptest.Server, path, bearer string) (int, map[string]any) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, srv.URL+path, nil)
-	require.NoError(t, err)
-	if bearer != "" {
-		req.Header.Set("Authorization", "Bearer "+bearer)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
 	var body map[string]any
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body), "every response is JSON")
-	return resp.StatusCode, body
+	code := apitest.Get(t, srv.URL+path, bearer, &body) // every response is JSON
+	return code, body
 }
 
 var day = time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)

@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dodev/hindsight/internal/apitest"
 	"github.com/dodev/hindsight/internal/chtest"
 	"github.com/dodev/hindsight/internal/sample"
 	"github.com/dodev/hindsight/schema"
@@ -206,14 +207,9 @@ func responseLabel(g, bucket string) string {
 
 func statsJSON(t *testing.T, url string) map[string]any {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, url, nil)
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
 	var body map[string]any
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
-	require.Equal(t, http.StatusOK, resp.StatusCode, "%s: %v", url, body)
+	code := apitest.Get(t, url, key, &body)
+	require.Equal(t, http.StatusOK, code, "%s: %v", url, body)
 	return body
 }
 

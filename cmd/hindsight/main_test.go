@@ -22,6 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/dodev/hindsight/ingest"
+	"github.com/dodev/hindsight/internal/apitest"
 	"github.com/dodev/hindsight/internal/chtest"
 	"github.com/dodev/hindsight/query"
 )
@@ -213,16 +214,10 @@ func sampleCounts(t *testing.T, service, livemode string) map[string]uint64 {
 func statsOver(t *testing.T, apiURL, key, service, livemode string) map[string]any {
 	t.Helper()
 	u := fmt.Sprintf("%s/v1/stats/%s?from=2026-10-01T00:00:00Z&to=2026-11-02T00:00:00Z&livemode=%s", apiURL, service, livemode)
-	req, _ := http.NewRequest(http.MethodGet, u, nil)
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
 	var body struct {
 		Totals map[string]any `json:"totals"`
 	}
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+	require.Equal(t, http.StatusOK, apitest.Get(t, u, key, &body))
 	return body.Totals
 }
 

@@ -3,11 +3,8 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -25,6 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/dodev/hindsight/internal/apitest"
 	"github.com/dodev/hindsight/internal/chlocal"
 	"github.com/dodev/hindsight/internal/chtest"
 	"github.com/dodev/hindsight/internal/proctest"
@@ -463,28 +461,12 @@ func produceWithOutages(w *world, values [][]byte) error {
 
 func get(t testing.TB, url string, into any) int {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, url, nil)
-	return do(t, req, into)
+	return apitest.Get(t, url, apiKey, into)
 }
 
 func post(t testing.TB, url string, body, into any) int {
 	t.Helper()
-	b, err := json.Marshal(body)
-	require.NoError(t, err)
-	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(b))
-	req.Header.Set("Content-Type", "application/json")
-	return do(t, req, into)
-}
-
-func do(t testing.TB, req *http.Request, into any) int {
-	t.Helper()
-	req.Header.Set("Authorization", "Bearer "+apiKey)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	require.NoError(t, json.Unmarshal(raw, into), string(raw))
-	return resp.StatusCode
+	return apitest.Do(t, http.MethodPost, url, apiKey, body, into)
 }
 
 // TestMoveToCluster follows the README's steps to move a single server's

@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dodev/hindsight/internal/apitest"
 	"github.com/dodev/hindsight/internal/chtest"
 	"github.com/dodev/hindsight/internal/dashboard"
 	"github.com/dodev/hindsight/internal/sample"
@@ -92,30 +93,15 @@ func stackWith(t *testing.T, replays bool) (*httptest.Server, time.Time, string)
 // answer, which must have the status want.
 func call(t *testing.T, method, url string, body any, want int) map[string]any {
 	t.Helper()
-	b, err := json.Marshal(body)
-	require.NoError(t, err)
-	req, _ := http.NewRequest(method, url, strings.NewReader(string(b)))
-	req.Header.Set("Authorization", "Bearer "+key)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
 	var out map[string]any
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
-	require.Equal(t, want, resp.StatusCode, "%s %s: %v", method, url, out)
+	require.Equal(t, want, apitest.Do(t, method, url, key, body, &out), "%s %s: %v", method, url, out)
 	return out
 }
 
 func statsOf(t *testing.T, url string) map[string]any {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, url, nil)
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
 	var body map[string]any
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+	require.Equal(t, http.StatusOK, apitest.Get(t, url, key, &body), url)
 	return body
 }
 

@@ -27,6 +27,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/dodev/hindsight/internal/apitest"
 	"github.com/dodev/hindsight/internal/webhooktest"
 )
 
@@ -298,14 +299,7 @@ const apiKey = "e2e-containers-key-0123456789"
 
 func getJSON(t *testing.T, url string, into any) int {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, url, nil)
-	req.Header.Set("Authorization", "Bearer "+apiKey)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	require.NoError(t, json.Unmarshal(body, into), string(body))
-	return resp.StatusCode
+	return apitest.Get(t, url, apiKey, into)
 }
 
 // sampleCounts reads the sample with encoding/json: distinct eventIds per
@@ -461,15 +455,5 @@ func replayToReceiver(t *testing.T, base string, unique int) {
 
 func post(t *testing.T, url string, body, into any) int {
 	t.Helper()
-	b, err := json.Marshal(body)
-	require.NoError(t, err)
-	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(b))
-	req.Header.Set("Authorization", "Bearer "+apiKey)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	require.NoError(t, json.Unmarshal(raw, into), string(raw))
-	return resp.StatusCode
+	return apitest.Do(t, http.MethodPost, url, apiKey, body, into)
 }
