@@ -3,7 +3,6 @@ package query
 import (
 	"context"
 	"fmt"
-	"github.com/dodev/hindsight/internal/httpapi"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -15,6 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dodev/hindsight/internal/chtest"
+	"github.com/dodev/hindsight/internal/host"
+	"github.com/dodev/hindsight/internal/httpapi"
 	"github.com/dodev/hindsight/schema"
 )
 
@@ -35,10 +36,7 @@ func BenchmarkStats10M(b *testing.B) {
 	b.Logf("filled 10M events in %s", time.Since(began).Round(time.Second))
 
 	const key = "bench-key-0123456789abcdef"
-	s, err := New(Config{Database: db, APIKey: key}, conn, nil)
-	require.NoError(b, err)
-	srv := httptest.NewServer(s.Handler())
-	defer srv.Close()
+	srv, _ := benchServer(b, conn, db, key)
 	url := srv.URL + "/v1/stats/send?from=2026-10-01T00:00:00Z&to=2026-11-01T00:00:00Z&granularity=day&tz=America/New_York"
 
 	loc, _ := time.LoadLocation("America/New_York")
@@ -66,7 +64,7 @@ func BenchmarkStats10M(b *testing.B) {
 		require.NoError(b, err)
 		sql, args := statsSQL(counted, req)
 		direct := func() {
-			rows, err := conn.Query(s.queryContext(ctx), sql, args...)
+			rows, err := conn.Query(httpapi.LimitsOf(ctx).Bind(ctx), sql, args...) // the default limits, as the API's
 			require.NoError(b, err)
 			for rows.Next() {
 			}
@@ -91,6 +89,7 @@ func BenchmarkStats10M(b *testing.B) {
 	b.ResetTimer()
 	// The same month for one recipient domain of seven.
 	filtered := req
+	var err error
 	filtered.filters, err = schema.ParseFilters(func(n string) string {
 		if n == "recipient_domain" {
 			return "gmail.com"
@@ -149,10 +148,7 @@ func BenchmarkEvents10M(b *testing.B) {
 		"SELECT concat('whep_', toString(number % 10)), 'rpl_1', concat('evt_', toString(number * 10)), 1, 200, 'delivered', 3.5, "+
 		"1790812800000 + number * 2590 FROM system.numbers LIMIT 1000000"))
 	const key = "bench-key-0123456789abcdef"
-	s, err := New(Config{Database: db, APIKey: key}, conn, nil)
-	require.NoError(b, err)
-	srv := httptest.NewServer(s.Handler())
-	defer srv.Close()
+	srv, s := benchServer(b, conn, db, key)
 	// timed returns the median time of n GETs of path, which must answer code.
 	timed := func(path string, n, code int) time.Duration {
 		var times []time.Duration
@@ -198,4 +194,17 @@ func BenchmarkEvents10M(b *testing.B) {
 		b.Logf("GET /v1/messages/{id} (6 events, a million attempts logged): %s; GET /v1/events/{id}?include=deliveries: %s",
 			msg.Round(100*time.Microsecond), withDeliveries.Round(100*time.Microsecond))
 	}
+}
+
+// benchServer serves the API on a host with its default limits, as cmd
+// mounts it.
+func benchServer(b *testing.B, conn host.Conn, db, key string) (*httptest.Server, *API) {
+	h, err := host.New(host.Config{Database: db, APIKey: key}, conn, nil)
+	require.NoError(b, err)
+	s, err := New(Config{Database: db, CursorKey: key}, conn, nil)
+	require.NoError(b, err)
+	s.Register(h.V1())
+	srv := httptest.NewServer(h.Handler())
+	b.Cleanup(srv.Close)
+	return srv, s
 }

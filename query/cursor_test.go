@@ -7,8 +7,8 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func testServer(t testing.TB) *Server {
-	s, err := New(Config{APIKey: "cursor-key-0123456789abcdef"}, nil, nil)
+func testServer(t testing.TB) *API {
+	s, err := New(Config{CursorKey: "cursor-key-0123456789abcdef"}, nil, nil)
 	require.NoError(t, err)
 	return s
 }
@@ -19,7 +19,7 @@ func TestCursorRoundTrip(t *testing.T) {
 	got, err := s.decodeCursor(s.encodeCursor(c))
 	require.NoError(t, err)
 	assert.Equal(t, c, got)
-	other, err := New(Config{APIKey: "another-key-0123456789abcdef"}, nil, nil)
+	other, err := New(Config{CursorKey: "another-key-0123456789abcdef"}, nil, nil)
 	require.NoError(t, err)
 	_, err = other.decodeCursor(s.encodeCursor(c))
 	assert.Error(t, err, "a cursor is only good with the key that signed it")

@@ -36,7 +36,7 @@ const (
 )
 
 // deadLetters serves GET /v1/dead-letters from the dead-letter log.
-func (s *Server) deadLetters(c *gin.Context) {
+func (s *API) deadLetters(c *gin.Context) {
 	r, err := parseRange(c.Query("from"), c.Query("to"), s.cfg.Now())
 	if err != nil {
 		s.fail(c, err)
@@ -47,7 +47,7 @@ func (s *Server) deadLetters(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	ctx := s.queryContext(c.Request.Context())
+	ctx := c.Request.Context()
 	table := "`" + s.cfg.Database + "`.dead_letter_log"
 	from, to := r.From.UnixMilli(), r.To.UnixMilli()
 	out := DeadLetters{From: formatTime(r.From), To: formatTime(r.To), ByKind: map[string]uint64{"invalid": 0, "too_large": 0, "refused": 0},

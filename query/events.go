@@ -39,9 +39,9 @@ type cursor struct {
 }
 
 // encodeCursor signs a listing position (see httpapi.Cursors).
-func (s *Server) encodeCursor(c cursor) string { return s.cursors.Encode(c) }
+func (s *API) encodeCursor(c cursor) string { return s.cursors.Encode(c) }
 
-func (s *Server) decodeCursor(v string) (cursor, error) {
+func (s *API) decodeCursor(v string) (cursor, error) {
 	var c cursor
 	err := s.cursors.Decode("cursor", v, &c)
 	return c, err
@@ -89,7 +89,7 @@ type eventsRequest struct {
 	format exportFormat
 }
 
-func (s *Server) parseEventsRequest(c *gin.Context) (eventsRequest, error) {
+func (s *API) parseEventsRequest(c *gin.Context) (eventsRequest, error) {
 	var req eventsRequest
 	var err error
 	if req.r, err = parseRange(c.Query("from"), c.Query("to"), s.cfg.Now()); err != nil {
@@ -136,7 +136,7 @@ func (s *Server) parseEventsRequest(c *gin.Context) (eventsRequest, error) {
 
 // listEvents serves GET /v1/events: original events in (createdAt, eventId)
 // order, a page at a time, or all of them as CSV or NDJSON (see export).
-func (s *Server) listEvents(c *gin.Context) {
+func (s *API) listEvents(c *gin.Context) {
 	req, err := s.parseEventsRequest(c)
 	if err != nil {
 		s.fail(c, err)
@@ -201,7 +201,7 @@ type scanMode struct {
 // window runs out of rows, and from the last event read when a window holds
 // more than batch. Copies ClickHouse has not merged away share the sort key,
 // so they come one after the other and are skipped.
-func (s *Server) scanEvents(ctx context.Context, req eventsRequest, m scanMode, fn func(listedEvent) bool) error {
+func (s *API) scanEvents(ctx context.Context, req eventsRequest, m scanMode, fn func(listedEvent) bool) error {
 	lo, end, window := req.r.From.UnixMilli(), req.r.To.UnixMilli(), schema.FirstPageWindow
 	after := req.after
 	if after != nil {
@@ -253,7 +253,7 @@ const typedSelect = ", CAST(type AS String), CAST(service AS String), livemode, 
 // listFrom reads up to m.batch events matching where after the cursor (all
 // of them without one) and before createdAt until, in (createdAt, eventId)
 // order, and hands each to fn until it returns false.
-func (s *Server) listFrom(ctx context.Context, where string, args []any, m scanMode, after *cursor, until int64, fn func(listedEvent) bool) error {
+func (s *API) listFrom(ctx context.Context, where string, args []any, m scanMode, after *cursor, until int64, fn func(listedEvent) bool) error {
 	cols := "raw, created_at, event_id"
 	if m.typed {
 		cols += typedSelect
@@ -264,7 +264,7 @@ func (s *Server) listFrom(ctx context.Context, where string, args []any, m scanM
 		q += " AND (created_at > ? OR (created_at = ? AND event_id > ?))"
 		args = append(args, after.CreatedAt, after.CreatedAt, after.EventID)
 	}
-	rows, err := s.conn.Query(s.queryContext(ctx, clickhouse.Settings{"max_block_size": m.blockRows}),
+	rows, err := s.conn.Query(httpapi.WithSettings(ctx, clickhouse.Settings{"max_block_size": m.blockRows}),
 		q+" ORDER BY created_at, event_id LIMIT ?", append(args, m.batch)...)
 	if err != nil {
 		return fmt.Errorf("list events: %w", err)
@@ -294,7 +294,7 @@ func (s *Server) listFrom(ctx context.Context, where string, args []any, m scanM
 
 // getEvent serves GET /v1/events/{eventId}: the original event, as ingested;
 // with include=deliveries, its delivery attempts added under "deliveries".
-func (s *Server) getEvent(c *gin.Context) {
+func (s *API) getEvent(c *gin.Context) {
 	id := c.Param("eventId")
 	if id == "" || len(id) > 4*schema.MaxEventIDLen {
 		abort(c, http.StatusNotFound, "not_found", "no event with that eventId")
@@ -305,7 +305,7 @@ func (s *Server) getEvent(c *gin.Context) {
 		s.fail(c, badParam("include", "want deliveries, got "+strconv.Quote(include)))
 		return
 	}
-	ctx := s.queryContext(c.Request.Context())
+	ctx := c.Request.Context()
 	raw, found, err := schema.ReadEvent(ctx, s.conn, s.cfg.Database, id)
 	if err != nil {
 		s.fail(c, fmt.Errorf("get event: %w", err))
@@ -343,7 +343,7 @@ type UnknownType struct {
 
 // eventTypes serves GET /v1/event-types: the catalog with the count of each
 // type over the last 30 days, and the unknown types seen in that time.
-func (s *Server) eventTypes(c *gin.Context) {
+func (s *API) eventTypes(c *gin.Context) {
 	counts, err := s.countTypes(c.Request.Context(), s.cfg.Now().Add(-30*24*time.Hour))
 	if err != nil {
 		s.fail(c, err)
@@ -364,8 +364,7 @@ func (s *Server) eventTypes(c *gin.Context) {
 	c.JSON(http.StatusOK, resp)
 }
 
-func (s *Server) countTypes(ctx context.Context, since time.Time) (map[string]uint64, error) {
-	ctx = s.queryContext(ctx)
+func (s *API) countTypes(ctx context.Context, since time.Time) (map[string]uint64, error) {
 	counted, err := schema.CountedEvents(ctx, s.conn, s.cfg.Database, since.UnixMilli(), schema.MaxCreatedAt)
 	if err != nil {
 		return nil, fmt.Errorf("count event types: %w", err)

@@ -94,7 +94,7 @@ func parseExportFormat(format, accept string) exportFormat {
 //
 // X-Total-Count says how many events match when the export starts, each
 // stored key once (events stored meanwhile may add to them).
-func (s *Server) export(c *gin.Context, req eventsRequest) {
+func (s *API) export(c *gin.Context, req eventsRequest) {
 	total, err := s.countEvents(c.Request.Context(), req)
 	if err != nil {
 		s.fail(c, err)
@@ -149,8 +149,7 @@ func (s *Server) export(c *gin.Context, req eventsRequest) {
 }
 
 // countEvents counts the events req selects, each stored key once.
-func (s *Server) countEvents(ctx context.Context, req eventsRequest) (uint64, error) {
-	ctx = s.queryContext(ctx)
+func (s *API) countEvents(ctx context.Context, req eventsRequest) (uint64, error) {
 	counted, err := schema.CountedEvents(ctx, s.conn, s.cfg.Database, req.r.From.UnixMilli(), req.r.To.UnixMilli())
 	if err != nil {
 		return 0, fmt.Errorf("count events: %w", err)

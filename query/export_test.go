@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"runtime/metrics"
 	"sort"
@@ -23,7 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dodev/hindsight/internal/chtest"
-	"github.com/dodev/hindsight/query"
+	"github.com/dodev/hindsight/internal/host"
 	"github.com/dodev/hindsight/schema"
 )
 
@@ -210,13 +209,10 @@ func TestExportMillion(t *testing.T) {
 	// Away mid-export: the export stops. An API that counts its statements
 	// serves it; the whole export takes at least n/10,000 of them.
 	counted := &countingConn{Conn: conn}
-	api, err := query.New(query.Config{Database: db, APIKey: key}, counted, nil)
-	require.NoError(t, err)
-	srv2 := httptest.NewServer(api.Handler())
-	defer srv2.Close()
+	srv2 := serve(t, counted, host.Config{Database: db, APIKey: key})
 	ctx, cancel := context.WithCancel(context.Background())
 	resp := open(t, ctx, fmt.Sprintf("%s/v1/events?format=csv&livemode=all&from=%d", srv2.URL, start.UnixMilli()))
-	_, err = io.ReadFull(resp.Body, make([]byte, 1<<20))
+	_, err := io.ReadFull(resp.Body, make([]byte, 1<<20))
 	require.NoError(t, err)
 	cancel()
 	resp.Body.Close()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/dodev/hindsight/internal/apitest"
 )
 
 // injectionCorpus is input meant to escape a quoted value, end a statement,
@@ -90,7 +93,7 @@ func TestInjectionCorpus(t *testing.T) {
 	named := map[string]bool{}
 	for _, v := range injectionCorpus {
 		body, _ := json.Marshal(map[string]any{"name": v, "scopes": []string{"stats:read"}})
-		code, out := call(t, srv, "POST", "/v1/keys", key, string(body))
+		code, out := call(t, srv, "POST", "/v1/keys", key, json.RawMessage(body))
 		switch code {
 		case http.StatusCreated:
 			named[v] = true
@@ -99,17 +102,17 @@ func TestInjectionCorpus(t *testing.T) {
 			assert.Equal(t, http.StatusBadRequest, code, "name %q: %v", v, out)
 		}
 		body, _ = json.Marshal(map[string]any{"name": "x", "scopes": []string{v}})
-		code, _ = call(t, srv, "POST", "/v1/keys", key, string(body))
+		code, _ = call(t, srv, "POST", "/v1/keys", key, json.RawMessage(body))
 		assert.Equal(t, http.StatusBadRequest, code, "scope %q", v)
-		code, _ = call(t, srv, "DELETE", "/v1/keys/"+url.PathEscape(v), key, "")
+		code, _ = call(t, srv, "DELETE", "/v1/keys/"+url.PathEscape(v), key, nil)
 		assert.Contains(t, []int{http.StatusBadRequest, http.StatusNotFound}, code, "key id %q", v)
 		if !strings.ContainsAny(v, "\x00\n") {
-			code, _ = call(t, srv, "GET", "/v1/stats/send", v, "")
+			code, _ = call(t, srv, "GET", "/v1/stats/send", v, nil)
 			assert.Equal(t, http.StatusUnauthorized, code, "bearer %q", v)
 		}
 		requests += 4
 	}
-	_, list := call(t, srv, "GET", "/v1/keys", key, "")
+	_, list := call(t, srv, "GET", "/v1/keys", key, nil)
 	for _, k := range list["data"].([]any) {
 		assert.True(t, named[k.(map[string]any)["name"].(string)], "key %v", k)
 	}
@@ -119,4 +122,11 @@ func TestInjectionCorpus(t *testing.T) {
 	require.Equal(t, http.StatusOK, code)
 	assert.EqualValues(t, 1, body["totals"].(map[string]any)["events"])
 	t.Logf("%d hostile requests, none 5xx", requests)
+}
+
+// call sends body as JSON (nil: none) and decodes the JSON answer.
+func call(t *testing.T, srv *httptest.Server, method, path, bearer string, body any) (int, map[string]any) {
+	t.Helper()
+	var out map[string]any
+	return apitest.Do(t, method, srv.URL+path, bearer, body, &out), out
 }

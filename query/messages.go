@@ -57,13 +57,13 @@ func deliveriesOf(ds []schema.Delivery) []Delivery {
 // getMessage serves GET /v1/messages/{messageId}: every event of one email
 // in (createdAt, eventId) order, each once however often it was stored, its
 // recipients, and every delivery attempt made for each event.
-func (s *Server) getMessage(c *gin.Context) {
+func (s *API) getMessage(c *gin.Context) {
 	id := c.Param("messageId")
 	if id == "" || len(id) > schema.MaxFilterValueLen {
 		abort(c, http.StatusNotFound, "not_found", "no message with that messageId")
 		return
 	}
-	ctx := s.queryContext(c.Request.Context())
+	ctx := c.Request.Context()
 	msg, err := schema.LookUpMessage(ctx, s.conn, s.cfg.Database, id)
 	if err != nil {
 		s.fail(c, err)

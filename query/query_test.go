@@ -2,24 +2,22 @@ package query_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"github.com/gin-gonic/gin"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/dodev/hindsight/internal/apitest"
 	"github.com/dodev/hindsight/internal/chtest"
+	"github.com/dodev/hindsight/internal/host"
 	"github.com/dodev/hindsight/internal/httpapi"
 	"github.com/dodev/hindsight/internal/sample"
 	"github.com/dodev/hindsight/query"
@@ -51,16 +49,25 @@ func insert(t *testing.T, conn driver.Conn, db string, rows []row) {
 	require.NoError(t, batch.Send())
 }
 
-func newAPI(t *testing.T, ready ...query.ReadyFunc) (*httptest.Server, driver.Conn, string) {
+func newAPI(t *testing.T) (*httptest.Server, driver.Conn, string) {
 	t.Helper()
 	conn, db := chtest.Database(t)
 	_, err := schema.Migrate(context.Background(), conn, db)
 	require.NoError(t, err)
-	api, err := query.New(query.Config{Database: db, APIKey: key}, conn, nil, ready...)
+	return serve(t, conn, host.Config{Database: db, APIKey: key}), conn, db
+}
+
+// serve mounts the API on a host of cfg, as cmd does, over conn.
+func serve(t *testing.T, conn host.Conn, cfg host.Config) *httptest.Server {
+	t.Helper()
+	h, err := host.New(cfg, conn, nil)
 	require.NoError(t, err)
-	srv := httptest.NewServer(api.Handler())
+	api, err := query.New(query.Config{Database: cfg.Database, CursorKey: cfg.APIKey}, conn, nil)
+	require.NoError(t, err)
+	api.Register(h.V1())
+	srv := httptest.NewServer(h.Handler())
 	t.Cleanup(srv.Close)
-	return srv, conn, db
+	return srv
 }
 
 func get(t *testing.T, srv *httptest.Server, path, bearer string) (int, map[string]any) {
@@ -155,21 +162,6 @@ func TestStatsDefaultRangeIsLastSevenDays(t *testing.T) {
 	assert.EqualValues(t, 1, body["totals"].(map[string]any)["events"])
 }
 
-func TestAuth(t *testing.T) {
-	srv, _, _ := newAPI(t)
-	for name, bearer := range map[string]string{"missing": "", "wrong": "not-the-key-at-all"} {
-		t.Run(name, func(t *testing.T) {
-			code, body := get(t, srv, "/v1/stats/send", bearer)
-			assert.Equal(t, http.StatusUnauthorized, code)
-			e := body["error"].(map[string]any)
-			assert.Equal(t, "unauthorized", e["code"])
-			assert.NotEmpty(t, e["message"])
-		})
-	}
-	code, _ := get(t, srv, "/healthz", "")
-	assert.Equal(t, http.StatusOK, code, "health needs no key")
-}
-
 func TestBadInput(t *testing.T) {
 	srv, _, _ := newAPI(t)
 	for _, tc := range []struct {
@@ -200,61 +192,25 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
-func TestReadyz(t *testing.T) {
-	var ingestErr atomic.Pointer[error]
-	srv, _, _ := newAPI(t, func() error {
-		if p := ingestErr.Load(); p != nil {
-			return *p
-		}
-		return nil
-	})
-	code, _ := get(t, srv, "/readyz", "")
-	assert.Equal(t, http.StatusOK, code)
-	notRunning := errors.New("ingest is not running: clickhouse 10.0.0.7:9000 refused")
-	ingestErr.Store(&notRunning)
-	code, body := get(t, srv, "/readyz", "")
-	assert.Equal(t, http.StatusServiceUnavailable, code)
-	msg := body["error"].(map[string]any)["message"].(string)
-	assert.Contains(t, msg, "not ready")
-	assert.NotContains(t, msg, "10.0.0.7", "readyz answers anyone: no reasons, no addresses")
-}
-
-// TestUnknownPathsNeedAKey: without a key, an unknown /v1 path answers as a
-// real one does (401), so routes cannot be mapped.
-func TestUnknownPathsNeedAKey(t *testing.T) {
-	srv, _, _ := newAPI(t)
-	for _, p := range []string{"/v1/nothing", "/v1/stats", "/v1", "/v1/admin/keys"} {
-		code, _ := get(t, srv, p, "")
-		assert.Equal(t, http.StatusUnauthorized, code, p)
-		code, _ = get(t, srv, p, "wrong-key-0123456789")
-		assert.Equal(t, http.StatusUnauthorized, code, p)
-		code, _ = get(t, srv, p, key)
-		assert.Equal(t, http.StatusNotFound, code, p)
-	}
-	code, _ := get(t, srv, "/nothing", "")
-	assert.Equal(t, http.StatusNotFound, code, "outside /v1 there is nothing to hide")
-}
-
 func TestConfigValidate(t *testing.T) {
 	for name, cfg := range map[string]query.Config{
-		"no key":    {},
-		"short key": {APIKey: "short"},
-		"bad db":    {APIKey: key, Database: "x-y"},
+		"no cursor key": {},
+		"bad db":        {CursorKey: key, Database: "x-y"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			cfg.ApplyDefaults()
 			assert.Error(t, cfg.Validate())
 		})
 	}
-	ok := query.Config{APIKey: key}
+	ok := query.Config{CursorKey: key}
 	ok.ApplyDefaults()
 	assert.NoError(t, ok.Validate())
 	assert.Equal(t, "hindsight", ok.Database)
 }
 
-// TestLimits: more requests at once than MaxConcurrent are 429 with
-// Retry-After; a series denser than the result-row limit is a 400 naming
-// granularity; more than 100 type patterns are a 400 naming types.
+// TestLimits: a series denser than the host's result-row limit is a 400
+// naming granularity and that limit; more than 100 type patterns are a 400
+// naming types.
 func TestLimits(t *testing.T) {
 	conn, db := chtest.Database(t)
 	_, err := schema.Migrate(context.Background(), conn, db)
@@ -263,46 +219,13 @@ func TestLimits(t *testing.T) {
 	stored, err := sample.Events(2000, opts)
 	require.NoError(t, err)
 	chtest.InsertEvents(t, conn, db, stored)
-	api, err := query.New(query.Config{Database: db, APIKey: key, MaxConcurrent: 1, Limits: httpapi.Limits{MaxResultRows: 500}}, conn, nil)
-	require.NoError(t, err)
-	release, entered := make(chan struct{}), make(chan struct{})
-	api.V1().GET("/block", func(c *gin.Context) { close(entered); <-release; c.JSON(http.StatusOK, gin.H{}) })
-	srv := httptest.NewServer(api.Handler())
-	t.Cleanup(srv.Close)
+	srv := serve(t, conn, host.Config{Database: db, APIKey: key, Limits: httpapi.Limits{MaxResultRows: 500}})
 
-	blocked := make(chan int, 1)
-	go func() { // no require here: it may only stop the test's own goroutine
-		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/v1/block", nil)
-		req.Header.Set("Authorization", "Bearer "+key)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			blocked <- 0
-			return
-		}
-		resp.Body.Close()
-		blocked <- resp.StatusCode
-	}()
-	<-entered
-	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/v1/event-types", nil)
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	resp.Body.Close()
-	assert.Equal(t, http.StatusTooManyRequests, resp.StatusCode)
-	assert.Equal(t, "1", resp.Header.Get("Retry-After"))
-	close(release)
-	assert.Equal(t, http.StatusOK, <-blocked)
-
-	// The rest on a server without the cap of one: a client can read a
-	// large answer whole before the handler that wrote it has returned its
-	// slot, and would rightly be told to retry.
-	api, err = query.New(query.Config{Database: db, APIKey: key, Limits: httpapi.Limits{MaxResultRows: 500}}, conn, nil)
-	require.NoError(t, err)
-	srv = httptest.NewServer(api.Handler())
-	t.Cleanup(srv.Close)
 	code, body := get(t, srv, "/v1/stats/send?granularity=hour&from=2026-10-01T00:00:00Z&to=2026-11-01T00:00:00Z", key)
 	assert.Equal(t, http.StatusBadRequest, code, "744 hours of several types exceed 500 rows")
-	assert.True(t, strings.HasPrefix(body["error"].(map[string]any)["message"].(string), "granularity:"), body)
+	msg := body["error"].(map[string]any)["message"].(string)
+	assert.True(t, strings.HasPrefix(msg, "granularity:"), body)
+	assert.Contains(t, msg, "more than 500 rows")
 	code, _ = get(t, srv, "/v1/stats/send?granularity=day&from=2026-10-01T00:00:00Z&to=2026-11-01T00:00:00Z", key)
 	assert.Equal(t, http.StatusOK, code)
 

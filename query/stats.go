@@ -122,7 +122,7 @@ func parseStatsRequest(c *gin.Context, now time.Time) (statsRequest, error) {
 	return req, nil
 }
 
-func (s *Server) stats(c *gin.Context) {
+func (s *API) stats(c *gin.Context) {
 	service := c.Param("service")
 	if !schema.IsService(service) {
 		abort(c, http.StatusNotFound, "unknown_service", fmt.Sprintf("no service %q; services are %s", service, strings.Join(schema.Services, ", ")))
@@ -140,7 +140,7 @@ func (s *Server) stats(c *gin.Context) {
 	if httpapi.IsTooManyRows(err) {
 		// A dense series (many buckets times many types or groups) is the
 		// one way a stats answer outgrows the result-row limit.
-		err = badParam("granularity", fmt.Sprintf("the series has more than %d rows (buckets × types or groups); narrow the range, widen the granularity or drop group_by", s.cfg.MaxResultRows))
+		err = badParam("granularity", fmt.Sprintf("the series has more than %d rows (buckets × types or groups); narrow the range, widen the granularity or drop group_by", httpapi.LimitsOf(c.Request.Context()).MaxResultRows))
 	}
 	if err != nil {
 		s.fail(c, err)
@@ -238,7 +238,7 @@ func statsSQL(src schema.Counted, req statsRequest) (string, []any) {
 	return strings.Join(parts, " UNION ALL "), args
 }
 
-func (s *Server) runStats(ctx context.Context, req statsRequest) (StatsResponse, error) {
+func (s *API) runStats(ctx context.Context, req statsRequest) (StatsResponse, error) {
 	var buckets []time.Time
 	if req.granularity != httpapi.NoSeries {
 		var err error
@@ -246,7 +246,6 @@ func (s *Server) runStats(ctx context.Context, req statsRequest) (StatsResponse,
 			return StatsResponse{}, err
 		}
 	}
-	ctx = s.queryContext(ctx)
 	src, err := schema.CountedEvents(ctx, s.conn, s.cfg.Database, req.r.From.UnixMilli(), req.r.To.UnixMilli())
 	if err != nil {
 		return StatsResponse{}, fmt.Errorf("stats of %s: %w", req.service, err)
@@ -327,7 +326,7 @@ func (s *Server) runStats(ctx context.Context, req statsRequest) (StatsResponse,
 // compare adds to resp the period req.compare: its totals, each bucket's
 // counterpart by position, each group's counterpart by key, and every
 // rate's change.
-func (s *Server) compare(ctx context.Context, req statsRequest, resp *StatsResponse) error {
+func (s *API) compare(ctx context.Context, req statsRequest, resp *StatsResponse) error {
 	prev := req
 	prev.r, prev.compare = *req.compare, nil
 	if req.groupCol != "" {

@@ -21,8 +21,9 @@ import (
 	"github.com/dodev/hindsight/schema"
 )
 
-// API serves endpoints, replays, the attempt log and delivery stats on the
-// /v1 group of the HTTP API.
+// API serves endpoints, replays, the attempt log and delivery stats. It is
+// mounted on the host's /v1 group, which checks keys and binds the
+// ClickHouse limits its queries run under.
 type API struct {
 	store    *Store
 	conn     Conn
@@ -30,7 +31,6 @@ type API struct {
 	sender   *Sender
 	attempts httpapi.Cursors // the attempt log's
 	replays  httpapi.Cursors // the replay list's
-	limits   httpapi.Limits
 	log      *slog.Logger
 }
 
@@ -41,18 +41,8 @@ func NewAPI(db string, conn Conn, sender *Sender, apiKey string, log *slog.Logge
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &API{store: NewStore(conn, db), conn: conn, db: db, sender: sender, log: log,
+	return &API{store: NewStore(conn, db), conn: conn, db: db, sender: sender, log: log,
 		attempts: httpapi.NewCursors("attempts", apiKey), replays: httpapi.NewCursors("replays", apiKey)}
-	a.limits.ApplyDefaults()
-	return a
-}
-
-// WithLimits sets the ClickHouse limits of the routes' queries (default
-// httpapi's), so they are the ones the rest of the API runs under.
-func (a *API) WithLimits(l httpapi.Limits) *API {
-	l.ApplyDefaults()
-	a.limits = l
-	return a
 }
 
 // Register adds the routes to a group that already checks the API key, each
@@ -77,10 +67,6 @@ func (a *API) Register(g *gin.RouterGroup) {
 }
 
 func (a *API) fail(c *gin.Context, err error) { httpapi.Fail(c, a.log, err, ErrNotFound) }
-
-// limited is a request's context with the ClickHouse limits every API
-// query carries (WithLimits).
-func (a *API) limited(c *gin.Context) context.Context { return a.limits.Context(c.Request.Context()) }
 
 func bad(param, msg string) error { return &httpapi.BadParam{Param: param, Msg: msg} }
 
@@ -196,11 +182,11 @@ func (a *API) createEndpoint(c *gin.Context) {
 
 // applyAndSave checks the input onto e, stores e and answers with it.
 func (a *API) applyAndSave(c *gin.Context, in endpointInput, e Endpoint, status int, withSecret bool) {
-	if err := a.apply(a.limited(c), in, &e); err != nil {
+	if err := a.apply(c.Request.Context(), in, &e); err != nil {
 		a.fail(c, err)
 		return
 	}
-	if err := a.store.SaveEndpoint(a.limited(c), e); err != nil {
+	if err := a.store.SaveEndpoint(c.Request.Context(), e); err != nil {
 		a.fail(c, err)
 		return
 	}
@@ -208,7 +194,7 @@ func (a *API) applyAndSave(c *gin.Context, in endpointInput, e Endpoint, status 
 }
 
 func (a *API) listEndpoints(c *gin.Context) {
-	es, err := a.store.Endpoints(a.limited(c), "")
+	es, err := a.store.Endpoints(c.Request.Context(), "")
 	if err != nil {
 		a.fail(c, err)
 		return
@@ -221,12 +207,12 @@ func (a *API) listEndpoints(c *gin.Context) {
 }
 
 func (a *API) getEndpoint(c *gin.Context) {
-	e, err := a.store.Endpoint(a.limited(c), c.Param("id"))
+	e, err := a.store.Endpoint(c.Request.Context(), c.Param("id"))
 	if err != nil {
 		a.fail(c, err)
 		return
 	}
-	h, err := a.store.Health(a.limited(c), e.ID, time.Now())
+	h, err := a.store.Health(c.Request.Context(), e.ID, time.Now())
 	if err != nil {
 		a.fail(c, err)
 		return
@@ -237,7 +223,7 @@ func (a *API) getEndpoint(c *gin.Context) {
 }
 
 func (a *API) updateEndpoint(c *gin.Context) {
-	e, err := a.store.Endpoint(a.limited(c), c.Param("id"))
+	e, err := a.store.Endpoint(c.Request.Context(), c.Param("id"))
 	if err != nil {
 		a.fail(c, err)
 		return
@@ -251,12 +237,12 @@ func (a *API) updateEndpoint(c *gin.Context) {
 }
 
 func (a *API) deleteEndpoint(c *gin.Context) {
-	e, err := a.store.Endpoint(a.limited(c), c.Param("id"))
+	e, err := a.store.Endpoint(c.Request.Context(), c.Param("id"))
 	if err != nil {
 		a.fail(c, err)
 		return
 	}
-	if err := a.store.DeleteEndpoint(a.limited(c), e); err != nil {
+	if err := a.store.DeleteEndpoint(c.Request.Context(), e); err != nil {
 		a.fail(c, err)
 		return
 	}
@@ -266,7 +252,7 @@ func (a *API) deleteEndpoint(c *gin.Context) {
 // rotateSecret gives the endpoint a new secret; the old one keeps signing
 // beside it for 24 hours, so receivers can switch without a gap.
 func (a *API) rotateSecret(c *gin.Context) {
-	e, err := a.store.Endpoint(a.limited(c), c.Param("id"))
+	e, err := a.store.Endpoint(c.Request.Context(), c.Param("id"))
 	if err != nil {
 		a.fail(c, err)
 		return
@@ -277,7 +263,7 @@ func (a *API) rotateSecret(c *gin.Context) {
 		return
 	}
 	e.PreviousSecret, e.PreviousUntil, e.Secret = e.Secret, time.Now().UTC().Add(24*time.Hour), secret
-	if err := a.store.SaveEndpoint(a.limited(c), e); err != nil {
+	if err := a.store.SaveEndpoint(c.Request.Context(), e); err != nil {
 		a.fail(c, err)
 		return
 	}
@@ -294,7 +280,7 @@ type attemptView struct {
 // testEndpoint sends one platform.test event, like a dashboard's Test
 // Webhook button, and answers with what happened.
 func (a *API) testEndpoint(c *gin.Context) {
-	ctx := a.limited(c)
+	ctx := c.Request.Context()
 	e, err := a.store.Endpoint(ctx, c.Param("id"))
 	if err != nil {
 		a.fail(c, err)
@@ -321,7 +307,7 @@ func (a *API) testEndpoint(c *gin.Context) {
 // (original bytes, signed, the eventId as webhook-id), once, without
 // retries. It answers with the attempt, which the delivery log keeps too.
 func (a *API) resendEvent(c *gin.Context) {
-	ctx := a.limited(c)
+	ctx := c.Request.Context()
 	var in struct {
 		EndpointID string `json:"endpoint_id"`
 	}
@@ -402,7 +388,7 @@ func jsonTime(param string, raw json.RawMessage) (time.Time, error) {
 }
 
 func (a *API) createReplay(c *gin.Context) {
-	ctx := a.limited(c)
+	ctx := c.Request.Context()
 	var in replayInput
 	if err := httpapi.DecodeJSON(c, &in); err != nil {
 		a.fail(c, err)
@@ -592,7 +578,7 @@ func (a *API) listReplays(c *gin.Context) {
 		}
 		after = append(after, k)
 	}
-	js, err := a.store.Jobs(a.limited(c), "", limit+1, after...)
+	js, err := a.store.Jobs(c.Request.Context(), "", limit+1, after...)
 	if err != nil {
 		a.fail(c, err)
 		return
@@ -613,7 +599,7 @@ func (a *API) listReplays(c *gin.Context) {
 }
 
 func (a *API) getReplay(c *gin.Context) {
-	j, err := a.store.Job(a.limited(c), c.Param("id"))
+	j, err := a.store.Job(c.Request.Context(), c.Param("id"))
 	if err != nil {
 		a.fail(c, err)
 		return
@@ -622,7 +608,7 @@ func (a *API) getReplay(c *gin.Context) {
 }
 
 func (a *API) cancelReplay(c *gin.Context) {
-	ctx := a.limited(c)
+	ctx := c.Request.Context()
 	j, err := a.store.Job(ctx, c.Param("id"))
 	if err != nil {
 		a.fail(c, err)

@@ -47,7 +47,7 @@ type attemptEntry struct {
 var outcomes = map[string]string{"delivered": "delivered", "failed": "failed", "retrying": "retry"}
 
 func (a *API) endpointAttempts(c *gin.Context) {
-	ep, err := a.store.Endpoint(a.limited(c), c.Param("id"))
+	ep, err := a.store.Endpoint(c.Request.Context(), c.Param("id"))
 	if err != nil {
 		a.fail(c, err)
 		return
@@ -56,7 +56,7 @@ func (a *API) endpointAttempts(c *gin.Context) {
 }
 
 func (a *API) replayAttempts(c *gin.Context) {
-	job, err := a.store.Job(a.limited(c), c.Param("id"))
+	job, err := a.store.Job(c.Request.Context(), c.Param("id"))
 	if err != nil {
 		a.fail(c, err)
 		return
@@ -111,7 +111,7 @@ func (a *API) attemptLog(c *gin.Context, endpointID, replayID string) {
 		where += " AND (at < ? OR (at = ? AND (event_id < ? OR (event_id = ? AND (attempt < ? OR (attempt = ? AND replay_id < ?))))))"
 		args = append(args, cur.At, cur.At, cur.EventID, cur.EventID, cur.Attempt, cur.Attempt, cur.ReplayID)
 	}
-	page, err := a.readAttempts(a.limited(c), where, args, limit+1)
+	page, err := a.readAttempts(c.Request.Context(), where, args, limit+1)
 	if err != nil {
 		a.fail(c, err)
 		return

@@ -84,7 +84,7 @@ func (a *API) deliveryStats(c *gin.Context) {
 	qargs = append(append(qargs, args...), args...)
 	q := "SELECT 'S' AS kind, " + bucket + " AS b, " + values + " FROM " + a.store.table("deliveries") + " WHERE " + where + " GROUP BY b" +
 		" UNION ALL SELECT 'T' AS kind, toUInt32(0) AS b, " + values + " FROM " + a.store.table("deliveries") + " WHERE " + where
-	rows, err := a.conn.Query(a.limited(c), q, qargs...)
+	rows, err := a.conn.Query(c.Request.Context(), q, qargs...)
 	if err != nil {
 		a.fail(c, fmt.Errorf("delivery stats: %w", err))
 		return

@@ -17,7 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dodev/hindsight/internal/chtest"
-	"github.com/dodev/hindsight/query"
+	"github.com/dodev/hindsight/internal/host"
 	"github.com/dodev/hindsight/replay"
 	"github.com/dodev/hindsight/schema"
 )
@@ -114,6 +114,6 @@ func startAPI(t *testing.T, conn driver.Conn, db, key string) string {
 	httpAddr := ln.Addr().String()
 	ln.Close()
 	apiURL, _ := runStack(t, stack{conn: conn, database: db, log: slog.New(slog.DiscardHandler),
-		api: &query.Config{Database: db, APIKey: key}, httpAddr: httpAddr})
+		api: &host.Config{Database: db, APIKey: key}, httpAddr: httpAddr})
 	return apiURL
 }

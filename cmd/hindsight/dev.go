@@ -15,7 +15,7 @@ import (
 
 	"github.com/dodev/hindsight/ingest"
 	"github.com/dodev/hindsight/internal/chlocal"
-	"github.com/dodev/hindsight/query"
+	"github.com/dodev/hindsight/internal/host"
 	"github.com/dodev/hindsight/replay"
 )
 
@@ -84,7 +84,7 @@ func runDev(ctx context.Context, args []string) error {
 	defer conn.Close()
 
 	ingestCfg := ingest.Config{Brokers: []string{kafkaListen}, Topic: topic, Database: c.database}
-	apiCfg := query.Config{Database: c.database, APIKey: apiKey}
+	apiCfg := host.Config{Database: c.database, APIKey: apiKey}
 	replayCfg := replay.WorkerConfig{Database: c.database}
 	replayCfg.ApplyDefaults()
 	s := stack{

@@ -24,7 +24,7 @@ import (
 	"github.com/dodev/hindsight/ingest"
 	"github.com/dodev/hindsight/internal/apitest"
 	"github.com/dodev/hindsight/internal/chtest"
-	"github.com/dodev/hindsight/query"
+	"github.com/dodev/hindsight/internal/host"
 )
 
 func TestMain(m *testing.M) {
@@ -126,7 +126,7 @@ func TestEndToEnd(t *testing.T) {
 
 	const apiKey = "e2e-key-0123456789abcdef"
 	ingestCfg := ingest.Config{Brokers: brokers, Database: db, FlushInterval: 100 * time.Millisecond}
-	apiCfg := query.Config{Database: db, APIKey: apiKey}
+	apiCfg := host.Config{Database: db, APIKey: apiKey}
 	ctx := context.Background()
 	apiURL, _ := runStack(t, stack{conn: conn, database: db, log: slog.New(slog.DiscardHandler), ingest: &ingestCfg, api: &apiCfg,
 		httpAddr: httpAddr})

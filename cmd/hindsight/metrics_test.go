@@ -25,8 +25,8 @@ import (
 
 	"github.com/dodev/hindsight/ingest"
 	"github.com/dodev/hindsight/internal/chtest"
+	"github.com/dodev/hindsight/internal/host"
 	"github.com/dodev/hindsight/internal/sample"
-	"github.com/dodev/hindsight/query"
 	"github.com/dodev/hindsight/replay"
 )
 
@@ -44,7 +44,7 @@ func TestMetrics(t *testing.T) {
 
 	const apiKey = "metrics-key-0123456789abcdef"
 	ingestCfg := ingest.Config{Brokers: broker.ListenAddrs(), Database: db, FlushInterval: 100 * time.Millisecond}
-	apiCfg := query.Config{Database: db, APIKey: apiKey}
+	apiCfg := host.Config{Database: db, APIKey: apiKey}
 	workerCfg := replay.WorkerConfig{Database: db, Poll: 50 * time.Millisecond}
 	_, in := runStack(t, stack{conn: conn, database: db, log: slog.New(slog.DiscardHandler), ingest: &ingestCfg, api: &apiCfg,
 		replay: &workerCfg, policy: replay.Policy{AllowPrivate: true}, httpAddr: httpAddr})

@@ -19,7 +19,7 @@ import (
 
 	"github.com/dodev/hindsight/ingest"
 	"github.com/dodev/hindsight/internal/dashboard"
-	"github.com/dodev/hindsight/internal/httpapi"
+	"github.com/dodev/hindsight/internal/host"
 	"github.com/dodev/hindsight/query"
 	"github.com/dodev/hindsight/replay"
 	"github.com/dodev/hindsight/schema"
@@ -103,7 +103,7 @@ type stack struct {
 	cluster  string // "": one server
 	log      *slog.Logger
 	ingest   *ingest.Config       // nil: no ingest here
-	api      *query.Config        // nil: no API here
+	api      *host.Config         // nil: no API here
 	replay   *replay.WorkerConfig // nil: no replay worker here
 	policy   replay.Policy        // where deliveries may connect
 	httpAddr string
@@ -145,7 +145,7 @@ func (s stack) run(ctx context.Context) error {
 	}
 	// Build everything first: a bad setting then stops us before anything runs.
 	var in *ingest.Ingester
-	var ready []query.ReadyFunc
+	var ready []host.ReadyFunc
 	if s.ingest != nil {
 		conn, err := pool(nil, ingestConns, 0)
 		if err != nil {
@@ -189,14 +189,12 @@ func (s stack) run(ctx context.Context) error {
 	apiURL := ""
 	switch {
 	case s.api != nil:
-		api, err := query.New(*s.api, s.conn, s.log.With("component", "api"), ready...)
+		h, err := s.newHost(sender, ready)
 		if err != nil {
-			return usagef("%v", err)
+			return err
 		}
-		api.AddMetrics(gatherers...)
-		replay.NewAPI(s.database, s.conn, sender, s.api.APIKey, s.log.With("component", "replay-api")).WithLimits(s.api.Limits).Register(api.V1())
-		dashboard.Register(api.Root())
-		if srv, ln, err = httpapi.Listen(s.httpAddr, api.Handler(), httpapi.ServerConfig{}); err != nil {
+		h.AddMetrics(gatherers...)
+		if srv, ln, err = h.Listen(s.httpAddr); err != nil {
 			return err
 		}
 		apiURL = "http://" + ln.Addr().String()
@@ -204,7 +202,7 @@ func (s stack) run(ctx context.Context) error {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", promhttp.HandlerFor(gatherers, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
 		var err error
-		if srv, ln, err = httpapi.Listen(s.metricsAddr, mux, httpapi.ServerConfig{}); err != nil {
+		if srv, ln, err = host.Listen(s.metricsAddr, mux, host.ServerConfig{}); err != nil {
 			return err
 		}
 		s.log.Info("metrics", "url", "http://"+ln.Addr().String()+"/metrics")
@@ -260,6 +258,23 @@ func (s stack) run(ctx context.Context) error {
 		return err
 	}
 	return nil
+}
+
+// newHost builds the HTTP host and mounts every module's routes on it:
+// query's and replay's on /v1, the dashboard at /.
+func (s stack) newHost(sender *replay.Sender, ready []host.ReadyFunc) (*host.Host, error) {
+	h, err := host.New(*s.api, s.conn, s.log.With("component", "api"), ready...)
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	q, err := query.New(query.Config{Database: s.database, CursorKey: s.api.APIKey}, s.conn, s.log.With("component", "query"))
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	q.Register(h.V1())
+	replay.NewAPI(s.database, s.conn, sender, s.api.APIKey, s.log.With("component", "replay-api")).Register(h.V1())
+	dashboard.Register(h.Root())
+	return h, nil
 }
 
 // newIngester builds ingest on the server, or on the cluster's shards: a
@@ -371,7 +386,7 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 		if err := checkAddr("http", httpAddr); err != nil {
 			return err
 		}
-		cfg := query.Config{Database: c.database, APIKey: apiKey}
+		cfg := host.Config{Database: c.database, APIKey: apiKey}
 		cfg.ApplyDefaults()
 		if err := cfg.Validate(); err != nil {
 			return usagef("%v", err)

@@ -24,7 +24,7 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(chtest.Main(m)) }
 
-// TestGeneratedIsCurrent regenerates the client from query/openapi.json and
+// TestGeneratedIsCurrent regenerates the client from internal/host/openapi.json and
 // requires the committed one to be it: a change to the document that
 // breaks generation, or is not regenerated, fails here.
 func TestGeneratedIsCurrent(t *testing.T) {
@@ -38,7 +38,7 @@ func TestGeneratedIsCurrent(t *testing.T) {
 	out := filepath.Join(dir, "client.gen.go")
 	cfg = bytes.Replace(cfg, []byte("output: client.gen.go"), []byte("output: "+out), 1)
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "oapi-codegen.yaml"), cfg, 0o644))
-	cmd := exec.Command("go", "tool", "oapi-codegen", "-config", filepath.Join(dir, "oapi-codegen.yaml"), "../../query/openapi.json")
+	cmd := exec.Command("go", "tool", "oapi-codegen", "-config", filepath.Join(dir, "oapi-codegen.yaml"), "../../internal/host/openapi.json")
 	b, err := cmd.CombinedOutput()
 	require.NoError(t, err, "%s", b)
 	want, err := os.ReadFile(out)

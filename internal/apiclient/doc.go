@@ -1,5 +1,5 @@
 // Package apiclient is the Go client oapi-codegen generates from
-// query/openapi.json, as users generate SDKs from /v1/openapi.json. It is
+// internal/host/openapi.json, as users generate SDKs from /v1/openapi.json. It is
 // kept here to prove the document makes a client that compiles and decodes
 // real answers (see its tests); nothing in Hindsight imports it.
 //
@@ -8,4 +8,4 @@
 //	go generate ./internal/apiclient
 package apiclient
 
-//go:generate go tool oapi-codegen -config oapi-codegen.yaml ../../query/openapi.json
+//go:generate go tool oapi-codegen -config oapi-codegen.yaml ../../internal/host/openapi.json

@@ -25,6 +25,7 @@ import (
 
 	"github.com/dodev/hindsight/ingest"
 	"github.com/dodev/hindsight/internal/chtest"
+	"github.com/dodev/hindsight/internal/host"
 	"github.com/dodev/hindsight/internal/sample"
 	"github.com/dodev/hindsight/query"
 	"github.com/dodev/hindsight/schema"
@@ -44,7 +45,7 @@ func fixture(t *testing.T) []schema.Event {
 }
 
 // TestSQLCompatibility migrates a database on both engines, loads the same
-// events into both, then sends every kind of API request to a query.Server
+// events into both, then sends every kind of API request to the query API
 // on each and requires byte-identical responses. A statement one engine
 // refuses fails the test with the statement in the message.
 func TestSQLCompatibility(t *testing.T) {
@@ -78,10 +79,7 @@ func TestSQLCompatibility(t *testing.T) {
 	// A fixed clock: the event types' last 30 days must hold the fixture's
 	// week however long after it the test runs.
 	now := func() time.Time { return time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC) }
-	apiOld, err := query.New(query.Config{Database: db, APIKey: apiKey, Now: now}, old, nil)
-	require.NoError(t, err)
-	apiCur, err := query.New(query.Config{Database: db, APIKey: apiKey, Now: now}, cur, nil)
-	require.NoError(t, err)
+	apiOld, apiCur := queryAPI(t, old, db, now), queryAPI(t, cur, db, now)
 
 	paths := requests(events)
 	// compare sends every request to both and returns 18.16's bodies.
@@ -280,7 +278,18 @@ func addDeliveries(t *testing.T, conn chtest.Execer, db string, events []schema.
 	}
 }
 
-func call(t *testing.T, api *query.Server, path string) (int, string) {
+// queryAPI mounts query's routes on a host over conn, as cmd does.
+func queryAPI(t *testing.T, conn host.Conn, db string, now func() time.Time) *host.Host {
+	t.Helper()
+	h, err := host.New(host.Config{Database: db, APIKey: apiKey}, conn, nil)
+	require.NoError(t, err)
+	q, err := query.New(query.Config{Database: db, CursorKey: apiKey, Now: now}, conn, nil)
+	require.NoError(t, err)
+	q.Register(h.V1())
+	return h
+}
+
+func call(t *testing.T, api *host.Host, path string) (int, string) {
 	t.Helper()
 	req := httptest.NewRequest(http.MethodGet, path, nil)
 	req.Header.Set("Authorization", "Bearer "+apiKey)

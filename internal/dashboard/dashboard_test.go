@@ -22,6 +22,7 @@ import (
 	"github.com/dodev/hindsight/internal/apitest"
 	"github.com/dodev/hindsight/internal/chtest"
 	"github.com/dodev/hindsight/internal/dashboard"
+	"github.com/dodev/hindsight/internal/host"
 	"github.com/dodev/hindsight/internal/sample"
 	"github.com/dodev/hindsight/query"
 	"github.com/dodev/hindsight/replay"
@@ -71,12 +72,15 @@ func stackWith(t *testing.T, replays bool) (*httptest.Server, time.Time, string)
 	events, err := sample.Events(3000, sample.Options{Seed: 9, Start: start, Span: 7 * 24 * time.Hour})
 	require.NoError(t, err)
 	chtest.InsertEvents(t, conn, db, events)
-	api, err := query.New(query.Config{Database: db, APIKey: key}, conn, nil)
+	h, err := host.New(host.Config{Database: db, APIKey: key}, conn, nil)
 	require.NoError(t, err)
-	dashboard.Register(api.Root())
+	q, err := query.New(query.Config{Database: db, CursorKey: key}, conn, nil)
+	require.NoError(t, err)
+	q.Register(h.V1())
+	dashboard.Register(h.Root())
 	if replays {
 		sender := replay.NewSender(replay.Policy{AllowPrivate: true}, "test", 16)
-		replay.NewAPI(db, conn, sender, key, nil).Register(api.V1())
+		replay.NewAPI(db, conn, sender, key, nil).Register(h.V1())
 		w, err := replay.NewWorker(replay.WorkerConfig{Database: db, Poll: 50 * time.Millisecond}, conn, sender, nil)
 		require.NoError(t, err)
 		ctx, cancel := context.WithCancel(context.Background())
@@ -84,7 +88,7 @@ func stackWith(t *testing.T, replays bool) (*httptest.Server, time.Time, string)
 		go func() { defer close(done); _ = w.Run(ctx) }()
 		t.Cleanup(func() { cancel(); <-done })
 	}
-	srv := httptest.NewServer(api.Handler())
+	srv := httptest.NewServer(h.Handler())
 	t.Cleanup(srv.Close)
 	return srv, start, db
 }

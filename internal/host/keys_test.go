@@ -1,4 +1,4 @@
-package query_test
+package host_test
 
 import (
 	"bytes"
@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -16,10 +15,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dodev/hindsight/internal/apitest"
 	"github.com/dodev/hindsight/internal/chtest"
-	"github.com/dodev/hindsight/query"
-	"github.com/dodev/hindsight/replay"
-	"github.com/dodev/hindsight/schema"
 )
 
 // routeScopes is the scope each /v1 route needs, written out here rather
@@ -54,33 +51,15 @@ var routeScopes = map[string]string{
 
 var scopes = []string{"stats:read", "events:read", "endpoints:write", "replays:write", "keys:admin"}
 
-// fullAPI is the API as cmd mounts it (query's routes, replay's and the
-// keys'), logging into logs.
-func fullAPI(t *testing.T, logs *bytes.Buffer) (*httptest.Server, *query.Server, string) {
-	t.Helper()
-	conn, db := chtest.Database(t)
-	_, err := schema.Migrate(context.Background(), conn, db)
-	require.NoError(t, err)
-	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	api, err := query.New(query.Config{Database: db, APIKey: key}, conn, log)
-	require.NoError(t, err)
-	replay.NewAPI(db, conn, replay.NewSender(replay.Policy{}, "test", 1), key, log).Register(api.V1())
-	srv := httptest.NewServer(api.Handler())
-	t.Cleanup(srv.Close)
-	return srv, api, db
-}
-
+// call sends body (JSON, "" for none) and decodes the JSON answer.
 func call(t *testing.T, srv *httptest.Server, method, path, bearer, body string) (int, map[string]any) {
 	t.Helper()
-	req, err := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
-	require.NoError(t, err)
-	req.Header.Set("Authorization", "Bearer "+bearer)
-	resp, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
+	var in any
+	if body != "" {
+		in = json.RawMessage(body)
+	}
 	var out map[string]any
-	require.NoError(t, json.NewDecoder(resp.Body).Decode(&out), "%s %s: every answer is JSON", method, path)
-	return resp.StatusCode, out
+	return apitest.Do(t, method, srv.URL+path, bearer, in, &out), out
 }
 
 func makeKey(t *testing.T, srv *httptest.Server, bearer, name string, scopes ...string) map[string]any {

@@ -1,4 +1,4 @@
-package query
+package host
 
 import (
 	"strconv"
@@ -9,19 +9,20 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// httpMetrics are the API's Prometheus metrics, in a registry of their own
-// that GET /metrics serves first. Routes are Gin's templates (/v1/events/:eventId), so no
-// id becomes a label; a path that matches no route is "unmatched".
-type httpMetrics struct {
-	reg      *prometheus.Registry
+// metrics are the host's Prometheus metrics, in a registry of their own
+// that GET /metrics serves first. Routes are Gin's templates
+// (/v1/events/:eventId), so no id becomes a label; a path that matches no
+// route is "unmatched".
+type metrics struct {
 	requests *prometheus.CounterVec
 	seconds  *prometheus.HistogramVec
 	inFlight prometheus.Gauge
+	// gatherers are what GET /metrics serves: the host's, then AddMetrics'.
+	gatherers prometheus.Gatherers
 }
 
-func newHTTPMetrics() *httpMetrics {
-	m := &httpMetrics{
-		reg: prometheus.NewRegistry(),
+func newMetrics() *metrics {
+	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hindsight_http_requests_total",
 			Help: "HTTP requests answered, by method, route and status.",
@@ -36,11 +37,13 @@ func newHTTPMetrics() *httpMetrics {
 			Help: "HTTP requests being answered.",
 		}),
 	}
-	m.reg.MustRegister(m.requests, m.seconds, m.inFlight)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(m.requests, m.seconds, m.inFlight)
+	m.gatherers = prometheus.Gatherers{reg}
 	return m
 }
 
-func (m *httpMetrics) observe(c *gin.Context) {
+func (m *metrics) observe(c *gin.Context) {
 	start := time.Now()
 	m.inFlight.Inc()
 	defer m.inFlight.Dec()
@@ -53,14 +56,14 @@ func (m *httpMetrics) observe(c *gin.Context) {
 	m.seconds.WithLabelValues(c.Request.Method, route).Observe(time.Since(start).Seconds())
 }
 
-// AddMetrics adds to what GET /metrics serves beside the API's own metrics
-// (cmd adds ingest's, replay's and the process'). Call it before serving.
-func (s *Server) AddMetrics(g ...prometheus.Gatherer) {
-	s.gatherers = append(s.gatherers, g...)
+// serve answers GET /metrics, without a key as /healthz, in Prometheus'
+// text format.
+func (m *metrics) serve(c *gin.Context) {
+	promhttp.HandlerFor(m.gatherers, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}).ServeHTTP(c.Writer, c.Request)
 }
 
-// serveMetrics answers GET /metrics, without a key as /healthz, in
-// Prometheus' text format.
-func (s *Server) serveMetrics(c *gin.Context) {
-	promhttp.HandlerFor(s.gatherers, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}).ServeHTTP(c.Writer, c.Request)
+// AddMetrics adds to what GET /metrics serves beside the host's own metrics
+// (cmd adds ingest's, replay's and the process'). Call it before serving.
+func (h *Host) AddMetrics(g ...prometheus.Gatherer) {
+	h.metrics.gatherers = append(h.metrics.gatherers, g...)
 }

@@ -1,6 +1,7 @@
-package query_test
+package host_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -14,15 +15,12 @@ import (
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-
-	"github.com/dodev/hindsight/query"
-	"github.com/dodev/hindsight/replay"
 )
 
 // TestOpenAPIMatchesRoutes walks Gin's routes: each must be in the served
 // document, and the document may name no route that does not exist.
 func TestOpenAPIMatchesRoutes(t *testing.T) {
-	srv, conn, db := newAPI(t)
+	srv, h, _ := fullAPI(t, &bytes.Buffer{})
 	req, _ := http.NewRequest(http.MethodGet, srv.URL+"/v1/openapi.json", nil)
 	req.Header.Set("Authorization", "Bearer "+key)
 	resp, err := http.DefaultClient.Do(req)
@@ -34,13 +32,10 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, doc.Validate(context.Background()), "a valid OpenAPI 3 document")
 
-	api, err := query.New(query.Config{Database: db, APIKey: key}, conn, nil)
-	require.NoError(t, err)
-	// cmd mounts replay's routes on the same group; the document covers both.
-	replay.NewAPI(db, conn, replay.NewSender(replay.Policy{}, "test", 1), key, nil).Register(api.V1())
+	// The document covers every module cmd mounts on the host.
 	param := regexp.MustCompile(`:([A-Za-z]+)`)
 	routes := map[string]bool{}
-	for _, r := range api.Routes() {
+	for _, r := range h.Routes() {
 		routes[r.Method+" "+param.ReplaceAllString(r.Path, "{$1}")] = true
 	}
 	documented := map[string]bool{}
@@ -59,7 +54,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 }
 
 // TestOpenAPILint lints the document with Redocly's CLI, the linter users
-// run, and requires no warning beyond the ones query/.redocly.lint-ignore.yaml
+// run, and requires no warning beyond the ones .redocly.lint-ignore.yaml
 // explains. `make test` fetches the CLI into .cache/redocly and sets
 // HINDSIGHT_REDOCLY; without it the test skips.
 func TestOpenAPILint(t *testing.T) {

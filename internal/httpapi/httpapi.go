@@ -1,6 +1,9 @@
-// Package httpapi holds what every part of Hindsight's HTTP API shares: the
-// JSON error body, the 400 that names a parameter, and the parsing of times
-// given as RFC3339 or integer milliseconds. It knows no routes.
+// Package httpapi holds what the HTTP host and every module's handlers
+// share: the JSON error body and the mapping of errors to answers (Fail),
+// the 400 that names a parameter, request ids, the ClickHouse limits a
+// request's context carries, signed cursors, series buckets, and the
+// parsing of times given as RFC3339 or integer milliseconds. It knows no
+// routes; internal/host builds the engine.
 package httpapi
 
 import (

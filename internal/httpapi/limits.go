@@ -60,6 +60,30 @@ func (l Limits) Context(ctx context.Context, extra ...clickhouse.Settings) conte
 	return clickhouse.Context(ctx, clickhouse.WithSettings(settings))
 }
 
+type limitsKey struct{}
+
+// Bind returns ctx carrying the limits: every query run with it carries
+// them, and WithSettings adds to them. The host binds its Config's limits
+// to every /v1 request's context, so each module's queries run under the
+// same ones.
+func (l Limits) Bind(ctx context.Context) context.Context {
+	return l.Context(context.WithValue(ctx, limitsKey{}, l))
+}
+
+// LimitsOf returns the limits bound to ctx, or the defaults.
+func LimitsOf(ctx context.Context) Limits {
+	l, _ := ctx.Value(limitsKey{}).(Limits)
+	l.ApplyDefaults()
+	return l
+}
+
+// WithSettings returns ctx whose queries carry the bound limits and extra
+// settings as well (clickhouse-go replaces a context's settings as a whole,
+// so the limits are given again).
+func WithSettings(ctx context.Context, extra clickhouse.Settings) context.Context {
+	return LimitsOf(ctx).Context(ctx, extra)
+}
+
 // IsTimeout reports a query that ran past its time: ClickHouse's
 // TIMEOUT_EXCEEDED (159), or the request's own deadline.
 func IsTimeout(err error) bool { return errors.Is(err, context.DeadlineExceeded) || hasCode(err, 159) }
