@@ -32,7 +32,12 @@ type API struct {
 	attempts httpapi.Cursors // the attempt log's
 	replays  httpapi.Cursors // the replay list's
 	log      *slog.Logger
+	notify   *Notifier // nil: none
 }
+
+// NotifyTo has the API post a notification to n when an endpoint is
+// enabled again or disabled on request.
+func (a *API) NotifyTo(n *Notifier) { a.notify = n }
 
 // NewAPI builds the replay routes. apiKey signs the cursors of the replay
 // list and the attempt log, so every API process sharing it accepts the
@@ -78,9 +83,15 @@ type endpointView struct {
 	RateLimit     *float64          `json:"rate_limit"`
 	RetrySchedule []int64           `json:"retry_schedule"` // seconds, the one in use
 	Headers       map[string]string `json:"headers"`
-	Secret        string            `json:"secret,omitempty"`
-	Health        *Health           `json:"health,omitempty"` // GET of one endpoint only
-	CreatedAt     string            `json:"created_at"`
+	// Enabled is false while the endpoint is disabled: since DisabledAt,
+	// for DisabledReason. DisableAfter is in seconds, 0 never.
+	Enabled        bool    `json:"enabled"`
+	DisableAfter   int64   `json:"disable_after"`
+	DisabledAt     *string `json:"disabled_at"`
+	DisabledReason string  `json:"disabled_reason,omitempty"`
+	Secret         string  `json:"secret,omitempty"`
+	Health         *Health `json:"health,omitempty"` // GET of one endpoint only
+	CreatedAt      string  `json:"created_at"`
 }
 
 func viewEndpoint(e Endpoint, withSecret bool) endpointView {
@@ -96,6 +107,8 @@ func viewEndpoint(e Endpoint, withSecret bool) endpointView {
 	for _, d := range schedule {
 		v.RetrySchedule = append(v.RetrySchedule, int64(d/time.Second))
 	}
+	v.Enabled, v.DisableAfter = !e.Disabled(), int64(e.DisableAfter/time.Second)
+	v.DisabledAt, v.DisabledReason = optTime(e.DisabledAt), e.DisabledReason
 	v.Headers = e.Headers
 	if v.Headers == nil {
 		v.Headers = map[string]string{}
@@ -114,6 +127,8 @@ type endpointInput struct {
 	RateLimit     *float64           `json:"rate_limit"`
 	RetrySchedule *[]int64           `json:"retry_schedule"`
 	Headers       *map[string]string `json:"headers"`
+	DisableAfter  *int64             `json:"disable_after"`
+	Enabled       *bool              `json:"enabled"` // PATCH only
 }
 
 // apply checks the input and copies what it sets onto e.
@@ -155,6 +170,13 @@ func (a *API) apply(ctx context.Context, in endpointInput, e *Endpoint) error {
 		}
 		e.Headers = *in.Headers
 	}
+	if in.DisableAfter != nil {
+		d, err := ParseDisableAfter(*in.DisableAfter)
+		if err != nil {
+			return bad("disable_after", err.Error())
+		}
+		e.DisableAfter = d
+	}
 	return nil
 }
 
@@ -172,12 +194,16 @@ func (a *API) createEndpoint(c *gin.Context) {
 		a.fail(c, bad("enabled_events", "required: patterns such as [\"*\"] or [\"send.email.bounced\"]"))
 		return
 	}
+	if in.Enabled != nil {
+		a.fail(c, bad("enabled", "a new endpoint is enabled; disable it with PATCH"))
+		return
+	}
 	secret, err := NewSecret()
 	if err != nil {
 		a.fail(c, err)
 		return
 	}
-	a.applyAndSave(c, in, Endpoint{ID: newID("whep_"), Secret: secret, CreatedAt: time.Now().UTC()}, http.StatusCreated, true)
+	a.applyAndSave(c, in, Endpoint{ID: newID("whep_"), Secret: secret, CreatedAt: time.Now().UTC(), DisableAfter: DefaultDisableAfter}, http.StatusCreated, true)
 }
 
 // applyAndSave checks the input onto e, stores e and answers with it.
@@ -190,7 +216,36 @@ func (a *API) applyAndSave(c *gin.Context, in endpointInput, e Endpoint, status 
 		a.fail(c, err)
 		return
 	}
+	if in.Enabled != nil && *in.Enabled == e.Disabled() {
+		if err := a.setEnabled(c.Request.Context(), &e, *in.Enabled); err != nil {
+			a.fail(c, err)
+			return
+		}
+	}
 	c.JSON(status, viewEndpoint(e, withSecret))
+}
+
+// setEnabled enables e again, which resumes its paused replays (workers
+// take them up again), or disables it on request, which pauses them.
+func (a *API) setEnabled(ctx context.Context, e *Endpoint, enabled bool) error {
+	now := time.Now().UTC()
+	change := Change{EndpointID: e.ID, At: now, Change: ChangeEnabled, Reason: "enabled by request"}
+	if !enabled {
+		change.Change, change.Reason = ChangeDisabled, "disabled by request"
+	}
+	if err := a.store.RecordChange(ctx, change); err != nil {
+		return err
+	}
+	a.log.Info("endpoint "+change.Change, "endpoint", e.ID, "reason", change.Reason)
+	if enabled {
+		e.DisabledAt, e.DisabledReason, e.EnabledAt = time.Time{}, "", now
+		a.notify.Notify(NoticeEndpointEnabled, map[string]any{"endpoint_id": e.ID, "url": e.URL, "enabled_at": now.Format(time.RFC3339Nano)})
+	} else {
+		e.DisabledAt, e.DisabledReason = now, change.Reason
+		a.notify.Notify(NoticeEndpointDisabled, map[string]any{"endpoint_id": e.ID, "url": e.URL,
+			"disabled_at": now.Format(time.RFC3339Nano), "reason": change.Reason})
+	}
+	return nil
 }
 
 func (a *API) listEndpoints(c *gin.Context) {

@@ -10,20 +10,36 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// pageDelivery is what came of delivering a page: every attempt made, how
-// many events were delivered and how many failed for good, and the error of
-// the last that failed.
+// pageDelivery is what came of delivering a page: every attempt made (the
+// first recorded of them already in the attempt log), how many events were
+// delivered and how many failed for good, and the error of the last that
+// failed.
 type pageDelivery struct {
 	attempts          []Record
+	recorded          int
 	delivered, failed uint64
 	lastErr           string
 }
+
+// streak follows a job's run of attempts its endpoint did not take, across
+// pages, so the attempt log can be asked whether the endpoint has failed
+// every attempt for its DisableAfter.
+type streak struct {
+	lastOK  time.Time // the job's latest delivered attempt
+	failing bool      // its latest attempt was not delivered
+	lastErr string    // and why
+	checked time.Time // when the log was last asked
+}
+
+// healthEvery is how often a job whose endpoint is failing logs the attempts
+// of its page so far and asks the log how long the endpoint has failed.
+const healthEvery = 2 * time.Second
 
 // deliverPage sends a page: in order with one delivery in flight, or with
 // job.Concurrency in flight. An event waiting out a retry's backoff holds no
 // delivery slot in an unordered replay; in an ordered one, the events after
 // it wait with it, as their order demands.
-func (w *Worker) deliverPage(ctx context.Context, job Job, ep Endpoint, page []event) pageDelivery {
+func (w *Worker) deliverPage(ctx context.Context, job Job, ep Endpoint, page []event, run *streak, pause context.CancelCauseFunc) pageDelivery {
 	limit := job.RateLimit
 	if ep.RateLimit > 0 && (limit == 0 || ep.RateLimit < limit) {
 		limit = ep.RateLimit
@@ -32,7 +48,7 @@ func (w *Worker) deliverPage(ctx context.Context, job Job, ep Endpoint, page []e
 	if limit > 0 {
 		limiter = rate.NewLimiter(rate.Limit(limit), 1)
 	}
-	d := deliverer{w: w, job: job, ep: ep, limiter: limiter}
+	d := deliverer{w: w, job: job, ep: ep, limiter: limiter, run: run, pause: pause}
 	if job.Ordered || job.Concurrency <= 1 {
 		return d.inOrder(ctx, page)
 	}
@@ -46,6 +62,8 @@ type deliverer struct {
 	ep      Endpoint
 	limiter *rate.Limiter
 	res     pageDelivery
+	run     *streak
+	pause   context.CancelCauseFunc // ends the page when the endpoint is disabled
 }
 
 // attempt sends ev once, its (n+1)th attempt, after the rate limiter. It
@@ -64,10 +82,18 @@ func (d *deliverer) attempt(ctx context.Context, ev event, n int) (Record, bool)
 
 // settle counts an attempt and says when to try again: again false means the
 // event is done, delivered or failed for good.
-func (d *deliverer) settle(rec Record, n int) (wait time.Duration, again bool) {
+func (d *deliverer) settle(ctx context.Context, rec Record, n int) (wait time.Duration, again bool) {
 	d.res.attempts = append(d.res.attempts, rec)
 	a := rec.Result
 	d.w.metrics.attemptSeconds.Observe(a.Latency.Seconds())
+	if a.Outcome == Delivered {
+		d.run.lastOK, d.run.failing = rec.At, false
+	} else {
+		d.run.failing, d.run.lastErr = true, a.Err
+		if d.ep.DisableAfter > 0 && time.Since(d.run.checked) >= healthEvery {
+			d.checkHealth(ctx)
+		}
+	}
 	switch a.Outcome {
 	case Delivered:
 		d.res.delivered++
@@ -92,6 +118,37 @@ func (d *deliverer) settle(rec Record, n int) (wait time.Duration, again bool) {
 	return wait, again
 }
 
+// checkHealth logs the page's attempts so far, so the log holds the
+// endpoint's run of failures whole, and disables the endpoint and pauses
+// the job if that run is DisableAfter long. The run starts after the job's
+// last delivered attempt and after the endpoint's last re-enabling: failures
+// before either do not count.
+func (d *deliverer) checkHealth(ctx context.Context) {
+	d.run.checked = time.Now()
+	if err := d.w.store.RecordAttempts(ctx, d.res.attempts[d.res.recorded:]); err != nil {
+		d.w.log.Warn("record attempts", "replay", d.job.ID, "err", err)
+		return
+	}
+	d.res.recorded = len(d.res.attempts)
+	after := d.run.lastOK
+	if d.ep.EnabledAt.After(after) {
+		after = d.ep.EnabledAt
+	}
+	since, err := d.w.store.failingSince(ctx, d.ep.ID, after)
+	if err != nil {
+		d.w.log.Warn("read endpoint failures", "endpoint", d.ep.ID, "err", err)
+		return
+	}
+	if since.IsZero() || time.Since(since) < d.ep.DisableAfter {
+		return
+	}
+	if err := d.w.disable(ctx, d.ep, since, d.run.lastErr); err != nil {
+		d.w.log.Warn("disable endpoint", "endpoint", d.ep.ID, "err", err)
+		return
+	}
+	d.pause(errPaused)
+}
+
 // inOrder sends the page one event at a time, each until it is done.
 func (d *deliverer) inOrder(ctx context.Context, page []event) pageDelivery {
 	for _, ev := range page {
@@ -100,7 +157,7 @@ func (d *deliverer) inOrder(ctx context.Context, page []event) pageDelivery {
 			if !ok {
 				return d.res
 			}
-			wait, again := d.settle(rec, n)
+			wait, again := d.settle(ctx, rec, n)
 			if !again {
 				break
 			}
@@ -147,7 +204,7 @@ func (d *deliverer) unordered(ctx context.Context, page []event, slots int) page
 				rec, sent := d.attempt(ctx, ev, n)
 				q.mu.Lock()
 				if sent {
-					if wait, again := d.settle(rec, n); again {
+					if wait, again := d.settle(ctx, rec, n); again {
 						q.push(retry{ev, n + 1, time.Now().Add(wait)})
 					}
 				}

@@ -17,6 +17,9 @@ const (
 	StatusCompleted = "completed"
 	StatusFailed    = "failed"
 	StatusCancelled = "cancelled"
+	// StatusPaused is a job whose endpoint is disabled: it keeps its
+	// cursor and goes on when the endpoint is enabled again.
+	StatusPaused = "paused"
 )
 
 // Job is a replay: a range of events to deliver to one endpoint, and how far
@@ -164,11 +167,14 @@ func (s *Store) Jobs(ctx context.Context, id string, limit int, after ...JobKey)
 }
 
 // Unfinished lists the ids of replays whose stored status is pending or
-// running: the work for workers. A job cancelled before it started is
-// among them, so a worker records its end.
+// running, and of paused ones whose endpoint is enabled again or whose
+// cancellation was asked: the work for workers. A job cancelled before it
+// started is among them, so a worker records its end.
 func (s *Store) Unfinished(ctx context.Context) ([]string, error) {
-	rows, err := s.conn.Query(ctx, "SELECT id FROM (SELECT id, CAST(status AS String) AS st FROM "+s.table("replays")+
-		" FINAL) WHERE st IN ('pending', 'running') ORDER BY id")
+	rows, err := s.conn.Query(ctx, "SELECT id FROM (SELECT id, endpoint_id, CAST(status AS String) AS st FROM "+s.table("replays")+
+		" FINAL) WHERE st IN ('pending', 'running') OR (st = 'paused' AND (endpoint_id NOT IN (SELECT endpoint_id FROM "+
+		s.table("endpoint_changes")+" GROUP BY endpoint_id HAVING argMax(change, at) = 'disabled') OR id IN (SELECT replay_id FROM "+
+		s.table("replay_cancels")+"))) ORDER BY id")
 	if err != nil {
 		return nil, fmt.Errorf("read unfinished replays: %w", err)
 	}

@@ -11,6 +11,7 @@ type workerMetrics struct {
 	attempts       *prometheus.CounterVec
 	attemptSeconds prometheus.Histogram
 	finished       *prometheus.CounterVec
+	disabled       prometheus.Counter
 }
 
 func newWorkerMetrics(w *Worker) *workerMetrics {
@@ -29,6 +30,10 @@ func newWorkerMetrics(w *Worker) *workerMetrics {
 			Name: "hindsight_replay_jobs_finished_total",
 			Help: "Replay jobs this worker ended, by status.",
 		}, []string{"status"}),
+		disabled: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "hindsight_replay_endpoints_disabled_total",
+			Help: "Endpoints this worker disabled because every attempt failed for their disable_after.",
+		}),
 	}
 	for _, o := range []string{"delivered", "retrying", "failed"} {
 		m.attempts.WithLabelValues(o)
@@ -44,10 +49,10 @@ func newWorkerMetrics(w *Worker) *workerMetrics {
 		defer w.mu.Unlock()
 		return float64(len(w.running))
 	})
-	m.reg.MustRegister(m.attempts, m.attemptSeconds, m.finished, running)
+	m.reg.MustRegister(m.attempts, m.attemptSeconds, m.finished, m.disabled, running)
 	return m
 }
 
 // Metrics gathers the worker's metrics: attempts by outcome and their
-// latency, jobs running and jobs ended by status.
+// latency, jobs running and jobs ended by status, endpoints disabled.
 func (w *Worker) Metrics() prometheus.Gatherer { return w.metrics.reg }

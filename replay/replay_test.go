@@ -40,6 +40,8 @@ type env struct {
 	events []schema.Event
 	api    *httptest.Server
 	sender *Sender
+	routes *API      // the API behind api
+	notify *Notifier // what workers notify; nil none
 }
 
 // testKey is the bootstrap key the tests' API takes: every scope.
@@ -58,10 +60,11 @@ func newEnv(t *testing.T, n int) *env {
 	sender := NewSender(Policy{AllowPrivate: true}, "test", 64)
 	gin.SetMode(gin.ReleaseMode)
 	g := gin.New()
-	NewAPI(db, conn, sender, testKey, nil).Register(g.Group("/v1", keys.NewChecker(keys.NewStore(conn, db), testKey, nil).Authenticate))
+	routes := NewAPI(db, conn, sender, testKey, nil)
+	routes.Register(g.Group("/v1", keys.NewChecker(keys.NewStore(conn, db), testKey, nil).Authenticate))
 	api := httptest.NewServer(g)
 	t.Cleanup(api.Close)
-	return &env{t: t, conn: conn, db: db, events: events, api: api, sender: sender}
+	return &env{t: t, conn: conn, db: db, events: events, api: api, sender: sender, routes: routes}
 }
 
 func (e *env) call(method, path string, body any, into any) int {
@@ -87,12 +90,19 @@ func (e *env) call(method, path string, body any, into any) int {
 
 // worker runs a replay worker until the test ends or stop is called.
 func (e *env) worker(cfg WorkerConfig) (stop func()) {
+	_, stop = e.runWorker(cfg)
+	return stop
+}
+
+// runWorker is worker, with the worker.
+func (e *env) runWorker(cfg WorkerConfig) (_ *Worker, stop func()) {
 	cfg.Database = e.db
 	if cfg.Poll == 0 {
 		cfg.Poll = 50 * time.Millisecond
 	}
 	w, err := NewWorker(cfg, e.conn, e.sender, nil)
 	require.NoError(e.t, err)
+	w.NotifyTo(e.notify)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -102,7 +112,7 @@ func (e *env) worker(cfg WorkerConfig) (stop func()) {
 	var once sync.Once
 	stop = func() { once.Do(func() { cancel(); <-done }) }
 	e.t.Cleanup(stop)
-	return stop
+	return w, stop
 }
 
 // sink is a webhook receiver that verifies signatures with the reference

@@ -41,9 +41,10 @@ func block(attempts, delivered, failed uint64, p50, p95 float64) deliveryBlock {
 }
 
 // deliveryStats serves GET /v1/stats/deliveries: attempts, outcomes and
-// latency of deliveries, for one endpoint or all, with an optional series.
-// One statement: the buckets, and the whole range beside them (percentiles
-// do not add up across buckets).
+// latency of deliveries, for one endpoint or all, with an optional series,
+// and how many times endpoints were disabled and enabled again in the range.
+// One statement for the attempts: the buckets, and the whole range beside
+// them (percentiles do not add up across buckets).
 func (a *API) deliveryStats(c *gin.Context) {
 	r, err := httpapi.ParseRange(c.Query("from"), c.Query("to"), time.Now())
 	if err != nil {
@@ -111,12 +112,18 @@ func (a *API) deliveryStats(c *gin.Context) {
 		a.fail(c, fmt.Errorf("delivery stats: %w", err))
 		return
 	}
+	disabled, enabled, err := a.store.countChanges(c.Request.Context(), from, to, endpoint)
+	if err != nil {
+		a.fail(c, fmt.Errorf("delivery stats: %w", err))
+		return
+	}
 	type bucketView struct {
 		Bucket string `json:"bucket"`
 		deliveryBlock
 	}
 	resp := gin.H{"endpoint_id": nilIfEmpty(endpoint), "from": httpapi.FormatTime(from), "to": httpapi.FormatTime(to),
-		"tz": loc.String(), "granularity": nil, "totals": totals}
+		"tz": loc.String(), "granularity": nil, "totals": totals,
+		"endpoint_changes": gin.H{"disabled": disabled, "enabled": enabled}}
 	if g != httpapi.NoSeries {
 		resp["granularity"] = g
 		out := make([]bucketView, 0, len(buckets))

@@ -94,7 +94,19 @@ type Endpoint struct {
 	CreatedAt      time.Time
 	RetrySchedule  []time.Duration   // waits before each retry; nil is Backoff
 	Headers        map[string]string // sent with every delivery; see ValidateHeaders
+	// DisableAfter is how long every attempt may fail before the endpoint
+	// is disabled; 0 never disables it. Whole seconds.
+	DisableAfter time.Duration
+	// DisabledAt is when the endpoint was disabled (zero: it is enabled),
+	// DisabledReason why, and EnabledAt when it was last enabled again
+	// (zero if never): all from its latest change (RecordChange).
+	DisabledAt     time.Time
+	DisabledReason string
+	EnabledAt      time.Time
 }
+
+// Disabled reports whether the endpoint is disabled.
+func (e Endpoint) Disabled() bool { return !e.DisabledAt.IsZero() }
 
 // Secrets are the secrets deliveries are signed with now.
 func (e Endpoint) Secrets(now time.Time) []string {
@@ -106,7 +118,7 @@ func (e Endpoint) Secrets(now time.Time) []string {
 
 var endpointCols = []string{"id", "url", "enabled_events", "description", "rate_limit", "secret",
 	"previous_secret", "previous_secret_until", "created_at", "deleted", "version",
-	"retry_schedule", "header_names", "header_values"}
+	"retry_schedule", "header_names", "header_values", "disable_after"}
 
 // SaveEndpoint writes the endpoint's current state.
 func (s *Store) SaveEndpoint(ctx context.Context, e Endpoint) error {
@@ -143,7 +155,7 @@ func (s *Store) writeEndpoint(ctx context.Context, e Endpoint, deleted uint8) er
 		names = []string{}
 	}
 	return s.insert(ctx, "endpoints", endpointCols, []any{e.ID, e.URL, events, e.Description, e.RateLimit, e.Secret,
-		e.PreviousSecret, until, e.CreatedAt.UnixMilli(), deleted, s.version(), schedule, names, values})
+		e.PreviousSecret, until, e.CreatedAt.UnixMilli(), deleted, s.version(), schedule, names, values, uint32(e.DisableAfter / time.Second)})
 }
 
 // Endpoints returns the live endpoints, oldest first, or the one with id.
@@ -155,7 +167,7 @@ func (s *Store) Endpoints(ctx context.Context, id string) ([]Endpoint, error) {
 	// FINAL picks each id's newest row; the deleted filter runs after it, on
 	// the outer query, so an older undeleted row can never resurface.
 	rows, err := s.conn.Query(ctx, "SELECT id, url, enabled_events, description, rate_limit, secret, previous_secret, "+
-		"previous_secret_until, created_at, retry_schedule, header_names, header_values FROM (SELECT * FROM "+s.table("endpoints")+" FINAL"+where+
+		"previous_secret_until, created_at, retry_schedule, header_names, header_values, disable_after FROM (SELECT * FROM "+s.table("endpoints")+" FINAL"+where+
 		") WHERE deleted = 0 ORDER BY created_at, id", args...)
 	if err != nil {
 		return nil, fmt.Errorf("read endpoints: %w", err)
@@ -167,8 +179,9 @@ func (s *Store) Endpoints(ctx context.Context, id string) ([]Endpoint, error) {
 		var until, created int64
 		var schedule []uint32
 		var names, values []string
+		var disableAfter uint32
 		if err := rows.Scan(&e.ID, &e.URL, &e.EnabledEvents, &e.Description, &e.RateLimit, &e.Secret,
-			&e.PreviousSecret, &until, &created, &schedule, &names, &values); err != nil {
+			&e.PreviousSecret, &until, &created, &schedule, &names, &values, &disableAfter); err != nil {
 			return nil, fmt.Errorf("read endpoints: %w", err)
 		}
 		for _, sec := range schedule {
@@ -187,9 +200,25 @@ func (s *Store) Endpoints(ctx context.Context, id string) ([]Endpoint, error) {
 			e.PreviousUntil = time.UnixMilli(until).UTC()
 		}
 		e.CreatedAt = time.UnixMilli(created).UTC()
+		e.DisableAfter = time.Duration(disableAfter) * time.Second
 		out = append(out, e)
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read endpoints: %w", err)
+	}
+	changes, err := s.latestChanges(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	for i := range out {
+		switch c := changes[out[i].ID]; c.Change {
+		case ChangeDisabled:
+			out[i].DisabledAt, out[i].DisabledReason = c.At, c.Reason
+		case ChangeEnabled:
+			out[i].EnabledAt = c.At
+		}
+	}
+	return out, nil
 }
 
 // Event returns one stored event's original bytes by its eventId.

@@ -106,7 +106,12 @@ type Worker struct {
 	running map[string]bool
 	wg      sync.WaitGroup
 	metrics *workerMetrics
+	notify  *Notifier // nil: none
 }
+
+// NotifyTo has the worker post a notification to n when it disables an
+// endpoint and when a replay ends failed. Call it before Run.
+func (w *Worker) NotifyTo(n *Notifier) { w.notify = n }
 
 // NewWorker builds a worker.
 func NewWorker(cfg WorkerConfig, conn Conn, sender *Sender, log *slog.Logger) (*Worker, error) {
@@ -220,7 +225,6 @@ func (w *Worker) runJob(ctx context.Context, id string) error {
 	}
 	jobCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	go w.watch(jobCtx, id, cancel)
 	defer func() {
 		// The job's ctx may be over; releasing still lets another worker
 		// resume at once instead of after the lease expires.
@@ -234,30 +238,47 @@ func (w *Worker) runJob(ctx context.Context, id string) error {
 		return err
 	}
 	if job.Status == StatusCancelled {
-		// Cancelled before any worker ran it: record the end.
+		// Cancelled before any worker ran it, or while paused: record the end.
 		return w.finish(jobCtx, job, StatusCancelled, "")
 	}
 	if job.Done() {
 		return nil
 	}
-	err = w.deliverJob(jobCtx, &job)
-	if errors.Is(context.Cause(jobCtx), errCancelled) {
-		// Stopped mid-page by a cancel: record it under a fresh context, as
-		// the job's own is over.
-		fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer fcancel()
+	go w.watch(jobCtx, job, cancel)
+	err = w.deliverJob(jobCtx, &job, cancel)
+	if err == nil {
+		return nil // ended, and recorded so
+	}
+	// Stopped by a cancel or by its endpoint's disabling, mid-page or
+	// between pages: record it under a fresh context, as the job's own
+	// may be over. A paused job keeps its cursor, before any page it
+	// did not finish.
+	fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer fcancel()
+	switch cause := context.Cause(jobCtx); {
+	case errors.Is(cause, errCancelled):
 		return w.finish(fctx, job, StatusCancelled, "")
+	case errors.Is(cause, errPaused) || errors.Is(err, errPaused):
+		job.Status = StatusPaused
+		w.log.Info("replay paused: its endpoint is disabled", "replay", job.ID, "endpoint", job.EndpointID)
+		return w.store.SaveJob(fctx, job)
 	}
 	return err
 }
 
-// errCancelled is the cause of a job's context ending by a cancel request.
-var errCancelled = errors.New("replay cancelled")
+// errCancelled is the cause of a job's context ending by a cancel request,
+// errPaused by its endpoint being disabled.
+var (
+	errCancelled = errors.New("replay cancelled")
+	errPaused    = errors.New("endpoint disabled")
+)
 
-// watch checks every second that the job is not cancelled and that this
-// worker still holds its lease, and renews the lease every third of its TTL.
-// Losing the lease or being cancelled ends the job's context.
-func (w *Worker) watch(ctx context.Context, id string, cancel context.CancelCauseFunc) {
+// watch checks every second that the job is not cancelled, that its
+// endpoint is not disabled and that this worker still holds its lease, and
+// renews the lease every third of its TTL. Losing the lease, being
+// cancelled or the endpoint's disabling ends the job's context.
+func (w *Worker) watch(ctx context.Context, job Job, cancel context.CancelCauseFunc) {
+	id := job.ID
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	renewed := time.Now()
@@ -269,6 +290,10 @@ func (w *Worker) watch(ctx context.Context, id string, cancel context.CancelCaus
 		}
 		if c, err := w.store.IsCancelled(ctx, id); err == nil && c {
 			cancel(errCancelled)
+			return
+		}
+		if c, err := w.store.latestChanges(ctx, job.EndpointID); err == nil && c[job.EndpointID].Change == ChangeDisabled {
+			cancel(errPaused)
 			return
 		}
 		if holder, _, err := w.store.LeaseHolder(ctx, id); err == nil && holder != w.cfg.Owner {
@@ -298,8 +323,9 @@ type event struct {
 	raw       []byte
 }
 
-// deliverJob runs the job, updating *job as it goes.
-func (w *Worker) deliverJob(ctx context.Context, job *Job) error {
+// deliverJob runs the job, updating *job as it goes. pause ends ctx when
+// the job's endpoint is disabled on the way.
+func (w *Worker) deliverJob(ctx context.Context, job *Job, pause context.CancelCauseFunc) error {
 	patterns, err := schema.ParsePatterns(job.EnabledEvents)
 	if err != nil {
 		return w.finish(ctx, *job, StatusFailed, "bad patterns: "+err.Error())
@@ -314,6 +340,7 @@ func (w *Worker) deliverJob(ctx context.Context, job *Job) error {
 		}
 		w.log.Info("replay started", "replay", job.ID, "endpoint", job.EndpointID, "matched", job.Matched)
 	}
+	run := &streak{}
 	next := w.prefetch(ctx, *job, patterns)
 	for {
 		if cancelled, err := w.store.IsCancelled(ctx, job.ID); err != nil {
@@ -327,6 +354,16 @@ func (w *Worker) deliverJob(ctx context.Context, job *Job) error {
 		}
 		if err != nil {
 			return err
+		}
+		if ep.Disabled() {
+			return errPaused
+		}
+		if job.Status == StatusPaused {
+			job.Status = StatusRunning
+			if err := w.store.SaveJob(ctx, *job); err != nil {
+				return err
+			}
+			w.log.Info("replay resumed", "replay", job.ID, "endpoint", job.EndpointID)
 		}
 		res := <-next
 		if res.err != nil {
@@ -342,7 +379,7 @@ func (w *Worker) deliverJob(ctx context.Context, job *Job) error {
 		ahead := *job
 		ahead.CursorAt, ahead.CursorID = page[len(page)-1].createdAt, page[len(page)-1].id
 		next = w.prefetch(ctx, ahead, patterns)
-		sent := w.deliverPage(ctx, *job, ep, page)
+		sent := w.deliverPage(ctx, *job, ep, page, run, pause)
 		if ctx.Err() != nil {
 			// Stopped mid-page: the cursor stays before it, so whoever runs the
 			// job next sends this page again (receivers dedupe on webhook-id).
@@ -356,7 +393,7 @@ func (w *Worker) deliverJob(ctx context.Context, job *Job) error {
 		if sent.lastErr != "" {
 			job.LastError = sent.lastErr
 		}
-		if err := w.store.RecordAttempts(ctx, sent.attempts); err != nil {
+		if err := w.store.RecordAttempts(ctx, sent.attempts[sent.recorded:]); err != nil {
 			return err
 		}
 		if err := w.store.SaveJob(ctx, *job); err != nil {
@@ -385,5 +422,34 @@ func (w *Worker) finish(ctx context.Context, job Job, status, lastErr string) er
 	job.Status, job.LastError, job.FinishedAt = status, lastErr, time.Now().UTC()
 	w.metrics.finished.WithLabelValues(status).Inc()
 	w.log.Info("replay ended", "replay", job.ID, "status", status, "delivered", job.Delivered, "failed", job.Failed)
-	return w.store.SaveJob(ctx, job)
+	if err := w.store.SaveJob(ctx, job); err != nil {
+		return err
+	}
+	if status == StatusFailed {
+		w.notify.Notify(NoticeReplayFailed, map[string]any{"replay_id": job.ID, "endpoint_id": job.EndpointID,
+			"error": lastErr, "delivered": job.Delivered, "failed": job.Failed})
+	}
+	return nil
+}
+
+// disable disables ep, which has failed every attempt since since, unless
+// it is disabled already (another job of it may have got there first).
+func (w *Worker) disable(ctx context.Context, ep Endpoint, since time.Time, lastErr string) error {
+	changes, err := w.store.latestChanges(ctx, ep.ID)
+	if err != nil {
+		return err
+	}
+	if c := changes[ep.ID]; c.Change == ChangeDisabled {
+		return nil
+	}
+	now := time.Now().UTC()
+	reason := fmt.Sprintf("every attempt failed for %s, since %s; the last: %s", ep.DisableAfter, since.Format(time.RFC3339), lastErr)
+	if err := w.store.RecordChange(ctx, Change{EndpointID: ep.ID, At: now, Change: ChangeDisabled, Reason: reason}); err != nil {
+		return err
+	}
+	w.metrics.disabled.Inc()
+	w.log.Warn("endpoint disabled", "endpoint", ep.ID, "failing_since", since, "disable_after", ep.DisableAfter)
+	w.notify.Notify(NoticeEndpointDisabled, map[string]any{"endpoint_id": ep.ID, "url": ep.URL,
+		"disabled_at": now.Format(time.RFC3339Nano), "reason": reason})
+	return nil
 }

@@ -286,6 +286,17 @@ SELECT cityHash64(event_id), endpoint_id, at FROM {db}.deliveries`))), nil},
 	reason String,
 	source String`, "MergeTree()", `PARTITION BY toYYYYMM(toDateTime(intDiv(at, 1000), 'UTC'))
 ORDER BY (at, kind)`)}, nil},
+		// Endpoint health: how long an endpoint may fail every attempt
+		// before it is disabled (seconds; 0 never), and each disabling and
+		// re-enabling. The changes are a table of their own, written by
+		// workers and the API, so neither overwrites the other's endpoint
+		// row; an endpoint's state is its latest change.
+		{15, "endpoint_changes", []string{d.table("endpoint_changes", `
+	endpoint_id String,
+	at Int64,
+	change {lc},
+	reason String`, "MergeTree()", `ORDER BY (endpoint_id, at)`)},
+			[]Column{{"endpoints", "disable_after", "UInt32 DEFAULT 86400"}}},
 	}
 }
 

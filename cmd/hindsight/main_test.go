@@ -85,6 +85,9 @@ func TestBadSettingsExitTwo(t *testing.T) {
 		{"dev bad listen", []string{"dev", "--kafka-listen", "9092"}, nil, "--kafka-listen"},
 		{"bad metrics address", []string{"replay-worker", "--clickhouse", "127.0.0.1:9000", "--metrics", "9100"}, nil, "--metrics \"9100\": want host:port"},
 		{"keys without a subcommand", []string{"keys"}, nil, "want create, list or revoke"},
+		{"bad notify url", []string{"replay-worker", "--clickhouse", "127.0.0.1:9000", "--notify-url", "ftp://127.0.0.1/x"}, nil, "notify url"},
+		{"private notify url", []string{"replay-worker", "--clickhouse", "127.0.0.1:9000", "--notify-url", "http://127.0.0.1:9/x"}, nil, "notify url"},
+		{"bad notify secret", []string{"api", "--clickhouse", "127.0.0.1:9000", "--api-key", "0123456789abcdef0", "--notify-url", "https://example.com/n", "--notify-secret", "nope"}, nil, "notify secret"},
 		{"keys with a bad scope", []string{"keys", "create", "--clickhouse", "127.0.0.1:9000", "--name", "x", "--scopes", "stats:write"}, nil, "unknown scope"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

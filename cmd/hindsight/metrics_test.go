@@ -145,6 +145,7 @@ func TestMetrics(t *testing.T) {
 	assert.EqualValues(t, 200, value("hindsight_replay_attempts_total", "outcome", "delivered"))
 	assert.EqualValues(t, 0, value("hindsight_replay_attempts_total", "outcome", "failed"))
 	assert.EqualValues(t, 1, value("hindsight_replay_jobs_finished_total", "status", "completed"))
+	assert.EqualValues(t, 0, value("hindsight_replay_endpoints_disabled_total"), "the receiver took every delivery")
 	assert.Contains(t, families, "hindsight_ingest_insert_duration_seconds")
 	assert.Contains(t, families, "hindsight_replay_attempt_duration_seconds")
 	assert.Contains(t, families, "hindsight_ingest_consumer_lag_records")

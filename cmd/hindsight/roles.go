@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -106,6 +107,9 @@ type stack struct {
 	api      *host.Config         // nil: no API here
 	replay   *replay.WorkerConfig // nil: no replay worker here
 	policy   replay.Policy        // where deliveries may connect
+	// notifier, if set, posts notifications: endpoints disabled and
+	// enabled again, replays that failed.
+	notifier *replay.Notifier
 	httpAddr string
 	// metricsAddr, without an API here, is where GET /metrics listens.
 	metricsAddr string
@@ -157,6 +161,7 @@ func (s stack) run(ctx context.Context) error {
 		ready = append(ready, in.Ready)
 	}
 	sender := replay.NewSender(s.policy, version, 256)
+	notifier := s.notifier
 	var worker *replay.Worker
 	if s.replay != nil {
 		// On a cluster every worker talks to the cluster's first server
@@ -173,6 +178,7 @@ func (s stack) run(ctx context.Context) error {
 		if worker, err = replay.NewWorker(*s.replay, conn, sender, s.log.With("component", "replay")); err != nil {
 			return usagef("%v", err)
 		}
+		worker.NotifyTo(notifier)
 	}
 	// GET /metrics serves the process' own metrics and every component's.
 	process := prometheus.NewRegistry()
@@ -189,7 +195,7 @@ func (s stack) run(ctx context.Context) error {
 	apiURL := ""
 	switch {
 	case s.api != nil:
-		h, err := s.newHost(sender, ready)
+		h, err := s.newHost(sender, notifier, ready)
 		if err != nil {
 			return err
 		}
@@ -218,6 +224,9 @@ func (s stack) run(ctx context.Context) error {
 				cancel(fmt.Errorf("ingest: %w", err))
 			}
 		})
+	}
+	if notifier != nil {
+		wg.Go(func() { notifier.Run(ctx) })
 	}
 	if worker != nil {
 		wg.Go(func() {
@@ -262,7 +271,7 @@ func (s stack) run(ctx context.Context) error {
 
 // newHost builds the HTTP host and mounts every module's routes on it:
 // query's and replay's on /v1, the dashboard at /.
-func (s stack) newHost(sender *replay.Sender, ready []host.ReadyFunc) (*host.Host, error) {
+func (s stack) newHost(sender *replay.Sender, notifier *replay.Notifier, ready []host.ReadyFunc) (*host.Host, error) {
 	h, err := host.New(*s.api, s.conn, s.log.With("component", "api"), ready...)
 	if err != nil {
 		return nil, usagef("%v", err)
@@ -272,9 +281,31 @@ func (s stack) newHost(sender *replay.Sender, ready []host.ReadyFunc) (*host.Hos
 		return nil, usagef("%v", err)
 	}
 	q.Register(h.V1())
-	replay.NewAPI(s.database, s.conn, sender, s.api.APIKey, s.log.With("component", "replay-api")).Register(h.V1())
+	replays := replay.NewAPI(s.database, s.conn, sender, s.api.APIKey, s.log.With("component", "replay-api"))
+	replays.NotifyTo(notifier)
+	replays.Register(h.V1())
 	dashboard.Register(h.Root())
 	return h, nil
+}
+
+// newNotifier checks the notifications' URL and secret. Without a secret
+// it makes one and prints it (never logs it: logs carry no secrets).
+func newNotifier(ctx context.Context, p replay.Policy, url, secret string, log *slog.Logger) (*replay.Notifier, error) {
+	made := secret == ""
+	if made {
+		var err error
+		if secret, err = replay.NewSecret(); err != nil {
+			return nil, err
+		}
+	}
+	n, err := replay.NewNotifier(ctx, url, secret, replay.NewSender(p, version, 4), log.With("component", "notify"))
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	if made {
+		fmt.Fprintf(os.Stderr, "hindsight: notifications to %s are signed with %s (give --notify-secret to keep one across restarts)\n", url, secret)
+	}
+	return n, nil
 }
 
 // newIngester builds ingest on the server, or on the cluster's shards: a
@@ -331,8 +362,11 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 		fs.StringVar(&apiKey, "api-key", "", "bearer key for /v1 requests (at least 16 characters)")
 	}
 	var allowPrivate bool
+	var notifyURL, notifySecret string
 	if withAPI || withReplay {
 		fs.BoolVar(&allowPrivate, "allow-private-endpoints", false, "let webhooks reach loopback and private addresses (never link-local)")
+		fs.StringVar(&notifyURL, "notify-url", "", "post signed notifications (Standard Webhooks) here when an endpoint is disabled or enabled again and when a replay ends failed")
+		fs.StringVar(&notifySecret, "notify-secret", "", "the notifications' signing secret (whsec_...); without it, one is made and printed at start")
 	}
 	var metricsAddr string
 	if !withAPI {
@@ -358,6 +392,11 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 		}
 	}
 	s := stack{database: c.database, cluster: c.cluster, log: log, httpAddr: httpAddr, metricsAddr: metricsAddr, policy: replay.Policy{AllowPrivate: allowPrivate}}
+	if notifyURL != "" {
+		if s.notifier, err = newNotifier(ctx, s.policy, notifyURL, notifySecret, log); err != nil {
+			return err
+		}
+	}
 	if withReplay {
 		if deliveriesRetention <= 0 {
 			deliveriesRetention = -1 // forever

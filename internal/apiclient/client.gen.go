@@ -139,6 +139,7 @@ const (
 	ReplayStatusCancelled ReplayStatus = "cancelled"
 	ReplayStatusCompleted ReplayStatus = "completed"
 	ReplayStatusFailed    ReplayStatus = "failed"
+	ReplayStatusPaused    ReplayStatus = "paused"
 	ReplayStatusPending   ReplayStatus = "pending"
 	ReplayStatusRunning   ReplayStatus = "running"
 )
@@ -151,6 +152,8 @@ func (e ReplayStatus) Valid() bool {
 	case ReplayStatusCompleted:
 		return true
 	case ReplayStatusFailed:
+		return true
+	case ReplayStatusPaused:
 		return true
 	case ReplayStatusPending:
 		return true
@@ -598,8 +601,20 @@ type DryRun struct {
 
 // Endpoint defines model for Endpoint.
 type Endpoint struct {
-	CreatedAt     time.Time          `json:"created_at"`
-	Description   string             `json:"description"`
+	CreatedAt   time.Time `json:"created_at"`
+	Description string    `json:"description"`
+
+	// DisableAfter seconds every attempt may fail before the endpoint is disabled; 0 never disables it
+	DisableAfter int64 `json:"disable_after"`
+
+	// DisabledAt when it was disabled; null while enabled
+	DisabledAt *time.Time `json:"disabled_at"`
+
+	// DisabledReason why it was disabled (every attempt failed for disable_after, with the last error; or disabled by request); absent while enabled
+	DisabledReason *string `json:"disabled_reason,omitempty"`
+
+	// Enabled false while the endpoint is disabled: its replays are paused (status paused) until it is enabled again
+	Enabled       bool               `json:"enabled"`
 	EnabledEvents []string           `json:"enabled_events"`
 	Headers       *map[string]string `json:"headers,omitempty"`
 
@@ -644,6 +659,12 @@ type EndpointHealth struct {
 // EndpointInput defines model for EndpointInput.
 type EndpointInput struct {
 	Description *string `json:"description,omitempty"`
+
+	// DisableAfter seconds every attempt to the endpoint may fail before it is disabled: its running replays pause and keep their place; 0 never disables it. Default 86400 (24 hours).
+	DisableAfter *int64 `json:"disable_after,omitempty"`
+
+	// Enabled PATCH only: true enables a disabled endpoint again, and its paused replays go on where they stopped; false disables it, pausing them. Each change is counted in the delivery stats and notified (--notify-url).
+	Enabled *bool `json:"enabled,omitempty"`
 
 	// EnabledEvents patterns: *, <service>.*, <service>.<noun>.* or an exact type
 	EnabledEvents *[]string `json:"enabled_events,omitempty"`
@@ -761,15 +782,17 @@ type Replay struct {
 	Progress   float64 `json:"progress"`
 
 	// Rate deliveries per second since it started
-	Rate      float64      `json:"rate"`
-	RateLimit *float64     `json:"rate_limit,omitempty"`
-	Since     *string      `json:"since,omitempty"`
-	StartedAt *string      `json:"started_at"`
-	Status    ReplayStatus `json:"status"`
-	Until     *string      `json:"until,omitempty"`
+	Rate      float64  `json:"rate"`
+	RateLimit *float64 `json:"rate_limit,omitempty"`
+	Since     *string  `json:"since,omitempty"`
+	StartedAt *string  `json:"started_at"`
+
+	// Status paused: the endpoint is disabled; the replay goes on from its cursor when the endpoint is enabled again
+	Status ReplayStatus `json:"status"`
+	Until  *string      `json:"until,omitempty"`
 }
 
-// ReplayStatus defines model for Replay.Status.
+// ReplayStatus paused: the endpoint is disabled; the replay goes on from its cursor when the endpoint is enabled again
 type ReplayStatus string
 
 // ReplayInput defines model for ReplayInput.
@@ -1736,7 +1759,7 @@ type ClientInterface interface {
 	// Corresponds with GET /v1/endpoints/{id} (the `GetEndpoint` operationId).
 	GetEndpoint(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// UpdateEndpointWithBody Change an endpoint's url, patterns, description or rate limit.
+	// UpdateEndpointWithBody Change an endpoint's url, patterns, description, rate limit, retry schedule, headers or disable_after, or enable or disable it.
 	//
 	// Needs a key with scope endpoints:write.
 	//
@@ -1745,7 +1768,7 @@ type ClientInterface interface {
 	// Corresponds with PATCH /v1/endpoints/{id} (the `UpdateEndpoint` operationId).
 	UpdateEndpointWithBody(ctx context.Context, id string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// UpdateEndpoint Change an endpoint's url, patterns, description or rate limit.
+	// UpdateEndpoint Change an endpoint's url, patterns, description, rate limit, retry schedule, headers or disable_after, or enable or disable it.
 	//
 	// Needs a key with scope endpoints:write.
 	//
@@ -2072,7 +2095,7 @@ func (c *Client) GetEndpoint(ctx context.Context, id string, reqEditors ...Reque
 	return c.Client.Do(req)
 }
 
-// UpdateEndpointWithBody Change an endpoint's url, patterns, description or rate limit.
+// UpdateEndpointWithBody Change an endpoint's url, patterns, description, rate limit, retry schedule, headers or disable_after, or enable or disable it.
 //
 // Needs a key with scope endpoints:write.
 //
@@ -2091,7 +2114,7 @@ func (c *Client) UpdateEndpointWithBody(ctx context.Context, id string, contentT
 	return c.Client.Do(req)
 }
 
-// UpdateEndpoint Change an endpoint's url, patterns, description or rate limit.
+// UpdateEndpoint Change an endpoint's url, patterns, description, rate limit, retry schedule, headers or disable_after, or enable or disable it.
 //
 // Needs a key with scope endpoints:write.
 //
@@ -4290,7 +4313,7 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /v1/endpoints/{id} (the `GetEndpoint` operationId).
 	GetEndpointWithResponse(ctx context.Context, id string, reqEditors ...RequestEditorFn) (*GetEndpointResponse, error)
 
-	// UpdateEndpointWithBodyWithResponse Change an endpoint's url, patterns, description or rate limit.
+	// UpdateEndpointWithBodyWithResponse Change an endpoint's url, patterns, description, rate limit, retry schedule, headers or disable_after, or enable or disable it.
 	//
 	// Needs a key with scope endpoints:write.
 	//
@@ -4299,7 +4322,7 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with PATCH /v1/endpoints/{id} (the `UpdateEndpoint` operationId).
 	UpdateEndpointWithBodyWithResponse(ctx context.Context, id string, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*UpdateEndpointResponse, error)
 
-	// UpdateEndpointWithResponse Change an endpoint's url, patterns, description or rate limit.
+	// UpdateEndpointWithResponse Change an endpoint's url, patterns, description, rate limit, retry schedule, headers or disable_after, or enable or disable it.
 	//
 	// Needs a key with scope endpoints:write.
 	//
@@ -6196,6 +6219,11 @@ type GetDeliveryStatsResponse struct {
 	HTTPResponse *http.Response
 	// JSON200 the response for an HTTP 200 `application/json` response
 	JSON200 *struct {
+		// EndpointChanges how many times endpoints (or the one endpoint) were disabled and enabled again in the range
+		EndpointChanges *struct {
+			Disabled int64 `json:"disabled"`
+			Enabled  int64 `json:"enabled"`
+		} `json:"endpoint_changes,omitempty"`
 		EndpointId  *string `json:"endpoint_id,omitempty"`
 		From        *string `json:"from,omitempty"`
 		Granularity *string `json:"granularity,omitempty"`
@@ -6224,6 +6252,11 @@ type GetDeliveryStatsResponse struct {
 
 // GetJSON200 returns the response for an HTTP 200 `application/json` response
 func (r GetDeliveryStatsResponse) GetJSON200() *struct {
+	// EndpointChanges how many times endpoints (or the one endpoint) were disabled and enabled again in the range
+	EndpointChanges *struct {
+		Disabled int64 `json:"disabled"`
+		Enabled  int64 `json:"enabled"`
+	} `json:"endpoint_changes,omitempty"`
 	EndpointId  *string `json:"endpoint_id,omitempty"`
 	From        *string `json:"from,omitempty"`
 	Granularity *string `json:"granularity,omitempty"`
@@ -6487,7 +6520,7 @@ func (c *ClientWithResponses) GetEndpointWithResponse(ctx context.Context, id st
 	return ParseGetEndpointResponse(rsp)
 }
 
-// UpdateEndpointWithBodyWithResponse Change an endpoint's url, patterns, description or rate limit.
+// UpdateEndpointWithBodyWithResponse Change an endpoint's url, patterns, description, rate limit, retry schedule, headers or disable_after, or enable or disable it.
 //
 // Needs a key with scope endpoints:write.
 //
@@ -6502,7 +6535,7 @@ func (c *ClientWithResponses) UpdateEndpointWithBodyWithResponse(ctx context.Con
 	return ParseUpdateEndpointResponse(rsp)
 }
 
-// UpdateEndpointWithResponse Change an endpoint's url, patterns, description or rate limit.
+// UpdateEndpointWithResponse Change an endpoint's url, patterns, description, rate limit, retry schedule, headers or disable_after, or enable or disable it.
 //
 // Needs a key with scope endpoints:write.
 //
@@ -8106,6 +8139,11 @@ func ParseGetDeliveryStatsResponse(rsp *http.Response) (*GetDeliveryStatsRespons
 	switch {
 	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
 		var dest struct {
+			// EndpointChanges how many times endpoints (or the one endpoint) were disabled and enabled again in the range
+			EndpointChanges *struct {
+				Disabled int64 `json:"disabled"`
+				Enabled  int64 `json:"enabled"`
+			} `json:"endpoint_changes,omitempty"`
 			EndpointId  *string `json:"endpoint_id,omitempty"`
 			From        *string `json:"from,omitempty"`
 			Granularity *string `json:"granularity,omitempty"`

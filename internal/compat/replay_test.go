@@ -3,10 +3,12 @@
 package compat
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"sort"
@@ -63,7 +65,8 @@ func TestReplaySQLCompatibility(t *testing.T) {
 		at := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 		ep := replay.Endpoint{ID: "whep_compat", URL: "https://example.com/h", EnabledEvents: []string{"send.email.*", "voip.*"},
 			Description: "d", RateLimit: 5, Secret: mustSecret(t), PreviousSecret: "whsec_old", PreviousUntil: at.Add(24 * time.Hour), CreatedAt: at,
-			RetrySchedule: []time.Duration{time.Second, 3 * time.Second}, Headers: map[string]string{"X-A": "1", "X-B": "it's"}}
+			RetrySchedule: []time.Duration{time.Second, 3 * time.Second}, Headers: map[string]string{"X-A": "1", "X-B": "it's"},
+			DisableAfter: time.Hour} // its replay's failures ask the log how long the endpoint has failed
 		require.NoError(t, store.SaveEndpoint(ctx, ep), name)
 		ep.Description = "changed"
 		require.NoError(t, store.SaveEndpoint(ctx, ep), name)
@@ -71,6 +74,11 @@ func TestReplaySQLCompatibility(t *testing.T) {
 		gone.ID = "whep_gone"
 		require.NoError(t, store.SaveEndpoint(ctx, gone), name)
 		require.NoError(t, store.DeleteEndpoint(ctx, gone), name)
+		// Disabled, enabled, disabled again: the endpoint reads disabled.
+		for i, change := range []string{replay.ChangeDisabled, replay.ChangeEnabled, replay.ChangeDisabled} {
+			require.NoError(t, store.RecordChange(ctx, replay.Change{EndpointID: ep.ID, At: at.Add(time.Duration(i) * time.Minute),
+				Change: change, Reason: "why " + change}), name)
+		}
 		var err error
 		r.endpoints, err = store.Endpoints(ctx, "")
 		require.NoError(t, err, name)
@@ -109,7 +117,10 @@ func TestReplaySQLCompatibility(t *testing.T) {
 			Until: time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC), EnabledEvents: []string{"send.email.*", "voip.call.missed"},
 			Livemode: "true", Ordered: true, Concurrency: 1, Status: replay.StatusPending, CreatedAt: at}
 		require.NoError(t, store.SaveJob(ctx, run), name)
-		w, err := replay.NewWorker(replay.WorkerConfig{Database: db, Poll: 20 * time.Millisecond, PageSize: 50}, conn, sender, nil)
+		// A statement the worker finds refused is a warning in its log.
+		var logs bytes.Buffer
+		w, err := replay.NewWorker(replay.WorkerConfig{Database: db, Poll: 20 * time.Millisecond, PageSize: 50}, conn, sender,
+			slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})))
 		require.NoError(t, err, name)
 		wctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
@@ -122,6 +133,7 @@ func TestReplaySQLCompatibility(t *testing.T) {
 		}, 60*time.Second, 20*time.Millisecond, "%s: replay did not end", name)
 		cancel()
 		<-done
+		assert.Empty(t, logs.String(), "%s: the worker's warnings", name)
 
 		api := gin.New()
 		replay.NewAPI(db, conn, sender, apiKey, nil).Register(api.Group("/v1", keys.NewChecker(keys.NewStore(conn, db), apiKey, nil).Authenticate))
@@ -170,7 +182,7 @@ func TestReplaySQLCompatibility(t *testing.T) {
 			"/v1/stats/deliveries?endpoint_id=whep_recv&from=2026-01-01T00:00:00Z&to=2030-01-01T00:00:00Z&granularity=month&tz=America/New_York", "")), &stats))
 		stats.Series = nil // buckets depend on when the test ran
 		b, _ := json.Marshal(stats)
-		r.stats = string(b)
+		r.stats = string(b) + serve(t, api, http.MethodGet, "/v1/stats/deliveries?endpoint_id=whep_compat&from=2026-01-01T00:00:00Z&to=2030-01-01T00:00:00Z", "")
 		return r
 	}
 	a, b := run("18.16", old), run("chDB 26.7", cur)
@@ -196,6 +208,10 @@ func TestReplaySQLCompatibility(t *testing.T) {
 	assert.Contains(t, a.dryFilter, `"by_type":{"send.email.bounced":`)
 	assert.Equal(t, a.stats, b.stats, "delivery stats")
 	assert.Contains(t, a.stats, `"Attempts":`+jsonInt(len(a.received)))
+	assert.Contains(t, a.stats, `"endpoint_changes":{"disabled":2,"enabled":1}`)
+	if assert.NotEmpty(t, a.endpoints) {
+		assert.Equal(t, "why disabled", a.endpoints[0].DisabledReason, "the latest change holds")
+	}
 }
 
 func jsonInt(n int) string { b, _ := json.Marshal(n); return string(b) }

@@ -329,6 +329,16 @@ func TestDashboardDelivery(t *testing.T) {
 	))
 	got := statsOf(t, srv.URL+"/v1/replays/"+slow["id"].(string))
 	assert.Equal(t, "cancelled", got["status"])
+
+	// A disabled endpoint says so and why, and is enabled again from the page.
+	call(t, http.MethodPatch, srv.URL+"/v1/endpoints/"+epID, map[string]any{"enabled": false}, http.StatusOK)
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Click(css(`#nav [data-go="delivery"]`)),
+		chromedp.Poll[chromedp.Void](`document.querySelector('#dl-endpoints tbody').textContent.includes('disabled by request')`),
+		chromedp.Click(css("#dl-endpoints tbody td button:not(.link)")),
+		chromedp.Poll[chromedp.Void](`document.querySelector('#dl-endpoints tbody').textContent.includes('enabled')`),
+	))
+	assert.Equal(t, true, statsOf(t, srv.URL+"/v1/endpoints/"+epID)["enabled"])
 }
 
 // TestDashboardDeadLetters: the counts by kind and the latest dead

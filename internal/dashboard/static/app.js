@@ -366,11 +366,31 @@ function renderEndpoints(list) {
     b.addEventListener('click', () => showHealth(ep.id));
     const td = document.createElement('td');
     td.append(b);
-    tr.append(cell(ep.id), cell(ep.url), cell(ep.enabled_events.join(', ')), td);
+    tr.append(cell(ep.id), cell(ep.url), cell(ep.enabled_events.join(', ')), stateCell(ep), td);
     body.append(tr);
     sel.append(new Option(ep.id + ' (' + ep.url + ')', ep.id));
   }
   if (!list.length) $('#dl-status').textContent = 'No endpoints yet: create one with POST /v1/endpoints.';
+}
+
+// stateCell says whether the endpoint is enabled; a disabled one says since
+// when and why, with a button that enables it again (its paused replays go on).
+function stateCell(ep) {
+  if (ep.enabled) return cell('enabled');
+  const td = cell('disabled since ' + ep.disabled_at + ': ' + ep.disabled_reason + ' ');
+  const b = document.createElement('button');
+  b.type = 'button';
+  b.textContent = 'Enable';
+  b.addEventListener('click', async () => {
+    try {
+      await api('/v1/endpoints/' + encodeURIComponent(ep.id), 'PATCH', { enabled: true });
+      loadDelivery();
+    } catch (e) {
+      dlError(e);
+    }
+  });
+  td.append(b);
+  return td;
 }
 
 async function showHealth(id) {
