@@ -146,6 +146,16 @@ func TestAutoDisable(t *testing.T) {
 	assert.Equal(t, ep, got.of(NoticeEndpointDisabled)[0]["endpoint_id"])
 	assert.Equal(t, 1.0, testutil.ToFloat64(w.metrics.disabled))
 
+	// A paused job counts the attempts it made, every one in the log.
+	for _, id := range []string{unordered, ordered} {
+		var job map[string]any
+		e.call("GET", "/v1/replays/"+id, nil, &job)
+		var logged uint64
+		require.NoError(t, e.conn.QueryRow(context.Background(), "SELECT count() FROM `"+e.db+"`.deliveries WHERE replay_id = ?", id).Scan(&logged))
+		assert.Positive(t, logged, id)
+		assert.EqualValues(t, logged, job["attempts"], id)
+	}
+
 	// Paused, nothing is attempted.
 	attempts := func() uint64 {
 		var n uint64

@@ -380,6 +380,16 @@ func (w *Worker) deliverJob(ctx context.Context, job *Job, pause context.CancelC
 		ahead.CursorAt, ahead.CursorID = page[len(page)-1].createdAt, page[len(page)-1].id
 		next = w.prefetch(ctx, ahead, patterns)
 		sent := w.deliverPage(ctx, *job, ep, page, run, pause)
+		if errors.Is(context.Cause(ctx), errPaused) {
+			// The attempts made count and stay in the log, though the page
+			// is sent again when the job resumes.
+			job.Attempts += uint64(len(sent.attempts))
+			rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer rcancel()
+			if err := w.store.RecordAttempts(rctx, sent.attempts[sent.recorded:]); err != nil {
+				return err
+			}
+		}
 		if ctx.Err() != nil {
 			// Stopped mid-page: the cursor stays before it, so whoever runs the
 			// job next sends this page again (receivers dedupe on webhook-id).
@@ -448,7 +458,7 @@ func (w *Worker) disable(ctx context.Context, ep Endpoint, since time.Time, last
 		return err
 	}
 	w.metrics.disabled.Inc()
-	w.log.Warn("endpoint disabled", "endpoint", ep.ID, "failing_since", since, "disable_after", ep.DisableAfter)
+	w.log.Warn("endpoint disabled", "endpoint", ep.ID, "failing_since", since, "disable_after", ep.DisableAfter.String())
 	w.notify.Notify(NoticeEndpointDisabled, map[string]any{"endpoint_id": ep.ID, "url": ep.URL,
 		"disabled_at": now.Format(time.RFC3339Nano), "reason": reason})
 	return nil
