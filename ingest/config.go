@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"time"
 
@@ -127,6 +128,29 @@ func (c *Config) ApplyDefaults() {
 	if c.RetryMax == 0 {
 		c.RetryMax = 10 * time.Second
 	}
+}
+
+// RegisterFlagsAndApplyDefaults applies the defaults, then registers a flag
+// for each setting an operator tunes, bound to its field with that default,
+// as Grafana Tempo's components do: each default is written once, in
+// ApplyDefaults. Brokers and Database are the caller's (cmd parses
+// addresses, and the database is every component's). Call ApplyDefaults
+// again after parsing: the group protocol's default follows --instance-id.
+func (c *Config) RegisterFlagsAndApplyDefaults(fs *flag.FlagSet) {
+	c.ApplyDefaults()
+	fs.StringVar(&c.Topic, "topic", c.Topic, "topic to consume; invalid records go to TOPIC.dlq")
+	fs.StringVar(&c.Group, "group", c.Group, "consumer group")
+	fs.StringVar(&c.InstanceID, "instance-id", c.InstanceID, "static group membership: a stable name for this process (e.g. the pod name) lets a restart rejoin at once")
+	fs.DurationVar(&c.SessionTimeout, "session-timeout", c.SessionTimeout, "how long the group waits for a silent member (a killed process) before moving its partitions")
+	fs.StringVar(&c.GroupProtocol, "group-protocol", "", "consumer group protocol: consumer (KIP-848; classic on brokers before Kafka 4.0) or classic; default "+
+		DefaultGroupProtocol+", classic with --instance-id")
+	fs.DurationVar(&c.RebalanceTimeout, "rebalance-timeout", c.RebalanceTimeout, "how long a rebalance waits for members to rejoin")
+	fs.IntVar(&c.BatchSize, "batch-size", c.BatchSize, "rows per ClickHouse insert")
+	fs.IntVar(&c.BatchBytes, "batch-bytes", c.BatchBytes, "record bytes a batch holds before it is inserted, whatever its row count")
+	fs.IntVar(&c.MaxEventBytes, "max-event-bytes", c.MaxEventBytes, "largest record stored as an event; larger ones are dead-lettered")
+	fs.DurationVar(&c.FlushInterval, "flush-interval", c.FlushInterval, "longest wait before a batch is inserted")
+	fs.IntVar(&c.RecentIDs, "recent-ids", c.RecentIDs, "recent eventIds remembered to drop producer retries (8 B each plus map overhead)")
+	fs.DurationVar(&c.EventsRetention, "events-retention", c.EventsRetention, "how long events are kept (e.g. 8760h); 0 keeps them forever")
 }
 
 // Validate reports the first setting that cannot work.

@@ -21,6 +21,7 @@ import (
 // Stats are running totals since the Ingester started.
 type Stats struct {
 	Consumed     int64 // records read from Kafka
+	Bytes        int64 // their values' bytes
 	Inserted     int64 // rows ClickHouse acknowledged
 	Duplicates   int64 // records skipped as already stored
 	StoredTwice  int64 // keys found stored more than once, recorded for counts
@@ -70,6 +71,7 @@ type Ingester struct {
 	running   atomic.Bool
 	flushErr  atomic.Pointer[error]
 	consumed  atomic.Int64
+	bytes     atomic.Int64
 	inserted  atomic.Int64
 	dups      atomic.Int64
 	dupsFound atomic.Int64
@@ -200,6 +202,7 @@ func (in *Ingester) partitionsMoved(ctx context.Context, _ *kgo.Client, moved ma
 func (in *Ingester) Stats() Stats {
 	return Stats{
 		Consumed:     in.consumed.Load(),
+		Bytes:        in.bytes.Load(),
 		Inserted:     in.inserted.Load(),
 		Duplicates:   in.dups.Load(),
 		StoredTwice:  in.dupsFound.Load(),
@@ -343,6 +346,7 @@ func (in *Ingester) add(ctx context.Context, r *kgo.Record, now time.Time) error
 		return err
 	}
 	in.consumed.Add(1)
+	in.bytes.Add(int64(len(r.Value)))
 	if in.pending() == 0 {
 		in.started = now
 	}
@@ -470,6 +474,7 @@ func (in *Ingester) warmRecent(ctx context.Context) error {
 // dead-lettered, and a flush cut short by ctx resumes where it stopped, so
 // nothing is inserted twice by the final flush.
 func (in *Ingester) flush(ctx context.Context) error {
+	start, rows := time.Now(), in.rows.len()
 	if in.todo == nil && in.rows.len() > 0 {
 		in.todo = in.rows.byMonth()
 		if len(in.shards) > 1 {
@@ -522,6 +527,7 @@ func (in *Ingester) flush(ctx context.Context) error {
 	}
 	in.todo = nil
 	in.rows.reset()
+	dead := len(in.dlq)
 	if len(in.dlq) > 0 {
 		if err := in.sendDeadLetters(ctx); err != nil {
 			return err
@@ -552,6 +558,7 @@ func (in *Ingester) flush(ctx context.Context) error {
 	in.startTail(ctx, t)
 	in.stored = stored{}
 	clear(in.last)
+	in.log.Debug("batch stored", "rows", rows, "dead_lettered", dead, "partitions", len(t.recs), "took", time.Since(start))
 	return nil
 }
 

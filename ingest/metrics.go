@@ -69,13 +69,14 @@ func (m *metrics) forgetLag(partitions []int32) {
 	}
 }
 
-// Metrics gathers the Ingester's metrics: records, rows, duplicates and
+// Metrics gathers the Ingester's metrics: records and their bytes, rows, duplicates and
 // dead letters (by reason), flushes, insert latency, consumer lag per
 // partition, and franz-go's client metrics (hindsight_kafka_*).
 func (in *Ingester) Metrics() prometheus.Gatherer { return in.metrics.reg }
 
 var (
 	consumedDesc = prometheus.NewDesc("hindsight_ingest_records_total", "Records read from Kafka.", nil, nil)
+	bytesDesc    = prometheus.NewDesc("hindsight_ingest_bytes_total", "Bytes of the values of the records read from Kafka.", nil, nil)
 	insertedDesc = prometheus.NewDesc("hindsight_ingest_rows_inserted_total", "Event rows ClickHouse acknowledged.", nil, nil)
 	dupsDesc     = prometheus.NewDesc("hindsight_ingest_duplicates_dropped_total", "Records dropped as already stored.", nil, nil)
 	twiceDesc    = prometheus.NewDesc("hindsight_ingest_stored_twice_total", "Keys found stored more than once, recorded so counts read them once.", nil, nil)
@@ -91,7 +92,7 @@ type statsCollector struct {
 }
 
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{consumedDesc, insertedDesc, dupsDesc, twiceDesc, deadDesc, flushesDesc, lagDesc, runningDesc} {
+	for _, d := range []*prometheus.Desc{consumedDesc, bytesDesc, insertedDesc, dupsDesc, twiceDesc, deadDesc, flushesDesc, lagDesc, runningDesc} {
 		ch <- d
 	}
 }
@@ -102,6 +103,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
 	counter(consumedDesc, s.Consumed)
+	counter(bytesDesc, s.Bytes)
 	counter(insertedDesc, s.Inserted)
 	counter(dupsDesc, s.Duplicates)
 	counter(twiceDesc, s.StoredTwice)

@@ -80,8 +80,8 @@ func fromMS(v int64) time.Time {
 // SaveJob writes the job's current state.
 func (s *Store) SaveJob(ctx context.Context, j Job) error {
 	return s.insert(ctx, "replays", jobCols, []any{j.ID, j.EndpointID, ms(j.Since), ms(j.Until), j.EnabledEvents, string(j.Livemode),
-		flag(j.Ordered), uint16(j.Concurrency), j.RateLimit, j.Status, j.Matched, j.Delivered, j.Failed, j.Attempts,
-		j.CursorAt, j.CursorID, ms(j.CreatedAt), ms(j.StartedAt), ms(j.FinishedAt), j.LastError, s.version(), flag(j.OnlyFailed),
+		asUInt8(j.Ordered), uint16(j.Concurrency), j.RateLimit, j.Status, j.Matched, j.Delivered, j.Failed, j.Attempts,
+		j.CursorAt, j.CursorID, ms(j.CreatedAt), ms(j.StartedAt), ms(j.FinishedAt), j.LastError, s.version(), asUInt8(j.OnlyFailed),
 		filtersJSON(j.Filters)})
 }
 
@@ -93,7 +93,7 @@ func filtersJSON(m map[string][]string) string {
 	return string(b)
 }
 
-func flag(b bool) uint8 {
+func asUInt8(b bool) uint8 {
 	if b {
 		return 1
 	}

@@ -3,6 +3,7 @@ package replay
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -79,6 +80,28 @@ func (c *WorkerConfig) ApplyDefaults() {
 	if c.DeliveriesRetention == 0 {
 		c.DeliveriesRetention = DefaultDeliveriesRetention
 	}
+}
+
+// RegisterFlagsAndApplyDefaults applies the defaults, then registers a flag
+// for each setting an operator tunes, bound to its field with that default
+// (see ingest.Config's). Database and Owner are the caller's.
+func (c *WorkerConfig) RegisterFlagsAndApplyDefaults(fs *flag.FlagSet) {
+	c.ApplyDefaults()
+	fs.Func("deliveries-retention", fmt.Sprintf("how long the attempt log keeps attempts; 0 keeps them forever (default %s)", c.DeliveriesRetention),
+		func(v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return err
+			}
+			if d <= 0 {
+				d = -1 // forever
+			}
+			c.DeliveriesRetention = d
+			return nil
+		})
+	fs.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "how long a replay job stays with a worker that stopped renewing it")
+	fs.IntVar(&c.PageSize, "page-size", c.PageSize, "events read per query by replay jobs; what a resumed job may repeat")
+	fs.IntVar(&c.MaxJobs, "max-jobs", c.MaxJobs, "replay jobs this worker runs at once")
 }
 
 // Validate reports the first setting that cannot work.

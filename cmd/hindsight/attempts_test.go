@@ -114,6 +114,6 @@ func startAPI(t *testing.T, conn driver.Conn, db, key string) string {
 	httpAddr := ln.Addr().String()
 	ln.Close()
 	apiURL, _ := runStack(t, stack{conn: conn, database: db, log: slog.New(slog.DiscardHandler),
-		api: &host.Config{Database: db, APIKey: key}, httpAddr: httpAddr})
+		api: &host.Config{Addr: httpAddr, Database: db, APIKey: key}})
 	return apiURL
 }

@@ -6,7 +6,13 @@ import (
 	"net"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/dodev/hindsight/ingest"
 )
+
+// defaultKafka is where the embedded broker listens, and where produce
+// sends, unless told otherwise.
+const defaultKafka = "127.0.0.1:9092"
 
 // startBroker starts franz-go's kfake, a Kafka-protocol broker, listening on
 // listen, with the topic seeded with partitions. With dataDir set, records
@@ -36,9 +42,9 @@ func runBroker(ctx context.Context, args []string) error {
 	fs := newFlags("broker")
 	var listen, dataDir, topic string
 	var partitions int
-	fs.StringVar(&listen, "listen", "127.0.0.1:9092", "address to listen on and advertise")
+	fs.StringVar(&listen, "listen", defaultKafka, "address to listen on and advertise")
 	fs.StringVar(&dataDir, "data", "", "directory to keep records and offsets in (default: memory only)")
-	fs.StringVar(&topic, "topic", "events", "topic to create")
+	fs.StringVar(&topic, "topic", ingest.DefaultTopic, "topic to create")
 	fs.IntVar(&partitions, "partitions", 4, "partitions of the topic")
 	if err := fs.parse(args); err != nil {
 		return helpOK(err)

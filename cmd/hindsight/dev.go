@@ -23,15 +23,15 @@ func runDev(ctx context.Context, args []string) error {
 	fs := newFlags("dev")
 	var c common
 	c.register(fs, "")
-	var dataDir, httpAddr, kafkaListen, topic, apiKey, load, notifyURL, notifySecret string
+	var dataDir, httpAddr, kafkaListen, topic, apiKey, load string
+	var notify notifyFlags
 	fs.StringVar(&dataDir, "data", ".hindsight", "directory for the broker's and ClickHouse's data")
-	fs.StringVar(&httpAddr, "http", "127.0.0.1:8080", "HTTP listen address")
-	fs.StringVar(&kafkaListen, "kafka-listen", "127.0.0.1:9092", "address the embedded Kafka broker listens on")
+	fs.StringVar(&httpAddr, "http", host.DefaultAddr, "HTTP listen address")
+	fs.StringVar(&kafkaListen, "kafka-listen", defaultKafka, "address the embedded Kafka broker listens on")
 	fs.StringVar(&topic, "topic", ingest.DefaultTopic, "topic to consume")
 	fs.StringVar(&apiKey, "api-key", "", "bearer key for /v1 (default: generated once and kept in the data directory)")
 	fs.StringVar(&load, "load", "", "NDJSON file to produce once, the first time this data directory starts")
-	fs.StringVar(&notifyURL, "notify-url", "", "post signed notifications here when an endpoint is disabled or enabled again and when a replay ends failed")
-	fs.StringVar(&notifySecret, "notify-secret", "", "the notifications' signing secret (whsec_...); without it, one is made and printed at start")
+	notify.register(fs)
 	if err := fs.parse(args); err != nil {
 		return helpOK(err)
 	}
@@ -86,7 +86,7 @@ func runDev(ctx context.Context, args []string) error {
 	defer conn.Close()
 
 	ingestCfg := ingest.Config{Brokers: []string{kafkaListen}, Topic: topic, Database: c.database}
-	apiCfg := host.Config{Database: c.database, APIKey: apiKey}
+	apiCfg := host.Config{Addr: httpAddr, Database: c.database, APIKey: apiKey}
 	replayCfg := replay.WorkerConfig{Database: c.database}
 	replayCfg.ApplyDefaults()
 	s := stack{
@@ -94,15 +94,13 @@ func runDev(ctx context.Context, args []string) error {
 		dial: func(addrs []string, conns, maxSeconds int) (driver.Conn, error) {
 			return dialClickHouse(c, addrs, conns, maxSeconds)
 		},
-		ingest: &ingestCfg, api: &apiCfg, replay: &replayCfg, httpAddr: httpAddr,
+		ingest: &ingestCfg, api: &apiCfg, replay: &replayCfg,
 		// A developer's receiver runs on this machine or its network; cloud
 		// metadata (link-local) stays refused.
 		policy: replay.Policy{AllowPrivate: true},
 	}
-	if notifyURL != "" {
-		if s.notifier, err = newNotifier(ctx, s.policy, notifyURL, notifySecret, log); err != nil {
-			return err
-		}
+	if s.notifier, err = notify.notifier(ctx, s.policy, log); err != nil {
+		return err
 	}
 	s.ready = func(apiURL string, _ *ingest.Ingester) {
 		fmt.Printf("hindsight dev ready: api %s (Authorization: Bearer %s) · kafka %s · clickhouse %s · data %s\n",

@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/dodev/hindsight/internal/host"
 )
 
 // runHealthcheck is the image's HEALTHCHECK: it asks this container's
@@ -15,7 +17,7 @@ import (
 // come from the role's own environment (HINDSIGHT_HTTP, HINDSIGHT_METRICS).
 func runHealthcheck(ctx context.Context, args []string) error {
 	fs := newFlags("healthcheck")
-	httpAddr := fs.String("http", "127.0.0.1:8080", "the API's listen address")
+	httpAddr := fs.String("http", host.DefaultAddr, "the API's listen address")
 	metricsAddr := fs.String("metrics", "", "the metrics listen address of a role without the API")
 	if err := fs.parse(args); err != nil {
 		return helpOK(err)

@@ -129,10 +129,9 @@ func TestEndToEnd(t *testing.T) {
 
 	const apiKey = "e2e-key-0123456789abcdef"
 	ingestCfg := ingest.Config{Brokers: brokers, Database: db, FlushInterval: 100 * time.Millisecond}
-	apiCfg := host.Config{Database: db, APIKey: apiKey}
+	apiCfg := host.Config{Addr: httpAddr, Database: db, APIKey: apiKey}
 	ctx := context.Background()
-	apiURL, _ := runStack(t, stack{conn: conn, database: db, log: slog.New(slog.DiscardHandler), ingest: &ingestCfg, api: &apiCfg,
-		httpAddr: httpAddr})
+	apiURL, _ := runStack(t, stack{conn: conn, database: db, log: slog.New(slog.DiscardHandler), ingest: &ingestCfg, api: &apiCfg})
 
 	f, err := os.Open("../../testdata/events.ndjson")
 	require.NoError(t, err)

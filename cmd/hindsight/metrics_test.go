@@ -44,10 +44,10 @@ func TestMetrics(t *testing.T) {
 
 	const apiKey = "metrics-key-0123456789abcdef"
 	ingestCfg := ingest.Config{Brokers: broker.ListenAddrs(), Database: db, FlushInterval: 100 * time.Millisecond}
-	apiCfg := host.Config{Database: db, APIKey: apiKey}
+	apiCfg := host.Config{Addr: httpAddr, Database: db, APIKey: apiKey}
 	workerCfg := replay.WorkerConfig{Database: db, Poll: 50 * time.Millisecond}
 	_, in := runStack(t, stack{conn: conn, database: db, log: slog.New(slog.DiscardHandler), ingest: &ingestCfg, api: &apiCfg,
-		replay: &workerCfg, policy: replay.Policy{AllowPrivate: true}, httpAddr: httpAddr})
+		replay: &workerCfg, policy: replay.Policy{AllowPrivate: true}})
 	ctx := context.Background()
 	base := "http://" + httpAddr
 

@@ -12,13 +12,15 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/dodev/hindsight/ingest"
 )
 
 func runProduce(ctx context.Context, args []string) error {
 	fs := newFlags("produce")
 	var kafka, topic string
-	fs.StringVar(&kafka, "kafka", "127.0.0.1:9092", "Kafka seed brokers, host:port,...")
-	fs.StringVar(&topic, "topic", "events", "topic to produce to")
+	fs.StringVar(&kafka, "kafka", defaultKafka, "Kafka seed brokers, host:port,...")
+	fs.StringVar(&topic, "topic", ingest.DefaultTopic, "topic to produce to")
 	if err := fs.parse(args); err != nil {
 		return helpOK(err)
 	}

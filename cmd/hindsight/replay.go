@@ -11,6 +11,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/dodev/hindsight/internal/host"
 )
 
 // apiClient talks to the HTTP API for the commands that use it (replay,
@@ -24,7 +26,7 @@ type apiClient struct {
 type apiFlags struct{ url, key string }
 
 func (f *apiFlags) register(fs *flagSet) {
-	fs.StringVar(&f.url, "api", "http://127.0.0.1:8080", "Hindsight API base URL")
+	fs.StringVar(&f.url, "api", "http://"+host.DefaultAddr, "Hindsight API base URL")
 	fs.StringVar(&f.key, "api-key", "", "API key (default: HINDSIGHT_API_KEY, or .hindsight/api-key left by dev)")
 }
 

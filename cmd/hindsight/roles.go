@@ -110,7 +110,6 @@ type stack struct {
 	// notifier, if set, posts notifications: endpoints disabled and
 	// enabled again, replays that failed.
 	notifier *replay.Notifier
-	httpAddr string
 	// metricsAddr, without an API here, is where GET /metrics listens.
 	metricsAddr string
 	// ready, if set, is called once the API listens and ingest consumes.
@@ -200,7 +199,7 @@ func (s stack) run(ctx context.Context) error {
 			return err
 		}
 		h.AddMetrics(gatherers...)
-		if srv, ln, err = h.Listen(s.httpAddr); err != nil {
+		if srv, ln, err = h.Listen(); err != nil {
 			return err
 		}
 		apiURL = "http://" + ln.Addr().String()
@@ -288,24 +287,37 @@ func (s stack) newHost(sender *replay.Sender, notifier *replay.Notifier, ready [
 	return h, nil
 }
 
-// newNotifier checks the notifications' URL and secret. Without a secret
-// it makes one and prints it (never logs it: logs carry no secrets).
-func newNotifier(ctx context.Context, p replay.Policy, url, secret string, log *slog.Logger) (*replay.Notifier, error) {
-	made := secret == ""
-	if made {
+// notifyFlags are where Hindsight posts its own notifications, and their
+// secret: the same flags on every command that disables endpoints or runs
+// replays.
+type notifyFlags struct{ url, secret string }
+
+func (n *notifyFlags) register(fs *flagSet) {
+	fs.StringVar(&n.url, "notify-url", "", "post signed notifications (Standard Webhooks) here when an endpoint is disabled or enabled again and when a replay ends failed")
+	fs.StringVar(&n.secret, "notify-secret", "", "the notifications' signing secret (whsec_...); without it, one is made and printed at start")
+}
+
+// notifier checks the URL and the secret; nil without a URL. Without a
+// secret it makes one and prints it (never logs it: logs carry no secrets).
+func (n notifyFlags) notifier(ctx context.Context, p replay.Policy, log *slog.Logger) (*replay.Notifier, error) {
+	if n.url == "" {
+		return nil, nil
+	}
+	secret := n.secret
+	if secret == "" {
 		var err error
 		if secret, err = replay.NewSecret(); err != nil {
 			return nil, err
 		}
 	}
-	n, err := replay.NewNotifier(ctx, url, secret, replay.NewSender(p, version, 4), log.With("component", "notify"))
+	notifier, err := replay.NewNotifier(ctx, n.url, secret, replay.NewSender(p, version, 4), log.With("component", "notify"))
 	if err != nil {
 		return nil, usagef("%v", err)
 	}
-	if made {
-		fmt.Fprintf(os.Stderr, "hindsight: notifications to %s are signed with %s (give --notify-secret to keep one across restarts)\n", url, secret)
+	if n.secret == "" {
+		fmt.Fprintf(os.Stderr, "hindsight: notifications to %s are signed with %s (give --notify-secret to keep one across restarts)\n", n.url, secret)
 	}
-	return n, nil
+	return notifier, nil
 }
 
 // newIngester builds ingest on the server, or on the cluster's shards: a
@@ -339,45 +351,29 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 	fs := newFlags(name)
 	var c common
 	c.register(fs, "")
-	var kafka, topic, group, groupProtocol, instanceID, httpAddr, apiKey string
-	var batch, batchBytes, maxEvent, recent int
-	var flush, session, rebalance, eventsRetention time.Duration
+	var kafka string
+	var ingestCfg ingest.Config
 	if withIngest {
 		fs.StringVar(&kafka, "kafka", "", "Kafka seed brokers, host:port,...")
-		fs.StringVar(&topic, "topic", ingest.DefaultTopic, "topic to consume; invalid records go to TOPIC.dlq")
-		fs.StringVar(&group, "group", ingest.DefaultGroup, "consumer group")
-		fs.StringVar(&instanceID, "instance-id", "", "static group membership: a stable name for this process (e.g. the pod name) lets a restart rejoin at once")
-		fs.DurationVar(&session, "session-timeout", ingest.DefaultSessionTimeout, "how long the group waits for a silent member (a killed process) before moving its partitions")
-		fs.StringVar(&groupProtocol, "group-protocol", "", "consumer group protocol: consumer (KIP-848; classic on brokers before Kafka 4.0) or classic; default consumer, classic with --instance-id")
-		fs.DurationVar(&rebalance, "rebalance-timeout", ingest.DefaultRebalanceTimeout, "how long a rebalance waits for members to rejoin")
-		fs.IntVar(&batch, "batch-size", ingest.DefaultBatchSize, "rows per ClickHouse insert")
-		fs.IntVar(&batchBytes, "batch-bytes", ingest.DefaultBatchBytes, "record bytes a batch holds before it is inserted, whatever its row count")
-		fs.IntVar(&maxEvent, "max-event-bytes", ingest.DefaultMaxEventBytes, "largest record stored as an event; larger ones are dead-lettered")
-		fs.DurationVar(&flush, "flush-interval", ingest.DefaultFlushInterval, "longest wait before a batch is inserted")
-		fs.IntVar(&recent, "recent-ids", ingest.DefaultRecentIDs, "recent eventIds remembered to drop producer retries (8 B each plus map overhead)")
-		fs.DurationVar(&eventsRetention, "events-retention", 0, "how long events are kept (e.g. 8760h); 0 keeps them forever")
+		ingestCfg.RegisterFlagsAndApplyDefaults(fs.FlagSet)
 	}
+	var apiCfg host.Config
 	if withAPI {
-		fs.StringVar(&httpAddr, "http", "127.0.0.1:8080", "HTTP listen address")
-		fs.StringVar(&apiKey, "api-key", "", "bearer key for /v1 requests (at least 16 characters)")
+		apiCfg.RegisterFlagsAndApplyDefaults(fs.FlagSet)
 	}
 	var allowPrivate bool
-	var notifyURL, notifySecret string
+	var notify notifyFlags
 	if withAPI || withReplay {
 		fs.BoolVar(&allowPrivate, "allow-private-endpoints", false, "let webhooks reach loopback and private addresses (never link-local)")
-		fs.StringVar(&notifyURL, "notify-url", "", "post signed notifications (Standard Webhooks) here when an endpoint is disabled or enabled again and when a replay ends failed")
-		fs.StringVar(&notifySecret, "notify-secret", "", "the notifications' signing secret (whsec_...); without it, one is made and printed at start")
+		notify.register(fs)
 	}
 	var metricsAddr string
 	if !withAPI {
 		fs.StringVar(&metricsAddr, "metrics", "", "serve GET /metrics (Prometheus) on this host:port; the API's port serves it where the API runs")
 	}
-	var leaseTTL, deliveriesRetention time.Duration
-	var pageSize int
+	var replayCfg replay.WorkerConfig
 	if withReplay {
-		fs.DurationVar(&deliveriesRetention, "deliveries-retention", replay.DefaultDeliveriesRetention, "how long the attempt log keeps attempts; 0 keeps them forever")
-		fs.DurationVar(&leaseTTL, "lease-ttl", replay.DefaultLeaseTTL, "how long a replay job stays with a worker that stopped renewing it")
-		fs.IntVar(&pageSize, "page-size", replay.DefaultPageSize, "events read per query by replay jobs; what a resumed job may repeat")
+		replayCfg.RegisterFlagsAndApplyDefaults(fs.FlagSet)
 	}
 	if err := fs.parse(args); err != nil {
 		return helpOK(err)
@@ -391,46 +387,37 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 			return err
 		}
 	}
-	s := stack{database: c.database, cluster: c.cluster, log: log, httpAddr: httpAddr, metricsAddr: metricsAddr, policy: replay.Policy{AllowPrivate: allowPrivate}}
-	if notifyURL != "" {
-		if s.notifier, err = newNotifier(ctx, s.policy, notifyURL, notifySecret, log); err != nil {
-			return err
-		}
+	s := stack{database: c.database, cluster: c.cluster, log: log, metricsAddr: metricsAddr, policy: replay.Policy{AllowPrivate: allowPrivate}}
+	if s.notifier, err = notify.notifier(ctx, s.policy, log); err != nil {
+		return err
 	}
 	if withReplay {
-		if deliveriesRetention <= 0 {
-			deliveriesRetention = -1 // forever
-		}
-		cfg := replay.WorkerConfig{Database: c.database, LeaseTTL: leaseTTL, PageSize: pageSize, DeliveriesRetention: deliveriesRetention}
-		cfg.ApplyDefaults()
-		if err := cfg.Validate(); err != nil {
+		replayCfg.Database = c.database
+		if err := replayCfg.Validate(); err != nil {
 			return usagef("%v", err)
 		}
-		s.replay = &cfg
+		s.replay = &replayCfg
 	}
 	if withIngest {
-		brokers, err := checkAddrs("kafka", kafka)
-		if err != nil {
+		if ingestCfg.Brokers, err = checkAddrs("kafka", kafka); err != nil {
 			return err
 		}
-		cfg := ingest.Config{Brokers: brokers, Topic: topic, Group: group, GroupProtocol: groupProtocol, InstanceID: instanceID, SessionTimeout: session, RebalanceTimeout: rebalance, Database: c.database, BatchSize: batch, BatchBytes: batchBytes, MaxEventBytes: maxEvent, FlushInterval: flush, RecentIDs: recent,
-			EventsRetention: eventsRetention}
-		cfg.ApplyDefaults()
-		if err := cfg.Validate(); err != nil {
+		ingestCfg.Database = c.database
+		ingestCfg.ApplyDefaults()
+		if err := ingestCfg.Validate(); err != nil {
 			return usagef("%v", err)
 		}
-		s.ingest = &cfg
+		s.ingest = &ingestCfg
 	}
 	if withAPI {
-		if err := checkAddr("http", httpAddr); err != nil {
+		if err := checkAddr("http", apiCfg.Addr); err != nil {
 			return err
 		}
-		cfg := host.Config{Database: c.database, APIKey: apiKey}
-		cfg.ApplyDefaults()
-		if err := cfg.Validate(); err != nil {
+		apiCfg.Database = c.database
+		if err := apiCfg.Validate(); err != nil {
 			return usagef("%v", err)
 		}
-		s.api = &cfg
+		s.api = &apiCfg
 	}
 	s.ready = func(apiURL string, _ *ingest.Ingester) {
 		log.Info("hindsight "+name+" ready", "api", apiURL, "clickhouse", c.clickhouse, "kafka", kafka)

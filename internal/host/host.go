@@ -4,6 +4,7 @@ import (
 	"context"
 	_ "embed"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -28,6 +29,8 @@ var openAPI []byte
 
 // Config is the host's configuration.
 type Config struct {
+	// Addr is the address the API listens on. Default DefaultAddr.
+	Addr string
 	// Database holds the API keys. Default schema.DefaultDatabase.
 	Database string
 	// APIKey is the bootstrap key, holding every scope. Required.
@@ -42,16 +45,39 @@ type Config struct {
 	Server ServerConfig
 }
 
+// DefaultAddr is where the API listens unless told otherwise: this machine
+// only.
+const DefaultAddr = "127.0.0.1:8080"
+
+// DefaultMaxConcurrent is the /v1 requests served at once: the API's
+// ClickHouse connections.
+const DefaultMaxConcurrent = 16
+
 // ApplyDefaults fills zero fields with their defaults.
 func (c *Config) ApplyDefaults() {
+	if c.Addr == "" {
+		c.Addr = DefaultAddr
+	}
 	if c.Database == "" {
 		c.Database = schema.DefaultDatabase
 	}
 	c.Limits.ApplyDefaults()
 	if c.MaxConcurrent == 0 {
-		c.MaxConcurrent = 16
+		c.MaxConcurrent = DefaultMaxConcurrent
 	}
 	c.Server.ApplyDefaults()
+}
+
+// RegisterFlagsAndApplyDefaults applies the defaults, then registers a flag
+// for each setting an operator tunes, bound to its field with that default
+// (see ingest.Config's). Database is the caller's.
+func (c *Config) RegisterFlagsAndApplyDefaults(fs *flag.FlagSet) {
+	c.ApplyDefaults()
+	fs.StringVar(&c.Addr, "http", c.Addr, "HTTP listen address")
+	fs.StringVar(&c.APIKey, "api-key", c.APIKey, "bootstrap bearer key for /v1 requests, holding every scope (at least 16 characters)")
+	fs.IntVar(&c.MaxConcurrent, "max-concurrent", c.MaxConcurrent, "/v1 requests served at once; more are answered 429 with Retry-After")
+	fs.DurationVar(&c.MaxExecutionTime, "query-timeout", c.MaxExecutionTime, "longest a ClickHouse query of an API request may run; past it the request is a 503")
+	fs.IntVar(&c.MaxResultRows, "max-result-rows", c.MaxResultRows, "most rows a ClickHouse query of an API request may return")
 }
 
 // Validate reports the first setting that cannot work.
@@ -108,8 +134,9 @@ func New(cfg Config, conn Conn, log *slog.Logger, ready ...ReadyFunc) (*Host, er
 		log = slog.New(slog.DiscardHandler)
 	}
 	gin.SetMode(gin.ReleaseMode)
-	h := &Host{cfg: cfg, conn: conn, log: log, ready: ready, engine: gin.New(), metrics: newMetrics(),
+	h := &Host{cfg: cfg, conn: conn, log: log, ready: ready, engine: gin.New(), slots: make(chan struct{}, cfg.MaxConcurrent),
 		keys: keys.NewChecker(keys.NewStore(conn, cfg.Database), cfg.APIKey, log.With("component", "keys"))}
+	h.metrics = newMetrics(func() int { return len(h.slots) })
 	h.engine.Use(httpapi.RequestIDs, h.recoverJSON, h.logRequests, h.metrics.observe, strictQuery)
 	h.engine.NoRoute(func(c *gin.Context) {
 		// Unknown /v1 paths answer like real ones to a caller without a key,
@@ -128,7 +155,6 @@ func New(cfg Config, conn Conn, log *slog.Logger, ready ...ReadyFunc) (*Host, er
 	h.engine.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	h.engine.GET("/readyz", h.readyz)
 	h.engine.GET("/metrics", h.metrics.serve)
-	h.slots = make(chan struct{}, cfg.MaxConcurrent)
 	h.v1 = h.engine.Group("/v1", h.keys.Authenticate, h.limitConcurrency, h.bindLimits)
 	// Any key may read the document.
 	h.v1.GET("/openapi.json", func(c *gin.Context) { c.Data(http.StatusOK, "application/json", openAPI) })
@@ -151,9 +177,9 @@ func (h *Host) Handler() http.Handler { return h.engine }
 // Routes lists the method and path of every route, for documentation checks.
 func (h *Host) Routes() gin.RoutesInfo { return h.engine.Routes() }
 
-// Listen opens addr for the host, with the Config's server bounds.
-func (h *Host) Listen(addr string) (*http.Server, net.Listener, error) {
-	return Listen(addr, h.engine, h.cfg.Server)
+// Listen opens the Config's address for the host, with its server bounds.
+func (h *Host) Listen() (*http.Server, net.Listener, error) {
+	return Listen(h.cfg.Addr, h.engine, h.cfg.Server)
 }
 
 // limitConcurrency answers 429 to a request beyond MaxConcurrent in flight,

@@ -21,7 +21,9 @@ type metrics struct {
 	gatherers prometheus.Gatherers
 }
 
-func newMetrics() *metrics {
+// newMetrics builds the host's metrics; queries reports the /v1 requests
+// holding a slot of MaxConcurrent, which are those running queries.
+func newMetrics(queries func() int) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "hindsight_http_requests_total",
@@ -37,8 +39,12 @@ func newMetrics() *metrics {
 			Help: "HTTP requests being answered.",
 		}),
 	}
+	inQuery := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "hindsight_api_queries_in_flight",
+		Help: "API requests being answered under /v1, each holding one of the slots MaxConcurrent bounds: those that query ClickHouse.",
+	}, func() float64 { return float64(queries()) })
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(m.requests, m.seconds, m.inFlight)
+	reg.MustRegister(m.requests, m.seconds, m.inFlight, inQuery)
 	m.gatherers = prometheus.Gatherers{reg}
 	return m
 }

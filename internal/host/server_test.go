@@ -2,6 +2,7 @@ package host
 
 import (
 	"bufio"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/dodev/hindsight/internal/httpapi"
 )
 
 func serve(t *testing.T, cfg ServerConfig) string {
@@ -103,4 +106,24 @@ func TestMaxConnsQueues(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	assert.GreaterOrEqual(t, time.Since(start), 400*time.Millisecond, "served once a slow connection timed out")
+}
+
+// TestFlagDefaults: the flags default to what ApplyDefaults gives, and
+// each sets its field.
+func TestFlagDefaults(t *testing.T) {
+	parse := func(args ...string) Config {
+		var c Config
+		fs := flag.NewFlagSet("api", flag.ContinueOnError)
+		c.RegisterFlagsAndApplyDefaults(fs)
+		require.NoError(t, fs.Parse(args))
+		return c
+	}
+	var want Config
+	want.ApplyDefaults()
+	assert.Equal(t, want, parse())
+	assert.Equal(t, "127.0.0.1:8080", want.Addr)
+
+	got := parse("--http", "127.0.0.1:9", "--api-key", "k", "--max-concurrent", "4", "--query-timeout", "5s", "--max-result-rows", "10")
+	assert.Equal(t, Config{Addr: "127.0.0.1:9", Database: want.Database, APIKey: "k", MaxConcurrent: 4,
+		Limits: httpapi.Limits{MaxExecutionTime: 5 * time.Second, MaxResultRows: 10}, Server: want.Server}, got)
 }
