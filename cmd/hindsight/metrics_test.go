@@ -63,6 +63,7 @@ func TestMetrics(t *testing.T) {
 	}
 	lines.WriteString("not json\n{\"eventId\":\"x\"}\n")
 	lines.WriteString(`{"eventId":"big","type":"platform.test","service":"platform","createdAt":1,"data":{"pad":"` + strings.Repeat("x", 300<<10) + "\"}}\n")
+	valueBytes := lines.Len() - 203 // each record is a line without its newline
 	_, err = produceLines(ctx, broker.ListenAddrs(), "events", &lines, func(int64) {})
 	require.NoError(t, err)
 	require.Eventually(t, func() bool {
@@ -136,6 +137,8 @@ func TestMetrics(t *testing.T) {
 		return 0
 	}
 	assert.EqualValues(t, 203, value("hindsight_ingest_records_total"))
+	assert.EqualValues(t, valueBytes, value("hindsight_ingest_bytes_total"))
+	assert.EqualValues(t, 0, value("hindsight_api_queries_in_flight"), "no /v1 request runs while /metrics is scraped")
 	assert.EqualValues(t, 200, value("hindsight_ingest_rows_inserted_total"))
 	assert.EqualValues(t, 2, value("hindsight_ingest_dead_lettered_total", "reason", "invalid"))
 	assert.EqualValues(t, 1, value("hindsight_ingest_dead_lettered_total", "reason", "too_large"))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -174,6 +175,13 @@ func TestConcurrencyCap(t *testing.T) {
 		assert.Equal(t, http.StatusTooManyRequests, resp.StatusCode, p)
 		assert.Equal(t, "1", resp.Header.Get("Retry-After"), p)
 	}
+	// The request holding the one slot is a query in flight; /metrics,
+	// outside /v1, takes no slot.
+	resp, err := http.Get(srv.URL + "/metrics")
+	require.NoError(t, err)
+	scrape, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	assert.Contains(t, string(scrape), "\nhindsight_api_queries_in_flight 1\n")
 	close(release)
 	assert.Equal(t, http.StatusOK, <-blocked)
 }
