@@ -130,6 +130,9 @@ type Worker struct {
 	wg      sync.WaitGroup
 	metrics *workerMetrics
 	notify  *Notifier // nil: none
+	// disabling makes a check and its change one step, so two jobs of
+	// one endpoint cannot both disable it.
+	disabling sync.Mutex
 }
 
 // NotifyTo has the worker post a notification to n when it disables an
@@ -468,6 +471,8 @@ func (w *Worker) finish(ctx context.Context, job Job, status, lastErr string) er
 // disable disables ep, which has failed every attempt since since, unless
 // it is disabled already (another job of it may have got there first).
 func (w *Worker) disable(ctx context.Context, ep Endpoint, since time.Time, lastErr string) error {
+	w.disabling.Lock()
+	defer w.disabling.Unlock()
 	changes, err := w.store.latestChanges(ctx, ep.ID)
 	if err != nil {
 		return err
