@@ -19,9 +19,10 @@ import (
 )
 
 // BenchmarkIngestMemory runs the real `hindsight ingest` binary as a child
-// process, so its memory is its own and not the in-process broker's, and
-// drains backlogs of 1M, 3M and 6M events. It reports the child's peak RSS
-// (VmHWM): it should not grow with the backlog. Run it with `make bench-ingest`.
+// process, so its memory and CPU are its own and not the in-process
+// broker's, and drains backlogs of 1M, 3M and 6M events. It reports the
+// child's peak RSS (VmHWM), which should not grow with the backlog, and the
+// CPU time it spent per event. Run it with `make bench-ingest`.
 func BenchmarkIngestMemory(b *testing.B) {
 	bin := binary(b)
 	for _, backlog := range []int{1_000_000, 3_000_000, 6_000_000} {
@@ -30,10 +31,13 @@ func BenchmarkIngestMemory(b *testing.B) {
 			opts.Duplicates, opts.Unknown = 0, 0
 			values := sample.Generate(backlog, opts)
 			for b.Loop() {
-				peak, took := drainWithChild(b, bin, values)
+				peak, took, cpu := drainWithChild(b, bin, values)
+				perEvent := float64(cpu.Microseconds()) / float64(len(values))
 				b.ReportMetric(float64(peak)/(1<<20), "peak-RSS-MiB")
 				b.ReportMetric(float64(len(values))/took.Seconds(), "events/s")
-				b.Logf("backlog %d: peak RSS %d MiB, %.0f events/s", len(values), peak>>20, float64(len(values))/took.Seconds())
+				b.ReportMetric(perEvent, "cpu-µs/event")
+				b.Logf("backlog %d: peak RSS %d MiB, %.0f events/s, %.2f µs of CPU per event", len(values), peak>>20,
+					float64(len(values))/took.Seconds(), perEvent)
 			}
 		})
 	}
@@ -51,14 +55,16 @@ func BenchmarkIngestMemoryLargeEvents(b *testing.B) {
 			i, time.Date(2026, 10, 5, 0, 0, 0, 0, time.UTC).UnixMilli()+int64(i), pad)
 	}
 	for b.Loop() {
-		peak, took := drainWithChild(b, bin, values)
+		peak, took, _ := drainWithChild(b, bin, values)
 		b.ReportMetric(float64(peak)/(1<<20), "peak-RSS-MiB")
 		b.ReportMetric(float64(len(values))/took.Seconds(), "events/s")
 		b.Logf("%d events of %d KiB: peak RSS %d MiB, %.0f events/s", len(values), len(values[0])>>10, peak>>20, float64(len(values))/took.Seconds())
 	}
 }
 
-func drainWithChild(b *testing.B, bin string, values [][]byte) (peak int64, took time.Duration) {
+// drainWithChild has a child ingest drain values, and returns its peak RSS,
+// the time to the last row stored and the CPU time it used until then.
+func drainWithChild(b *testing.B, bin string, values [][]byte) (peak int64, took, cpu time.Duration) {
 	b.StopTimer()
 	defer b.StartTimer()
 	conn, db := chtest.Database(b)
@@ -97,7 +103,24 @@ func drainWithChild(b *testing.B, bin string, values [][]byte) (peak int64, took
 		peak = max(peak, vmHWM(b, cmd.Process.Pid))
 		require.Less(b, time.Since(start), 5*time.Minute, "ingest did not finish")
 	}
-	return peak, time.Since(start)
+	return peak, time.Since(start), cpuTime(b, cmd.Process.Pid)
+}
+
+// cpuTime reads the user and system CPU time a process has used.
+func cpuTime(b *testing.B, pid int) time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	require.NoError(b, err)
+	// The command name, in parentheses, may hold spaces: fields count from
+	// after it. utime and stime are fields 14 and 15, in clock ticks
+	// (USER_HZ, 100 on Linux).
+	fields := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
+	var ticks int64
+	for _, f := range fields[11:13] {
+		n, err := strconv.ParseInt(f, 10, 64)
+		require.NoError(b, err)
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond
 }
 
 // vmHWM reads a process's peak resident set size, in bytes.
