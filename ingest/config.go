@@ -76,7 +76,7 @@ const (
 	DefaultGroup            = "hindsight-ingest"
 	DefaultBatchSize        = 50_000
 	DefaultBatchBytes       = 16 << 20
-	DefaultMaxEventBytes    = 256 << 10
+	DefaultMaxEventBytes    = schema.DefaultMaxEventBytes
 	DefaultFlushInterval    = time.Second
 	DefaultGroupProtocol    = "consumer"
 	DefaultSessionTimeout   = 10 * time.Second

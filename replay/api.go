@@ -430,6 +430,9 @@ type replayInput struct {
 	// "v1,v2".
 	Filters map[string]string `json:"filters"`
 	DryRun  bool              `json:"dry_run"`
+	// Follow goes on after the range (which then has no until): see
+	// follow.go.
+	Follow bool `json:"follow"`
 }
 
 // jsonTime reads a JSON number of milliseconds or a string (RFC3339 or
@@ -482,7 +485,7 @@ func (a *API) newJob(ctx context.Context, in replayInput) (Job, []schema.Pattern
 		return Job{}, nil, err
 	}
 	job := Job{ID: newID("rpl_"), EndpointID: ep.ID, Status: StatusPending, Livemode: schema.LiveAll, Ordered: true, Concurrency: 1,
-		EnabledEvents: ep.EnabledEvents, OnlyFailed: in.OnlyFailed, CreatedAt: time.Now().UTC()}
+		EnabledEvents: ep.EnabledEvents, OnlyFailed: in.OnlyFailed, Follow: in.Follow, CreatedAt: time.Now().UTC()}
 	if len(in.Since) == 0 {
 		return Job{}, nil, bad("since", "required: RFC3339 or integer milliseconds")
 	}
@@ -496,6 +499,12 @@ func (a *API) newJob(ctx context.Context, in replayInput) (Job, []schema.Pattern
 		if !job.Since.Before(job.Until) {
 			return Job{}, nil, bad("since", "must be before until")
 		}
+		if in.Follow {
+			return Job{}, nil, bad("until", "a follow has no end: give until or follow, not both")
+		}
+	}
+	if in.Follow && in.OnlyFailed {
+		return Job{}, nil, bad("only_failed", "a follow delivers new events; only_failed resends old ones: give one")
 	}
 	if in.EnabledEvents != nil {
 		job.EnabledEvents = in.EnabledEvents
@@ -549,29 +558,33 @@ func (a *API) newJob(ctx context.Context, in replayInput) (Job, []schema.Pattern
 }
 
 type jobView struct {
-	ID            string              `json:"id"`
-	EndpointID    string              `json:"endpoint_id"`
-	Status        string              `json:"status"`
-	Since         string              `json:"since"`
-	Until         *string             `json:"until"`
-	EnabledEvents []string            `json:"enabled_events"`
-	Livemode      schema.Livemode     `json:"livemode"`
-	Ordered       bool                `json:"ordered"`
-	Concurrency   int                 `json:"concurrency"`
-	RateLimit     *float64            `json:"rate_limit"`
-	OnlyFailed    bool                `json:"only_failed"`
-	Filters       map[string][]string `json:"filters,omitempty"`
-	Matched       uint64              `json:"matched"`
-	Delivered     uint64              `json:"delivered"`
-	Failed        uint64              `json:"failed"`
-	Attempts      uint64              `json:"attempts"`
-	Progress      float64             `json:"progress"`
-	Rate          float64             `json:"rate"`
-	ETASeconds    *float64            `json:"eta_seconds"`
-	CreatedAt     string              `json:"created_at"`
-	StartedAt     *string             `json:"started_at"`
-	FinishedAt    *string             `json:"finished_at"`
-	LastError     *string             `json:"last_error"`
+	ID            string          `json:"id"`
+	EndpointID    string          `json:"endpoint_id"`
+	Status        string          `json:"status"`
+	Since         string          `json:"since"`
+	Until         *string         `json:"until"`
+	EnabledEvents []string        `json:"enabled_events"`
+	Livemode      schema.Livemode `json:"livemode"`
+	Ordered       bool            `json:"ordered"`
+	Concurrency   int             `json:"concurrency"`
+	RateLimit     *float64        `json:"rate_limit"`
+	OnlyFailed    bool            `json:"only_failed"`
+	Follow        bool            `json:"follow"`
+	// LagSeconds is how far the newest event a follow has read is ahead
+	// of the last it delivered (0 when it has caught up); null otherwise.
+	LagSeconds *float64            `json:"lag_seconds"`
+	Filters    map[string][]string `json:"filters,omitempty"`
+	Matched    uint64              `json:"matched"`
+	Delivered  uint64              `json:"delivered"`
+	Failed     uint64              `json:"failed"`
+	Attempts   uint64              `json:"attempts"`
+	Progress   float64             `json:"progress"`
+	Rate       float64             `json:"rate"`
+	ETASeconds *float64            `json:"eta_seconds"`
+	CreatedAt  string              `json:"created_at"`
+	StartedAt  *string             `json:"started_at"`
+	FinishedAt *string             `json:"finished_at"`
+	LastError  *string             `json:"last_error"`
 }
 
 func optTime(t time.Time) *string {
@@ -587,11 +600,15 @@ func optTime(t time.Time) *string {
 func viewJob(j Job, now time.Time) jobView {
 	v := jobView{ID: j.ID, EndpointID: j.EndpointID, Status: j.Status, Since: httpapi.FormatTime(j.Since), Until: optTime(j.Until),
 		EnabledEvents: j.EnabledEvents, Livemode: j.Livemode, Ordered: j.Ordered, Concurrency: j.Concurrency,
-		OnlyFailed: j.OnlyFailed, Filters: j.Filters, Matched: j.Matched, Delivered: j.Delivered, Failed: j.Failed, Attempts: j.Attempts,
+		OnlyFailed: j.OnlyFailed, Follow: j.Follow, Filters: j.Filters, Matched: j.Matched, Delivered: j.Delivered, Failed: j.Failed, Attempts: j.Attempts,
 		CreatedAt: httpapi.FormatTime(j.CreatedAt), StartedAt: optTime(j.StartedAt), FinishedAt: optTime(j.FinishedAt)}
 	if j.RateLimit > 0 {
 		r := j.RateLimit
 		v.RateLimit = &r
+	}
+	if j.Follow && !j.Done() {
+		lag := j.Lag.Seconds()
+		v.LagSeconds = &lag
 	}
 	if j.LastError != "" {
 		e := j.LastError
@@ -599,8 +616,8 @@ func viewJob(j Job, now time.Time) jobView {
 	}
 	done := j.Delivered + j.Failed
 	switch {
-	case j.Status == StatusCompleted:
-		v.Progress = 1
+	case j.Status == StatusCompleted || j.Status == StatusFollowing:
+		v.Progress = 1 // of the range; a follow has no end
 	case j.Matched > 0:
 		v.Progress = min(float64(done)/float64(j.Matched), 1)
 	}
@@ -611,7 +628,7 @@ func viewJob(j Job, now time.Time) jobView {
 	if !j.StartedAt.IsZero() && end.After(j.StartedAt) {
 		v.Rate = float64(done) / end.Sub(j.StartedAt).Seconds()
 	}
-	if !j.Done() && v.Rate > 0 && j.Matched >= done {
+	if !j.Done() && !j.Follow && v.Rate > 0 && j.Matched >= done {
 		eta := float64(j.Matched-done) / v.Rate
 		v.ETASeconds = &eta
 	}

@@ -20,6 +20,9 @@ const (
 	// StatusPaused is a job whose endpoint is disabled: it keeps its
 	// cursor and goes on when the endpoint is enabled again.
 	StatusPaused = "paused"
+	// StatusFollowing is a follow that delivered its range and now delivers
+	// each matching event as ingest reads it, until cancelled.
+	StatusFollowing = "following"
 )
 
 // Job is a replay: a range of events to deliver to one endpoint, and how far
@@ -38,7 +41,14 @@ type Job struct {
 	OnlyFailed bool
 	// Filters keep the events whose dimensions hold one of the values
 	// (schema.Dimensions), dimension → values.
-	Filters   map[string][]string
+	Filters map[string][]string
+	// Follow keeps the job going after its range: every matching event
+	// read from Kafka from FollowOffsets (partition → next offset, set
+	// from ingest's committed offsets when the job starts) is delivered.
+	Follow        bool
+	FollowOffsets map[int32]int64
+	// Lag is how far the newest event read is ahead of the last delivered.
+	Lag       time.Duration
 	Status    string
 	Matched   uint64
 	Delivered uint64
@@ -61,7 +71,7 @@ func (j Job) Done() bool {
 
 var jobCols = []string{"id", "endpoint_id", "since", "until", "enabled_events", "livemode", "ordered", "concurrency",
 	"rate_limit", "status", "matched", "delivered", "failed", "attempts", "cursor_created_at", "cursor_event_id",
-	"created_at", "started_at", "finished_at", "last_error", "version", "only_failed", "filters"}
+	"created_at", "started_at", "finished_at", "last_error", "version", "only_failed", "filters", "follow", "follow_offsets", "lag_ms"}
 
 func ms(t time.Time) int64 {
 	if t.IsZero() {
@@ -82,7 +92,15 @@ func (s *Store) SaveJob(ctx context.Context, j Job) error {
 	return s.insert(ctx, "replays", jobCols, []any{j.ID, j.EndpointID, ms(j.Since), ms(j.Until), j.EnabledEvents, string(j.Livemode),
 		asUInt8(j.Ordered), uint16(j.Concurrency), j.RateLimit, j.Status, j.Matched, j.Delivered, j.Failed, j.Attempts,
 		j.CursorAt, j.CursorID, ms(j.CreatedAt), ms(j.StartedAt), ms(j.FinishedAt), j.LastError, s.version(), asUInt8(j.OnlyFailed),
-		filtersJSON(j.Filters)})
+		filtersJSON(j.Filters), asUInt8(j.Follow), offsetsJSON(j.FollowOffsets), j.Lag.Milliseconds()})
+}
+
+func offsetsJSON(m map[int32]int64) string {
+	if m == nil {
+		return ""
+	}
+	b, _ := json.Marshal(m)
+	return string(b)
 }
 
 func filtersJSON(m map[string][]string) string {
@@ -123,7 +141,7 @@ func (s *Store) Jobs(ctx context.Context, id string, limit int, after ...JobKey)
 	args = append(args, limit)
 	rows, err := s.conn.Query(ctx, "SELECT id, endpoint_id, since, until, enabled_events, CAST(livemode AS String), ordered, "+
 		"concurrency, rate_limit, CAST(status AS String), matched, delivered, failed, attempts, cursor_created_at, cursor_event_id, "+
-		"created_at, started_at, finished_at, last_error, only_failed, filters FROM "+s.table("replays")+" FINAL"+where+
+		"created_at, started_at, finished_at, last_error, only_failed, filters, follow, follow_offsets, lag_ms FROM "+s.table("replays")+" FINAL"+where+
 		" ORDER BY created_at DESC, id DESC LIMIT ?", args...)
 	if err != nil {
 		return nil, fmt.Errorf("read replays: %w", err)
@@ -133,12 +151,13 @@ func (s *Store) Jobs(ctx context.Context, id string, limit int, after ...JobKey)
 	for rows.Next() {
 		var j Job
 		var since, until, created, started, finished int64
-		var ordered, onlyFailed uint8
-		var filters, livemode string
+		var ordered, onlyFailed, follow uint8
+		var filters, livemode, offsets string
+		var lag int64
 		var conc uint16
 		if err := rows.Scan(&j.ID, &j.EndpointID, &since, &until, &j.EnabledEvents, &livemode, &ordered, &conc,
 			&j.RateLimit, &j.Status, &j.Matched, &j.Delivered, &j.Failed, &j.Attempts, &j.CursorAt, &j.CursorID,
-			&created, &started, &finished, &j.LastError, &onlyFailed, &filters); err != nil {
+			&created, &started, &finished, &j.LastError, &onlyFailed, &filters, &follow, &offsets, &lag); err != nil {
 			return nil, fmt.Errorf("read replays: %w", err)
 		}
 		j.Livemode = schema.Livemode(livemode)
@@ -148,7 +167,12 @@ func (s *Store) Jobs(ctx context.Context, id string, limit int, after ...JobKey)
 			}
 		}
 		j.Since, j.Until, j.CreatedAt, j.StartedAt, j.FinishedAt = fromMS(since), fromMS(until), fromMS(created), fromMS(started), fromMS(finished)
-		j.Ordered, j.Concurrency, j.OnlyFailed = ordered == 1, int(conc), onlyFailed == 1
+		j.Ordered, j.Concurrency, j.OnlyFailed, j.Follow, j.Lag = ordered == 1, int(conc), onlyFailed == 1, follow == 1, time.Duration(lag)*time.Millisecond
+		if offsets != "" {
+			if err := json.Unmarshal([]byte(offsets), &j.FollowOffsets); err != nil {
+				return nil, fmt.Errorf("read replays: the follow offsets of %s: %w", j.ID, err)
+			}
+		}
 		out = append(out, j)
 	}
 	if err := rows.Err(); err != nil {
@@ -172,7 +196,7 @@ func (s *Store) Jobs(ctx context.Context, id string, limit int, after ...JobKey)
 // started is among them, so a worker records its end.
 func (s *Store) Unfinished(ctx context.Context) ([]string, error) {
 	rows, err := s.conn.Query(ctx, "SELECT id FROM (SELECT id, endpoint_id, CAST(status AS String) AS st FROM "+s.table("replays")+
-		" FINAL) WHERE st IN ('pending', 'running') OR (st = 'paused' AND (endpoint_id NOT IN (SELECT endpoint_id FROM "+
+		" FINAL) WHERE st IN ('pending', 'running', 'following') OR (st = 'paused' AND (endpoint_id NOT IN (SELECT endpoint_id FROM "+
 		s.table("endpoint_changes")+" GROUP BY endpoint_id HAVING argMax(change, at) = 'disabled') OR id IN (SELECT replay_id FROM "+
 		s.table("replay_cancels")+"))) ORDER BY id")
 	if err != nil {

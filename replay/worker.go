@@ -36,6 +36,9 @@ type WorkerConfig struct {
 	// so large events cannot make a page (two with the one read ahead)
 	// outgrow memory. Default 16 MiB.
 	PageBytes int
+	// Kafka is where follows read new events; nil: this worker runs no
+	// follows (others may).
+	Kafka *KafkaSource
 	// DeliveriesRetention is how long the attempt log keeps attempts (see
 	// schema.ApplyRetention, applied at start and every hour). Default 30
 	// days; negative keeps them forever.
@@ -245,6 +248,12 @@ func (w *Worker) claim(ctx context.Context) error {
 // runJob leases a job and delivers it page by page until it ends, the lease
 // is lost, or ctx ends.
 func (w *Worker) runJob(ctx context.Context, id string) error {
+	if w.cfg.Kafka == nil {
+		// A follow reads Kafka: it is left to workers that can.
+		if job, err := w.store.Job(ctx, id); err != nil || (job.Follow && !job.Done() && job.Status != StatusCancelled) {
+			return err
+		}
+	}
 	ok, err := w.store.TryLease(ctx, id, w.cfg.Owner, w.cfg.LeaseTTL)
 	if err != nil || !ok {
 		return err
@@ -293,11 +302,29 @@ func (w *Worker) runJob(ctx context.Context, id string) error {
 }
 
 // errCancelled is the cause of a job's context ending by a cancel request,
-// errPaused by its endpoint being disabled.
+// errPaused by its endpoint being disabled. errEnded says a job has ended
+// and its end is recorded.
 var (
 	errCancelled = errors.New("replay cancelled")
 	errPaused    = errors.New("endpoint disabled")
+	errEnded     = errors.New("replay ended")
 )
+
+// endpointOf reads the job's endpoint: when it was deleted the job ends
+// failed (errEnded); when it is disabled the job pauses (errPaused).
+func (w *Worker) endpointOf(ctx context.Context, job Job) (Endpoint, error) {
+	ep, err := w.store.Endpoint(ctx, job.EndpointID)
+	if errors.Is(err, ErrNotFound) {
+		if err := w.finish(ctx, job, StatusFailed, "endpoint "+job.EndpointID+" was deleted"); err != nil {
+			return Endpoint{}, err
+		}
+		return Endpoint{}, errEnded
+	}
+	if err == nil && ep.Disabled() {
+		err = errPaused
+	}
+	return ep, err
+}
 
 // watch checks every second that the job is not cancelled, that its
 // endpoint is not disabled and that this worker still holds its lease, and
@@ -366,6 +393,15 @@ func (w *Worker) deliverJob(ctx context.Context, job *Job, pause context.CancelC
 		}
 		w.log.Info("replay started", "replay", job.ID, "endpoint", job.EndpointID, "matched", job.Matched)
 	}
+	if job.Follow && job.FollowOffsets == nil {
+		// Before the range is read: see follow.go.
+		if job.FollowOffsets, err = w.followFrom(ctx); err != nil {
+			return err
+		}
+		if err := w.store.SaveJob(ctx, *job); err != nil {
+			return err
+		}
+	}
 	run := &streak{}
 	next := w.prefetch(ctx, *job, patterns)
 	for {
@@ -374,15 +410,12 @@ func (w *Worker) deliverJob(ctx context.Context, job *Job, pause context.CancelC
 		} else if cancelled {
 			return w.finish(ctx, *job, StatusCancelled, "")
 		}
-		ep, err := w.store.Endpoint(ctx, job.EndpointID)
-		if errors.Is(err, ErrNotFound) {
-			return w.finish(ctx, *job, StatusFailed, "endpoint "+job.EndpointID+" was deleted")
+		ep, err := w.endpointOf(ctx, *job)
+		if errors.Is(err, errEnded) {
+			return nil
 		}
 		if err != nil {
 			return err
-		}
-		if ep.Disabled() {
-			return errPaused
 		}
 		if job.Status == StatusPaused {
 			job.Status = StatusRunning
@@ -396,6 +429,9 @@ func (w *Worker) deliverJob(ctx context.Context, job *Job, pause context.CancelC
 			return res.err
 		}
 		page := res.page
+		if len(page) == 0 && job.Follow {
+			return w.follow(ctx, job, patterns, run, pause)
+		}
 		if len(page) == 0 {
 			return w.finish(ctx, *job, StatusCompleted, job.LastError)
 		}
@@ -405,37 +441,43 @@ func (w *Worker) deliverJob(ctx context.Context, job *Job, pause context.CancelC
 		ahead := *job
 		ahead.CursorAt, ahead.CursorID = page[len(page)-1].createdAt, page[len(page)-1].id
 		next = w.prefetch(ctx, ahead, patterns)
-		sent := w.deliverPage(ctx, *job, ep, page, run, pause)
-		if errors.Is(context.Cause(ctx), errPaused) {
-			// The attempts made count and stay in the log, though the page
-			// is sent again when the job resumes.
-			job.Attempts += uint64(len(sent.attempts))
-			rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			defer rcancel()
-			if err := w.store.RecordAttempts(rctx, sent.attempts[sent.recorded:]); err != nil {
-				return err
-			}
-		}
-		if ctx.Err() != nil {
-			// Stopped mid-page: the cursor stays before it, so whoever runs the
-			// job next sends this page again (receivers dedupe on webhook-id).
-			return ctx.Err()
+		if err := w.deliverAndCount(ctx, job, ep, page, run, pause); err != nil {
+			return err
 		}
 		last := page[len(page)-1]
 		job.CursorAt, job.CursorID = last.createdAt, last.id
-		job.Delivered += sent.delivered
-		job.Failed += sent.failed
-		job.Attempts += uint64(len(sent.attempts))
-		if sent.lastErr != "" {
-			job.LastError = sent.lastErr
-		}
-		if err := w.store.RecordAttempts(ctx, sent.attempts[sent.recorded:]); err != nil {
-			return err
-		}
 		if err := w.store.SaveJob(ctx, *job); err != nil {
 			return err
 		}
 	}
+}
+
+// deliverAndCount delivers a page, counts what came of it in *job and logs
+// its attempts. Stopped mid-page, it returns ctx's error and the job's
+// place stays before the page, so whoever runs the job next sends the page
+// again (receivers dedupe on webhook-id).
+func (w *Worker) deliverAndCount(ctx context.Context, job *Job, ep Endpoint, page []event, run *streak, pause context.CancelCauseFunc) error {
+	sent := w.deliverPage(ctx, *job, ep, page, run, pause)
+	if errors.Is(context.Cause(ctx), errPaused) {
+		// The attempts made count and stay in the log, though the page is
+		// sent again when the job resumes.
+		job.Attempts += uint64(len(sent.attempts))
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer rcancel()
+		if err := w.store.RecordAttempts(rctx, sent.attempts[sent.recorded:]); err != nil {
+			return err
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	job.Delivered += sent.delivered
+	job.Failed += sent.failed
+	job.Attempts += uint64(len(sent.attempts))
+	if sent.lastErr != "" {
+		job.LastError = sent.lastErr
+	}
+	return w.store.RecordAttempts(ctx, sent.attempts[sent.recorded:])
 }
 
 type pageResult struct {

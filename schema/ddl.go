@@ -297,6 +297,14 @@ ORDER BY (at, kind)`)}, nil},
 	change {lc},
 	reason String`, "MergeTree()", `ORDER BY (endpoint_id, at)`)},
 			[]Column{{"endpoints", "disable_after", "UInt32 DEFAULT 86400"}}},
+		// Replays that follow: after their range, every matching event ingest
+		// stores, read from Kafka from the offsets in follow_offsets (JSON,
+		// partition → next offset), and how far behind they are.
+		{16, "replay_follow", nil, []Column{
+			{"replays", "follow", "UInt8"},
+			{"replays", "follow_offsets", "String"},
+			{"replays", "lag_ms", "Int64"},
+		}},
 	}
 }
 

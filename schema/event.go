@@ -16,7 +16,10 @@ const (
 	// webhook-id header of every delivery, so they are also limited to
 	// printable ASCII without spaces (see checkEventID).
 	MaxEventIDLen = 128
-	MaxTypeLen    = 128
+	// DefaultMaxEventBytes is the largest record ingest stores as an event
+	// unless told otherwise; larger ones are dead-lettered.
+	DefaultMaxEventBytes = 256 << 10
+	MaxTypeLen           = 128
 	// MaxCreatedAt is 2100-01-01T00:00:00Z in ms: ClickHouse's DateTime, which
 	// partitions the table, ends in 2106.
 	MaxCreatedAt = 4102444800000

@@ -143,3 +143,44 @@ func (fs Filters) Map() map[string][]string {
 func FiltersOf(m map[string][]string) (Filters, error) {
 	return ParseFilters(func(n string) string { return strings.Join(m[n], ",") }, "")
 }
+
+// Match reports whether ev holds every filter, as the filters' SQL does
+// over its stored row.
+func (fs Filters) Match(ev *Event) bool {
+	for _, f := range fs {
+		if !f.match(ev) {
+			return false
+		}
+	}
+	return true
+}
+
+func (f Filter) match(ev *Event) bool {
+	d := &ev.Dims
+	var have []string
+	switch f.Dim.Name {
+	case "recipient_domain":
+		have = []string{d.RecipientDomain}
+	case "sender_domain":
+		have = []string{d.SenderDomain}
+	case "message_id":
+		have = []string{d.MessageID}
+	case "bounce_type":
+		have = []string{d.BounceType}
+	case "npa":
+		have = []string{d.NPA}
+	case "voice":
+		have = []string{d.Voice}
+	case "format":
+		have = []string{d.Format}
+	case "recipient":
+		have = d.Recipients
+	}
+	// Values are stored as the columns hold them (ParseFilters).
+	for _, v := range f.Values {
+		if slices.Contains(have, v) {
+			return true
+		}
+	}
+	return false
+}

@@ -36,3 +36,14 @@ func (l Livemode) SQL() string {
 	}
 	return ""
 }
+
+// Match reports whether an event of that livemode is selected, as SQL does.
+func (l Livemode) Match(live bool) bool {
+	switch l {
+	case LiveOnly:
+		return live
+	case TestOnly:
+		return !live
+	}
+	return true
+}

@@ -227,6 +227,9 @@ func TestProgressLine(t *testing.T) {
 	assert.Equal(t, "[===============>              ]  50% 100 events 100/s ", progressLine(100, 50, 100, time.Second))
 	assert.Equal(t, "[==============================] 100% 7 events 7/s ", progressLine(7, 100, 100, time.Second))
 	assert.Equal(t, "42 events 21/s ", progressLine(42, 0, 0, 2*time.Second))
+	lag := 0.25
+	assert.Equal(t, "following: 5210 delivered, 3 failed, 41/s, lag 0.2s ",
+		replayLine(replayStatus{Status: "following", Delivered: 5210, Failed: 3, Rate: 41.2, LagSeconds: &lag}))
 }
 
 // TestPoolsCarryLimits: every statement on a component's pool carries

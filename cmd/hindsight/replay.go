@@ -97,6 +97,7 @@ type replayStatus struct {
 	Progress   float64  `json:"progress"`
 	Rate       float64  `json:"rate"`
 	ETASeconds *float64 `json:"eta_seconds"`
+	LagSeconds *float64 `json:"lag_seconds"` // a follow's
 	LastError  *string  `json:"last_error"`
 }
 
@@ -108,7 +109,7 @@ func runReplay(ctx context.Context, args []string) error {
 	fs := newFlags("replay")
 	var api apiFlags
 	var endpoint, since, until, events, livemode, cancelID string
-	var dryRun, unordered, onlyFailed bool
+	var dryRun, unordered, onlyFailed, followNew bool
 	var concurrency int
 	var rateLimit float64
 	api.register(fs)
@@ -122,6 +123,7 @@ func runReplay(ctx context.Context, args []string) error {
 	fs.BoolVar(&onlyFailed, "only-failed", false, "only the events whose latest attempt to the endpoint was not delivered")
 	fs.IntVar(&concurrency, "concurrency", 0, "deliveries in flight for --unordered (default 8, at most 256)")
 	fs.Float64Var(&rateLimit, "rate-limit", 0, "deliveries per second at most")
+	fs.BoolVar(&followNew, "follow", false, "after the range, go on delivering each matching event as it arrives, until cancelled (no --until)")
 	fs.StringVar(&cancelID, "cancel", "", "cancel this replay, rpl_…, instead of starting one")
 	if err := fs.parse(args); err != nil {
 		return helpOK(err)
@@ -147,8 +149,11 @@ func runReplay(ctx context.Context, args []string) error {
 	if concurrency != 0 && !unordered {
 		return usagef("--concurrency goes with --unordered")
 	}
+	if followNew && until != "" {
+		return usagef("--follow has no end: give --until or --follow, not both")
+	}
 	body := map[string]any{"endpoint_id": endpoint, "since": since, "livemode": livemode, "ordered": !unordered, "dry_run": dryRun,
-		"only_failed": onlyFailed}
+		"only_failed": onlyFailed, "follow": followNew}
 	if until != "" {
 		body["until"] = until
 	}
@@ -226,8 +231,16 @@ func follow(ctx context.Context, c apiClient, id string, bar bool) error {
 	}
 }
 
-// replayLine is "[=====>    ]  52% 2600/5000 delivered, 3 failed, 1234/s, ETA 12s".
+// replayLine is "[=====>    ]  52% 2600/5000 delivered, 3 failed, 1234/s, ETA 12s",
+// or for a follow past its range "following: 5210 delivered, 3 failed, 41/s, lag 0.2s".
 func replayLine(st replayStatus) string {
+	if st.Status == "following" {
+		lag := "-"
+		if st.LagSeconds != nil {
+			lag = fmt.Sprintf("%.1fs", *st.LagSeconds)
+		}
+		return fmt.Sprintf("following: %d delivered, %d failed, %.0f/s, lag %s ", st.Delivered, st.Failed, st.Rate, lag)
+	}
 	const width = 30
 	done := int(st.Progress * width)
 	bar := strings.Repeat("=", done) + strings.Repeat(" ", width-done)

@@ -162,6 +162,10 @@ func (s stack) run(ctx context.Context) error {
 	sender := replay.NewSender(s.policy, version, 256)
 	notifier := s.notifier
 	var worker *replay.Worker
+	if s.replay != nil && s.ingest != nil {
+		// Follows read where this process's ingest reads.
+		s.replay.Kafka = &replay.KafkaSource{Brokers: s.ingest.Brokers, Topic: s.ingest.Topic, Group: s.ingest.Group}
+	}
 	if s.replay != nil {
 		// On a cluster every worker talks to the cluster's first server
 		// that answers, in the cluster's order, so a lease claim is read
@@ -372,8 +376,15 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 		fs.StringVar(&metricsAddr, "metrics", "", "serve GET /metrics (Prometheus) on this host:port; the API's port serves it where the API runs")
 	}
 	var replayCfg replay.WorkerConfig
+	var followTopic, followGroup string
 	if withReplay {
 		replayCfg.RegisterFlagsAndApplyDefaults(fs.FlagSet)
+		if !withIngest {
+			// serve's follows read where its ingest reads.
+			fs.StringVar(&kafka, "kafka", "", "Kafka seed brokers ingest reads, host:port,...: this worker then runs follows (replays that go on after their range)")
+			fs.StringVar(&followTopic, "topic", ingest.DefaultTopic, "the topic ingest reads, for follows")
+			fs.StringVar(&followGroup, "group", ingest.DefaultGroup, "ingest's consumer group, whose committed offsets a follow starts from")
+		}
 	}
 	if err := fs.parse(args); err != nil {
 		return helpOK(err)
@@ -393,6 +404,13 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 	}
 	if withReplay {
 		replayCfg.Database = c.database
+		if !withIngest && kafka != "" {
+			brokers, err := checkAddrs("kafka", kafka)
+			if err != nil {
+				return err
+			}
+			replayCfg.Kafka = &replay.KafkaSource{Brokers: brokers, Topic: followTopic, Group: followGroup}
+		}
 		if err := replayCfg.Validate(); err != nil {
 			return usagef("%v", err)
 		}

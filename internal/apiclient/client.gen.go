@@ -139,6 +139,7 @@ const (
 	ReplayStatusCancelled ReplayStatus = "cancelled"
 	ReplayStatusCompleted ReplayStatus = "completed"
 	ReplayStatusFailed    ReplayStatus = "failed"
+	ReplayStatusFollowing ReplayStatus = "following"
 	ReplayStatusPaused    ReplayStatus = "paused"
 	ReplayStatusPending   ReplayStatus = "pending"
 	ReplayStatusRunning   ReplayStatus = "running"
@@ -152,6 +153,8 @@ func (e ReplayStatus) Valid() bool {
 	case ReplayStatusCompleted:
 		return true
 	case ReplayStatusFailed:
+		return true
+	case ReplayStatusFollowing:
 		return true
 	case ReplayStatusPaused:
 		return true
@@ -771,15 +774,19 @@ type Replay struct {
 	Failed        int64                `json:"failed"`
 	Filters       *map[string][]string `json:"filters,omitempty"`
 	FinishedAt    *string              `json:"finished_at"`
+	Follow        *bool                `json:"follow,omitempty"`
 
 	// Id Example: rpl_…
-	Id         string  `json:"id"`
-	LastError  *string `json:"last_error"`
-	Livemode   *string `json:"livemode,omitempty"`
-	Matched    int64   `json:"matched"`
-	OnlyFailed *bool   `json:"only_failed,omitempty"`
-	Ordered    *bool   `json:"ordered,omitempty"`
-	Progress   float64 `json:"progress"`
+	Id string `json:"id"`
+
+	// LagSeconds a follow's: how far the newest event it has read is ahead of the last it delivered, 0 when caught up; null for other replays
+	LagSeconds *float64 `json:"lag_seconds,omitempty"`
+	LastError  *string  `json:"last_error"`
+	Livemode   *string  `json:"livemode,omitempty"`
+	Matched    int64    `json:"matched"`
+	OnlyFailed *bool    `json:"only_failed,omitempty"`
+	Ordered    *bool    `json:"ordered,omitempty"`
+	Progress   float64  `json:"progress"`
 
 	// Rate deliveries per second since it started
 	Rate      float64  `json:"rate"`
@@ -787,12 +794,12 @@ type Replay struct {
 	Since     *string  `json:"since,omitempty"`
 	StartedAt *string  `json:"started_at"`
 
-	// Status paused: the endpoint is disabled; the replay goes on from its cursor when the endpoint is enabled again
+	// Status following: a follow past its range; paused: the endpoint is disabled, and the replay goes on from its cursor when the endpoint is enabled again
 	Status ReplayStatus `json:"status"`
 	Until  *string      `json:"until,omitempty"`
 }
 
-// ReplayStatus paused: the endpoint is disabled; the replay goes on from its cursor when the endpoint is enabled again
+// ReplayStatus following: a follow past its range; paused: the endpoint is disabled, and the replay goes on from its cursor when the endpoint is enabled again
 type ReplayStatus string
 
 // ReplayInput defines model for ReplayInput.
@@ -806,6 +813,9 @@ type ReplayInput struct {
 
 	// Filters the dimension filters of GET /v1/stats/{service} (recipient, recipient_domain, sender_domain, message_id, bounce_type, npa, voice, format), each "v1,v2" (any of them); combined with AND
 	Filters *map[string]string `json:"filters,omitempty"`
+
+	// Follow after the range (then without until), go on: deliver each matching event as ingest reads it from Kafka, in the order it reads them, late arrivals included, until cancelled. The status is running over the range and following after. Needs a worker that reads Kafka (serve, dev, or replay-worker --kafka). Not with only_failed.
+	Follow *bool `json:"follow,omitempty"`
 
 	// Livemode true, false or all (default)
 	Livemode *ReplayInput_Livemode `json:"livemode,omitempty"`

@@ -1,6 +1,7 @@
 // Package proctest runs Hindsight as its users do, for the suites that test
 // real processes (internal/faults, internal/cluster): the binary built once,
-// processes started with their logs kept, records produced to a broker.
+// processes started with their logs kept, records produced to a broker, and
+// a consumer group's offsets committed as ingest would.
 package proctest
 
 import (
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -89,4 +91,26 @@ func TopicValues(brokers []string, topic string) (map[string]bool, error) {
 			return got, nil
 		}
 	}
+}
+
+// CommitEnd commits, for group, the end of every partition of topic: as if
+// ingest had read and stored everything there (a follow starts there).
+func CommitEnd(brokers []string, topic, group string) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx := context.Background()
+	adm := kadm.NewClient(cl)
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		return fmt.Errorf("end offsets of %s: %w", topic, err)
+	}
+	commit := kadm.Offsets{}
+	ends.Each(func(o kadm.ListedOffset) { commit.AddOffset(topic, o.Partition, o.Offset, -1) })
+	if _, err := adm.CommitOffsets(ctx, group, commit); err != nil {
+		return fmt.Errorf("commit %s's offsets of %s: %w", group, topic, err)
+	}
+	return nil
 }

@@ -1,0 +1,201 @@
+package replay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/dodev/hindsight/schema"
+)
+
+// A follow is a replay that goes on after its range: once it has
+// delivered every matching event stored when it started, it reads new
+// events from the Kafka topic ingest consumes, in the order ingest reads
+// them (partition by partition), so an event that arrives late, its
+// createdAt older than events already sent, is delivered too.
+//
+// The hand-off: when the job starts it takes ingest's committed offsets.
+// Ingest commits an offset only once every record before it is stored, so
+// the range (read from ClickHouse after that) holds every event before
+// them, and the follow reads from them on. Events stored between those
+// offsets and the range's end may be delivered twice; receivers dedupe on
+// webhook-id. The job saves its offsets after each page it delivers, so a
+// successor resumes there, repeating at most that page.
+
+// KafkaSource is where follows read: ingest's brokers, topic and consumer
+// group.
+type KafkaSource struct {
+	Brokers      []string
+	Topic, Group string
+}
+
+// followFrom returns the offsets a follow starts from: ingest's committed
+// offset of each partition of the topic, or its start where ingest has
+// committed none (it has stored nothing of it).
+func (w *Worker) followFrom(ctx context.Context) (map[int32]int64, error) {
+	src := w.cfg.Kafka
+	cl, err := kgo.NewClient(kgo.SeedBrokers(src.Brokers...))
+	if err != nil {
+		return nil, fmt.Errorf("follow: kafka client: %w", err)
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	ends, err := adm.ListEndOffsets(ctx, src.Topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("follow: partitions of %s: %w", src.Topic, err)
+	}
+	// A group that never committed has nothing stored: Kafka answers with
+	// no offsets, kfake with GROUP_ID_NOT_FOUND.
+	committed, err := adm.FetchOffsets(ctx, src.Group)
+	if err != nil && !errors.Is(err, kadm.ErrEmpty) && !errors.Is(err, kerr.GroupIDNotFound) {
+		return nil, fmt.Errorf("follow: offsets of group %s: %w", src.Group, err)
+	}
+	out := map[int32]int64{}
+	ends.Each(func(o kadm.ListedOffset) {
+		out[o.Partition] = 0
+		if c, ok := committed.Lookup(src.Topic, o.Partition); ok && c.Err == nil && c.At >= 0 {
+			out[o.Partition] = c.At
+		}
+	})
+	return out, nil
+}
+
+// follow delivers, after the range, each matching event read from Kafka
+// from job.FollowOffsets on, until ctx ends (a cancel, the endpoint's
+// disabling, the lease lost, the worker stopping) or the endpoint is gone.
+func (w *Worker) follow(ctx context.Context, job *Job, patterns []schema.Pattern, run *streak, pause context.CancelCauseFunc) error {
+	if job.Status != StatusFollowing {
+		// The range is done: its cursor goes past every createdAt, so the
+		// job, resumed by another worker or after a pause, follows at once.
+		job.Status, job.CursorAt, job.CursorID = StatusFollowing, schema.MaxCreatedAt, ""
+		if err := w.store.SaveJob(ctx, *job); err != nil {
+			return err
+		}
+		w.log.Info("replay following", "replay", job.ID, "endpoint", job.EndpointID, "delivered", job.Delivered)
+	}
+	filters, err := schema.FiltersOf(job.Filters)
+	if err != nil {
+		return w.finish(ctx, *job, StatusFailed, "bad filters: "+err.Error())
+	}
+	offsets := map[int32]kgo.Offset{}
+	for p, at := range job.FollowOffsets {
+		offsets[p] = kgo.NewOffset().At(at)
+	}
+	src := w.cfg.Kafka
+	cl, err := kgo.NewClient(kgo.SeedBrokers(src.Brokers...),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{src.Topic: offsets}),
+		kgo.FetchMaxWait(time.Second))
+	if err != nil {
+		return fmt.Errorf("follow: kafka client: %w", err)
+	}
+	defer cl.Close()
+	var parser schema.Parser
+	seen := newRecentSet(followRecent)
+	since := job.Since.UnixMilli()
+	var ep Endpoint
+	var read time.Time // when ep was read
+	for {
+		fetches := cl.PollRecords(ctx, w.cfg.PageSize)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		fetches.EachError(func(topic string, p int32, err error) {
+			w.log.Warn("follow: kafka fetch", "replay", job.ID, "topic", topic, "partition", p, "err", err)
+		})
+		var page []event
+		var last *kgo.Record
+		next := map[int32]int64{} // the offsets once this page is delivered
+		behind := false
+		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+			if n := len(p.Records); n > 0 && p.Records[n-1].Offset+1 < p.HighWatermark {
+				behind = true
+			}
+		})
+		fetches.EachRecord(func(r *kgo.Record) {
+			next[r.Partition], last = r.Offset+1, r
+			// What ingest would not store is not delivered: too large,
+			// invalid, a copy of an event just read, or not this job's.
+			if len(r.Value) > schema.DefaultMaxEventBytes {
+				return
+			}
+			ev, err := parser.Parse(r.Value)
+			if err != nil || ev.CreatedAt < since || !job.Livemode.Match(ev.Livemode) || !matchAny(patterns, ev.Type) ||
+				!filters.Match(&ev) || !seen.add(ev.ID) {
+				return
+			}
+			page = append(page, event{id: ev.ID, typ: ev.Type, createdAt: ev.CreatedAt, raw: r.Value})
+		})
+		if last == nil {
+			continue
+		}
+		// The endpoint's URL, secrets and state, read at most once a second
+		// (watch ends ctx at once when it is disabled).
+		if time.Since(read) >= time.Second {
+			if ep, err = w.endpointOf(ctx, *job); errors.Is(err, errEnded) {
+				return nil
+			} else if err != nil {
+				return err
+			}
+			read = time.Now()
+		}
+		if err := w.deliverAndCount(ctx, job, ep, page, run, pause); err != nil {
+			return err
+		}
+		// Only a delivered page moves the offsets: a job stopped or paused
+		// in the middle of one reads it again.
+		maps.Copy(job.FollowOffsets, next)
+		job.Lag = 0
+		if behind {
+			job.Lag = max(time.Since(last.Timestamp), 0)
+		}
+		if err := w.store.SaveJob(ctx, *job); err != nil {
+			return err
+		}
+	}
+}
+
+func matchAny(patterns []schema.Pattern, typ string) bool {
+	for _, p := range patterns {
+		if p.Match(typ) {
+			return true
+		}
+	}
+	return false
+}
+
+// followRecent is how many recent eventIds a follow remembers, to deliver a
+// producer's retry once.
+const followRecent = 100_000
+
+// recentSet remembers the last n ids added.
+type recentSet struct {
+	ids  map[string]struct{}
+	ring []string
+	next int
+}
+
+func newRecentSet(n int) *recentSet {
+	return &recentSet{ids: make(map[string]struct{}, n), ring: make([]string, n)}
+}
+
+// add reports false when id is among the remembered ones.
+func (s *recentSet) add(id string) bool {
+	if _, ok := s.ids[id]; ok {
+		return false
+	}
+	if old := s.ring[s.next]; old != "" {
+		delete(s.ids, old)
+	}
+	s.ring[s.next], s.ids[id] = id, struct{}{}
+	s.next = (s.next + 1) % len(s.ring)
+	return true
+}
