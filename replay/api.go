@@ -570,8 +570,7 @@ type jobView struct {
 	RateLimit     *float64        `json:"rate_limit"`
 	OnlyFailed    bool            `json:"only_failed"`
 	Follow        bool            `json:"follow"`
-	// LagSeconds is how far the newest event a follow has read is ahead
-	// of the last it delivered (0 when it has caught up); null otherwise.
+	// LagSeconds is a follow's Lag; null for other replays.
 	LagSeconds *float64            `json:"lag_seconds"`
 	Filters    map[string][]string `json:"filters,omitempty"`
 	Matched    uint64              `json:"matched"`

@@ -99,6 +99,19 @@ func TestFollow(t *testing.T) {
 	require.Eventually(t, func() bool { return len(s.got()) >= len(want) }, 30*time.Second, 20*time.Millisecond)
 	assert.ElementsMatch(t, want, s.got())
 
+	// Its endpoint disabled, it pauses; enabled again, it goes on from its
+	// offsets, with what arrived meanwhile.
+	require.Equal(t, http.StatusOK, e.call("PATCH", "/v1/endpoints/"+ep, map[string]any{"enabled": false}, nil))
+	require.Eventually(t, func() bool { return status()["status"] == StatusPaused }, 10*time.Second, 20*time.Millisecond)
+	produce(event("fresh-4", "send.email.sent", time.Now()))
+	time.Sleep(300 * time.Millisecond)
+	assert.Len(t, s.got(), len(want), "nothing is sent while paused")
+	require.Equal(t, http.StatusOK, e.call("PATCH", "/v1/endpoints/"+ep, map[string]any{"enabled": true}, nil))
+	want = append(want, "fresh-4")
+	require.Eventually(t, func() bool { return len(s.got()) >= len(want) }, 20*time.Second, 20*time.Millisecond)
+	assert.ElementsMatch(t, want, s.got())
+	assert.Equal(t, StatusFollowing, status()["status"])
+
 	require.Equal(t, http.StatusOK, e.call("POST", "/v1/replays/"+id+"/cancel", nil, nil))
 	assert.Equal(t, StatusCancelled, e.waitDone(id)["status"])
 }

@@ -47,7 +47,8 @@ type Job struct {
 	// from ingest's committed offsets when the job starts) is delivered.
 	Follow        bool
 	FollowOffsets map[int32]int64
-	// Lag is how far the newest event read is ahead of the last delivered.
+	// Lag is, while events wait in Kafka after the last one delivered, how
+	// long ago that one was produced; 0 when the follow has caught up.
 	Lag       time.Duration
 	Status    string
 	Matched   uint64

@@ -779,7 +779,7 @@ type Replay struct {
 	// Id Example: rpl_…
 	Id string `json:"id"`
 
-	// LagSeconds a follow's: how far the newest event it has read is ahead of the last it delivered, 0 when caught up; null for other replays
+	// LagSeconds a follow's: while events wait in Kafka after the last one it delivered, how long ago that one was produced; 0 when caught up; null for other replays
 	LagSeconds *float64 `json:"lag_seconds,omitempty"`
 	LastError  *string  `json:"last_error"`
 	Livemode   *string  `json:"livemode,omitempty"`
