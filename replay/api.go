@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -237,13 +236,11 @@ func (a *API) setEnabled(ctx context.Context, e *Endpoint, enabled bool) error {
 		return err
 	}
 	a.log.Info("endpoint "+change.Change, "endpoint", e.ID, "reason", change.Reason)
+	a.notify.Changed(*e, change)
 	if enabled {
 		e.DisabledAt, e.DisabledReason, e.EnabledAt = time.Time{}, "", now
-		a.notify.Notify(NoticeEndpointEnabled, map[string]any{"endpoint_id": e.ID, "url": e.URL, "enabled_at": now.Format(time.RFC3339Nano)})
 	} else {
 		e.DisabledAt, e.DisabledReason = now, change.Reason
-		a.notify.Notify(NoticeEndpointDisabled, map[string]any{"endpoint_id": e.ID, "url": e.URL,
-			"disabled_at": now.Format(time.RFC3339Nano), "reason": change.Reason})
 	}
 	return nil
 }
@@ -399,7 +396,7 @@ func (a *API) resendEvent(c *gin.Context) {
 		a.fail(c, fmt.Errorf("endpoint %s: %w", ep.ID, err))
 		return
 	}
-	if !slices.ContainsFunc(patterns, func(p schema.Pattern) bool { return p.Match(ev.Type) }) {
+	if !schema.MatchAny(patterns, ev.Type) {
 		a.fail(c, bad("endpoint_id", fmt.Sprintf("endpoint %s does not subscribe to %s (enabled_events %s)", ep.ID, ev.Type, strings.Join(ep.EnabledEvents, ", "))))
 		return
 	}

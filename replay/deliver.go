@@ -21,14 +21,11 @@ type pageDelivery struct {
 	lastErr           string
 }
 
-// streak follows a job's run of attempts its endpoint did not take, across
-// pages, so the attempt log can be asked whether the endpoint has failed
-// every attempt for its DisableAfter.
+// streak is what a job knows, across pages, of its endpoint's run of
+// failed attempts beyond the attempt log.
 type streak struct {
 	lastOK  time.Time // the job's latest delivered attempt
-	failing bool      // its latest attempt was not delivered
-	lastErr string    // and why
-	checked time.Time // when the log was last asked
+	checked time.Time // when the log was last asked how long the run is
 }
 
 // healthEvery is how often a job whose endpoint is failing logs the attempts
@@ -87,12 +84,9 @@ func (d *deliverer) settle(ctx context.Context, rec Record, n int) (wait time.Du
 	a := rec.Result
 	d.w.metrics.attemptSeconds.Observe(a.Latency.Seconds())
 	if a.Outcome == Delivered {
-		d.run.lastOK, d.run.failing = rec.At, false
-	} else {
-		d.run.failing, d.run.lastErr = true, a.Err
-		if d.ep.DisableAfter > 0 && time.Since(d.run.checked) >= healthEvery {
-			d.checkHealth(ctx)
-		}
+		d.run.lastOK = rec.At
+	} else if d.ep.DisableAfter > 0 && time.Since(d.run.checked) >= healthEvery {
+		d.checkHealth(ctx, a.Err)
 	}
 	switch a.Outcome {
 	case Delivered:
@@ -122,8 +116,8 @@ func (d *deliverer) settle(ctx context.Context, rec Record, n int) (wait time.Du
 // endpoint's run of failures whole, and disables the endpoint and pauses
 // the job if that run is DisableAfter long. The run starts after the job's
 // last delivered attempt and after the endpoint's last re-enabling: failures
-// before either do not count.
-func (d *deliverer) checkHealth(ctx context.Context) {
+// before either do not count. lastErr is the latest failure's.
+func (d *deliverer) checkHealth(ctx context.Context, lastErr string) {
 	d.run.checked = time.Now()
 	if err := d.w.store.RecordAttempts(ctx, d.res.attempts[d.res.recorded:]); err != nil {
 		d.w.log.Warn("record attempts", "replay", d.job.ID, "err", err)
@@ -142,7 +136,7 @@ func (d *deliverer) checkHealth(ctx context.Context) {
 	if since.IsZero() || time.Since(since) < d.ep.DisableAfter {
 		return
 	}
-	if err := d.w.disable(ctx, d.ep, since, d.run.lastErr); err != nil {
+	if err := d.w.disable(ctx, d.ep, since, lastErr); err != nil {
 		d.w.log.Warn("disable endpoint", "endpoint", d.ep.ID, "err", err)
 		return
 	}

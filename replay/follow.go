@@ -128,7 +128,7 @@ func (w *Worker) follow(ctx context.Context, job *Job, patterns []schema.Pattern
 				return
 			}
 			ev, err := parser.Parse(r.Value)
-			if err != nil || ev.CreatedAt < since || !job.Livemode.Match(ev.Livemode) || !matchAny(patterns, ev.Type) ||
+			if err != nil || ev.CreatedAt < since || !job.Livemode.Match(ev.Livemode) || !schema.MatchAny(patterns, ev.Type) ||
 				!filters.Match(&ev) || !seen.add(ev.ID) {
 				return
 			}
@@ -161,15 +161,6 @@ func (w *Worker) follow(ctx context.Context, job *Job, patterns []schema.Pattern
 			return err
 		}
 	}
-}
-
-func matchAny(patterns []schema.Pattern, typ string) bool {
-	for _, p := range patterns {
-		if p.Match(typ) {
-			return true
-		}
-	}
-	return false
 }
 
 // followRecent is how many recent eventIds a follow remembers, to deliver a

@@ -37,7 +37,7 @@ const notifyQueue = 1024
 // NewNotifier checks secret as a signing secret (whsec_...), then url
 // against the sender's policy.
 func NewNotifier(ctx context.Context, url, secret string, sender *Sender, log *slog.Logger) (*Notifier, error) {
-	if _, err := Sign("msg_check", time.Now(), nil, secret); err != nil {
+	if _, err := secretKey(secret); err != nil {
 		return nil, fmt.Errorf("notify secret: %w", err)
 	}
 	if _, err := sender.ValidateURL(ctx, url); err != nil {
@@ -65,6 +65,17 @@ func (n *Notifier) Notify(typ string, data any) {
 	default:
 		n.log.Warn("notification dropped: too many waiting", "type", typ)
 	}
+}
+
+// Changed notifies c, a change of ep's state, as endpoint.disabled (with
+// the reason) or endpoint.enabled.
+func (n *Notifier) Changed(ep Endpoint, c Change) {
+	at := c.At.UTC().Format(time.RFC3339Nano)
+	if c.Change == ChangeDisabled {
+		n.Notify(NoticeEndpointDisabled, map[string]any{"endpoint_id": ep.ID, "url": ep.URL, "disabled_at": at, "reason": c.Reason})
+		return
+	}
+	n.Notify(NoticeEndpointEnabled, map[string]any{"endpoint_id": ep.ID, "url": ep.URL, "enabled_at": at})
 }
 
 // Run sends queued notifications until ctx ends.

@@ -522,14 +522,13 @@ func (w *Worker) disable(ctx context.Context, ep Endpoint, since time.Time, last
 	if c := changes[ep.ID]; c.Change == ChangeDisabled {
 		return nil
 	}
-	now := time.Now().UTC()
-	reason := fmt.Sprintf("every attempt failed for %s, since %s; the last: %s", ep.DisableAfter, since.Format(time.RFC3339), lastErr)
-	if err := w.store.RecordChange(ctx, Change{EndpointID: ep.ID, At: now, Change: ChangeDisabled, Reason: reason}); err != nil {
+	change := Change{EndpointID: ep.ID, At: time.Now().UTC(), Change: ChangeDisabled,
+		Reason: fmt.Sprintf("every attempt failed for %s, since %s; the last: %s", ep.DisableAfter, since.Format(time.RFC3339), lastErr)}
+	if err := w.store.RecordChange(ctx, change); err != nil {
 		return err
 	}
 	w.metrics.disabled.Inc()
 	w.log.Warn("endpoint disabled", "endpoint", ep.ID, "failing_since", since, "disable_after", ep.DisableAfter.String())
-	w.notify.Notify(NoticeEndpointDisabled, map[string]any{"endpoint_id": ep.ID, "url": ep.URL,
-		"disabled_at": now.Format(time.RFC3339Nano), "reason": reason})
+	w.notify.Changed(ep, change)
 	return nil
 }

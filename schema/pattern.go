@@ -92,6 +92,17 @@ func (p Pattern) SQL() (string, []any) {
 	return "(type >= ? AND type < ?)", []any{p.prefix, upper}
 }
 
+// MatchAny reports whether any of the patterns selects typ, as PatternsSQL
+// does.
+func MatchAny(ps []Pattern, typ string) bool {
+	for _, p := range ps {
+		if p.Match(typ) {
+			return true
+		}
+	}
+	return false
+}
+
 // PatternsSQL ORs the conditions of several patterns.
 func PatternsSQL(ps []Pattern) (string, []any) {
 	var conds []string
