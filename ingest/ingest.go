@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/dodev/hindsight/internal/recent"
 	"github.com/dodev/hindsight/schema"
 )
 
@@ -52,7 +53,7 @@ type Ingester struct {
 	dlqBytes int
 	last     map[int32]*kgo.Record // newest record per partition in the batch
 	started  time.Time             // when the batch's first record arrived
-	recent   *recentIDs
+	recent   *recent.IDs
 
 	dlqClient *kgo.Client // producer sized to the dead-letter topic's limit
 	dlqLimit  int
@@ -153,7 +154,7 @@ func newIngester(cfg Config, conn Inserter, shards []shard, slots []int, log *sl
 		slots:   slots,
 		extra:   extra,
 		last:    map[int32]*kgo.Record{},
-		recent:  newRecentIDs(cfg.RecentIDs),
+		recent:  recent.New(cfg.RecentIDs),
 		resumed: map[int32]bool{},
 	}
 	in.metrics = newMetrics(in)
@@ -361,7 +362,7 @@ func (in *Ingester) add(ctx context.Context, r *kgo.Record, now time.Time) error
 		in.deadLetter(r, deadInvalid, reasonOf(err))
 		return nil
 	}
-	if !in.recent.add(ev.ID) {
+	if !in.recent.Add(ev.ID) {
 		in.dups.Add(1)
 		return nil
 	}
@@ -421,7 +422,7 @@ func (in *Ingester) resume(ctx context.Context, r *kgo.Record) error {
 		return err
 	}
 	for _, id := range ids {
-		in.recent.add(id)
+		in.recent.Add(id)
 	}
 	// The previous owner may have stopped between storing these rows and
 	// looking for copies of them.
@@ -460,7 +461,7 @@ func (in *Ingester) warmRecent(ctx context.Context) error {
 			if err := rows.Scan(&id); err != nil {
 				return err
 			}
-			in.recent.add(id)
+			in.recent.Add(id)
 		}
 		return rows.Err()
 	})

@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/dodev/hindsight/internal/recent"
 	"github.com/dodev/hindsight/schema"
 )
 
@@ -99,7 +100,7 @@ func (w *Worker) follow(ctx context.Context, job *Job, patterns []schema.Pattern
 	}
 	defer cl.Close()
 	var parser schema.Parser
-	seen := newRecentSet(followRecent)
+	seen := recent.New(followRecent)
 	since := job.Since.UnixMilli()
 	var ep Endpoint
 	var read time.Time // when ep was read
@@ -129,7 +130,7 @@ func (w *Worker) follow(ctx context.Context, job *Job, patterns []schema.Pattern
 			}
 			ev, err := parser.Parse(r.Value)
 			if err != nil || ev.CreatedAt < since || !job.Livemode.Match(ev.Livemode) || !schema.MatchAny(patterns, ev.Type) ||
-				!filters.Match(&ev) || !seen.add(ev.ID) {
+				!filters.Match(&ev) || !seen.Add(ev.ID) {
 				return
 			}
 			page = append(page, event{id: ev.ID, typ: ev.Type, createdAt: ev.CreatedAt, raw: r.Value})
@@ -166,27 +167,3 @@ func (w *Worker) follow(ctx context.Context, job *Job, patterns []schema.Pattern
 // followRecent is how many recent eventIds a follow remembers, to deliver a
 // producer's retry once.
 const followRecent = 100_000
-
-// recentSet remembers the last n ids added.
-type recentSet struct {
-	ids  map[string]struct{}
-	ring []string
-	next int
-}
-
-func newRecentSet(n int) *recentSet {
-	return &recentSet{ids: make(map[string]struct{}, n), ring: make([]string, n)}
-}
-
-// add reports false when id is among the remembered ones.
-func (s *recentSet) add(id string) bool {
-	if _, ok := s.ids[id]; ok {
-		return false
-	}
-	if old := s.ring[s.next]; old != "" {
-		delete(s.ids, old)
-	}
-	s.ring[s.next], s.ids[id] = id, struct{}{}
-	s.next = (s.next + 1) % len(s.ring)
-	return true
-}

@@ -1,4 +1,7 @@
-package ingest
+// Package recent remembers the last n eventIds seen, in fixed memory, so
+// ingest and a follow each drop a producer's retry of an event they have
+// just read.
+package recent
 
 import (
 	"math/bits"
@@ -6,14 +9,14 @@ import (
 	"github.com/cespare/xxhash/v2"
 )
 
-// recentIDs remembers the last n eventIds seen, oldest forgotten first. It
+// IDs remembers the last n eventIds seen, oldest forgotten first. It
 // keeps 64-bit hashes, not strings, in an open-addressing table of at least
 // 2n slots with linear probing, plus a ring that says which hash to forget
 // next: two million ids take 48 MB, allocated once (a Go map of the same
 // hashes took about 160 MB here). Two different ids collide with odds of
 // about n/2^64 per event (1e-13 at the default); the duplicates counter would
 // show it.
-type recentIDs struct {
+type IDs struct {
 	slots []uint64 // 0 is an empty slot; a hash of 0 is stored as 1
 	mask  uint64
 	ring  []uint64
@@ -22,13 +25,14 @@ type recentIDs struct {
 	count int
 }
 
-func newRecentIDs(n int) *recentIDs {
+// New returns an empty IDs for n ids.
+func New(n int) *IDs {
 	size := uint64(1) << bits.Len64(uint64(2*n-1)) // the power of two >= 2n
-	return &recentIDs{slots: make([]uint64, size), mask: size - 1, ring: make([]uint64, n)}
+	return &IDs{slots: make([]uint64, size), mask: size - 1, ring: make([]uint64, n)}
 }
 
-// add remembers id and reports whether it was new.
-func (r *recentIDs) add(id string) bool {
+// Add remembers id and reports whether it was new.
+func (r *IDs) Add(id string) bool {
 	h := xxhash.Sum64String(id)
 	if h == 0 {
 		h = 1
@@ -58,7 +62,7 @@ func (r *recentIDs) add(id string) bool {
 
 // remove deletes h, shifting later entries of its probe run back so lookups
 // never stop early at the hole (Knuth's algorithm R; no tombstones).
-func (r *recentIDs) remove(h uint64) {
+func (r *IDs) remove(h uint64) {
 	i := h & r.mask
 	for r.slots[i] != h {
 		if r.slots[i] == 0 {
@@ -84,4 +88,5 @@ func (r *recentIDs) remove(h uint64) {
 	r.slots[i] = 0
 }
 
-func (r *recentIDs) len() int { return r.count }
+// Len is how many ids are remembered.
+func (r *IDs) Len() int { return r.count }

@@ -1,4 +1,4 @@
-package ingest
+package recent
 
 import (
 	"fmt"
@@ -16,13 +16,13 @@ func TestRecentIDsMatchesAMap(t *testing.T) {
 	for _, n := range []int{1, 2, 3, 7, 64, 1000} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(n), 1))
-			r := newRecentIDs(n)
+			r := New(n)
 			want := map[string]bool{}
 			var queue []string
 			for step := range 20_000 {
 				id := fmt.Sprintf("evt_%d", rng.IntN(3*n+5))
 				isNew := !want[id]
-				require.Equal(t, isNew, r.add(id), "step %d id %s", step, id)
+				require.Equal(t, isNew, r.Add(id), "step %d id %s", step, id)
 				if isNew {
 					want[id] = true
 					queue = append(queue, id)
@@ -31,30 +31,30 @@ func TestRecentIDsMatchesAMap(t *testing.T) {
 						queue = queue[1:]
 					}
 				}
-				require.Equal(t, len(want), r.len())
+				require.Equal(t, len(want), r.Len())
 			}
 		})
 	}
 }
 
 func TestRecentIDsForgetsOldest(t *testing.T) {
-	r := newRecentIDs(3)
+	r := New(3)
 	for _, id := range []string{"a", "b", "c", "d"} {
-		assert.True(t, r.add(id))
+		assert.True(t, r.Add(id))
 	}
-	assert.False(t, r.add("d"))
-	assert.False(t, r.add("b"))
-	assert.True(t, r.add("a"), "a was the oldest and is forgotten")
+	assert.False(t, r.Add("d"))
+	assert.False(t, r.Add("b"))
+	assert.True(t, r.Add("a"), "a was the oldest and is forgotten")
 }
 
 func BenchmarkRecentIDs(b *testing.B) {
-	r := newRecentIDs(DefaultRecentIDs)
+	r := New(1 << 21) // ingest's default
 	ids := make([]string, 1<<16)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("evt_%016x", rand.Uint64())
 	}
 	b.ResetTimer()
 	for i := 0; b.Loop(); i++ {
-		r.add(ids[i&(len(ids)-1)])
+		r.Add(ids[i&(len(ids)-1)])
 	}
 }
