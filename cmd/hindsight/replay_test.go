@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -30,14 +31,8 @@ import (
 // the job once the lease expires and resumes from the saved cursor: no event
 // is skipped and at most one page is sent twice.
 func TestReplayWorkerKilled(t *testing.T) {
-	conn, db := chtest.Database(t)
+	conn, db, events := killSample(t, 21, 1200)
 	ctx := context.Background()
-	_, err := schema.Migrate(ctx, conn, db)
-	require.NoError(t, err)
-	opts := sample.TestdataOptions(21)
-	opts.Duplicates = 0
-	events, err := sample.Events(1200, opts)
-	require.NoError(t, err)
 	chtest.InsertEvents(t, conn, db, events)
 
 	var mu sync.Mutex
@@ -68,13 +63,7 @@ func TestReplayWorkerKilled(t *testing.T) {
 
 	bin := binary(t)
 	const page = 50
-	worker := func() *exec.Cmd {
-		cmd := exec.Command(bin, "replay-worker", "--allow-private-endpoints", "--lease-ttl", "2s", "--page-size", "50")
-		cmd.Env = append(os.Environ(), "HINDSIGHT_CLICKHOUSE="+chtest.Addr(t), "HINDSIGHT_DATABASE="+db, "HINDSIGHT_LOG_LEVEL=warn")
-		cmd.Stderr = os.Stderr
-		require.NoError(t, cmd.Start())
-		return cmd
-	}
+	worker := func() *exec.Cmd { return startWorker(t, bin, db) }
 	first := worker()
 	select {
 	case <-firstKill:
@@ -96,13 +85,8 @@ func TestReplayWorkerKilled(t *testing.T) {
 
 	mu.Lock()
 	defer mu.Unlock()
-	repeats := 0
-	for _, ev := range events {
-		assert.GreaterOrEqual(t, got[ev.ID], 1, "event %s was skipped", ev.ID)
-		repeats += max(got[ev.ID]-1, 0)
-	}
+	repeats := noneSkipped(t, events, got, page)
 	t.Logf("%d events, %d sent twice after the kill", len(events), repeats)
-	assert.LessOrEqual(t, repeats, page, "at most one page is sent twice")
 	j, err := store.Job(ctx, job.ID)
 	require.NoError(t, err)
 	assert.EqualValues(t, len(events), j.Matched)
@@ -113,14 +97,8 @@ func TestReplayWorkerKilled(t *testing.T) {
 // goes on from the offsets it saved. No event is skipped, and at most one
 // page is sent twice.
 func TestFollowWorkerKilled(t *testing.T) {
-	conn, db := chtest.Database(t)
+	conn, db, events := killSample(t, 23, 1000)
 	ctx := context.Background()
-	_, err := schema.Migrate(ctx, conn, db)
-	require.NoError(t, err)
-	opts := sample.TestdataOptions(23)
-	opts.Duplicates = 0
-	events, err := sample.Events(1000, opts)
-	require.NoError(t, err)
 	stored, fresh := events[:200], events[200:]
 	chtest.InsertEvents(t, conn, db, stored)
 
@@ -169,14 +147,7 @@ func TestFollowWorkerKilled(t *testing.T) {
 
 	bin := binary(t)
 	const page = 50
-	worker := func() *exec.Cmd {
-		cmd := exec.Command(bin, "replay-worker", "--allow-private-endpoints", "--lease-ttl", "2s", "--page-size", "50",
-			"--kafka", strings.Join(broker.ListenAddrs(), ","))
-		cmd.Env = append(os.Environ(), "HINDSIGHT_CLICKHOUSE="+chtest.Addr(t), "HINDSIGHT_DATABASE="+db, "HINDSIGHT_LOG_LEVEL=warn")
-		cmd.Stderr = os.Stderr
-		require.NoError(t, cmd.Start())
-		return cmd
-	}
+	worker := func() *exec.Cmd { return startWorker(t, bin, db, "--kafka", strings.Join(broker.ListenAddrs(), ",")) }
 	first := worker()
 	require.Eventually(t, func() bool {
 		j, err := store.Job(ctx, job.ID)
@@ -202,11 +173,44 @@ func TestFollowWorkerKilled(t *testing.T) {
 
 	mu.Lock()
 	defer mu.Unlock()
+	repeats := noneSkipped(t, events, got, page)
+	t.Logf("%d events, %d delivered when the first worker was killed, %d sent twice after", len(events), atKill, repeats)
+}
+
+// killSample is a migrated database and n sample events (none stored yet)
+// for the kill tests.
+func killSample(t *testing.T, seed uint64, n int) (driver.Conn, string, []schema.Event) {
+	t.Helper()
+	conn, db := chtest.Database(t)
+	_, err := schema.Migrate(context.Background(), conn, db)
+	require.NoError(t, err)
+	opts := sample.TestdataOptions(seed)
+	opts.Duplicates = 0
+	events, err := sample.Events(n, opts)
+	require.NoError(t, err)
+	return conn, db, events
+}
+
+// startWorker starts `hindsight replay-worker` on db with a 2 s lease and
+// pages of 50, and args.
+func startWorker(t *testing.T, bin, db string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(bin, append([]string{"replay-worker", "--allow-private-endpoints", "--lease-ttl", "2s", "--page-size", "50"}, args...)...)
+	cmd.Env = append(os.Environ(), "HINDSIGHT_CLICKHOUSE="+chtest.Addr(t), "HINDSIGHT_DATABASE="+db, "HINDSIGHT_LOG_LEVEL=warn")
+	cmd.Stderr = os.Stderr
+	require.NoError(t, cmd.Start())
+	return cmd
+}
+
+// noneSkipped checks every event was delivered and at most one page of them
+// twice, and returns how many were sent twice.
+func noneSkipped(t *testing.T, events []schema.Event, got map[string]int, page int) int {
+	t.Helper()
 	repeats := 0
 	for _, ev := range events {
 		assert.GreaterOrEqual(t, got[ev.ID], 1, "event %s was skipped", ev.ID)
 		repeats += max(got[ev.ID]-1, 0)
 	}
-	t.Logf("%d events, %d delivered when the first worker was killed, %d sent twice after", len(events), atKill, repeats)
 	assert.LessOrEqual(t, repeats, page, "at most one page is sent twice")
+	return repeats
 }
