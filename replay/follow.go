@@ -1,6 +1,7 @@
 package replay
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -30,10 +31,11 @@ import (
 // successor resumes there, repeating at most that page.
 
 // KafkaSource is where follows read: ingest's brokers, topic and consumer
-// group.
+// group, and the largest record ingest stores (0: its default).
 type KafkaSource struct {
-	Brokers      []string
-	Topic, Group string
+	Brokers       []string
+	Topic, Group  string
+	MaxEventBytes int
 }
 
 // followFrom returns the offsets a follow starts from: ingest's committed
@@ -102,6 +104,7 @@ func (w *Worker) follow(ctx context.Context, job *Job, patterns []schema.Pattern
 	var parser schema.Parser
 	seen := recent.New(followRecent)
 	since := job.Since.UnixMilli()
+	maxBytes := cmp.Or(src.MaxEventBytes, schema.DefaultMaxEventBytes)
 	var ep Endpoint
 	var read time.Time // when ep was read
 	for {
@@ -125,7 +128,7 @@ func (w *Worker) follow(ctx context.Context, job *Job, patterns []schema.Pattern
 			next[r.Partition], last = r.Offset+1, r
 			// What ingest would not store is not delivered: too large,
 			// invalid, a copy of an event just read, or not this job's.
-			if len(r.Value) > schema.DefaultMaxEventBytes {
+			if len(r.Value) > maxBytes {
 				return
 			}
 			ev, err := parser.Parse(r.Value)

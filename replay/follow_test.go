@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,7 +52,7 @@ func TestFollow(t *testing.T) {
 
 	s := newSink(t)
 	ep := e.endpoint(s, "send.*")
-	kafka := &KafkaSource{Brokers: brokers, Topic: "events", Group: "hindsight-ingest"}
+	kafka := &KafkaSource{Brokers: brokers, Topic: "events", Group: "hindsight-ingest", MaxEventBytes: 2048}
 	_, stop := e.runWorker(WorkerConfig{PageSize: 50, Kafka: kafka})
 	var job map[string]any
 	require.Equal(t, http.StatusBadRequest, e.call("POST", "/v1/replays", map[string]any{"endpoint_id": ep, "since": since, "until": until, "follow": true}, nil),
@@ -81,11 +82,12 @@ func TestFollow(t *testing.T) {
 		"not json",
 		event("fresh-1", "send.email.sent", now), // a producer's retry
 		event("before-1", "send.email.sent", since.Add(-time.Hour)),
+		strings.Replace(event("big-1", "send.email.sent", now), `"subject":"s"`, `"subject":"`+strings.Repeat("x", 2048)+`"`, 1), // ingest would dead-letter it
 	)
 	want := append(append([]string{}, rangeIDs...), "fresh-1", "late-1")
 	require.Eventually(t, func() bool { return len(s.got()) >= len(want) }, 20*time.Second, 20*time.Millisecond)
 	time.Sleep(300 * time.Millisecond) // room for anything that should not come
-	assert.ElementsMatch(t, want, s.got(), "each once; no other type, nothing before since, nothing invalid")
+	assert.ElementsMatch(t, want, s.got(), "each once; no other type, nothing before since, nothing invalid or too large")
 	j := status()
 	assert.Equal(t, StatusFollowing, j["status"])
 	assert.EqualValues(t, 0, j["lag_seconds"], "caught up")

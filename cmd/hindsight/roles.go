@@ -164,7 +164,8 @@ func (s stack) run(ctx context.Context) error {
 	var worker *replay.Worker
 	if s.replay != nil && s.ingest != nil {
 		// Follows read where this process's ingest reads.
-		s.replay.Kafka = &replay.KafkaSource{Brokers: s.ingest.Brokers, Topic: s.ingest.Topic, Group: s.ingest.Group}
+		s.replay.Kafka = &replay.KafkaSource{Brokers: s.ingest.Brokers, Topic: s.ingest.Topic, Group: s.ingest.Group,
+			MaxEventBytes: s.ingest.MaxEventBytes}
 	}
 	if s.replay != nil {
 		// On a cluster every worker talks to the cluster's first server
