@@ -305,6 +305,9 @@ ORDER BY (at, kind)`)}, nil},
 			{"replays", "follow_offsets", "String"},
 			{"replays", "lag_ms", "Int64"},
 		}},
+		// Counts per quarter hour, fed at write time, for counts over long
+		// ranges (see Rollup).
+		{17, "stats_rollup", rollupMigration(d), nil},
 	}
 }
 
