@@ -36,7 +36,7 @@ func BenchmarkStats10M(b *testing.B) {
 	b.Logf("filled 10M events in %s", time.Since(began).Round(time.Second))
 
 	const key = "bench-key-0123456789abcdef"
-	srv, _ := benchServer(b, conn, db, key)
+	srv, statsAPI := benchServer(b, conn, db, key)
 	url := srv.URL + "/v1/stats/send?from=2026-10-01T00:00:00Z&to=2026-11-01T00:00:00Z&granularity=day&tz=America/New_York"
 
 	loc, _ := time.LoadLocation("America/New_York")
@@ -60,9 +60,10 @@ func BenchmarkStats10M(b *testing.B) {
 	// sent directly, interleaved so a noisy neighbour hits both the same.
 	measure := func(url string, req statsRequest) (api, raw time.Duration) {
 		viaAPI := func() []byte { return get(url) }
-		counted, err := schema.CountedEvents(ctx, conn, db, req.r.From.UnixMilli(), req.r.To.UnixMilli())
+		buckets, err := httpapi.BucketsOf(req.granularity, req.r.From, req.r.To, req.loc)
 		require.NoError(b, err)
-		sql, args := statsSQL(counted, req)
+		sql, args, err := statsAPI.statsStatement(ctx, req, buckets)
+		require.NoError(b, err)
 		direct := func() {
 			rows, err := conn.Query(httpapi.LimitsOf(ctx).Bind(ctx), sql, args...) // the default limits, as the API's
 			require.NoError(b, err)
