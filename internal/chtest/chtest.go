@@ -174,7 +174,8 @@ func Fill10M(t testing.TB, conn driver.Conn, db string) { FillN(t, conn, db, 10_
 // FillN migrates db and stores n events from 2026-10-01 on with
 // ClickHouse's numbers(), for benchmarks: a send-heavy mix like
 // the platform's, about one opened and clicked message in four, 2% test
-// mode, one event every 259 ms. message_hash is cityHash64 here, where
+// mode, one event every 259 ms, an area code (npa) on telco's events only,
+// as the platform's events carry it. message_hash is cityHash64 here, where
 // ingest writes xxhash64: benchmarks measure cost, which is the same for any
 // 64-bit hash.
 func FillN(t testing.TB, conn driver.Conn, db string, n int) {
@@ -191,7 +192,7 @@ func FillN(t testing.TB, conn driver.Conn, db string, n int) {
 		concat('msg_', toString(intDiv(number, 6))), cityHash64(concat('msg_', toString(intDiv(number, 6)))),
 		arrayElement(['gmail.com', 'yahoo.com', 'outlook.com', 'icloud.com', 'acme.io', 'example.org', 'proton.me'], number %% 7 + 1),
 		'mail.do.dev', if(t = 'send.email.bounced', if(number %% 3 = 0, 'soft', 'hard'), ''),
-		number %% 5 != 0, number %% 3 = 0, toString(200 + number %% 700), '', '', 0, 0,
+		number %% 5 != 0, number %% 3 = 0, if(startsWith(t, 'telco.'), toString(200 + number %% 700), ''), '', '', 0, 0,
 		concat('{"eventId":"evt_', toString(number), '","type":"', t, '"}'), 'events', 0, number, now()
 	FROM (SELECT number, arrayElement(['send.email.sent', 'send.email.sent', 'send.email.sent', 'send.email.sent', 'send.email.sent',
 		'send.email.delivered', 'send.email.delivered', 'send.email.delivered', 'send.email.delivered', 'send.email.opened',
