@@ -163,7 +163,7 @@ func (s *API) stats(c *gin.Context) {
 //	G:  additive counts per (group, type), for the top groups only
 //	US: distinct messageIds per (bucket, type) of the unique types
 //	UT: the same over the whole range, when there is a series (distinct
-//	    counts do not add up across buckets)
+//	    counts do not add up across buckets), from the same read as US
 //	UG: the same per (group, type)
 //
 // S and G read the rollup where plan covers the range (schema.Rollup), and
@@ -189,7 +189,8 @@ func statsSQL(src schema.Counted, plan schema.Rollup, req statsRequest) (string,
 	rolled := func(extra string, extraArgs []any) (string, []any) {
 		return plan.Source("service = ?"+cond+extra, append(append([]any{req.service}, fargs...), extraArgs...))
 	}
-	const unique = "toUInt64(0), toUInt64(0), toUInt64(0), toUInt64(0), toUInt64(0), toInt64(0), toFloat64(0), uniqExact(message_hash)"
+	const zeros = "toUInt64(0), toUInt64(0), toUInt64(0), toUInt64(0), toUInt64(0), toInt64(0), toFloat64(0)"
+	const unique = zeros + ", uniqExact(message_hash)"
 
 	var parts []string
 	var args []any
@@ -218,7 +219,6 @@ func statsSQL(src schema.Counted, plan schema.Rollup, req statsRequest) (string,
 	for i := range zones {
 		zones[i] = req.loc.String()
 	}
-	const whole = "toUInt32(0) AS b, '' AS k"
 	seriesKey := bucket + " AS b, '' AS k"
 	additive("S", seriesKey, zones, "", nil, "b, t")
 
@@ -249,9 +249,18 @@ func statsSQL(src schema.Counted, plan schema.Rollup, req statsRequest) (string,
 		for _, t := range req.def.uniqueTypes {
 			typeArgs = append(typeArgs, t)
 		}
-		add(from, "US", seriesKey, zones, unique, in, typeArgs, "b, t")
-		if req.granularity != httpapi.NoSeries {
-			add(from, "UT", whole, nil, unique, in, typeArgs, "t")
+		if req.granularity == httpapi.NoSeries {
+			add(from, "US", seriesKey, zones, unique, in, typeArgs, "b, t")
+		} else {
+			// US and UT from one read: each bucket's set of messageIds
+			// (uniqExactState) gives its count, and the sets merged give the
+			// range's; a row per bucket and one for the range, as the rest.
+			events, eventsArgs := from(in, typeArgs)
+			parts = append(parts, "SELECT x.3 AS kind, x.1 AS b, '' AS k, t, "+zeros+", x.2 FROM ("+
+				"SELECT t, arrayPushBack(groupArray((b, finalizeAggregation(s), 'US')), (toUInt32(0), uniqExactMerge(s), 'UT')) AS xs FROM ("+
+				"SELECT CAST(type AS String) AS t, "+bucket+" AS b, uniqExactState(message_hash) AS s FROM "+events+" GROUP BY t, b) "+
+				"GROUP BY t) ARRAY JOIN xs AS x")
+			args = append(append(args, zones...), eventsArgs...)
 		}
 		if groupKey != "" {
 			add(from, "UG", groupKey, nil, unique, in+top, append(typeArgs, topArgs...), "k, t")
