@@ -51,8 +51,9 @@ type serviceDef struct {
 	rates   []rateDef
 	// groupBy maps each group_by value to its column: a fixed allow-list.
 	groupBy map[string]string
-	// uniqueTypes are the types whose distinct messageIds are counted.
-	uniqueTypes []string
+	// distinct: the service's schema.DistinctTypes have their distinct
+	// messageIds counted.
+	distinct bool
 	// sums are the additive columns the service's metrics need.
 	sums additive
 }
@@ -111,9 +112,9 @@ var services = map[string]serviceDef{
 			{"open_rate", "unique_opened", "delivered", true},
 			{"click_rate", "unique_clicked", "delivered", true},
 		},
-		groupBy:     map[string]string{"recipient_domain": "recipient_domain", "sender_domain": "sender_domain", "type": "type"},
-		uniqueTypes: []string{"send.email.opened", "send.email.clicked"},
-		sums:        additive{bounces: true},
+		groupBy:  map[string]string{"recipient_domain": "recipient_domain", "sender_domain": "sender_domain", "type": "type"},
+		distinct: true,
+		sums:     additive{bounces: true},
 	},
 	"telco": {
 		metrics: func(by map[string]counts) map[string]float64 {

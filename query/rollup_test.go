@@ -24,9 +24,10 @@ import (
 // TestRollupAnswersAsTheEvents sends random stats requests (ranges that
 // start and end anywhere, inside quarter hours too; zones a half and a
 // quarter hour off UTC's hours; every granularity, group_by, livemode and
-// filter) and requires the same JSON counted through the rollup as counted
-// from the events alone. Some events are stored twice, unmerged and
-// recorded, so some quarter hours are read from the events.
+// filter) and requires the same JSON counted through the rollup and
+// engagements as counted from the events alone. Some events are stored
+// twice, unmerged and recorded, so some quarter hours are read from the
+// events.
 func TestRollupAnswersAsTheEvents(t *testing.T) {
 	conn, db := chtest.Database(t)
 	ctx := context.Background()

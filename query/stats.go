@@ -66,8 +66,9 @@ type statsRequest struct {
 	// groupKeys, when not nil, are the groups to count instead of the top
 	// limit: a compared period counts the groups of the period it follows.
 	groupKeys []string
-	// fromEvents counts from the events alone, never the rollup: the path
-	// the rollup must answer as (TestRollupAnswersAsTheEvents).
+	// fromEvents counts from the events alone, never the rollup or
+	// engagements: the path they must answer as
+	// (TestRollupAnswersAsTheEvents).
 	fromEvents bool
 }
 
@@ -168,8 +169,9 @@ func (s *API) stats(c *gin.Context) {
 //
 // S and G read the rollup where plan covers the range (schema.Rollup), and
 // the events for the rest, each giving rows runStats adds up. The distinct
-// counts read the events of their types (opened, clicked), which the
-// table's order (service, type, created_at) makes a narrow read. Each
+// counts read the events of their types (opened, clicked), a narrow read in
+// the table's order (service, type, created_at), or engagements, the same
+// ordered by recipient domain, for a request that filters by it. Each
 // SELECT of the events reads through src, so stored duplicates count once.
 // Columns and values come from allow-lists; everything else is bound.
 func statsSQL(src schema.Counted, plan schema.Rollup, req statsRequest) (string, []any) {
@@ -243,19 +245,30 @@ func statsSQL(src schema.Counted, plan schema.Rollup, req statsRequest) (string,
 		top, topArgs = topGroupsSQL(req, from, rolled, plan.Covers(), rawCond, rawArgs, rawAdditive)
 		additive("G", groupKey, nil, top, topArgs, "k, t")
 	}
-	if len(req.def.uniqueTypes) > 0 {
-		in := " AND type IN (" + strings.TrimSuffix(strings.Repeat("?, ", len(req.def.uniqueTypes)), ", ") + ")"
+	if req.def.distinct {
+		in := " AND type IN (" + strings.TrimSuffix(strings.Repeat("?, ", len(schema.DistinctTypes)), ", ") + ")"
 		var typeArgs []any
-		for _, t := range req.def.uniqueTypes {
+		for _, t := range schema.DistinctTypes {
 			typeArgs = append(typeArgs, t)
 		}
+		// distinct is what the distinct counts read: engagements when the
+		// request keeps to some recipient domains, whose rows it holds
+		// together, and to what it keeps; else the events, in time order,
+		// which lets each core read its own buckets (a month unfiltered:
+		// 272 ms against 320 through engagements, interleaved runs).
+		distinct := from
+		if !req.fromEvents && req.filters.Has("recipient_domain") && within(req, schema.EngagementDims) {
+			distinct = func(extra string, extraArgs []any) (string, []any) {
+				return src.Engaged(where+extra, append(append([]any{}, whereArgs...), extraArgs...))
+			}
+		}
 		if req.granularity == httpapi.NoSeries {
-			add(from, "US", seriesKey, zones, unique, in, typeArgs, "b, t")
+			add(distinct, "US", seriesKey, zones, unique, in, typeArgs, "b, t")
 		} else {
 			// US and UT from one read: each bucket's set of messageIds
 			// (uniqExactState) gives its count, and the sets merged give the
 			// range's; a row per bucket and one for the range, as the rest.
-			events, eventsArgs := from(in, typeArgs)
+			events, eventsArgs := distinct(in, typeArgs)
 			parts = append(parts, "SELECT x.3 AS kind, x.1 AS b, '' AS k, t, "+zeros+", x.2 FROM ("+
 				"SELECT t, arrayPushBack(groupArray((b, finalizeAggregation(s), 'US')), (toUInt32(0), uniqExactMerge(s), 'UT')) AS xs FROM ("+
 				"SELECT CAST(type AS String) AS t, "+bucket+" AS b, uniqExactState(message_hash) AS s FROM "+events+" GROUP BY t, b) "+
@@ -263,7 +276,7 @@ func statsSQL(src schema.Counted, plan schema.Rollup, req statsRequest) (string,
 			args = append(append(args, zones...), eventsArgs...)
 		}
 		if groupKey != "" {
-			add(from, "UG", groupKey, nil, unique, in+top, append(typeArgs, topArgs...), "k, t")
+			add(distinct, "UG", groupKey, nil, unique, in+top, append(typeArgs, topArgs...), "k, t")
 		}
 	}
 	return strings.Join(parts, " UNION ALL "), args
@@ -273,7 +286,7 @@ func statsSQL(src schema.Counted, plan schema.Rollup, req statsRequest) (string,
 // group are dimensions the rollup keeps, and each bucket of its series
 // starts on a quarter hour, so every quarter hour lies in one bucket.
 func rollupServes(req statsRequest, buckets []time.Time) bool {
-	if !req.filters.InRollup() || req.groupCol != "" && req.groupCol != "type" && !slices.Contains(schema.RollupDims, req.groupCol) {
+	if !within(req, schema.RollupDims) {
 		return false
 	}
 	for _, b := range buckets {
@@ -282,6 +295,12 @@ func rollupServes(req statsRequest, buckets []time.Time) bool {
 		}
 	}
 	return true
+}
+
+// within reports whether req filters and groups only by dimensions among
+// dims (or by type).
+func within(req statsRequest, dims []string) bool {
+	return req.filters.Within(dims) && (req.groupCol == "" || req.groupCol == "type" || slices.Contains(dims, req.groupCol))
 }
 
 // topGroupsSQL is the condition, " AND ...", that keeps to the req.limit

@@ -308,6 +308,8 @@ ORDER BY (at, kind)`)}, nil},
 		// Counts per quarter hour, fed at write time, for counts over long
 		// ranges (see Rollup).
 		{17, "stats_rollup", rollupMigration(d), nil},
+		// The events distinct counts read (see Rollup).
+		{18, "engagements", engagementsMigration(d), nil},
 	}
 }
 

@@ -49,7 +49,7 @@ func TestMigrateIsIdempotent(t *testing.T) {
 // by hand, stores events and delivery attempts, then migrates: the events
 // stored before and after are all found through event_ids and, those of
 // emails, through message_ids; the attempts through delivery_ids; the
-// rollup counts them all.
+// rollup counts them all, and engagements holds the opens and clicks.
 func TestMigrationIndexesStoredEvents(t *testing.T) {
 	conn, db := chtest.Database(t)
 	ctx := context.Background()
@@ -118,6 +118,16 @@ func TestMigrationIndexesStoredEvents(t *testing.T) {
 	rolled, gaps := rolledUp(t, conn, db)
 	assert.Empty(t, gaps)
 	assert.Equal(t, stepCounts(events), rolled, "the rollup counts the events stored before and after")
+	engaged := 0
+	for _, ev := range events {
+		if slices.Contains(schema.DistinctTypes, ev.Type) {
+			engaged++
+		}
+	}
+	require.NotZero(t, engaged)
+	var n uint64
+	require.NoError(t, conn.QueryRow(ctx, "SELECT count() FROM "+db+".engagements").Scan(&n))
+	assert.EqualValues(t, engaged, n, "engagements holds the opens and clicks stored before and after")
 
 	for _, ev := range events {
 		var n uint64

@@ -22,8 +22,19 @@ import (
 // whose rollup differed from its events when the rollup was built from the
 // table (migration, RebuildRollups) while another process inserted.
 //
-// Distinct counts (unique opens) do not add up across quarter hours; they
-// read the events.
+// Distinct counts (unique opens) do not add up across quarter hours. They
+// read the events of their types, or engagements: the events of
+// DistinctTypes alone, with the columns their counts filter and group by,
+// ordered so that a recipient domain's rows of a range are one read. A
+// view feeds it too; a copy stored twice there counts once, as distinct
+// counts ignore copies.
+
+// DistinctTypes are the types whose distinct messageIds stats count.
+var DistinctTypes = []string{"send.email.opened", "send.email.clicked"}
+
+// EngagementDims are the dimensions engagements keeps: a distinct count
+// filtered by any other reads the events.
+var EngagementDims = []string{"recipient_domain", "sender_domain", "bounce_type"}
 
 // RollupStep is the rollup's step in ms: a quarter hour.
 const RollupStep int64 = 900_000
@@ -98,10 +109,40 @@ ORDER BY (service, type, created_at, livemode, recipient_domain, sender_domain, 
 		d.serverOnly(r.Replace(rollupGapsSQL)))
 }
 
-// RebuildRollups builds the rollup again from the events table, on one
-// server (cluster "") or on the cluster named cluster: the events table is
-// the source of truth, and this is how to get back to it after changing
-// either by hand. Quarter hours that another process inserted into while
+// engagementsMigration creates engagements and its view, and on one server
+// fills it from the events stored before.
+func engagementsMigration(d ddl) []string {
+	r := d.r
+	return slices.Concat(
+		d.sharded("engagements", `
+	service {lc},
+	type {lc},
+	created_at Int64,
+	livemode UInt8,
+	recipient_domain {lc},
+	sender_domain {lc},
+	bounce_type {lc},
+	message_hash UInt64`, "MergeTree()", `PARTITION BY toYYYYMM(toDateTime(intDiv(created_at, 1000), 'UTC'))
+ORDER BY (service, type, livemode, recipient_domain, created_at)`),
+		[]string{r.Replace("CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.engagements_mv{on} TO {db}.engagements{local} AS\n" + engagementsOf("{db}.events{local}"))},
+		d.serverOnly(engagementsFill(d)))
+}
+
+// engagementsOf is what engagements holds of the events of from.
+func engagementsOf(from string) string {
+	return "SELECT service, type, created_at, livemode, recipient_domain, sender_domain, bounce_type, message_hash FROM " + from +
+		" WHERE type IN ('" + strings.Join(DistinctTypes, "', '") + "')" // constants
+}
+
+// engagementsFill copies into engagements the events the table holds.
+func engagementsFill(d ddl) string {
+	return d.r.Replace("INSERT INTO {db}.engagements\n" + engagementsOf("{db}.events"))
+}
+
+// RebuildRollups builds the rollup and engagements again from the events
+// table, on one server (cluster "") or on the cluster named cluster: the
+// events table is the source of truth, and this is how to get back to it
+// after changing either by hand. Quarter hours that another process inserted into while
 // it ran are listed in rollup_gaps, so counts stay exact. On a cluster it
 // writes to each shard before it returns, but a replica behind the others
 // makes the check list quarter hours too (counted from the events, exact
@@ -130,6 +171,8 @@ func RebuildRollups(ctx context.Context, conn Conn, db, cluster string) error {
 		d.r.Replace("TRUNCATE TABLE {db}.stats_rollup{local}{on}"),
 		d.r.Replace("TRUNCATE TABLE {db}.rollup_gaps{on}"),
 		d.r.Replace("INSERT INTO {db}.stats_rollup (" + rollupColumns + ")\n" + rollupOf("{db}.events", "step")),
+		d.r.Replace("TRUNCATE TABLE {db}.engagements{local}{on}"),
+		engagementsFill(d),
 	} {
 		if err := conn.Exec(sync, stmt); err != nil {
 			return fmt.Errorf("rebuild the rollup of %s: %w", db, err)
@@ -262,13 +305,26 @@ func (r Rollup) RawSQL() (string, []any, bool) {
 	return " AND (" + strings.Join(conds, " OR ") + ")", args, true
 }
 
-// InRollup reports whether filters keep only to dimensions the rollup
-// has.
-func (fs Filters) InRollup() bool {
+// Within reports whether the filters are all on dimensions among dims
+// (RollupDims, EngagementDims).
+func (fs Filters) Within(dims []string) bool {
 	for _, f := range fs {
-		if !slices.Contains(RollupDims, f.Dim.Name) {
+		if !slices.Contains(dims, f.Dim.Name) {
 			return false
 		}
 	}
 	return true
+}
+
+// Has reports whether the filters hold one on the dimension named name.
+func (fs Filters) Has(name string) bool {
+	return slices.ContainsFunc(fs, func(f Filter) bool { return f.Dim.Name == name })
+}
+
+// Engaged returns what follows FROM in a statement that counts distinct
+// messageIds of the events of DistinctTypes matching where (which binds
+// args and may only name engagements' columns): engagements and the WHERE
+// clause. Copies need no care there: they hold the messageId once more.
+func (c Counted) Engaged(where string, args []any) (string, []any) {
+	return "`" + c.db + "`.engagements WHERE " + where, args
 }

@@ -287,8 +287,8 @@ func TestLogFormat(t *testing.T) {
 }
 
 // TestMigrateRebuildsRollups: `hindsight migrate --rebuild-rollups` builds
-// the stats rollup again from the events, as a user whose rollup went wrong
-// (here emptied by hand) runs it, and says what it did.
+// the stats rollup and engagements again from the events, as a user whose
+// rollup went wrong (here emptied by hand) runs it, and says what it did.
 func TestMigrateRebuildsRollups(t *testing.T) {
 	bin := binary(t)
 	conn, db := chtest.Database(t)
@@ -304,12 +304,21 @@ func TestMigrateRebuildsRollups(t *testing.T) {
 		return n
 	}
 	require.EqualValues(t, len(events), rolled())
+	engaged := func() uint64 {
+		var n uint64
+		require.NoError(t, conn.QueryRow(ctx, "SELECT count() FROM "+db+".engagements").Scan(&n))
+		return n
+	}
+	opens := engaged()
+	require.NotZero(t, opens)
 	require.NoError(t, conn.Exec(ctx, "TRUNCATE TABLE "+db+".stats_rollup"))
+	require.NoError(t, conn.Exec(ctx, "TRUNCATE TABLE "+db+".engagements"))
 	require.Zero(t, rolled())
 
 	out, err := exec.Command(bin, "migrate", "--clickhouse", chtest.Addr(t), "--database", db, "--rebuild-rollups").Output()
 	require.NoError(t, err)
-	assert.Contains(t, string(out), "stats rollup rebuilt from the events")
+	assert.Contains(t, string(out), "stats rollup and engagements rebuilt from the events")
 	assert.Contains(t, string(out), "; 0 quarter hours read from the events")
 	assert.EqualValues(t, len(events), rolled())
+	assert.Equal(t, opens, engaged(), "and engagements")
 }

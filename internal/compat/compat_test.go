@@ -109,20 +109,24 @@ func TestSQLCompatibility(t *testing.T) {
 	for path, body := range compare("with copies stored") {
 		assert.Equal(t, once[path], body, "GET %s: copies stored change the answer", path)
 	}
-	// The rollup, built again from the events on each engine, gives the
-	// same answers.
+	// The rollup and engagements, built again from the events on each
+	// engine, give the same answers.
 	require.NoError(t, schema.RebuildRollups(ctx, old, db, ""), "rebuild the rollup on 18.16")
 	require.NoError(t, schema.RebuildRollups(ctx, cur, db, ""), "rebuild the rollup on chDB 26.7")
 	for path, body := range compare("with the rollup rebuilt") {
 		assert.Equal(t, once[path], body, "GET %s: the rebuilt rollup changes the answer", path)
 	}
-	rolled := 0
+	rolled, engaged := 0, 0
 	for _, sql := range cur.sent {
 		if strings.Contains(sql, ".stats_rollup WHERE") {
 			rolled++
 		}
+		if strings.Contains(sql, ".engagements WHERE") {
+			engaged++
+		}
 	}
 	assert.NotZero(t, rolled, "stats read the rollup")
+	assert.NotZero(t, engaged, "distinct counts read engagements")
 
 	// Ingest's own queries, recorded while it consumes for real on 18.16, then
 	// sent to both engines.
@@ -251,6 +255,7 @@ func requests(events []schema.Event) []string {
 		"/v1/stats/send?from="+from+"&to="+to+"&format=csv&granularity=day",
 		// Ranges inside quarter hours, in a zone a quarter hour off UTC's hours.
 		"/v1/stats/send?from=2026-10-28T05:07:31.250Z&to=2026-11-04T17:22:05Z&granularity=hour&tz=Asia%2FKathmandu&group_by=recipient_domain&limit=3&livemode=all",
+		"/v1/stats/send?from="+from+"&to="+to+"&granularity=day&recipient_domain=gmail.com,Yahoo.com&group_by=sender_domain",
 		"/v1/stats/telco?from=2026-10-29T00:00:00.001Z&to=2026-11-03T23:59:59.999Z&granularity=day&tz=Asia%2FKolkata&group_by=npa&limit=5",
 		"/v1/events?from="+from+"&to="+to+"&format=ndjson&livemode=all",
 		"/v1/events?from="+from+"&to="+to+"&format=csv&types=send.email.*&recipient_domain=gmail.com",
