@@ -10,7 +10,7 @@ CHDB_LIB     := .cache/chdb/libchdb.so
 REDOCLY_VERSION := 2.77.0
 REDOCLY         := .cache/redocly/node_modules/.bin/redocly
 
-.PHONY: npm chromium image run test test-unit test-faults test-cluster zookeeper build vet clickhouse bench-ingest bench-query bench-replay bench-cluster fuzz fuzz-ci clean
+.PHONY: npm chromium image run test test-unit test-faults test-cluster zookeeper build vet clickhouse bench-ingest bench-query bench-query-100m bench-replay bench-cluster fuzz fuzz-ci clean
 
 ## run: install ClickHouse if missing, then run everything with the sample loaded
 run: clickhouse build
@@ -118,6 +118,11 @@ bench-ingest: clickhouse
 ## listing pages at the start, middle and end of those 10M and lookups by eventId
 bench-query: clickhouse
 	HINDSIGHT_REQUIRE_CLICKHOUSE=1 $(GO) test -run '^$$' -bench "BenchmarkStats10M|BenchmarkEvents10M" -benchtime 1x -timeout 30m ./query/
+
+## bench-query-100m: the same stats request over a month of 100M events
+## (a quarter of an hour of filling, 5 GB)
+bench-query-100m: clickhouse
+	HINDSIGHT_REQUIRE_CLICKHOUSE=1 $(GO) test -run '^$$' -bench BenchmarkStats100M -benchtime 1x -timeout 60m ./query/
 
 ## bench-replay: deliveries/s and peak heap of replays to a loopback receiver,
 ## and a follow's produce-to-delivery p50 and p99 at 1,000 events/s for a minute

@@ -172,13 +172,26 @@ func StoreCopies(t testing.TB, conn Execer, db string, conds ...string) {
 func Fill10M(t testing.TB, conn driver.Conn, db string) { FillN(t, conn, db, 10_000_000) }
 
 // FillN migrates db and stores n events from 2026-10-01 on with
-// ClickHouse's numbers(), for benchmarks: a send-heavy mix like
-// the platform's, about one opened and clicked message in four, 2% test
-// mode, one event every 259 ms, an area code (npa) on telco's events only,
-// as the platform's events carry it. message_hash is cityHash64 here, where
+// ClickHouse's numbers(), for benchmarks: a send-heavy mix like the
+// platform's, about one opened and clicked message in four, 2% test mode,
+// one event every 259 ms, an area code (npa) on telco's events only, as
+// the platform's events carry it. message_hash is cityHash64 here, where
 // ingest writes xxhash64: benchmarks measure cost, which is the same for any
 // 64-bit hash.
 func FillN(t testing.TB, conn driver.Conn, db string, n int) {
+	t.Helper()
+	fill(t, conn, db, n, time.Duration(n)*259*time.Millisecond)
+}
+
+// FillMonth is FillN with the n events spread evenly over the 30 days from
+// 2026-10-01.
+func FillMonth(t testing.TB, conn driver.Conn, db string, n int) {
+	t.Helper()
+	fill(t, conn, db, n, 30*24*time.Hour)
+}
+
+// fill stores n events as FillN describes, spread evenly over span.
+func fill(t testing.TB, conn driver.Conn, db string, n int, span time.Duration) {
 	t.Helper()
 	ctx := context.Background()
 	if _, err := schema.Migrate(ctx, conn, db); err != nil {
@@ -188,7 +201,7 @@ func FillN(t testing.TB, conn driver.Conn, db string, n int) {
 	q := fmt.Sprintf(`INSERT INTO %s.events (event_id, type, service, created_at, livemode, known, message_id, message_hash,
 		recipient_domain, sender_domain, bounce_type, has_carrier, has_inventory, npa, voice, format,
 		text_length, duration_sec, raw, kafka_topic, kafka_partition, kafka_offset, ingested_at)
-	SELECT concat('evt_', toString(number)) AS id, t, splitByChar('.', t)[1], %d + number * 259, number %% 50 != 0, 1,
+	SELECT concat('evt_', toString(number)) AS id, t, splitByChar('.', t)[1], %d + intDiv(number * %d, %d), number %% 50 != 0, 1,
 		concat('msg_', toString(intDiv(number, 6))), cityHash64(concat('msg_', toString(intDiv(number, 6)))),
 		arrayElement(['gmail.com', 'yahoo.com', 'outlook.com', 'icloud.com', 'acme.io', 'example.org', 'proton.me'], number %% 7 + 1),
 		'mail.do.dev', if(t = 'send.email.bounced', if(number %% 3 = 0, 'soft', 'hard'), ''),
@@ -198,7 +211,7 @@ func FillN(t testing.TB, conn driver.Conn, db string, n int) {
 		'send.email.delivered', 'send.email.delivered', 'send.email.delivered', 'send.email.delivered', 'send.email.opened',
 		'send.email.opened', 'send.email.opened', 'send.email.clicked', 'send.email.bounced', 'send.email.complained',
 		'telco.lookup.completed', 'telco.lookup.completed', 'voip.call.incoming', 'voip.call.completed', 'talk.speech.generated'],
-		number %% 20 + 1) AS t FROM system.numbers LIMIT %d)`, db, start, n)
+		number %% 20 + 1) AS t FROM system.numbers LIMIT %d)`, db, start, span.Milliseconds(), n, n)
 	// The lookup tables' and the rollup's materialized views write a part
 	// per inserted block; the server merges them in the background within
 	// minutes. Benchmarks measure that steady state, merged.
