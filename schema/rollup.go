@@ -321,6 +321,13 @@ func (fs Filters) Has(name string) bool {
 	return slices.ContainsFunc(fs, func(f Filter) bool { return f.Dim.Name == name })
 }
 
+// Distinct returns what follows FROM in a statement that counts distinct
+// values of the events matching where (which binds args): the events table
+// as it is, since a copy holds its values once more.
+func (c Counted) Distinct(where string, args []any) (string, []any) {
+	return "`" + c.db + "`.events WHERE " + where, args
+}
+
 // Engaged returns what follows FROM in a statement that counts distinct
 // messageIds of the events of DistinctTypes matching where (which binds
 // args and may only name engagements' columns): engagements and the WHERE
