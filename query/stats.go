@@ -3,7 +3,6 @@ package query
 import (
 	"context"
 	"fmt"
-	"github.com/dodev/hindsight/internal/httpapi"
 	"net/http"
 	"slices"
 	"sort"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/dodev/hindsight/internal/httpapi"
 	"github.com/dodev/hindsight/schema"
 )
 
