@@ -32,7 +32,7 @@ func BenchmarkStats10M(b *testing.B) {
 	ctx := context.Background()
 	defer conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db)
 	began := time.Now()
-	chtest.Fill10M(b, conn, db)
+	chtest.Fill10M(b, db)
 	b.Logf("filled 10M events in %s", time.Since(began).Round(time.Second))
 
 	const key = "bench-key-0123456789abcdef"
@@ -138,7 +138,7 @@ func BenchmarkStats100M(b *testing.B) {
 	ctx := context.Background()
 	defer conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db)
 	began := time.Now()
-	chtest.FillMonth(b, conn, db, 100_000_000)
+	chtest.FillMonth(b, db, 100_000_000)
 	b.Logf("filled 100M events in %s", time.Since(began).Round(time.Second))
 	const key = "bench-key-0123456789abcdef"
 	srv, _ := benchServer(b, conn, db, key)
@@ -184,7 +184,7 @@ func BenchmarkEvents10M(b *testing.B) {
 	conn := chtest.Open(b)
 	ctx := context.Background()
 	defer conn.Exec(ctx, "DROP DATABASE IF EXISTS "+db)
-	chtest.Fill10M(b, conn, db)
+	chtest.Fill10M(b, db)
 	// A million attempts in the log, one for every tenth event.
 	require.NoError(b, conn.Exec(ctx, "INSERT INTO "+db+".deliveries (endpoint_id, replay_id, event_id, attempt, status, outcome, latency_ms, at) "+
 		"SELECT concat('whep_', toString(number % 10)), 'rpl_1', concat('evt_', toString(number * 10)), 1, 200, 'delivered', 3.5, "+

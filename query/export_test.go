@@ -182,7 +182,7 @@ func TestExportMillion(t *testing.T) {
 	}
 	srv, conn, db := newAPI(t)
 	const n = 1_000_000
-	chtest.FillN(t, conn, db, n)
+	chtest.FillN(t, db, n)
 	start := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
 	export := func(events int) (lines int, peak uint64) {
 		to := start.Add(time.Duration(events) * 259 * time.Millisecond)

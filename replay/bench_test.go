@@ -304,7 +304,7 @@ func BenchmarkReplayRetries(b *testing.B) {
 // `make bench-replay`.
 func BenchmarkReplayPages10M(b *testing.B) {
 	conn, db := chtest.Database(b)
-	chtest.Fill10M(b, conn, db)
+	chtest.Fill10M(b, db)
 	patterns, err := schema.ParsePatterns([]string{"*"})
 	require.NoError(b, err)
 	since := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)

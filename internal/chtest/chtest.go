@@ -167,33 +167,41 @@ func StoreCopies(t testing.TB, conn Execer, db string, conds ...string) {
 		"`.events GROUP BY service, type, created_at, event_id HAVING count() > 1")
 }
 
-// Fill10M migrates db and stores ten million events over 30 days of October
-// 2026 (see FillN).
-func Fill10M(t testing.TB, conn driver.Conn, db string) { FillN(t, conn, db, 10_000_000) }
+// Fill10M migrates db on the shared server and stores ten million events
+// over 30 days of October 2026 (see FillN).
+func Fill10M(t testing.TB, db string) { FillN(t, db, 10_000_000) }
 
-// FillN migrates db and stores n events from 2026-10-01 on with
+// FillN migrates db on the shared server and stores n events from
+// 2026-10-01 on with
 // ClickHouse's numbers(), for benchmarks: a send-heavy mix like the
 // platform's, about one opened and clicked message in four, 2% test mode,
 // one event every 259 ms, an area code (npa) on telco's events only, as
 // the platform's events carry it. message_hash is cityHash64 here, where
 // ingest writes xxhash64: benchmarks measure cost, which is the same for any
 // 64-bit hash.
-func FillN(t testing.TB, conn driver.Conn, db string, n int) {
+func FillN(t testing.TB, db string, n int) {
 	t.Helper()
-	fill(t, conn, db, n, time.Duration(n)*259*time.Millisecond)
+	fill(t, db, n, time.Duration(n)*259*time.Millisecond)
 }
 
 // FillMonth is FillN with the n events spread evenly over the 30 days from
 // 2026-10-01.
-func FillMonth(t testing.TB, conn driver.Conn, db string, n int) {
+func FillMonth(t testing.TB, db string, n int) {
 	t.Helper()
-	fill(t, conn, db, n, 30*24*time.Hour)
+	fill(t, db, n, 30*24*time.Hour)
 }
 
-// fill stores n events as FillN describes, spread evenly over span.
-func fill(t testing.TB, conn driver.Conn, db string, n int, span time.Duration) {
+// fill stores n events as FillN describes, spread evenly over span. Its
+// connection waits for answers as long as a fill of 100M events and the
+// merges after it take (Open's gives up after a minute).
+func fill(t testing.TB, db string, n int, span time.Duration) {
 	t.Helper()
 	ctx := context.Background()
+	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{Addr(t)}, DialTimeout: 5 * time.Second, ReadTimeout: time.Hour})
+	if err != nil {
+		t.Fatalf("open clickhouse: %v", err)
+	}
+	defer conn.Close()
 	if _, err := schema.Migrate(ctx, conn, db); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}
