@@ -142,23 +142,24 @@ func engagementsFill(d ddl) string {
 // RebuildRollups builds the rollup and engagements again from the events
 // table, on one server (cluster "") or on the cluster named cluster: the
 // events table is the source of truth, and this is how to get back to it
-// after changing either by hand. Quarter hours that another process inserted into while
-// it ran are listed in rollup_gaps, so counts stay exact. On a cluster it
+// after changing either by hand. It returns how many quarter hours
+// CheckRollup then lists: those another process inserted into while it
+// ran, counted from the events so counts stay exact. On a cluster it
 // writes to each shard before it returns, but a replica behind the others
-// makes the check list quarter hours too (counted from the events, exact
-// but slower): run it while the replicas are in step.
-func RebuildRollups(ctx context.Context, conn Conn, db, cluster string) error {
+// makes the check list quarter hours too (exact but slower): run it while
+// the replicas are in step.
+func RebuildRollups(ctx context.Context, conn Conn, db, cluster string) (int, error) {
 	if err := ValidateDatabase(db); err != nil {
-		return err
+		return 0, err
 	}
 	if cluster != "" {
 		if err := ValidateCluster(cluster); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	v, err := ServerVersion(conn)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	d := newDDL(db, cluster, v)
 	// On a cluster the copy goes through the Distributed table, which
@@ -175,11 +176,10 @@ func RebuildRollups(ctx context.Context, conn Conn, db, cluster string) error {
 		engagementsFill(d),
 	} {
 		if err := conn.Exec(sync, stmt); err != nil {
-			return fmt.Errorf("rebuild the rollup of %s: %w", db, err)
+			return 0, fmt.Errorf("rebuild the rollup of %s: %w", db, err)
 		}
 	}
-	_, err = CheckRollup(ctx, conn, db)
-	return err
+	return CheckRollup(ctx, conn, db)
 }
 
 // CheckRollup compares the rollup with the events table, quarter hour by

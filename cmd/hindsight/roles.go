@@ -479,10 +479,7 @@ func runMigrate(ctx context.Context, args []string) error {
 		return nil
 	}
 	began := time.Now()
-	if err := schema.RebuildRollups(ctx, conn, c.database, c.cluster); err != nil {
-		return err
-	}
-	gaps, err := schema.CheckRollup(ctx, conn, c.database)
+	gaps, err := schema.RebuildRollups(ctx, conn, c.database, c.cluster)
 	if err != nil {
 		return err
 	}

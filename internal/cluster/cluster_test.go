@@ -497,7 +497,8 @@ func TestMoveToCluster(t *testing.T) {
 
 	assert.EqualValues(t, len(events), count(t, conn, "SELECT count() FROM "+db+".events"))
 	assert.EqualValues(t, len(events), count(t, conn, "SELECT sum(events) FROM "+db+".stats_rollup"), "the copy fed the rollup on each shard")
-	require.NoError(t, schema.RebuildRollups(ctx, conn, db, clusterName))
+	_, err = schema.RebuildRollups(ctx, conn, db, clusterName)
+	require.NoError(t, err)
 	for _, s := range cl.Shards {
 		for _, r := range s {
 			require.NoError(t, open(t, r.Addr).Exec(ctx, "SYSTEM SYNC REPLICA "+db+".stats_rollup_local"))
