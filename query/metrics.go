@@ -63,25 +63,19 @@ type serviceDef struct {
 // its metrics need.
 type additive struct{ bounces, lookups, text, duration bool }
 
-// sql is the additive columns in counts' order (n, hard, soft, carrier,
-// inventory, textLength, duration, unique) as the events table gives them,
-// or as the rollup does (schema.Rollup), which sums them per row.
-func (a additive) sql(rollup bool) string {
-	pick := func(use bool, events, fromRollup, zero string) string {
-		switch {
-		case !use:
-			return zero
-		case rollup:
-			return fromRollup
+// sql is the additive columns after count(), in counts' order (hard, soft,
+// carrier, inventory, textLength, duration, unique).
+func (a additive) sql() string {
+	pick := func(use bool, expr, zero string) string {
+		if use {
+			return expr
 		}
-		return events
+		return zero
 	}
-	return pick(true, "count()", "sum(events)", "") + ", " +
-		pick(a.bounces, "countIf(bounce_type = 'hard'), countIf(bounce_type = 'soft')",
-			"sumIf(events, bounce_type = 'hard'), sumIf(events, bounce_type = 'soft')", "toUInt64(0), toUInt64(0)") + ", " +
-		pick(a.lookups, "countIf(has_carrier = 1), countIf(has_inventory = 1)", "sum(carrier), sum(inventory)", "toUInt64(0), toUInt64(0)") + ", " +
-		pick(a.text, "sum(text_length)", "sum(text_length)", "toInt64(0)") + ", " +
-		pick(a.duration, "sum(duration_sec)", "sum(duration_sec)", "toFloat64(0)") + ", toUInt64(0)"
+	return pick(a.bounces, "countIf(bounce_type = 'hard'), countIf(bounce_type = 'soft')", "toUInt64(0), toUInt64(0)") + ", " +
+		pick(a.lookups, "countIf(has_carrier = 1), countIf(has_inventory = 1)", "toUInt64(0), toUInt64(0)") + ", " +
+		pick(a.text, "sum(text_length)", "toInt64(0)") + ", " +
+		pick(a.duration, "sum(duration_sec)", "toFloat64(0)") + ", toUInt64(0)"
 }
 
 func n(by map[string]counts, typ string) float64 { return float64(by[typ].n) }
