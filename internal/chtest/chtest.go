@@ -172,9 +172,8 @@ func StoreCopies(t testing.TB, conn Execer, db string, conds ...string) {
 func Fill10M(t testing.TB, db string) { FillN(t, db, 10_000_000) }
 
 // FillN migrates db on the shared server and stores n events from
-// 2026-10-01 on with
-// ClickHouse's numbers(), for benchmarks: a send-heavy mix like the
-// platform's, about one opened and clicked message in four, 2% test mode,
+// 2026-10-01 on with ClickHouse's numbers(), for benchmarks: a send-heavy
+// mix like the platform's, about one opened and clicked message in four, 2% test mode,
 // one event every 259 ms, an area code (npa) on telco's events only, as
 // the platform's events carry it. message_hash is cityHash64 here, where
 // ingest writes xxhash64: benchmarks measure cost, which is the same for any
