@@ -141,22 +141,7 @@ func BenchmarkStats100M(b *testing.B) {
 	const key = "bench-key-0123456789abcdef"
 	srv, _ := benchServer(b, conn, db, key)
 	month := srv.URL + "/v1/stats/send?from=2026-10-01T00:00:00Z&to=2026-11-01T00:00:00Z&granularity=day&tz=America/New_York"
-	timed := func(url string) time.Duration {
-		var times []time.Duration
-		for range 5 {
-			hr, _ := http.NewRequest(http.MethodGet, url, nil)
-			hr.Header.Set("Authorization", "Bearer "+key)
-			t0 := time.Now()
-			resp, err := http.DefaultClient.Do(hr)
-			require.NoError(b, err)
-			_, err = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			times = append(times, time.Since(t0))
-			require.NoError(b, err)
-			require.Equal(b, http.StatusOK, resp.StatusCode)
-		}
-		return median(times)
-	}
+	timed := func(url string) time.Duration { return medianGET(b, url, key, 5, http.StatusOK) }
 	for b.Loop() {
 		all, filtered := timed(month), timed(month+"&recipient_domain=gmail.com")
 		b.ReportMetric(all.Seconds(), "api-p50-s")
@@ -164,6 +149,25 @@ func BenchmarkStats100M(b *testing.B) {
 		b.Logf("GET /v1/stats/send, day series, 100M events: p50 %s; for recipient_domain=gmail.com %s",
 			all.Round(time.Millisecond), filtered.Round(time.Millisecond))
 	}
+}
+
+// medianGET returns the median time of n GETs of url with key, each of
+// which must answer code.
+func medianGET(b *testing.B, url, key string, n, code int) time.Duration {
+	var times []time.Duration
+	for range n {
+		hr, _ := http.NewRequest(http.MethodGet, url, nil)
+		hr.Header.Set("Authorization", "Bearer "+key)
+		t0 := time.Now()
+		resp, err := http.DefaultClient.Do(hr)
+		require.NoError(b, err)
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		times = append(times, time.Since(t0))
+		require.NoError(b, err)
+		require.Equal(b, code, resp.StatusCode, url)
+	}
+	return median(times)
 }
 
 func median(ds []time.Duration) time.Duration {
@@ -189,23 +193,7 @@ func BenchmarkEvents10M(b *testing.B) {
 		"1790812800000 + number * 2590 FROM system.numbers LIMIT 1000000"))
 	const key = "bench-key-0123456789abcdef"
 	srv, s := benchServer(b, conn, db, key)
-	// timed returns the median time of n GETs of path, which must answer code.
-	timed := func(path string, n, code int) time.Duration {
-		var times []time.Duration
-		for range n {
-			hr, _ := http.NewRequest(http.MethodGet, srv.URL+path, nil)
-			hr.Header.Set("Authorization", "Bearer "+key)
-			t0 := time.Now()
-			resp, err := http.DefaultClient.Do(hr)
-			require.NoError(b, err)
-			_, err = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			times = append(times, time.Since(t0))
-			require.NoError(b, err)
-			require.Equal(b, code, resp.StatusCode, path)
-		}
-		return median(times)
-	}
+	timed := func(path string, n, code int) time.Duration { return medianGET(b, srv.URL+path, key, n, code) }
 	page := func(after *cursor) time.Duration {
 		path := "/v1/events?from=2026-10-01T00:00:00Z&to=2026-11-01T00:00:00Z&livemode=all"
 		if after != nil {
