@@ -54,28 +54,25 @@ type serviceDef struct {
 	// distinct: the service's schema.DistinctTypes have their distinct
 	// messageIds counted.
 	distinct bool
-	// sums are the additive columns the service's metrics need.
-	sums additive
+	// sums are the SQL of the additive columns after count(), in counts'
+	// order (hard, soft, carrier, inventory, textLength, duration, unique):
+	// a service reads only the columns its metrics need.
+	sums string
 }
 
-// additive says which of counts' additive columns a service reads: the
-// others are zeros of the right type, so a service reads only the columns
-// its metrics need.
-type additive struct{ bounces, lookups, text, duration bool }
-
-// sql is the additive columns after count(), in counts' order (hard, soft,
-// carrier, inventory, textLength, duration, unique).
-func (a additive) sql() string {
+// sumsSQL writes serviceDef.sums: zeros of the right type where a service
+// has no use for a column.
+func sumsSQL(bounces, lookups, text, duration bool) string {
 	pick := func(use bool, expr, zero string) string {
 		if use {
 			return expr
 		}
 		return zero
 	}
-	return pick(a.bounces, "countIf(bounce_type = 'hard'), countIf(bounce_type = 'soft')", "toUInt64(0), toUInt64(0)") + ", " +
-		pick(a.lookups, "countIf(has_carrier = 1), countIf(has_inventory = 1)", "toUInt64(0), toUInt64(0)") + ", " +
-		pick(a.text, "sum(text_length)", "toInt64(0)") + ", " +
-		pick(a.duration, "sum(duration_sec)", "toFloat64(0)") + ", toUInt64(0)"
+	return pick(bounces, "countIf(bounce_type = 'hard'), countIf(bounce_type = 'soft')", "toUInt64(0), toUInt64(0)") + ", " +
+		pick(lookups, "countIf(has_carrier = 1), countIf(has_inventory = 1)", "toUInt64(0), toUInt64(0)") + ", " +
+		pick(text, "sum(text_length)", "toInt64(0)") + ", " +
+		pick(duration, "sum(duration_sec)", "toFloat64(0)") + ", toUInt64(0)"
 }
 
 func n(by map[string]counts, typ string) float64 { return float64(by[typ].n) }
@@ -108,7 +105,7 @@ var services = map[string]serviceDef{
 		},
 		groupBy:  map[string]string{"recipient_domain": "recipient_domain", "sender_domain": "sender_domain", "type": "type"},
 		distinct: true,
-		sums:     additive{bounces: true},
+		sums:     sumsSQL(true, false, false, false),
 	},
 	"telco": {
 		metrics: func(by map[string]counts) map[string]float64 {
@@ -124,7 +121,7 @@ var services = map[string]serviceDef{
 			{"inventory_rate", "lookups_with_inventory", "lookups", true},
 		},
 		groupBy: map[string]string{"npa": "npa", "type": "type"},
-		sums:    additive{lookups: true},
+		sums:    sumsSQL(false, true, false, false),
 	},
 	"talk": {
 		metrics: func(by map[string]counts) map[string]float64 {
@@ -135,7 +132,7 @@ var services = map[string]serviceDef{
 		},
 		rates:   []rateDef{{"avg_characters", "characters", "speeches", false}},
 		groupBy: map[string]string{"voice": "voice", "format": "format", "type": "type"},
-		sums:    additive{text: true},
+		sums:    sumsSQL(false, false, true, false),
 	},
 	"voip": {
 		metrics: func(by map[string]counts) map[string]float64 {
@@ -151,7 +148,7 @@ var services = map[string]serviceDef{
 			{"missed_rate", "missed", "incoming", true},
 		},
 		groupBy: map[string]string{"type": "type"},
-		sums:    additive{duration: true},
+		sums:    sumsSQL(false, false, false, true),
 	},
 	"transcribe": {
 		metrics: func(by map[string]counts) map[string]float64 {
@@ -161,7 +158,7 @@ var services = map[string]serviceDef{
 			}
 		},
 		groupBy: map[string]string{"type": "type"},
-		sums:    additive{duration: true},
+		sums:    sumsSQL(false, false, false, true),
 	},
 	"platform": {
 		metrics: func(by map[string]counts) map[string]float64 {
@@ -172,6 +169,7 @@ var services = map[string]serviceDef{
 			}
 		},
 		groupBy: map[string]string{"type": "type"},
+		sums:    sumsSQL(false, false, false, false),
 	},
 }
 

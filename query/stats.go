@@ -181,7 +181,7 @@ func statsSQL(src schema.Counted, req statsRequest) (string, []any) {
 	from := func(extra string, extraArgs []any) (string, []any) {
 		return src.Source(where+extra, append(append([]any{}, whereArgs...), extraArgs...))
 	}
-	additive := "count(), " + req.def.sums.sql()
+	additive := "count(), " + req.def.sums
 	const zeros = "toUInt64(0), toUInt64(0), toUInt64(0), toUInt64(0), toUInt64(0), toInt64(0), toFloat64(0)"
 	const unique = zeros + ", uniqExact(message_hash)"
 
