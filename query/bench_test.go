@@ -60,7 +60,9 @@ func BenchmarkStats10M(b *testing.B) {
 	// sent directly, interleaved so a noisy neighbour hits both the same.
 	measure := func(url string, req statsRequest) (api, raw time.Duration) {
 		viaAPI := func() []byte { return get(url) }
-		sql, args, err := statsAPI.statsStatement(ctx, req)
+		buckets, err := httpapi.BucketsOf(req.granularity, req.r.From, req.r.To, req.loc)
+		require.NoError(b, err)
+		sql, args, err := statsAPI.statsStatement(ctx, req, buckets)
 		require.NoError(b, err)
 		direct := func() {
 			rows, err := conn.Query(httpapi.LimitsOf(ctx).Bind(ctx), sql, args...) // the default limits, as the API's

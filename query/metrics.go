@@ -54,25 +54,34 @@ type serviceDef struct {
 	// distinct: the service's schema.DistinctTypes have their distinct
 	// messageIds counted.
 	distinct bool
-	// sums are the SQL of the additive columns after count(), in counts'
-	// order (hard, soft, carrier, inventory, textLength, duration, unique):
-	// a service reads only the columns its metrics need.
-	sums string
+	// sums are the additive columns the service's metrics need.
+	sums additive
 }
 
-// sumsSQL writes serviceDef.sums: zeros of the right type where a service
-// has no use for a column.
-func sumsSQL(bounces, lookups, text, duration bool) string {
-	pick := func(use bool, expr, zero string) string {
-		if use {
-			return expr
+// additive says which of counts' additive columns a service reads: the
+// others are zeros of the right type, so a service reads only the columns
+// its metrics need.
+type additive struct{ bounces, lookups, text, duration bool }
+
+// sql is the additive columns in counts' order (n, hard, soft, carrier,
+// inventory, textLength, duration, unique) as the events table gives them,
+// or as the rollup does (schema.Rollup), which sums them per row.
+func (a additive) sql(rollup bool) string {
+	pick := func(use bool, events, fromRollup, zero string) string {
+		switch {
+		case !use:
+			return zero
+		case rollup:
+			return fromRollup
 		}
-		return zero
+		return events
 	}
-	return pick(bounces, "countIf(bounce_type = 'hard'), countIf(bounce_type = 'soft')", "toUInt64(0), toUInt64(0)") + ", " +
-		pick(lookups, "countIf(has_carrier = 1), countIf(has_inventory = 1)", "toUInt64(0), toUInt64(0)") + ", " +
-		pick(text, "sum(text_length)", "toInt64(0)") + ", " +
-		pick(duration, "sum(duration_sec)", "toFloat64(0)") + ", toUInt64(0)"
+	return pick(true, "count()", "sum(events)", "") + ", " +
+		pick(a.bounces, "countIf(bounce_type = 'hard'), countIf(bounce_type = 'soft')",
+			"sumIf(events, bounce_type = 'hard'), sumIf(events, bounce_type = 'soft')", "toUInt64(0), toUInt64(0)") + ", " +
+		pick(a.lookups, "countIf(has_carrier = 1), countIf(has_inventory = 1)", "sum(carrier), sum(inventory)", "toUInt64(0), toUInt64(0)") + ", " +
+		pick(a.text, "sum(text_length)", "sum(text_length)", "toInt64(0)") + ", " +
+		pick(a.duration, "sum(duration_sec)", "sum(duration_sec)", "toFloat64(0)") + ", toUInt64(0)"
 }
 
 func n(by map[string]counts, typ string) float64 { return float64(by[typ].n) }
@@ -105,7 +114,7 @@ var services = map[string]serviceDef{
 		},
 		groupBy:  map[string]string{"recipient_domain": "recipient_domain", "sender_domain": "sender_domain", "type": "type"},
 		distinct: true,
-		sums:     sumsSQL(true, false, false, false),
+		sums:     additive{bounces: true},
 	},
 	"telco": {
 		metrics: func(by map[string]counts) map[string]float64 {
@@ -121,7 +130,7 @@ var services = map[string]serviceDef{
 			{"inventory_rate", "lookups_with_inventory", "lookups", true},
 		},
 		groupBy: map[string]string{"npa": "npa", "type": "type"},
-		sums:    sumsSQL(false, true, false, false),
+		sums:    additive{lookups: true},
 	},
 	"talk": {
 		metrics: func(by map[string]counts) map[string]float64 {
@@ -132,7 +141,7 @@ var services = map[string]serviceDef{
 		},
 		rates:   []rateDef{{"avg_characters", "characters", "speeches", false}},
 		groupBy: map[string]string{"voice": "voice", "format": "format", "type": "type"},
-		sums:    sumsSQL(false, false, true, false),
+		sums:    additive{text: true},
 	},
 	"voip": {
 		metrics: func(by map[string]counts) map[string]float64 {
@@ -148,7 +157,7 @@ var services = map[string]serviceDef{
 			{"missed_rate", "missed", "incoming", true},
 		},
 		groupBy: map[string]string{"type": "type"},
-		sums:    sumsSQL(false, false, false, true),
+		sums:    additive{duration: true},
 	},
 	"transcribe": {
 		metrics: func(by map[string]counts) map[string]float64 {
@@ -158,7 +167,7 @@ var services = map[string]serviceDef{
 			}
 		},
 		groupBy: map[string]string{"type": "type"},
-		sums:    sumsSQL(false, false, false, true),
+		sums:    additive{duration: true},
 	},
 	"platform": {
 		metrics: func(by map[string]counts) map[string]float64 {
@@ -169,7 +178,6 @@ var services = map[string]serviceDef{
 			}
 		},
 		groupBy: map[string]string{"type": "type"},
-		sums:    sumsSQL(false, false, false, false),
 	},
 }
 

@@ -66,8 +66,9 @@ type statsRequest struct {
 	// groupKeys, when not nil, are the groups to count instead of the top
 	// limit: a compared period counts the groups of the period it follows.
 	groupKeys []string
-	// fromEvents counts from the events alone, never engagements: the path
-	// it must answer as (TestEngagementsAnswerAsTheEvents).
+	// fromEvents counts from the events alone, never the rollup or
+	// engagements: the path they must answer as
+	// (TestRollupAnswersAsTheEvents).
 	fromEvents bool
 }
 
@@ -166,35 +167,54 @@ func (s *API) stats(c *gin.Context) {
 //	    counts do not add up across buckets), from the same read as US
 //	UG: the same per (group, type)
 //
-// The distinct counts read the events of their types (opened, clicked), a
-// narrow read in the table's order (service, type, created_at), or
-// engagements, the same ordered by recipient domain, for a request that
-// filters by it. Each additive SELECT reads through src, so stored
-// duplicates count once; distinct counts need no such care.
+// S and G read the rollup where plan covers the range (schema.Rollup), and
+// the events for the rest, each giving rows runStats adds up. The distinct
+// counts read the events of their types (opened, clicked), a narrow read in
+// the table's order (service, type, created_at), or engagements, the same
+// ordered by recipient domain, for a request that filters by it. Each
+// additive SELECT of the events reads through src, so stored duplicates
+// count once; distinct counts need no such care.
 // Columns and values come from allow-lists; everything else is bound.
-func statsSQL(src schema.Counted, req statsRequest) (string, []any) {
+func statsSQL(src schema.Counted, plan schema.Rollup, req statsRequest) (string, []any) {
 	fcond, fargs := req.filters.SQL()
-	where := "service = ? AND created_at >= ? AND created_at < ?" + req.livemode.SQL() + fcond
+	cond := req.livemode.SQL() + fcond
+	where := "service = ? AND created_at >= ? AND created_at < ?" + cond
 	whereArgs := append([]any{req.service, req.r.From.UnixMilli(), req.r.To.UnixMilli()}, fargs...)
-	// from is what an additive SELECT reads: the events matching where and
+	// from is what a SELECT of the events reads: those matching where and
 	// extra.
 	from := func(extra string, extraArgs []any) (string, []any) {
 		return src.Source(where+extra, append(append([]any{}, whereArgs...), extraArgs...))
 	}
-	additive := "count(), " + req.def.sums
+	// rawCond keeps the additive parts' reads of the events to what the
+	// rollup does not count; rawAdditive is false when that is nothing.
+	rawCond, rawArgs, rawAdditive := plan.RawSQL()
+	// rolled is what a SELECT of the rollup reads, as from.
+	rolled := func(extra string, extraArgs []any) (string, []any) {
+		return plan.Source("service = ?"+cond+extra, append(append([]any{req.service}, fargs...), extraArgs...))
+	}
 	const zeros = "toUInt64(0), toUInt64(0), toUInt64(0), toUInt64(0), toUInt64(0), toInt64(0), toFloat64(0)"
 	const unique = zeros + ", uniqExact(message_hash)"
 
 	var parts []string
 	var args []any
-	// add adds one SELECT of source (from, or distinct below). key is the
-	// SQL of its bucket (b) and group (k) columns, keyArgs what key binds;
-	// extra narrows its WHERE.
+	// add adds one SELECT of source (from or rolled). key is the SQL of its
+	// bucket (b) and group (k) columns, keyArgs what key binds; extra
+	// narrows its WHERE.
 	add := func(source func(string, []any) (string, []any), kind, key string, keyArgs []any, values, extra string, extraArgs []any, groupBy string) {
 		rows, rowsArgs := source(extra, extraArgs)
 		parts = append(parts, "SELECT '"+kind+"' AS kind, "+key+", CAST(type AS String) AS t, "+values+
 			" FROM "+rows+" GROUP BY "+groupBy)
 		args = append(append(args, keyArgs...), rowsArgs...)
+	}
+	// additive adds the SELECTs of an additive part: of the rollup where it
+	// covers, of the events for the rest.
+	additive := func(kind, key string, keyArgs []any, extra string, extraArgs []any, groupBy string) {
+		if plan.Covers() {
+			add(rolled, kind, key, keyArgs, req.def.sums.sql(true), extra, extraArgs, groupBy)
+		}
+		if rawAdditive {
+			add(from, kind, key, keyArgs, req.def.sums.sql(false), rawCond+extra, append(append([]any{}, rawArgs...), extraArgs...), groupBy)
+		}
 	}
 
 	bucket, zoneArgs := httpapi.BucketSQL(req.granularity, "created_at")
@@ -203,7 +223,7 @@ func statsSQL(src schema.Counted, req statsRequest) (string, []any) {
 		zones[i] = req.loc.String()
 	}
 	seriesKey := bucket + " AS b, '' AS k"
-	add(from, "S", seriesKey, zones, additive, "", nil, "b, t")
+	additive("S", seriesKey, zones, "", nil, "b, t")
 
 	var top string
 	var topArgs []any
@@ -218,16 +238,13 @@ func statsSQL(src schema.Counted, req statsRequest) (string, []any) {
 		for _, k := range req.groupKeys {
 			topArgs = append(topArgs, k)
 		}
-		add(from, "G", groupKey, nil, additive, top, topArgs, "k, t")
+		additive("G", groupKey, nil, top, topArgs, "k, t")
 	case req.groupCol != "":
 		groupKey = "toUInt32(0) AS b, CAST(" + req.groupCol + " AS String) AS k"
-		events, eventsArgs := from("", nil)
 		// GLOBAL: on a cluster the top values are the whole table's (see
 		// package schema).
-		top = " AND " + req.groupCol + " GLOBAL IN (SELECT " + req.groupCol + " FROM " + events +
-			" GROUP BY " + req.groupCol + " ORDER BY count() DESC, " + req.groupCol + " LIMIT ?)"
-		topArgs = append(eventsArgs, req.limit)
-		add(from, "G", groupKey, nil, additive, top, topArgs, "k, t")
+		top, topArgs = topGroupsSQL(req, from, rolled, plan.Covers(), rawCond, rawArgs, rawAdditive)
+		additive("G", groupKey, nil, top, topArgs, "k, t")
 	}
 	if req.def.distinct {
 		in := " AND type IN (" + strings.TrimSuffix(strings.Repeat("?, ", len(schema.DistinctTypes)), ", ") + ")"
@@ -269,20 +286,63 @@ func statsSQL(src schema.Counted, req statsRequest) (string, []any) {
 	return strings.Join(parts, " UNION ALL "), args
 }
 
+// rollupServes reports whether the rollup can count req: its filters and
+// group are dimensions the rollup keeps, and each bucket of its series
+// starts on a quarter hour, so every quarter hour lies in one bucket.
+func rollupServes(req statsRequest, buckets []time.Time) bool {
+	if !within(req, schema.RollupDims) {
+		return false
+	}
+	for _, b := range buckets {
+		if b.UnixMilli()%schema.RollupStep != 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // within reports whether req filters and groups only by dimensions among
 // dims (or by type).
 func within(req statsRequest, dims []string) bool {
 	return req.filters.Within(dims) && (req.groupCol == "" || req.groupCol == "type" || slices.Contains(dims, req.groupCol))
 }
 
-// statsStatement looks up whether the request's range holds recorded
-// duplicates and returns its statement.
-func (s *API) statsStatement(ctx context.Context, req statsRequest) (string, []any, error) {
-	src, err := schema.CountedEvents(ctx, s.conn, s.cfg.Database, req.r.From.UnixMilli(), req.r.To.UnixMilli())
+// topGroupsSQL is the condition, " AND ...", that keeps to the req.limit
+// groups with the most events, most first and then by value; it reads the
+// rollup where it covers (rolled) and the events for the rest (from, with
+// rawCond).
+func topGroupsSQL(req statsRequest, from, rolled func(string, []any) (string, []any), covers bool, rawCond string, rawArgs []any, rawAdditive bool) (string, []any) {
+	col := req.groupCol
+	if !covers {
+		events, args := from("", nil)
+		return " AND " + col + " GLOBAL IN (SELECT " + col + " FROM " + events +
+			" GROUP BY " + col + " ORDER BY count() DESC, " + col + " LIMIT ?)", append(args, req.limit)
+	}
+	counted, args := rolled("", nil)
+	sql := "SELECT " + col + " AS g, sum(events) AS n FROM " + counted + " GROUP BY g"
+	if rawAdditive {
+		events, eventsArgs := from(rawCond, rawArgs)
+		sql += " UNION ALL SELECT " + col + " AS g, count() AS n FROM " + events + " GROUP BY g"
+		args = append(args, eventsArgs...)
+	}
+	return " AND " + col + " GLOBAL IN (SELECT g FROM (" + sql + ") GROUP BY g ORDER BY sum(n) DESC, g LIMIT ?)", append(args, req.limit)
+}
+
+// statsStatement looks up how the request's range reads (duplicates
+// recorded, the rollup's span) and returns its statement.
+func (s *API) statsStatement(ctx context.Context, req statsRequest, buckets []time.Time) (string, []any, error) {
+	from, to := req.r.From.UnixMilli(), req.r.To.UnixMilli()
+	src, err := schema.CountedEvents(ctx, s.conn, s.cfg.Database, from, to)
 	if err != nil {
 		return "", nil, fmt.Errorf("stats of %s: %w", req.service, err)
 	}
-	q, args := statsSQL(src, req)
+	var plan schema.Rollup
+	if !req.fromEvents && rollupServes(req, buckets) {
+		if plan, err = schema.PlanRollup(ctx, s.conn, s.cfg.Database, from, to); err != nil {
+			return "", nil, fmt.Errorf("stats of %s: %w", req.service, err)
+		}
+	}
+	q, args := statsSQL(src, plan, req)
 	return q, args, nil
 }
 
@@ -294,7 +354,7 @@ func (s *API) runStats(ctx context.Context, req statsRequest) (StatsResponse, er
 			return StatsResponse{}, err
 		}
 	}
-	q, args, err := s.statsStatement(ctx, req)
+	q, args, err := s.statsStatement(ctx, req, buckets)
 	if err != nil {
 		return StatsResponse{}, err
 	}

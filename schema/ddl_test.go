@@ -48,8 +48,8 @@ func TestMigrateIsIdempotent(t *testing.T) {
 // TestMigrationIndexesStoredEvents applies the migrations before event_ids
 // by hand, stores events and delivery attempts, then migrates: the events
 // stored before and after are all found through event_ids and, those of
-// emails, through message_ids; the attempts through delivery_ids;
-// engagements holds the opens and clicks.
+// emails, through message_ids; the attempts through delivery_ids; the
+// rollup counts them all, and engagements holds the opens and clicks.
 func TestMigrationIndexesStoredEvents(t *testing.T) {
 	conn, db := chtest.Database(t)
 	ctx := context.Background()
@@ -115,6 +115,9 @@ func TestMigrationIndexesStoredEvents(t *testing.T) {
 		assert.Equal(t, want, got, "recipients of %s", ev.ID)
 	}
 
+	rolled, gaps := rolledUp(t, conn, db)
+	assert.Empty(t, gaps)
+	assert.Equal(t, stepCounts(events), rolled, "the rollup counts the events stored before and after")
 	engaged := 0
 	for _, ev := range events {
 		if slices.Contains(schema.DistinctTypes, ev.Type) {

@@ -2,10 +2,11 @@
 // validation of raw Kafka record values, the typed row an event becomes, the
 // event-type patterns endpoints subscribe with, the versioned ClickHouse DDL
 // that stores it all, and how the API reads the events table: counts that
-// read each stored event once (Counted), distinct counts from engagements,
-// pages a window at a time (FirstPageWindow).
+// read each stored event once (Counted), from the stats rollup where it
+// counts exactly (Rollup) and distinct counts from engagements, pages a
+// window at a time (FirstPageWindow).
 //
 // It is the one package every other package imports; it imports none of
-// them. It talks to ClickHouse to apply migrations and to look up recorded
-// duplicates.
+// them. It talks to ClickHouse to apply migrations, to look up recorded
+// duplicates and to build and check the rollup.
 package schema

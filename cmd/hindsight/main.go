@@ -25,7 +25,7 @@ Usage:
   hindsight ingest   --kafka HOSTS --clickhouse ADDR
   hindsight api      --clickhouse ADDR
   hindsight replay-worker --clickhouse ADDR            (runs replay jobs; start several to share them)
-  hindsight migrate  --clickhouse ADDR
+  hindsight migrate  --clickhouse ADDR [--rebuild-rollups]
   hindsight produce  [--kafka HOSTS] [--topic events] FILE|-
   hindsight replay   --endpoint whep_… --since TIME [--until TIME] [--events send.email.*] [--only-failed] [--dry-run] [--unordered --concurrency N]
   hindsight replay   --cancel rpl_…

@@ -25,6 +25,8 @@ import (
 	"github.com/dodev/hindsight/internal/apitest"
 	"github.com/dodev/hindsight/internal/chtest"
 	"github.com/dodev/hindsight/internal/host"
+	"github.com/dodev/hindsight/internal/sample"
+	"github.com/dodev/hindsight/schema"
 )
 
 func TestMain(m *testing.M) {
@@ -282,4 +284,41 @@ func TestLogFormat(t *testing.T) {
 	assert.Equal(t, "WARN", rec["level"])
 	assert.Equal(t, "waiting for clickhouse", rec["msg"])
 	assert.True(t, strings.HasPrefix(firstLine("--log-format", "text"), "time="))
+}
+
+// TestMigrateRebuildsRollups: `hindsight migrate --rebuild-rollups` builds
+// the stats rollup and engagements again from the events, as a user whose
+// rollup went wrong (here emptied by hand) runs it, and says what it did.
+func TestMigrateRebuildsRollups(t *testing.T) {
+	bin := binary(t)
+	conn, db := chtest.Database(t)
+	ctx := context.Background()
+	_, err := schema.Migrate(ctx, conn, db)
+	require.NoError(t, err)
+	events, err := sample.Events(500, sample.TestdataOptions(2))
+	require.NoError(t, err)
+	chtest.InsertEvents(t, conn, db, events)
+	rolled := func() uint64 {
+		var n uint64
+		require.NoError(t, conn.QueryRow(ctx, "SELECT sum(events) FROM "+db+".stats_rollup").Scan(&n))
+		return n
+	}
+	require.EqualValues(t, len(events), rolled())
+	engaged := func() uint64 {
+		var n uint64
+		require.NoError(t, conn.QueryRow(ctx, "SELECT count() FROM "+db+".engagements").Scan(&n))
+		return n
+	}
+	opens := engaged()
+	require.NotZero(t, opens)
+	require.NoError(t, conn.Exec(ctx, "TRUNCATE TABLE "+db+".stats_rollup"))
+	require.NoError(t, conn.Exec(ctx, "TRUNCATE TABLE "+db+".engagements"))
+	require.Zero(t, rolled())
+
+	out, err := exec.Command(bin, "migrate", "--clickhouse", chtest.Addr(t), "--database", db, "--rebuild-rollups").Output()
+	require.NoError(t, err)
+	assert.Contains(t, string(out), "stats rollup and engagements rebuilt from the events")
+	assert.Contains(t, string(out), "; 0 quarter hours read from the events")
+	assert.EqualValues(t, len(events), rolled())
+	assert.Equal(t, opens, engaged(), "and engagements")
 }

@@ -457,6 +457,7 @@ func runMigrate(ctx context.Context, args []string) error {
 	fs := newFlags("migrate")
 	var c common
 	c.register(fs, "")
+	rebuild := fs.Bool("rebuild-rollups", false, "after migrating, build the stats rollup and engagements again from the events table")
 	if err := fs.parse(args); err != nil {
 		return helpOK(err)
 	}
@@ -474,5 +475,15 @@ func runMigrate(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Printf("database %s is at schema version %d\n", c.database, v)
+	if !*rebuild {
+		return nil
+	}
+	began := time.Now()
+	gaps, err := schema.RebuildRollups(ctx, conn, c.database, c.cluster)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("stats rollup and engagements rebuilt from the events in %s; %d quarter hours read from the events (stored into while it ran)\n",
+		time.Since(began).Round(time.Millisecond), gaps)
 	return nil
 }

@@ -219,11 +219,11 @@ func fill(t testing.TB, db string, n int, span time.Duration) {
 		'send.email.opened', 'send.email.opened', 'send.email.clicked', 'send.email.bounced', 'send.email.complained',
 		'telco.lookup.completed', 'telco.lookup.completed', 'voip.call.incoming', 'voip.call.completed', 'talk.speech.generated'],
 		number %% 20 + 1) AS t FROM system.numbers LIMIT %d)`, db, start, span.Milliseconds(), n, n)
-	// The lookup tables' and engagements' materialized views write a part
+	// The lookup tables' and the rollup's materialized views write a part
 	// per inserted block; the server merges them in the background within
 	// minutes. Benchmarks measure that steady state, merged.
 	for _, stmt := range []string{q, "OPTIMIZE TABLE " + db + ".events FINAL", "OPTIMIZE TABLE " + db + ".event_ids FINAL",
-		"OPTIMIZE TABLE " + db + ".message_ids FINAL", "OPTIMIZE TABLE " + db + ".engagements FINAL"} {
+		"OPTIMIZE TABLE " + db + ".message_ids FINAL", "OPTIMIZE TABLE " + db + ".stats_rollup FINAL", "OPTIMIZE TABLE " + db + ".engagements FINAL"} {
 		if err := conn.Exec(ctx, stmt); err != nil {
 			t.Fatalf("fill %d events: %v", n, err)
 		}

@@ -496,6 +496,18 @@ func TestMoveToCluster(t *testing.T) {
 	}
 
 	assert.EqualValues(t, len(events), count(t, conn, "SELECT count() FROM "+db+".events"))
+	assert.EqualValues(t, len(events), count(t, conn, "SELECT sum(events) FROM "+db+".stats_rollup"), "the copy fed the rollup on each shard")
+	_, err = schema.RebuildRollups(ctx, conn, db, clusterName)
+	require.NoError(t, err)
+	for _, s := range cl.Shards {
+		for _, r := range s {
+			require.NoError(t, open(t, r.Addr).Exec(ctx, "SYSTEM SYNC REPLICA "+db+".stats_rollup_local"))
+		}
+	}
+	assert.EqualValues(t, len(events), count(t, conn, "SELECT sum(events) FROM "+db+".stats_rollup"), "the rollup rebuilt on the cluster")
+	gaps, err := schema.CheckRollup(ctx, conn, db)
+	require.NoError(t, err)
+	assert.Zero(t, gaps, "the rebuilt rollup counts what the events hold")
 	shards, err := schema.ClusterShards(ctx, conn, clusterName)
 	require.NoError(t, err)
 	for s := range 2 {
