@@ -126,15 +126,27 @@ const resolveInterval = 10 * time.Minute
 // retentionEvery is how often ingest applies the events' retention.
 const retentionEvery = time.Hour
 
-// housekeeping runs resolveMerged every interval (jittered), and applies the
+// housekeeping runs resolveMerged every interval (jittered), checks the
+// stats rollup at start and every rollupCheckInterval, and applies the
 // events' retention at start and every retentionEvery, until ctx ends.
 func (in *Ingester) housekeeping(ctx context.Context, interval time.Duration) {
 	resolve := time.After(interval + time.Duration(rand.Int64N(int64(interval)/5+1)))
 	retain := time.After(0)
+	check, swept := time.After(0), false
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-check:
+			check = time.After(cmp.Or(in.testHooks.rollupCheckEvery, rollupCheckInterval))
+			n, err := in.checkRollup(ctx, !swept)
+			switch {
+			case err != nil && ctx.Err() == nil:
+				in.log.Warn("check the stats rollup", "err", err)
+			case err == nil && !swept:
+				swept = true
+				in.log.Info("stats rollup checked against the events", "quarter_hours_read_from_events", n)
+			}
 		case <-resolve:
 			resolve = time.After(interval + time.Duration(rand.Int64N(int64(interval)/5+1)))
 			n, err := in.resolveMerged(ctx, interval)

@@ -69,6 +69,8 @@ type Ingester struct {
 	tailMu sync.Mutex
 	tail   *tail
 
+	touched touched // quarter hours to check the rollup of
+
 	running   atomic.Bool
 	flushErr  atomic.Pointer[error]
 	consumed  atomic.Int64
@@ -95,6 +97,8 @@ type testHooks struct {
 	// beforeInsert sees each insert's rows before they are sent; an error is
 	// taken as ClickHouse's answer to the insert.
 	beforeInsert func(*columns) error
+	// rollupCheckEvery replaces rollupCheckInterval when not zero.
+	rollupCheckEvery time.Duration
 }
 
 // New creates an Ingester storing events on the one server conn talks to.
@@ -518,6 +522,7 @@ func (in *Ingester) flush(ctx context.Context) error {
 		default:
 			in.inserted.Add(int64(part.len()))
 			in.stored.add(part)
+			in.touched.add(part.createdAt)
 			if in.testHooks.afterPart != nil {
 				if err := in.testHooks.afterPart(); err != nil {
 					return err

@@ -389,3 +389,38 @@ func TestEventsRetention(t *testing.T) {
 	f.waitConsumed(in, 1)
 	assert.EqualValues(t, 2, f.count("SELECT count() FROM `"+f.db+"`.events"))
 }
+
+// TestIngestChecksTheRollup: the quarter hours ingest stored into are
+// checked against the events once they are over, so stats read the rollup
+// there; at start ingest checks every quarter hour not yet checked.
+func TestIngestChecksTheRollup(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	lines, _ := readSample(t)
+	in, stop := f.run(f.config(), testHooks{rollupCheckEvery: time.Hour})
+	f.produce(lines...)
+	f.waitConsumed(in, int64(len(lines)))
+	require.NoError(t, stop())
+	steps := f.count("SELECT count(DISTINCT created_at) FROM " + f.db + ".stats_rollup")
+	require.NotZero(t, steps)
+
+	// checked is how many quarter hours' rollup totals are the ones checked.
+	checked := func() uint64 {
+		return f.count("SELECT count() FROM (SELECT created_at, sum(events) AS rolled FROM " + f.db + ".stats_rollup GROUP BY created_at) " +
+			"ANY INNER JOIN (SELECT created_at, argMax(events, version) AS checked FROM " + f.db + ".rollup_checked GROUP BY created_at) " +
+			"USING created_at WHERE rolled = checked")
+	}
+	require.NoError(t, f.conn.Exec(ctx, "TRUNCATE TABLE "+f.db+".rollup_checked"))
+	require.Zero(t, checked())
+	n, err := in.checkRollup(ctx, false)
+	require.NoError(t, err)
+	assert.Zero(t, n)
+	assert.Equal(t, steps, checked(), "every quarter hour stored into is checked")
+	assert.Empty(t, in.touched.takeOver(time.Now().UnixMilli()), "and taken off the list")
+
+	require.NoError(t, f.conn.Exec(ctx, "TRUNCATE TABLE "+f.db+".rollup_checked"))
+	n, err = in.checkRollup(ctx, true)
+	require.NoError(t, err)
+	assert.Zero(t, n)
+	assert.Equal(t, steps, checked(), "the sweep at start checks every quarter hour")
+}

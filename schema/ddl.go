@@ -305,11 +305,11 @@ ORDER BY (at, kind)`)}, nil},
 			{"replays", "follow_offsets", "String"},
 			{"replays", "lag_ms", "Int64"},
 		}},
-		// Counts per quarter hour, fed at write time, for counts over long
-		// ranges (see Rollup).
-		{17, "stats_rollup", rollupMigration(d), nil},
 		// The events distinct counts read (see Rollup).
-		{18, "engagements", engagementsMigration(d), nil},
+		{17, "engagements", engagementsMigration(d), nil},
+		// Counts per quarter hour, fed at write time, for counts over long
+		// ranges, and the totals checked against the events (see Rollup).
+		{18, "stats_rollup", rollupMigration(d), nil},
 	}
 }
 

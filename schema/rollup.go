@@ -3,24 +3,34 @@ package schema
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
 
 // Counts over long ranges read stats_rollup, not the events: per quarter
 // hour of createdAt (UTC), service, type, livemode and the dimensions
 // requests filter and group by, how many events were stored and the sums
 // of their additive columns. A materialized view adds every insert into
-// events to it, so it is exact the moment an insert returns. A quarter hour
-// is the widest step every time zone's hours and days start on.
+// events to it. A quarter hour is the widest step every time zone's hours
+// and days start on.
 //
-// It counts every copy it was given, so a quarter hour holding a key ever
-// recorded in event_dups, merged or not, is counted from the events
-// instead (see Rollup). So is one listed in rollup_gaps: a quarter hour
-// whose rollup differed from its events when the rollup was built from the
-// table (migration, RebuildRollups) while another process inserted.
+// The rollup counts every row it was given, copies of an event included,
+// and ClickHouse may merge a copy away before ingest ever sees it stored
+// twice. So a quarter hour is counted from the rollup only once it has been
+// checked (CheckRollup): its rollup's total equalled the number of distinct
+// events (type, createdAt, eventId) the events table held there, and
+// rollup_checked keeps that total. A count reads the rollup for the
+// quarter hours whose total is still the one checked, and the events for
+// the rest (see PlanRollup). Inserts only ever add to the rollup, so any
+// insert after the check, a copy above all, sends its quarter hour back to
+// the events until it is checked again. Ingest checks the quarter hours it
+// stored into once they are over, and every one not yet checked when it
+// starts.
 //
 // Distinct counts (unique opens) do not add up across quarter hours. They
 // read the events of their types, or engagements: the events of
@@ -64,20 +74,10 @@ func rollupOf(from, step string) string {
 const rollupColumns = "service, type, created_at, livemode, recipient_domain, sender_domain, bounce_type, npa, voice, format, " +
 	"events, carrier, inventory, text_length, duration_sec"
 
-// rollupGapsSQL lists, into rollup_gaps, the quarter hours whose rollup
-// does not count what the events table holds.
-const rollupGapsSQL = `INSERT INTO {db}.rollup_gaps (created_at, found_at)
-SELECT created_at, now() FROM (
-	SELECT step AS created_at, sum(n) AS diff FROM (
-		SELECT created_at AS step, toInt64(events) AS n FROM {db}.stats_rollup
-		UNION ALL SELECT intDiv(created_at, 900000) * 900000 AS step, toInt64(-1) AS n FROM {db}.events)
-	GROUP BY step HAVING diff != 0)`
-
-// rollupMigration creates the rollup, its view and rollup_gaps, and on one
-// server fills the rollup from the events stored before (a cluster's
-// tables all exist before it stores an event). Events inserted while the
-// copy runs are counted by both; the gaps statement finds their quarter
-// hours.
+// rollupMigration creates the rollup, its view and rollup_checked, and on
+// one server fills the rollup from the events stored before (a cluster's
+// tables all exist before it stores an event). Nothing is checked yet, so
+// counts read the events until ingest checks the quarter hours.
 func rollupMigration(d ddl) []string {
 	r := d.r
 	return slices.Concat(
@@ -99,14 +99,15 @@ func rollupMigration(d ddl) []string {
 	duration_sec Float64`, "SummingMergeTree()", `PARTITION BY toYYYYMM(toDateTime(intDiv(created_at, 1000), 'UTC'))
 ORDER BY (service, type, created_at, livemode, recipient_domain, sender_domain, bounce_type, npa, voice, format)`),
 		[]string{
-			d.table("rollup_gaps", `
+			d.table("rollup_checked", `
 	created_at Int64,
-	found_at DateTime`, "ReplacingMergeTree()", `ORDER BY created_at`),
+	events UInt64,
+	version UInt64`, "ReplacingMergeTree(version)", `PARTITION BY toYYYYMM(toDateTime(intDiv(created_at, 1000), 'UTC'))
+ORDER BY created_at`),
 			r.Replace("CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.stats_rollup_mv{on} TO {db}.stats_rollup{local} AS\n" +
 				rollupOf("{db}.events{local}", "created_at")),
 		},
-		d.serverOnly(r.Replace("INSERT INTO {db}.stats_rollup ("+rollupColumns+")\n"+rollupOf("{db}.events", "step"))),
-		d.serverOnly(r.Replace(rollupGapsSQL)))
+		d.serverOnly(r.Replace("INSERT INTO {db}.stats_rollup ("+rollupColumns+")\n"+rollupOf("{db}.events", "step"))))
 }
 
 // engagementsMigration creates engagements and its view, and on one server
@@ -142,12 +143,12 @@ func engagementsFill(d ddl) string {
 // RebuildRollups builds the rollup and engagements again from the events
 // table, on one server (cluster "") or on the cluster named cluster: the
 // events table is the source of truth, and this is how to get back to it
-// after changing either by hand. It returns how many quarter hours
-// CheckRollup then lists: those another process inserted into while it
-// ran, counted from the events so counts stay exact. On a cluster it
-// writes to each shard before it returns, but a replica behind the others
-// makes the check list quarter hours too (exact but slower): run it while
-// the replicas are in step.
+// after changing either by hand. It then checks every quarter hour and
+// returns how many of those holding events are not counted from the
+// rollup (see CheckRollup): those holding copies, and those another
+// process stored into while it ran. On a cluster it writes to each shard
+// before it returns, but a replica behind the others fails checks too
+// (exact but slower): run it while the replicas are in step.
 func RebuildRollups(ctx context.Context, conn Conn, db, cluster string) (int, error) {
 	if err := ValidateDatabase(db); err != nil {
 		return 0, err
@@ -168,9 +169,11 @@ func RebuildRollups(ctx context.Context, conn Conn, db, cluster string) (int, er
 	if cluster == "" {
 		sync = ctx
 	}
+	// The checks go first: until the rollup is checked again, every
+	// quarter hour is read from the events.
 	for _, stmt := range []string{
+		d.r.Replace("TRUNCATE TABLE {db}.rollup_checked{on}"),
 		d.r.Replace("TRUNCATE TABLE {db}.stats_rollup{local}{on}"),
-		d.r.Replace("TRUNCATE TABLE {db}.rollup_gaps{on}"),
 		d.r.Replace("INSERT INTO {db}.stats_rollup (" + rollupColumns + ")\n" + rollupOf("{db}.events", "step")),
 		d.r.Replace("TRUNCATE TABLE {db}.engagements{local}{on}"),
 		engagementsFill(d),
@@ -179,53 +182,180 @@ func RebuildRollups(ctx context.Context, conn Conn, db, cluster string) (int, er
 			return 0, fmt.Errorf("rebuild the rollup of %s: %w", db, err)
 		}
 	}
-	return CheckRollup(ctx, conn, db)
+	return CheckRollup(ctx, conn, db, 0, math.MaxInt64)
 }
 
-// CheckRollup compares the rollup with the events table, quarter hour by
-// quarter hour, lists in rollup_gaps those that differ (counts read them
-// from the events from then on) and returns how many there are now. A
-// quarter hour whose copies ClickHouse merged differs too; counts read
-// those from the events anyway (event_dups).
-func CheckRollup(ctx context.Context, conn Conn, db string) (int, error) {
+// rollupStateSQL gives, for each quarter hour in [?, ?) holding rollup
+// rows, the rollup's total (rolled), the total last checked (checked) and
+// whether it was ever checked (has); it binds the range twice.
+const rollupStateSQL = `SELECT created_at, rolled, checked, has FROM (
+	SELECT created_at, sum(events) AS rolled FROM {db}.stats_rollup WHERE created_at >= ? AND created_at < ? GROUP BY created_at) AS r
+ANY LEFT JOIN (
+	SELECT created_at, argMax(events, version) AS checked, toUInt8(1) AS has FROM {db}.rollup_checked
+	WHERE created_at >= ? AND created_at < ? GROUP BY created_at) AS c USING created_at`
+
+// rollupCheckSQL records as checked, at version ?, the quarter hours of
+// the ranges {within} whose rollup total equals the distinct events
+// (service, type, createdAt, eventId: the key ClickHouse merges copies by)
+// the events table holds there. Both are read in the one statement.
+const rollupCheckSQL = `INSERT INTO {db}.rollup_checked (created_at, events, version)
+SELECT step, rolled, ? FROM (
+	SELECT created_at AS step, sum(events) AS rolled FROM {db}.stats_rollup WHERE {within} GROUP BY step) AS r
+ANY INNER JOIN (
+	SELECT intDiv(created_at, 900000) * 900000 AS step, uniqExact(service, type, created_at, event_id) AS rolled
+	FROM {db}.events WHERE {within} GROUP BY step) AS e USING (step, rolled)`
+
+// checkDay is how much of the range one check statement covers, so its
+// distinct sets stay a day's worth.
+const checkDay int64 = 24 * 3600 * 1000
+
+// CheckRollup checks the rollup against the events table in the quarter
+// hours of [from, to) (ms) that hold rollup rows and whose total differs
+// from the one last checked, or was never checked: where the rollup's total
+// equals the distinct events stored, it records the total in
+// rollup_checked, and counts read the rollup there until its total changes
+// (see PlanRollup). It returns how many quarter hours with rollup rows in
+// the range are not checked: those holding copies, or still being stored
+// into.
+func CheckRollup(ctx context.Context, conn Conn, db string, from, to int64) (int, error) {
 	if err := ValidateDatabase(db); err != nil {
 		return 0, err
 	}
 	q := strings.NewReplacer("{db}", "`"+db+"`")
-	if err := conn.Exec(ctx, q.Replace(rollupGapsSQL)); err != nil {
-		return 0, fmt.Errorf("check the rollup of %s: %w", db, err)
+	// A day at a time, from the first day holding rollup rows to the last.
+	lo := max(from, 0) / RollupStep * RollupStep
+	for {
+		var err error
+		if lo, err = nextRolled(ctx, conn, q, lo, to); err != nil {
+			return 0, fmt.Errorf("check the rollup of %s: %w", db, err)
+		}
+		if lo >= to {
+			break
+		}
+		hi := min(lo+checkDay, to)
+		if err := checkSteps(ctx, conn, q, lo, hi); err != nil {
+			return 0, fmt.Errorf("check the rollup of %s: %w", db, err)
+		}
+		lo = hi
 	}
-	rows, err := conn.Query(ctx, q.Replace("SELECT count(DISTINCT created_at) FROM {db}.rollup_gaps"))
+	n, err := countUnchecked(ctx, conn, q, from, to)
 	if err != nil {
 		return 0, fmt.Errorf("check the rollup of %s: %w", db, err)
 	}
-	defer rows.Close()
-	var n uint64
-	if rows.Next() {
-		if err := rows.Scan(&n); err != nil {
-			return 0, fmt.Errorf("check the rollup of %s: %w", db, err)
-		}
-	}
-	return int(n), rows.Err()
+	return n, nil
 }
 
-// maxRawSteps bounds the quarter hours a count reads from the events
-// inside the rollup's span; past it the whole range is read from the
-// events.
-const maxRawSteps = 1000
+// checkSteps checks the unchecked quarter hours in [from, to).
+func checkSteps(ctx context.Context, conn Conn, q *strings.Replacer, from, to int64) error {
+	// The version is taken before the reads: of two checks of a quarter
+	// hour, the one that read later wins.
+	version := uint64(time.Now().UnixNano())
+	unchecked, err := uncheckedSteps(ctx, conn, q, from, to)
+	if err != nil || len(unchecked) == 0 {
+		return err
+	}
+	within, args := stepRanges(unchecked)
+	stmt := strings.ReplaceAll(q.Replace(rollupCheckSQL), "{within}", within)
+	return conn.Exec(ctx, stmt, slices.Concat([]any{version}, args, args)...)
+}
+
+// uncheckedSteps lists the quarter hours in [from, to) with rollup rows
+// whose total is not the one last checked.
+func uncheckedSteps(ctx context.Context, conn Querier, q *strings.Replacer, from, to int64) ([]int64, error) {
+	rows, err := conn.Query(ctx, "SELECT created_at FROM ("+q.Replace(rollupStateSQL)+") WHERE has = 0 OR rolled != checked ORDER BY created_at",
+		from, to, from, to)
+	if err != nil {
+		return nil, err
+	}
+	return scanSteps(rows)
+}
+
+// countUnchecked is how many quarter hours in [from, to) uncheckedSteps
+// would list.
+func countUnchecked(ctx context.Context, conn Querier, q *strings.Replacer, from, to int64) (int, error) {
+	var n uint64
+	err := scanOne(ctx, conn, "SELECT count() FROM ("+q.Replace(rollupStateSQL)+") WHERE has = 0 OR rolled != checked", []any{from, to, from, to}, &n)
+	return int(n), err
+}
+
+// nextRolled is the first quarter hour in [from, to) with rollup rows, or
+// to when there is none.
+func nextRolled(ctx context.Context, conn Querier, q *strings.Replacer, from, to int64) (int64, error) {
+	var n uint64
+	var first int64
+	err := scanOne(ctx, conn, q.Replace("SELECT count(), min(created_at) FROM {db}.stats_rollup WHERE created_at >= ? AND created_at < ?"), []any{from, to}, &n, &first)
+	if err != nil || n == 0 {
+		return to, err
+	}
+	return first, nil
+}
+
+// scanOne runs a query of one row into dest.
+func scanOne(ctx context.Context, conn Querier, query string, args []any, dest ...any) error {
+	rows, err := conn.Query(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	if rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// scanSteps reads a column of quarter hours.
+func scanSteps(rows driver.Rows) ([]int64, error) {
+	defer rows.Close()
+	var steps []int64
+	for rows.Next() {
+		var s int64
+		if err := rows.Scan(&s); err != nil {
+			return nil, err
+		}
+		steps = append(steps, s)
+	}
+	return steps, rows.Err()
+}
+
+// stepRanges is the condition on created_at that keeps to the quarter
+// hours steps (ascending), as ranges of consecutive ones, so that the
+// tables' sort keys narrow the read; and the arguments it binds.
+func stepRanges(steps []int64) (string, []any) {
+	var conds []string
+	var args []any
+	for i := 0; i < len(steps); {
+		j := i + 1
+		for j < len(steps) && steps[j] == steps[j-1]+RollupStep {
+			j++
+		}
+		conds = append(conds, "created_at >= ? AND created_at < ?")
+		args = append(args, steps[i], steps[j-1]+RollupStep)
+		i = j
+	}
+	return "(" + strings.Join(conds, " OR ") + ")", args
+}
+
+// maxRawRanges bounds the runs of quarter hours a count reads from the
+// events inside the rollup's span; past it the whole range is read from
+// the events.
+const maxRawRanges = 200
 
 // Rollup is how a count over one createdAt range splits between the
-// rollup and the events: the rollup covers the whole quarter hours from
-// From to To but the Raw ones; the events give the rest (the range's
-// partial quarter hours at each end, and Raw).
+// rollup and the events: the rollup covers the checked quarter hours
+// (Checked) between From and To; the events give the rest (the range's
+// partial quarter hours at each end, and those not checked).
 type Rollup struct {
 	db       string
 	from, to int64   // the range, ms
 	From, To int64   // the rollup's span, whole quarter hours; From == To when it has none
-	Raw      []int64 // quarter hours (their start) inside the span the rollup cannot count
+	Checked  []int64 // quarter hours (their start) the rollup counts, ascending
 }
 
-// PlanRollup splits [from, to) (ms) between the rollup and the events.
+// PlanRollup splits [from, to) (ms) between the rollup and the events: a
+// quarter hour is counted from the rollup when its total is the one last
+// checked (CheckRollup).
 func PlanRollup(ctx context.Context, q Querier, db string, from, to int64) (Rollup, error) {
 	r := Rollup{db: db, from: from, to: to}
 	// Stored createdAt is never negative (Parse), so neither is a step.
@@ -235,28 +365,38 @@ func PlanRollup(ctx context.Context, q Querier, db string, from, to int64) (Roll
 		r.From, r.To = from, from
 		return r, nil
 	}
-	rows, err := q.Query(ctx, "SELECT DISTINCT step FROM ("+
-		"SELECT intDiv(created_at, 900000) * 900000 AS step FROM `"+db+"`.event_dups WHERE created_at >= ? AND created_at < ? "+
-		"UNION ALL SELECT created_at AS step FROM `"+db+"`.rollup_gaps WHERE created_at >= ? AND created_at < ?) ORDER BY step LIMIT ?",
-		r.From, r.To, r.From, r.To, maxRawSteps+1)
+	repl := strings.NewReplacer("{db}", "`"+db+"`")
+	rows, err := q.Query(ctx, "SELECT created_at FROM ("+repl.Replace(rollupStateSQL)+") WHERE has = 1 AND rolled = checked ORDER BY created_at",
+		r.From, r.To, r.From, r.To)
 	if err != nil {
 		return r, fmt.Errorf("plan a count over the rollup: %w", err)
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var step int64
-		if err := rows.Scan(&step); err != nil {
-			return r, fmt.Errorf("plan a count over the rollup: %w", err)
-		}
-		r.Raw = append(r.Raw, step)
-	}
-	if err := rows.Err(); err != nil {
+	if r.Checked, err = scanSteps(rows); err != nil {
 		return r, fmt.Errorf("plan a count over the rollup: %w", err)
 	}
-	if len(r.Raw) > maxRawSteps {
-		r.From, r.To, r.Raw = from, from, nil
+	if len(r.Checked) == 0 {
+		r.From, r.To = from, from
+		return r, nil
+	}
+	// The span shrinks to the checked quarter hours' so the ends read from
+	// the events are one range each.
+	r.From, r.To = r.Checked[0], r.Checked[len(r.Checked)-1]+RollupStep
+	if len(r.rawInside()) > maxRawRanges {
+		r.From, r.To, r.Checked = from, from, nil
 	}
 	return r, nil
+}
+
+// rawInside is the quarter hours of the span the rollup does not count,
+// as [lo, hi) ranges.
+func (r Rollup) rawInside() [][2]int64 {
+	var out [][2]int64
+	for i := 1; i < len(r.Checked); i++ {
+		if r.Checked[i] != r.Checked[i-1]+RollupStep {
+			out = append(out, [2]int64{r.Checked[i-1] + RollupStep, r.Checked[i]})
+		}
+	}
+	return out
 }
 
 // Covers reports whether the rollup counts any of the range.
@@ -264,19 +404,13 @@ func (r Rollup) Covers() bool { return r.To > r.From }
 
 // Source returns what follows FROM in a statement that counts, from the
 // rollup, the rows matching where (which binds args and must not name
-// created_at): the rollup and the WHERE clause of its span. Its rows carry
-// the dimensions and the sums events, carrier, inventory, text_length and
-// duration_sec; created_at is each row's quarter hour.
+// created_at): the rollup and the WHERE clause of its checked quarter
+// hours. Its rows carry the dimensions and the sums events, carrier,
+// inventory, text_length and duration_sec; created_at is each row's
+// quarter hour.
 func (r Rollup) Source(where string, args []any) (string, []any) {
-	sql := "`" + r.db + "`.stats_rollup WHERE created_at >= ? AND created_at < ?"
-	all := []any{r.From, r.To}
-	if len(r.Raw) > 0 {
-		sql += " AND created_at NOT IN (" + strings.TrimSuffix(strings.Repeat("?, ", len(r.Raw)), ", ") + ")"
-		for _, s := range r.Raw {
-			all = append(all, s)
-		}
-	}
-	return sql + " AND " + where, append(all, args...)
+	within, all := stepRanges(r.Checked)
+	return "`" + r.db + "`.stats_rollup WHERE " + within + " AND " + where, append(all, args...)
 }
 
 // RawSQL is the condition, " AND (...)", that keeps to the events the
@@ -293,11 +427,8 @@ func (r Rollup) RawSQL() (string, []any, bool) {
 	if r.To < r.to {
 		conds, args = append(conds, "created_at >= ?"), append(args, r.To)
 	}
-	if len(r.Raw) > 0 {
-		conds = append(conds, "intDiv(created_at, 900000) * 900000 IN ("+strings.TrimSuffix(strings.Repeat("?, ", len(r.Raw)), ", ")+")")
-		for _, s := range r.Raw {
-			args = append(args, s)
-		}
+	for _, g := range r.rawInside() {
+		conds, args = append(conds, "created_at >= ? AND created_at < ?"), append(args, g[0], g[1])
 	}
 	if len(conds) == 0 {
 		return "", nil, false

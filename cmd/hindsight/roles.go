@@ -479,11 +479,11 @@ func runMigrate(ctx context.Context, args []string) error {
 		return nil
 	}
 	began := time.Now()
-	gaps, err := schema.RebuildRollups(ctx, conn, c.database, c.cluster)
+	unchecked, err := schema.RebuildRollups(ctx, conn, c.database, c.cluster)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("stats rollup and engagements rebuilt from the events in %s; %d quarter hours read from the events (stored into while it ran)\n",
-		time.Since(began).Round(time.Millisecond), gaps)
+	fmt.Printf("stats rollup and engagements rebuilt from the events in %s; %d quarter hours read from the events (holding copies, or stored into while it ran)\n",
+		time.Since(began).Round(time.Millisecond), unchecked)
 	return nil
 }

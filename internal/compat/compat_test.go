@@ -120,7 +120,9 @@ func TestSQLCompatibility(t *testing.T) {
 	}
 	rolled, engaged := 0, 0
 	for _, sql := range cur.sent {
-		if strings.Contains(sql, ".stats_rollup WHERE") {
+		// A stats statement (its parts have a kind) that reads the rollup;
+		// the plan's and the checks' reads of its totals are not that.
+		if strings.Contains(sql, "AS kind") && strings.Contains(sql, ".stats_rollup WHERE") {
 			rolled++
 		}
 		if strings.Contains(sql, ".engagements WHERE") {

@@ -1,0 +1,96 @@
+package ingest
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/dodev/hindsight/schema"
+)
+
+// Counts read the stats rollup only for quarter hours checked against the
+// events (schema.CheckRollup). Ingest checks the quarter hours it stored
+// into once they are over, every rollupCheckInterval, and at start every
+// quarter hour not yet checked, whoever stored into it. A quarter hour it
+// stored into and could not check (a stop, an outage) is read from the
+// events until some ingest process starts again and checks it.
+
+// rollupCheckInterval is how often ingest checks the quarter hours it
+// stored into.
+const rollupCheckInterval = 30 * time.Second
+
+// touched is the quarter hours (their start, ms) this process stored
+// events into since it last checked them.
+type touched struct {
+	mu    sync.Mutex
+	steps map[int64]struct{}
+}
+
+// add records the quarter hours of createdAt (ms).
+func (t *touched) add(createdAt []int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.steps == nil {
+		t.steps = map[int64]struct{}{}
+	}
+	last := int64(-1)
+	for _, at := range createdAt {
+		if s := at - at%schema.RollupStep; s != last {
+			t.steps[s], last = struct{}{}, s
+		}
+	}
+}
+
+// takeOver removes and returns, ascending, the quarter hours over by now
+// (ms).
+func (t *touched) takeOver(now int64) []int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []int64
+	for s := range t.steps {
+		if s+schema.RollupStep <= now {
+			out = append(out, s)
+			delete(t.steps, s)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// putBack returns steps a check could not cover.
+func (t *touched) putBack(steps []int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, s := range steps {
+		t.steps[s] = struct{}{}
+	}
+}
+
+// checkRollup checks the quarter hours this process stored into that are
+// over, or with all, every quarter hour not checked. It returns how many
+// quarter hours with rollup rows it left unchecked.
+func (in *Ingester) checkRollup(ctx context.Context, all bool) (int, error) {
+	now := time.Now().UnixMilli()
+	if all {
+		in.touched.takeOver(now) // the sweep covers them
+		return schema.CheckRollup(ctx, in.conn, in.cfg.Database, 0, now)
+	}
+	steps := in.touched.takeOver(now)
+	unchecked := 0
+	for i := 0; i < len(steps); {
+		// One call per run of consecutive quarter hours.
+		j := i + 1
+		for j < len(steps) && steps[j] == steps[j-1]+schema.RollupStep {
+			j++
+		}
+		n, err := schema.CheckRollup(ctx, in.conn, in.cfg.Database, steps[i], steps[j-1]+schema.RollupStep)
+		if err != nil {
+			in.touched.putBack(steps[i:])
+			return unchecked, err
+		}
+		unchecked += n
+		i = j
+	}
+	return unchecked, nil
+}
