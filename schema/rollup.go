@@ -205,9 +205,15 @@ ANY INNER JOIN (
 	SELECT intDiv(created_at, 900000) * 900000 AS step, uniqExact(service, type, created_at, event_id) AS rolled
 	FROM {db}.events WHERE {within} GROUP BY step) AS e USING (step, rolled)`
 
-// checkDay is how much of the range one check statement covers, so its
-// distinct sets stay a day's worth.
-const checkDay int64 = 24 * 3600 * 1000
+// A check reads the rollup's totals checkWindow at a time (so a statement
+// names at most a month of quarter hours, well within the largest query
+// ClickHouse parses), and checks their unchecked quarter hours in
+// statements of at most checkEvents events (the rollup's totals), so that
+// the distinct sets one statement holds stay bounded.
+const (
+	checkWindow int64 = 31 * 24 * 3600 * 1000
+	checkEvents       = 2_000_000
+)
 
 // CheckRollup checks the rollup against the events table in the quarter
 // hours of [from, to) (ms) that hold rollup rows and whose total differs
@@ -222,7 +228,7 @@ func CheckRollup(ctx context.Context, conn Conn, db string, from, to int64) (int
 		return 0, err
 	}
 	q := strings.NewReplacer("{db}", "`"+db+"`")
-	// A day at a time, from the first day holding rollup rows to the last.
+	// A window at a time, from the first quarter hour holding rollup rows.
 	lo := max(from, 0) / RollupStep * RollupStep
 	for {
 		var err error
@@ -232,7 +238,7 @@ func CheckRollup(ctx context.Context, conn Conn, db string, from, to int64) (int
 		if lo >= to {
 			break
 		}
-		hi := min(lo+checkDay, to)
+		hi := min(lo+checkWindow, to)
 		if err := checkSteps(ctx, conn, q, lo, hi); err != nil {
 			return 0, fmt.Errorf("check the rollup of %s: %w", db, err)
 		}
@@ -247,31 +253,56 @@ func CheckRollup(ctx context.Context, conn Conn, db string, from, to int64) (int
 
 // checkSteps checks the unchecked quarter hours in [from, to).
 func checkSteps(ctx context.Context, conn Conn, q *strings.Replacer, from, to int64) error {
-	// The version is taken before the reads: of two checks of a quarter
-	// hour, the one that read later wins.
-	version := uint64(time.Now().UnixNano())
-	unchecked, err := uncheckedSteps(ctx, conn, q, from, to)
-	if err != nil || len(unchecked) == 0 {
-		return err
-	}
-	within, args := stepRanges(unchecked)
-	stmt := strings.ReplaceAll(q.Replace(rollupCheckSQL), "{within}", within)
-	return conn.Exec(ctx, stmt, slices.Concat([]any{version}, args, args)...)
-}
-
-// uncheckedSteps lists the quarter hours in [from, to) with rollup rows
-// whose total is not the one last checked.
-func uncheckedSteps(ctx context.Context, conn Querier, q *strings.Replacer, from, to int64) ([]int64, error) {
-	rows, err := conn.Query(ctx, "SELECT created_at FROM ("+q.Replace(rollupStateSQL)+") WHERE has = 0 OR rolled != checked ORDER BY created_at",
+	rows, err := conn.Query(ctx, "SELECT created_at, rolled FROM ("+q.Replace(rollupStateSQL)+") WHERE has = 0 OR rolled != checked ORDER BY created_at",
 		from, to, from, to)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return scanSteps(rows)
+	var steps []int64
+	var totals []uint64
+	for rows.Next() {
+		var step int64
+		var rolled uint64
+		if err := rows.Scan(&step, &rolled); err != nil {
+			rows.Close()
+			return err
+		}
+		steps, totals = append(steps, step), append(totals, rolled)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, steps := range checkBatches(steps, totals, checkEvents) {
+		// The version is taken before the reads: of two checks of a quarter
+		// hour, the one that read later wins.
+		version := uint64(time.Now().UnixNano())
+		within, args := stepsIn(steps)
+		stmt := strings.ReplaceAll(q.Replace(rollupCheckSQL), "{within}", within)
+		if err := conn.Exec(ctx, stmt, slices.Concat([]any{version}, args, args)...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-// countUnchecked is how many quarter hours in [from, to) uncheckedSteps
-// would list.
+// checkBatches splits steps (ascending quarter hours, with the rollup's
+// totals) into batches of at most maxEvents events, or one quarter hour.
+func checkBatches(steps []int64, totals []uint64, maxEvents uint64) [][]int64 {
+	var batches [][]int64
+	var events uint64
+	for i, step := range steps {
+		if i == 0 || events+totals[i] > maxEvents {
+			batches, events = append(batches, nil), 0
+		}
+		batches[len(batches)-1] = append(batches[len(batches)-1], step)
+		events += totals[i]
+	}
+	return batches
+}
+
+// countUnchecked is how many quarter hours in [from, to) with rollup rows
+// have a total other than the one last checked.
 func countUnchecked(ctx context.Context, conn Querier, q *strings.Replacer, from, to int64) (int, error) {
 	var n uint64
 	err := scanOne(ctx, conn, "SELECT count() FROM ("+q.Replace(rollupStateSQL)+") WHERE has = 0 OR rolled != checked", []any{from, to, from, to}, &n)
@@ -319,38 +350,41 @@ func scanSteps(rows driver.Rows) ([]int64, error) {
 	return steps, rows.Err()
 }
 
-// stepRanges is the condition on created_at that keeps to the quarter
-// hours steps (ascending), as ranges of consecutive ones, so that the
-// tables' sort keys narrow the read; and the arguments it binds.
-func stepRanges(steps []int64) (string, []any) {
-	var conds []string
-	var args []any
-	for i := 0; i < len(steps); {
-		j := i + 1
-		for j < len(steps) && steps[j] == steps[j-1]+RollupStep {
-			j++
-		}
-		conds = append(conds, "created_at >= ? AND created_at < ?")
-		args = append(args, steps[i], steps[j-1]+RollupStep)
-		i = j
+// stepsIn is the condition on created_at that keeps to the quarter hours
+// steps (ascending, at least one): their span, which the tables' sort keys
+// and partitions narrow the read to, and a set of them; and the arguments
+// it binds. (A range per run of quarter hours narrows the read more, but
+// ClickHouse 18.16 takes time that grows with the square of the runs to
+// analyse an OR of them: 220 ms for 350.)
+func stepsIn(steps []int64) (string, []any) {
+	args := make([]any, 0, len(steps)+2)
+	args = append(args, steps[0], steps[len(steps)-1]+RollupStep)
+	for _, s := range steps {
+		args = append(args, s)
 	}
-	return "(" + strings.Join(conds, " OR ") + ")", args
+	return "(created_at >= ? AND created_at < ? AND intDiv(created_at, 900000) * 900000 IN (" +
+		strings.TrimSuffix(strings.Repeat("?, ", len(steps)), ", ") + "))", args
 }
 
-// maxRawRanges bounds the runs of quarter hours a count reads from the
-// events inside the rollup's span; past it the whole range is read from
-// the events.
-const maxRawRanges = 200
+// A count reads from the events the quarter hours of the rollup's span
+// the rollup does not count: as a range per run of them up to maxRawRuns
+// runs, which the events' sort key narrows the read to, and past that as a
+// set of quarter hours over the whole span (see stepsIn). Past maxRawSteps
+// quarter hours, the whole range is read from the events.
+const (
+	maxRawRuns  = 16
+	maxRawSteps = 6000
+)
 
 // Rollup is how a count over one createdAt range splits between the
 // rollup and the events: the rollup covers the checked quarter hours
-// (Checked) between From and To; the events give the rest (the range's
-// partial quarter hours at each end, and those not checked).
+// between From and To; the events give the rest (the range's partial
+// quarter hours at each end, and Raw).
 type Rollup struct {
 	db       string
 	from, to int64   // the range, ms
 	From, To int64   // the rollup's span, whole quarter hours; From == To when it has none
-	Checked  []int64 // quarter hours (their start) the rollup counts, ascending
+	Raw      []int64 // quarter hours (their start) in the span the rollup does not count, ascending
 }
 
 // PlanRollup splits [from, to) (ms) between the rollup and the events: a
@@ -371,32 +405,27 @@ func PlanRollup(ctx context.Context, q Querier, db string, from, to int64) (Roll
 	if err != nil {
 		return r, fmt.Errorf("plan a count over the rollup: %w", err)
 	}
-	if r.Checked, err = scanSteps(rows); err != nil {
+	checked, err := scanSteps(rows)
+	if err != nil {
 		return r, fmt.Errorf("plan a count over the rollup: %w", err)
 	}
-	if len(r.Checked) == 0 {
+	if len(checked) == 0 {
 		r.From, r.To = from, from
 		return r, nil
 	}
 	// The span shrinks to the checked quarter hours' so the ends read from
 	// the events are one range each.
-	r.From, r.To = r.Checked[0], r.Checked[len(r.Checked)-1]+RollupStep
-	if len(r.rawInside()) > maxRawRanges {
-		r.From, r.To, r.Checked = from, from, nil
-	}
-	return r, nil
-}
-
-// rawInside is the quarter hours of the span the rollup does not count,
-// as [lo, hi) ranges.
-func (r Rollup) rawInside() [][2]int64 {
-	var out [][2]int64
-	for i := 1; i < len(r.Checked); i++ {
-		if r.Checked[i] != r.Checked[i-1]+RollupStep {
-			out = append(out, [2]int64{r.Checked[i-1] + RollupStep, r.Checked[i]})
+	r.From, r.To = checked[0], checked[len(checked)-1]+RollupStep
+	for i := 1; i < len(checked); i++ {
+		for s := checked[i-1] + RollupStep; s < checked[i]; s += RollupStep {
+			r.Raw = append(r.Raw, s)
+		}
+		if len(r.Raw) > maxRawSteps {
+			r.From, r.To, r.Raw = from, from, nil
+			return r, nil
 		}
 	}
-	return out
+	return r, nil
 }
 
 // Covers reports whether the rollup counts any of the range.
@@ -409,8 +438,15 @@ func (r Rollup) Covers() bool { return r.To > r.From }
 // inventory, text_length and duration_sec; created_at is each row's
 // quarter hour.
 func (r Rollup) Source(where string, args []any) (string, []any) {
-	within, all := stepRanges(r.Checked)
-	return "`" + r.db + "`.stats_rollup WHERE " + within + " AND " + where, append(all, args...)
+	sql := "`" + r.db + "`.stats_rollup WHERE created_at >= ? AND created_at < ?"
+	all := []any{r.From, r.To}
+	if len(r.Raw) > 0 {
+		sql += " AND created_at NOT IN (" + strings.TrimSuffix(strings.Repeat("?, ", len(r.Raw)), ", ") + ")"
+		for _, s := range r.Raw {
+			all = append(all, s)
+		}
+	}
+	return sql + " AND " + where, append(all, args...)
 }
 
 // RawSQL is the condition, " AND (...)", that keeps to the events the
@@ -427,13 +463,31 @@ func (r Rollup) RawSQL() (string, []any, bool) {
 	if r.To < r.to {
 		conds, args = append(conds, "created_at >= ?"), append(args, r.To)
 	}
-	for _, g := range r.rawInside() {
-		conds, args = append(conds, "created_at >= ? AND created_at < ?"), append(args, g[0], g[1])
+	if runs := runsOf(r.Raw); len(runs) > maxRawRuns {
+		within, stepArgs := stepsIn(r.Raw)
+		conds, args = append(conds, within), append(args, stepArgs...)
+	} else {
+		for _, run := range runs {
+			conds, args = append(conds, "created_at >= ? AND created_at < ?"), append(args, run[0], run[1])
+		}
 	}
 	if len(conds) == 0 {
 		return "", nil, false
 	}
 	return " AND (" + strings.Join(conds, " OR ") + ")", args, true
+}
+
+// runsOf is steps (ascending quarter hours) as [start, end) ms ranges of
+// consecutive ones.
+func runsOf(steps []int64) [][2]int64 {
+	var runs [][2]int64
+	for i, s := range steps {
+		if i == 0 || steps[i-1]+RollupStep != s {
+			runs = append(runs, [2]int64{s, s})
+		}
+		runs[len(runs)-1][1] = s + RollupStep
+	}
+	return runs
 }
 
 // Within reports whether the filters are all on dimensions among dims
