@@ -40,15 +40,15 @@ func TestRollupAnswersAsTheEvents(t *testing.T) {
 	events, err := sample.Events(4000, sample.Options{Seed: 7, Start: start, Span: 7 * 24 * time.Hour, TestMode: 0.1, Unknown: 0.01})
 	require.NoError(t, err)
 	chtest.InsertEvents(t, conn, db, events)
-	chtest.StoreMergedCopies(t, conn, db, "cityHash64(event_id) % 47 = 0")
+	chtest.StoreMergedCopies(t, conn, db, "cityHash64(event_id) % 401 = 0")
 	check := func() {
 		n, err := schema.CheckRollup(ctx, conn, db, 0, math.MaxInt64)
 		require.NoError(t, err)
 		assert.NotZero(t, n, "the quarter hours holding copies are not checked")
 	}
 	check()
-	chtest.StoreMergedCopies(t, conn, db, "cityHash64(event_id) % 59 = 0")
-	chtest.StoreCopies(t, conn, db, "cityHash64(event_id) % 53 = 0")
+	chtest.StoreMergedCopies(t, conn, db, "cityHash64(event_id) % 409 = 0")
+	chtest.StoreCopies(t, conn, db, "cityHash64(event_id) % 419 = 0")
 	api, err := New(Config{Database: db, CursorKey: "rollup-test-key-0123456789"}, conn, nil)
 	require.NoError(t, err)
 
@@ -135,5 +135,6 @@ func TestRollupAnswersAsTheEvents(t *testing.T) {
 			}
 		}
 	}
+	t.Logf("%d of %d requests read the rollup", rolled, cases)
 	assert.Greater(t, rolled, cases/2, "most requests read the rollup")
 }

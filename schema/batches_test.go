@@ -17,10 +17,3 @@ func TestCheckBatches(t *testing.T) {
 	assert.Equal(t, [][]int64{{0}, {q}, {2 * q, 5 * q}}, checkBatches(steps[:4], []uint64{5, 9, 1, 1}, 4), "one over the bound alone")
 	assert.Empty(t, checkBatches(nil, nil, 4))
 }
-
-// TestRunsOf: consecutive quarter hours make one [start, end) range.
-func TestRunsOf(t *testing.T) {
-	const q = RollupStep
-	assert.Equal(t, [][2]int64{{0, 3 * q}, {5 * q, 6 * q}, {7 * q, 9 * q}}, runsOf([]int64{0, q, 2 * q, 5 * q, 7 * q, 8 * q}))
-	assert.Empty(t, runsOf(nil))
-}

@@ -353,9 +353,9 @@ func scanSteps(rows driver.Rows) ([]int64, error) {
 // stepsIn is the condition on created_at that keeps to the quarter hours
 // steps (ascending, at least one): their span, which the tables' sort keys
 // and partitions narrow the read to, and a set of them; and the arguments
-// it binds. (A range per run of quarter hours narrows the read more, but
-// ClickHouse 18.16 takes time that grows with the square of the runs to
-// analyse an OR of them: 220 ms for 350.)
+// it binds. (A range per run of quarter hours would narrow the read more,
+// but ClickHouse 18.16 takes time that grows with the square of the runs
+// to analyse an OR of them: 220 ms for 350.)
 func stepsIn(steps []int64) (string, []any) {
 	args := make([]any, 0, len(steps)+2)
 	args = append(args, steps[0], steps[len(steps)-1]+RollupStep)
@@ -366,15 +366,13 @@ func stepsIn(steps []int64) (string, []any) {
 		strings.TrimSuffix(strings.Repeat("?, ", len(steps)), ", ") + "))", args
 }
 
-// A count reads from the events the quarter hours of the rollup's span
-// the rollup does not count: as a range per run of them up to maxRawRuns
-// runs, which the events' sort key narrows the read to, and past that as a
-// set of quarter hours over the whole span (see stepsIn). Past maxRawSteps
-// quarter hours, the whole range is read from the events.
-const (
-	maxRawRuns  = 16
-	maxRawSteps = 6000
-)
+// maxRawRuns bounds the runs of quarter hours inside the rollup's span a
+// count reads from the events, each as a range the events' sort key
+// narrows the read to. Past it the whole range is read from the events:
+// quarter hours that scattered (copies, sparse data) leave little for the
+// rollup to save, and an OR of many ranges costs 18.16 more to analyse
+// than it saves (see stepsIn).
+const maxRawRuns = 16
 
 // Rollup is how a count over one createdAt range splits between the
 // rollup and the events: the rollup covers the checked quarter hours
@@ -382,9 +380,9 @@ const (
 // quarter hours at each end, and Raw).
 type Rollup struct {
 	db       string
-	from, to int64   // the range, ms
-	From, To int64   // the rollup's span, whole quarter hours; From == To when it has none
-	Raw      []int64 // quarter hours (their start) in the span the rollup does not count, ascending
+	from, to int64      // the range, ms
+	From, To int64      // the rollup's span, whole quarter hours; From == To when it has none
+	Raw      [][2]int64 // runs of quarter hours in the span the rollup does not count, [start, end) ms, ascending
 }
 
 // PlanRollup splits [from, to) (ms) between the rollup and the events: a
@@ -417,13 +415,12 @@ func PlanRollup(ctx context.Context, q Querier, db string, from, to int64) (Roll
 	// the events are one range each.
 	r.From, r.To = checked[0], checked[len(checked)-1]+RollupStep
 	for i := 1; i < len(checked); i++ {
-		for s := checked[i-1] + RollupStep; s < checked[i]; s += RollupStep {
-			r.Raw = append(r.Raw, s)
+		if checked[i-1]+RollupStep != checked[i] {
+			r.Raw = append(r.Raw, [2]int64{checked[i-1] + RollupStep, checked[i]})
 		}
-		if len(r.Raw) > maxRawSteps {
-			r.From, r.To, r.Raw = from, from, nil
-			return r, nil
-		}
+	}
+	if len(r.Raw) > maxRawRuns {
+		r.From, r.To, r.Raw = from, from, nil
 	}
 	return r, nil
 }
@@ -441,10 +438,8 @@ func (r Rollup) Source(where string, args []any) (string, []any) {
 	sql := "`" + r.db + "`.stats_rollup WHERE created_at >= ? AND created_at < ?"
 	all := []any{r.From, r.To}
 	if len(r.Raw) > 0 {
-		sql += " AND created_at NOT IN (" + strings.TrimSuffix(strings.Repeat("?, ", len(r.Raw)), ", ") + ")"
-		for _, s := range r.Raw {
-			all = append(all, s)
-		}
+		cond, runArgs := runsSQL(r.Raw)
+		sql, all = sql+" AND NOT "+cond, append(all, runArgs...)
 	}
 	return sql + " AND " + where, append(all, args...)
 }
@@ -463,13 +458,9 @@ func (r Rollup) RawSQL() (string, []any, bool) {
 	if r.To < r.to {
 		conds, args = append(conds, "created_at >= ?"), append(args, r.To)
 	}
-	if runs := runsOf(r.Raw); len(runs) > maxRawRuns {
-		within, stepArgs := stepsIn(r.Raw)
-		conds, args = append(conds, within), append(args, stepArgs...)
-	} else {
-		for _, run := range runs {
-			conds, args = append(conds, "created_at >= ? AND created_at < ?"), append(args, run[0], run[1])
-		}
+	if len(r.Raw) > 0 {
+		cond, runArgs := runsSQL(r.Raw)
+		conds, args = append(conds, cond), append(args, runArgs...)
 	}
 	if len(conds) == 0 {
 		return "", nil, false
@@ -477,17 +468,14 @@ func (r Rollup) RawSQL() (string, []any, bool) {
 	return " AND (" + strings.Join(conds, " OR ") + ")", args, true
 }
 
-// runsOf is steps (ascending quarter hours) as [start, end) ms ranges of
-// consecutive ones.
-func runsOf(steps []int64) [][2]int64 {
-	var runs [][2]int64
-	for i, s := range steps {
-		if i == 0 || steps[i-1]+RollupStep != s {
-			runs = append(runs, [2]int64{s, s})
-		}
-		runs[len(runs)-1][1] = s + RollupStep
+// runsSQL is the condition on created_at that keeps to the runs
+// ([start, end) ms), and the arguments it binds.
+func runsSQL(runs [][2]int64) (string, []any) {
+	conds, args := make([]string, len(runs)), make([]any, 0, 2*len(runs))
+	for i, run := range runs {
+		conds[i], args = "created_at >= ? AND created_at < ?", append(args, run[0], run[1])
 	}
-	return runs
+	return "(" + strings.Join(conds, " OR ") + ")", args
 }
 
 // Within reports whether the filters are all on dimensions among dims

@@ -3,7 +3,6 @@ package schema_test
 import (
 	"context"
 	"math"
-	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -28,20 +27,26 @@ func stepCounts(events ...[]schema.Event) map[int64]uint64 {
 	return out
 }
 
-// rolledUp is the rollup's count of each quarter hour it is read for (its
-// total is the one last checked), and the quarter hours holding rollup rows
-// it is not read for.
+// rolledUp is the rollup's count of each quarter hour whose total is the
+// one last checked, and the quarter hours holding rollup rows whose total
+// is not.
 func rolledUp(t *testing.T, conn driver.Conn, db string) (map[int64]uint64, map[int64]bool) {
 	t.Helper()
 	ctx := context.Background()
-	plan, err := schema.PlanRollup(ctx, conn, db, 0, math.MaxInt64/2)
-	require.NoError(t, err)
 	checked := map[int64]bool{}
-	for s := plan.From; plan.Covers() && s < plan.To; s += schema.RollupStep {
-		checked[s] = !slices.Contains(plan.Raw, s)
+	rows, err := conn.Query(ctx, "SELECT created_at FROM (SELECT created_at, sum(events) AS rolled FROM "+db+".stats_rollup GROUP BY created_at) AS r "+
+		"ANY INNER JOIN (SELECT created_at, argMax(events, version) AS checked FROM "+db+".rollup_checked GROUP BY created_at) AS c "+
+		"USING created_at WHERE rolled = checked")
+	require.NoError(t, err)
+	for rows.Next() {
+		var s int64
+		require.NoError(t, rows.Scan(&s))
+		checked[s] = true
 	}
+	require.NoError(t, rows.Err())
+	rows.Close()
 	counts, unchecked := map[int64]uint64{}, map[int64]bool{}
-	rows, err := conn.Query(ctx, "SELECT created_at, sum(events) FROM "+db+".stats_rollup GROUP BY created_at")
+	rows, err = conn.Query(ctx, "SELECT created_at, sum(events) FROM "+db+".stats_rollup GROUP BY created_at")
 	require.NoError(t, err)
 	defer rows.Close()
 	for rows.Next() {
