@@ -127,24 +127,30 @@ const resolveInterval = 10 * time.Minute
 const retentionEvery = time.Hour
 
 // housekeeping runs resolveMerged every interval (jittered), checks the
-// stats rollup at start and every rollupCheckInterval, and applies the
+// quarter hours it stored into every rollupCheckInterval and every
+// unchecked one at start and every rollupSweepEvery, and applies the
 // events' retention at start and every retentionEvery, until ctx ends.
 func (in *Ingester) housekeeping(ctx context.Context, interval time.Duration) {
 	resolve := time.After(interval + time.Duration(rand.Int64N(int64(interval)/5+1)))
 	retain := time.After(0)
-	check, swept := time.After(0), false
+	check := time.After(cmp.Or(in.testHooks.rollupCheckEvery, rollupCheckInterval))
+	sweep := time.After(0)
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-check:
 			check = time.After(cmp.Or(in.testHooks.rollupCheckEvery, rollupCheckInterval))
-			n, err := in.checkRollup(ctx, !swept)
+			if _, err := in.checkRollup(ctx, false); err != nil && ctx.Err() == nil {
+				in.log.Warn("check the stats rollup", "err", err)
+			}
+		case <-sweep:
+			sweep = time.After(rollupSweepEvery)
+			n, err := in.checkRollup(ctx, true)
 			switch {
 			case err != nil && ctx.Err() == nil:
 				in.log.Warn("check the stats rollup", "err", err)
-			case err == nil && !swept:
-				swept = true
+			case err == nil:
 				in.log.Info("stats rollup checked against the events", "quarter_hours_read_from_events", n)
 			}
 		case <-resolve:

@@ -11,14 +11,16 @@ import (
 
 // Counts read the stats rollup only for quarter hours checked against the
 // events (schema.CheckRollup). Ingest checks the quarter hours it stored
-// into once they are over, every rollupCheckInterval, and at start every
-// quarter hour not yet checked, whoever stored into it. A quarter hour it
-// stored into and could not check (a stop, an outage) is read from the
-// events until some ingest process starts again and checks it.
-
-// rollupCheckInterval is how often ingest checks the quarter hours it
-// stored into.
-const rollupCheckInterval = 30 * time.Second
+// into once they are over, every rollupCheckInterval, and every quarter
+// hour not yet checked, whoever stored into it, at start and every
+// rollupSweepEvery: those it could not check (a stop, an outage), those a
+// rebuild left while a replica was behind, and those whose check met an
+// insert half done. Quarter hours holding copies fail every check, so a
+// sweep reads them again; they are few.
+const (
+	rollupCheckInterval = 30 * time.Second
+	rollupSweepEvery    = time.Hour
+)
 
 // touched is the quarter hours (their start, ms) this process stored
 // events into since it last checked them.
