@@ -23,14 +23,23 @@ import (
 // and ClickHouse may merge a copy away before ingest ever sees it stored
 // twice. So a quarter hour is counted from the rollup only once it has been
 // checked (CheckRollup): its rollup's total equalled the number of distinct
-// events (type, createdAt, eventId) the events table held there, and
-// rollup_checked keeps that total. A count reads the rollup for the
-// quarter hours whose total is still the one checked, and the events for
-// the rest (see PlanRollup). Inserts only ever add to the rollup, so any
-// insert after the check, a copy above all, sends its quarter hour back to
-// the events until it is checked again. Ingest checks the quarter hours it
-// stored into once they are over, and every one not yet checked when it
-// starts.
+// events (service, type, createdAt, eventId: the key ClickHouse merges
+// copies by) the events table held there, and rollup_checked keeps that
+// total. A count reads the rollup for the quarter hours whose total is
+// still the one checked, and the events for the rest (see PlanRollup).
+// Inserts only ever add to the rollup, so any insert after the check, a
+// copy above all, sends its quarter hour back to the events until it is
+// checked again, and a quarter hour holding a copy never passes. Ingest
+// checks the quarter hours it stored into once they are over, and every
+// one not yet checked at start and every hour.
+//
+// One race is left, within an insert: ClickHouse writes an insert's part
+// of events before the view's part of the rollup. A quarter hour whose
+// rollup counts k copies merged away, and whose events already hold k
+// rows the rollup has yet to get, passes a check made in that instant,
+// the rollup counting the copies in place of those rows; the insert's own
+// part of the rollup, a moment later, sends it back to the events for
+// good.
 //
 // Distinct counts (unique opens) do not add up across quarter hours. They
 // read the events of their types, or engagements: the events of
@@ -195,7 +204,7 @@ ANY LEFT JOIN (
 	WHERE created_at >= ? AND created_at < ? GROUP BY created_at) AS c USING created_at`
 
 // rollupCheckSQL records as checked, at version ?, the quarter hours of
-// the ranges {within} whose rollup total equals the distinct events
+// {within} (see stepsIn) whose rollup total equals the distinct events
 // (service, type, createdAt, eventId: the key ClickHouse merges copies by)
 // the events table holds there. Both are read in the one statement.
 const rollupCheckSQL = `INSERT INTO {db}.rollup_checked (created_at, events, version)
