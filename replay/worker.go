@@ -259,10 +259,14 @@ func (w *Worker) runJob(ctx context.Context, id string) error {
 		return err
 	}
 	jobCtx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
+	var watching sync.WaitGroup
 	defer func() {
-		// The job's ctx may be over; releasing still lets another worker
-		// resume at once instead of after the lease expires.
+		// The watch stops first: seeing the lease released under it, it
+		// would report the lease lost. The job's ctx is over by then;
+		// releasing still lets another worker resume at once instead of
+		// after the lease expires.
+		cancel(nil)
+		watching.Wait()
 		rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer rcancel()
 		_ = w.store.ReleaseLease(rctx, id, w.cfg.Owner)
@@ -279,7 +283,7 @@ func (w *Worker) runJob(ctx context.Context, id string) error {
 	if job.Done() {
 		return nil
 	}
-	go w.watch(jobCtx, job, cancel)
+	watching.Go(func() { w.watch(jobCtx, job, cancel) })
 	err = w.deliverJob(jobCtx, &job, cancel)
 	if err == nil {
 		return nil // ended, and recorded so
