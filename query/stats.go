@@ -66,6 +66,10 @@ type statsRequest struct {
 	// groupKeys, when not nil, are the groups to count instead of the top
 	// limit: a compared period counts the groups of the period it follows.
 	groupKeys []string
+	// at narrows the reads of the events to the sort keys a messageId
+	// filter's emails are stored under (schema.MessagesAt), binding atArgs.
+	at     string
+	atArgs []any
 	// fromEvents counts from the events alone, never the rollup or
 	// engagements: the path they must answer as
 	// (TestRollupAnswersAsTheEvents).
@@ -178,8 +182,8 @@ func (s *API) stats(c *gin.Context) {
 func statsSQL(src schema.Counted, plan schema.Rollup, req statsRequest) (string, []any) {
 	fcond, fargs := req.filters.SQL()
 	cond := req.livemode.SQL() + fcond
-	where := "service = ? AND created_at >= ? AND created_at < ?" + cond
-	whereArgs := append([]any{req.service, req.r.From.UnixMilli(), req.r.To.UnixMilli()}, fargs...)
+	where := "service = ? AND created_at >= ? AND created_at < ?" + cond + req.at
+	whereArgs := append(append([]any{req.service, req.r.From.UnixMilli(), req.r.To.UnixMilli()}, fargs...), req.atArgs...)
 	// from is what a SELECT of the events reads: those matching where and
 	// extra.
 	from := func(extra string, extraArgs []any) (string, []any) {
@@ -335,6 +339,11 @@ func (s *API) statsStatement(ctx context.Context, req statsRequest, buckets []ti
 	src, err := schema.CountedEvents(ctx, s.conn, s.cfg.Database, from, to)
 	if err != nil {
 		return "", nil, fmt.Errorf("stats of %s: %w", req.service, err)
+	}
+	if ids := req.filters.Values("message_id"); len(ids) > 0 {
+		if req.at, req.atArgs, err = schema.MessagesAt(ctx, s.conn, s.cfg.Database, ids); err != nil {
+			return "", nil, fmt.Errorf("stats of %s: %w", req.service, err)
+		}
 	}
 	var plan schema.Rollup
 	if !req.fromEvents && rollupServes(req, buckets) {

@@ -392,6 +392,9 @@ func checkStats(t *testing.T, srv *httptest.Server, events []fixtureEvent) {
 		})
 		return vs[:min(n, len(vs))]
 	}
+	// An email never stored: no events, read from nowhere.
+	none := statsJSON(t, fmt.Sprintf("%s/v1/stats/send?from=%s&to=%s&livemode=all&message_id=msg_never_stored", srv.URL, from.Format(time.RFC3339), to.Format(time.RFC3339)))
+	assert.EqualValues(t, 0, none["totals"].(map[string]any)["events"], "an email never stored")
 	type cond struct {
 		dim    string
 		values []string
@@ -404,6 +407,8 @@ func checkStats(t *testing.T, srv *httptest.Server, events []fixtureEvent) {
 		{"send", []cond{{"recipient_domain", common("send", "recipient_domain", 2)}}, ""},
 		{"send", []cond{{"bounce_type", []string{"hard"}}}, ""},
 		{"send", []cond{{"message_id", common("send", "message_id", 3)}}, ""},
+		{"send", []cond{{"message_id", append(common("send", "message_id", 1), "msg_never_stored")}}, ""},
+		{"send", []cond{{"message_id", common("send", "message_id", 2)}}, "recipient_domain"},
 		{"send", []cond{{"recipient_domain", common("send", "recipient_domain", 1)}, {"sender_domain", common("send", "sender_domain", 2)}}, ""},
 		{"send", []cond{{"recipient_domain", common("send", "recipient_domain", 1)}}, "sender_domain"},
 		{"telco", []cond{{"npa", common("telco", "npa", 3)}}, ""},

@@ -212,6 +212,32 @@ func LookUpMessage(ctx context.Context, q Querier, db, id string) (Message, erro
 	return m, wrapRead("message", id, rows.Err())
 }
 
+// MessagesAt returns the condition, " AND (service, type, created_at) IN
+// (...)", that keeps a read of the events to the sort keys message_ids
+// holds for the messageIds ids (one or more), so that a count filtered by
+// messageId reads those rows through the primary index instead of its
+// range of the table: " AND 0" when none is stored, and "" when they hold
+// more than MaxMessageEvents each, which no email does.
+func MessagesAt(ctx context.Context, q Querier, db string, ids []string) (string, []any, error) {
+	limit := MaxMessageEvents * len(ids)
+	args := make([]any, 0, len(ids)+1)
+	for _, id := range ids {
+		args = append(args, id)
+	}
+	keys, err := sortKeys(ctx, q, "SELECT DISTINCT service, type, created_at FROM `"+db+"`.message_ids WHERE message_hash IN ("+
+		strings.TrimSuffix(strings.Repeat("cityHash64(?), ", len(ids)), ", ")+") LIMIT ?", append(args, limit+1)...)
+	switch {
+	case err != nil:
+		return "", nil, fmt.Errorf("look up messages %q: %w", ids, err)
+	case len(keys) > limit:
+		return "", nil, nil
+	case len(keys) == 0:
+		return " AND 0", nil, nil
+	}
+	in, keyArgs := keys.in()
+	return " AND (service, type, created_at) IN (" + in + ")", keyArgs, nil
+}
+
 // Events reads the message's events, each stored eventId once, in
 // (createdAt, eventId) order: the events table at the message's sort keys
 // rather than scanned.

@@ -498,6 +498,17 @@ func (fs Filters) Within(dims []string) bool {
 	return true
 }
 
+// Values are the values of the filter on the dimension named name, if
+// any.
+func (fs Filters) Values(name string) []string {
+	for _, f := range fs {
+		if f.Dim.Name == name {
+			return f.Values
+		}
+	}
+	return nil
+}
+
 // Has reports whether the filters hold one on the dimension named name.
 func (fs Filters) Has(name string) bool {
 	return slices.ContainsFunc(fs, func(f Filter) bool { return f.Dim.Name == name })

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -264,6 +265,8 @@ func requests(events []schema.Event) []string {
 		"/v1/events?from="+from+"&to="+to+"&format=ndjson&livemode=all",
 		"/v1/events?from="+from+"&to="+to+"&format=csv&types=send.email.*&recipient_domain=gmail.com",
 		"/v1/stats/send?from="+from+"&to="+to+"&livemode=all&recipient="+url.QueryEscape(recipient(events)),
+		"/v1/stats/send?from="+from+"&to="+to+"&livemode=all&granularity=day&message_id="+url.QueryEscape(messageIDs(events))+",no-such-message",
+		"/v1/stats/send?from="+from+"&to="+to+"&message_id=no-such-message",
 		"/v1/events?from="+from+"&to="+to+"&livemode=all&recipient="+url.QueryEscape(recipient(events)),
 		// Timelines and attempts (see addDeliveries).
 		"/v1/events/"+url.PathEscape(events[7].ID)+"?include=deliveries",
@@ -289,6 +292,19 @@ func recipient(events []schema.Event) string {
 		}
 	}
 	return "none@example.com"
+}
+
+// messageIDs is two messageIds of events, comma-separated.
+func messageIDs(events []schema.Event) string {
+	var ids []string
+	for _, ev := range events {
+		if ev.Dims.MessageID != "" && !slices.Contains(ids, ev.Dims.MessageID) {
+			if ids = append(ids, ev.Dims.MessageID); len(ids) == 2 {
+				break
+			}
+		}
+	}
+	return strings.Join(ids, ",")
 }
 
 // addDeliveries logs attempts for every twentieth event: one or two each.
