@@ -54,7 +54,7 @@ func ApplyRetention(ctx context.Context, conn Conn, db string, r Retained, keep 
 
 func setTTL(ctx context.Context, conn Conn, db, table, col string, keep time.Duration) error {
 	ttl := fmt.Sprintf("toDateTime(intDiv(%s, 1000)) + toIntervalSecond(%d)", col, int64(keep/time.Second))
-	create, err := queryStrings(ctx, conn, "SELECT create_table_query FROM system.tables WHERE database = ? AND name = ?", db, table)
+	create, err := queryColumn[string](ctx, conn, "SELECT create_table_query FROM system.tables WHERE database = ? AND name = ?", db, table)
 	if err != nil {
 		return fmt.Errorf("read the TTL of %s: %w", table, err)
 	}
@@ -71,7 +71,7 @@ func setTTL(ctx context.Context, conn Conn, db, table, col string, keep time.Dur
 
 // dropMonths drops the partitions of r whose month ended by cutoff.
 func dropMonths(ctx context.Context, conn Conn, db string, r Retained, cutoff time.Time) ([]string, error) {
-	parts, err := queryStrings(ctx, conn, "SELECT DISTINCT partition FROM system.parts WHERE database = ? AND table = ? AND active", db, r.Table)
+	parts, err := queryColumn[string](ctx, conn, "SELECT DISTINCT partition FROM system.parts WHERE database = ? AND table = ? AND active", db, r.Table)
 	if err != nil {
 		return nil, fmt.Errorf("list the partitions of %s: %w", r.Table, err)
 	}
@@ -108,16 +108,16 @@ func dropMonths(ctx context.Context, conn Conn, db string, r Retained, cutoff ti
 
 func noSpace(s string) string { return strings.Join(strings.Fields(s), "") }
 
-// queryStrings returns the one String column of a query's rows.
-func queryStrings(ctx context.Context, conn Conn, query string, args ...any) ([]string, error) {
-	rows, err := conn.Query(ctx, query, args...)
+// queryColumn returns the one column, of type T, of a query's rows.
+func queryColumn[T any](ctx context.Context, q Querier, query string, args ...any) ([]T, error) {
+	rows, err := q.Query(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var out []string
+	var out []T
 	for rows.Next() {
-		var v string
+		var v T
 		if err := rows.Scan(&v); err != nil {
 			return nil, err
 		}

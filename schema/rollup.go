@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
-	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 )
 
 // Counts over long ranges read stats_rollup, not the events: per quarter
@@ -345,20 +344,6 @@ func scanOne(ctx context.Context, conn Querier, query string, args []any, dest .
 	return rows.Err()
 }
 
-// scanSteps reads a column of quarter hours.
-func scanSteps(rows driver.Rows) ([]int64, error) {
-	defer rows.Close()
-	var steps []int64
-	for rows.Next() {
-		var s int64
-		if err := rows.Scan(&s); err != nil {
-			return nil, err
-		}
-		steps = append(steps, s)
-	}
-	return steps, rows.Err()
-}
-
 // stepsIn is the condition on created_at that keeps to the quarter hours
 // steps (ascending, at least one): their span, which the tables' sort keys
 // and partitions narrow the read to, and a set of them; and the arguments
@@ -407,12 +392,8 @@ func PlanRollup(ctx context.Context, q Querier, db string, from, to int64) (Roll
 		return r, nil
 	}
 	repl := strings.NewReplacer("{db}", "`"+db+"`")
-	rows, err := q.Query(ctx, "SELECT created_at FROM ("+repl.Replace(rollupStateSQL)+") WHERE has = 1 AND rolled = checked ORDER BY created_at",
+	checked, err := queryColumn[int64](ctx, q, "SELECT created_at FROM ("+repl.Replace(rollupStateSQL)+") WHERE has = 1 AND rolled = checked ORDER BY created_at",
 		r.From, r.To, r.From, r.To)
-	if err != nil {
-		return r, fmt.Errorf("plan a count over the rollup: %w", err)
-	}
-	checked, err := scanSteps(rows)
 	if err != nil {
 		return r, fmt.Errorf("plan a count over the rollup: %w", err)
 	}
