@@ -130,6 +130,17 @@ func BenchmarkStats10M(b *testing.B) {
 		b.Logf("the same for one email (message_id=msg_833333): p50 %s via the API, %s as direct SQL",
 			mAPI.Round(time.Millisecond), mRaw.Round(time.Millisecond))
 
+		// The month from one sender domain of three, and of one recipient
+		// address of 70,000 (about 143 events).
+		sAPI, sRaw := measure(url+"&sender_domain=news.do.dev", filtered("sender_domain", "news.do.dev"))
+		b.ReportMetric(sAPI.Seconds(), "sender-api-p50-s")
+		b.Logf("the same for sender_domain=news.do.dev (1 email in 3): p50 %s via the API, %s as direct SQL",
+			sAPI.Round(time.Millisecond), sRaw.Round(time.Millisecond))
+		rAPI, rRaw := measure(url+"&recipient=user4242@gmail.com", filtered("recipient", "user4242@gmail.com"))
+		b.ReportMetric(rAPI.Seconds(), "recipient-api-p50-s")
+		b.Logf("the same for one recipient (recipient=user4242@gmail.com): p50 %s via the API, %s as direct SQL",
+			rAPI.Round(time.Millisecond), rRaw.Round(time.Millisecond))
+
 		b.StopTimer()
 		before := viaAPI()
 		copies := "SELECT * FROM " + db + ".events WHERE kafka_offset % 10007 = 0"

@@ -194,9 +194,11 @@ func Fill10M(t testing.TB, db string) { FillN(t, db, 10_000_000) }
 // 2026-10-01 on with ClickHouse's numbers(), for benchmarks: a send-heavy
 // mix like the platform's, about one opened and clicked message in four, 2% test mode,
 // one event every 259 ms, an area code (npa) on telco's events only, as
-// the platform's events carry it. message_hash is cityHash64 here, where
-// ingest writes xxhash64: benchmarks measure cost, which is the same for any
-// 64-bit hash.
+// the platform's events carry it. An email comes from one of three sender
+// domains; a send event's recipient is one of 70,000 addresses (about 143
+// events each in 10M), in its recipient domain. message_hash is cityHash64
+// here, where ingest writes xxhash64: benchmarks measure cost, which is the
+// same for any 64-bit hash.
 func FillN(t testing.TB, db string, n int) {
 	t.Helper()
 	fill(t, db, n, time.Duration(n)*259*time.Millisecond)
@@ -226,13 +228,14 @@ func fill(t testing.TB, db string, n int, span time.Duration) {
 	start := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
 	q := fmt.Sprintf(`INSERT INTO %s.events (event_id, type, service, created_at, livemode, known, message_id, message_hash,
 		recipient_domain, sender_domain, bounce_type, has_carrier, has_inventory, npa, voice, format,
-		text_length, duration_sec, raw, kafka_topic, kafka_partition, kafka_offset, ingested_at)
+		text_length, duration_sec, raw, kafka_topic, kafka_partition, kafka_offset, ingested_at, recipients)
 	SELECT concat('evt_', toString(number)) AS id, t, splitByChar('.', t)[1], %d + intDiv(number * %d, %d), number %% 50 != 0, 1,
 		concat('msg_', toString(intDiv(number, 6))), cityHash64(concat('msg_', toString(intDiv(number, 6)))),
-		arrayElement(['gmail.com', 'yahoo.com', 'outlook.com', 'icloud.com', 'acme.io', 'example.org', 'proton.me'], number %% 7 + 1),
-		'mail.do.dev', if(t = 'send.email.bounced', if(number %% 3 = 0, 'soft', 'hard'), ''),
+		arrayElement(['gmail.com', 'yahoo.com', 'outlook.com', 'icloud.com', 'acme.io', 'example.org', 'proton.me'], number %% 7 + 1) AS rd,
+		arrayElement(['mail.do.dev', 'news.do.dev', 'alerts.do.dev'], intDiv(number, 6) %% 3 + 1), if(t = 'send.email.bounced', if(number %% 3 = 0, 'soft', 'hard'), ''),
 		number %% 5 != 0, number %% 3 = 0, if(startsWith(t, 'telco.'), toString(200 + number %% 700), ''), '', '', 0, 0,
-		concat('{"eventId":"evt_', toString(number), '","type":"', t, '"}'), 'events', 0, number, now()
+		concat('{"eventId":"evt_', toString(number), '","type":"', t, '"}'), 'events', 0, number, now(),
+		if(startsWith(t, 'send.'), [concat('user', toString(number %% 70000), '@', rd)], emptyArrayString())
 	FROM (SELECT number, arrayElement(['send.email.sent', 'send.email.sent', 'send.email.sent', 'send.email.sent', 'send.email.sent',
 		'send.email.delivered', 'send.email.delivered', 'send.email.delivered', 'send.email.delivered', 'send.email.opened',
 		'send.email.opened', 'send.email.opened', 'send.email.clicked', 'send.email.bounced', 'send.email.complained',
@@ -241,8 +244,11 @@ func fill(t testing.TB, db string, n int, span time.Duration) {
 	// The lookup tables' and the rollup's materialized views write a part
 	// per inserted block; the server merges them in the background within
 	// minutes. Benchmarks measure that steady state, merged.
-	for _, stmt := range []string{q, "OPTIMIZE TABLE " + db + ".events FINAL", "OPTIMIZE TABLE " + db + ".event_ids FINAL",
-		"OPTIMIZE TABLE " + db + ".message_ids FINAL", "OPTIMIZE TABLE " + db + ".stats_rollup FINAL", "OPTIMIZE TABLE " + db + ".engagements FINAL"} {
+	stmts := []string{q}
+	for _, table := range []string{"events", "event_ids", "message_ids", "stats_rollup", "engagements"} {
+		stmts = append(stmts, "OPTIMIZE TABLE "+db+"."+table+" FINAL")
+	}
+	for _, stmt := range stmts {
 		if err := conn.Exec(ctx, stmt); err != nil {
 			t.Fatalf("fill %d events: %v", n, err)
 		}
