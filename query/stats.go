@@ -67,7 +67,8 @@ type statsRequest struct {
 	// limit: a compared period counts the groups of the period it follows.
 	groupKeys []string
 	// at narrows the reads of the events to the sort keys a messageId
-	// filter's emails are stored under (schema.MessagesAt), binding atArgs.
+	// filter's emails (schema.MessagesAt) and a recipient filter's
+	// addresses (schema.RecipientsAt) are stored under, binding atArgs.
 	at     string
 	atArgs []any
 	// fromEvents counts from the events alone, never the rollup or
@@ -344,6 +345,13 @@ func (s *API) statsStatement(ctx context.Context, req statsRequest, buckets []ti
 		if req.at, req.atArgs, err = schema.MessagesAt(ctx, s.conn, s.cfg.Database, ids); err != nil {
 			return "", nil, fmt.Errorf("stats of %s: %w", req.service, err)
 		}
+	}
+	if addrs := req.filters.Values("recipient"); len(addrs) > 0 {
+		at, atArgs, err := schema.RecipientsAt(ctx, s.conn, s.cfg.Database, req.service, addrs, from, to)
+		if err != nil {
+			return "", nil, fmt.Errorf("stats of %s: %w", req.service, err)
+		}
+		req.at, req.atArgs = req.at+at, append(req.atArgs, atArgs...)
 	}
 	var plan schema.Rollup
 	if !req.fromEvents && rollupServes(req, buckets) {

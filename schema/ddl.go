@@ -310,7 +310,26 @@ ORDER BY (at, kind)`)}, nil},
 		// Counts per quarter hour, fed at write time, for counts over long
 		// ranges, and the totals checked against the events (see Rollup).
 		{18, "stats_rollup", rollupMigration(d), nil},
+		// Where each recipient address's events are stored, by the 64-bit hash
+		// of the address as the recipients column holds it, so a request
+		// filtered by recipient reads those rows of the events, as message_ids
+		// does for a messageId (see RecipientsAt).
+		{19, "recipient_ids", slices.Concat(
+			d.sharded("recipient_ids", `
+	recipient_hash UInt64,
+	service {lc},
+	type {lc},
+	created_at Int64`, "ReplacingMergeTree()", `PARTITION BY toYYYYMM(toDateTime(intDiv(created_at, 1000), 'UTC'))
+ORDER BY (recipient_hash, service, created_at, type)`),
+			[]string{r.Replace("CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.recipient_ids_mv{on} TO {db}.recipient_ids{local} AS\n" + recipientIDsOf("{db}.events{local}"))},
+			d.serverOnly(r.Replace("INSERT INTO {db}.recipient_ids (recipient_hash, service, type, created_at)\n"+recipientIDsOf("{db}.events")))), nil},
 	}
+}
+
+// recipientIDsOf is what recipient_ids holds of the events of from: a row
+// per recipient address.
+func recipientIDsOf(from string) string {
+	return "SELECT cityHash64(recipient) AS recipient_hash, service, type, created_at FROM " + from + " ARRAY JOIN recipients AS recipient"
 }
 
 // recipientsSQL is NormalizeAddress over data.to, for events stored before

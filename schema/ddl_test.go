@@ -50,7 +50,8 @@ func TestMigrateIsIdempotent(t *testing.T) {
 // by hand, stores events and delivery attempts, then migrates: the events
 // stored before and after are all found through event_ids and, those of
 // emails, through message_ids; the attempts through delivery_ids; the
-// rollup counts them all, and engagements holds the opens and clicks.
+// rollup counts them all, engagements holds the opens and clicks, and
+// recipient_ids every recipient.
 func TestMigrationIndexesStoredEvents(t *testing.T) {
 	conn, db := chtest.Database(t)
 	ctx := context.Background()
@@ -131,6 +132,21 @@ func TestMigrationIndexesStoredEvents(t *testing.T) {
 	var n uint64
 	require.NoError(t, conn.QueryRow(ctx, "SELECT count() FROM "+db+".engagements").Scan(&n))
 	assert.EqualValues(t, engaged, n, "engagements holds the opens and clicks stored before and after")
+
+	// Every recipient of every email stored before and after is found
+	// where its event is stored.
+	addressed := 0
+	for _, ev := range events {
+		for _, a := range ev.Dims.Recipients {
+			addressed++
+			at, args, err := schema.RecipientsAt(ctx, conn, db, ev.Service, []string{a}, ev.CreatedAt, ev.CreatedAt+1)
+			require.NoError(t, err)
+			var n uint64
+			require.NoError(t, conn.QueryRow(ctx, "SELECT count() FROM "+db+".events WHERE event_id = ?"+at, append([]any{ev.ID}, args...)...).Scan(&n))
+			assert.NotZero(t, n, "%s is found by its recipient %s", ev.ID, a)
+		}
+	}
+	require.Greater(t, addressed, 10)
 
 	for _, ev := range events {
 		var n uint64

@@ -3,8 +3,9 @@
 // event-type patterns endpoints subscribe with, the versioned ClickHouse DDL
 // that stores it all, and how the API reads the events table: counts that
 // read each stored event once (Counted), from the stats rollup where it
-// counts exactly (Rollup) and distinct counts from engagements, pages a
-// window at a time (FirstPageWindow).
+// counts exactly (Rollup) and distinct counts from engagements,
+// reads narrowed to a messageId's or a recipient's sort keys (MessagesAt,
+// RecipientsAt), pages a window at a time (FirstPageWindow).
 //
 // It is the one package every other package imports; it imports none of
 // them. It talks to ClickHouse to apply migrations, to look up recorded

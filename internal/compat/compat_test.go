@@ -265,6 +265,8 @@ func requests(events []schema.Event) []string {
 		"/v1/events?from="+from+"&to="+to+"&format=ndjson&livemode=all",
 		"/v1/events?from="+from+"&to="+to+"&format=csv&types=send.email.*&recipient_domain=gmail.com",
 		"/v1/stats/send?from="+from+"&to="+to+"&livemode=all&recipient="+url.QueryEscape(recipient(events)),
+		"/v1/stats/send?from="+from+"&to="+to+"&granularity=day&group_by=sender_domain&recipient="+url.QueryEscape(recipient(events))+",nobody@never.example",
+		"/v1/stats/send?from="+from+"&to="+to+"&recipient=nobody@never.example",
 		"/v1/stats/send?from="+from+"&to="+to+"&livemode=all&granularity=day&message_id="+url.QueryEscape(messageIDs(events))+",no-such-message",
 		"/v1/stats/send?from="+from+"&to="+to+"&message_id=no-such-message",
 		"/v1/events?from="+from+"&to="+to+"&livemode=all&recipient="+url.QueryEscape(recipient(events)),
