@@ -40,6 +40,20 @@ func addressesOf(e fixtureEvent) []string {
 	return list
 }
 
+// parseFixture parses raw as ingest does, and reads it with encoding/json
+// for expectations.
+func parseFixture(t *testing.T, raw string) (schema.Event, fixtureEvent) {
+	t.Helper()
+	var p schema.Parser
+	ev, err := p.Parse([]byte(raw))
+	require.NoError(t, err)
+	ev.Raw = []byte(raw)
+	var fe fixtureEvent
+	require.NoError(t, json.Unmarshal(ev.Raw, &fe))
+	require.NoError(t, json.Unmarshal(fe.Data, &fe.data))
+	return ev, fe
+}
+
 // TestRecipientFilter: recipient=<address> keeps the emails with that
 // address among their recipients, given as a string or in a list, first or
 // not, whatever the case of its domain, in stats and the listing.
@@ -49,17 +63,10 @@ func TestRecipientFilter(t *testing.T) {
 	// Mixed-case domains, as a string and second in a list.
 	at := time.Date(2026, 10, 30, 12, 0, 0, 0, time.UTC)
 	var extra []schema.Event
-	var p schema.Parser
 	for i, to := range []string{`"Zed@MiXed.Example"`, `["first@a.io","Zed@mixed.EXAMPLE"]`, `"zed@mixed.example"`} {
-		raw := fmt.Sprintf(`{"eventId":"evt_rcpt_%d","type":"send.email.delivered","service":"send","data":{"messageId":"msg_rcpt_%d","to":%s},"createdAt":%d}`,
-			i, i, to, at.Add(time.Duration(i)*time.Minute).UnixMilli())
-		ev, err := p.Parse([]byte(raw))
-		require.NoError(t, err)
-		ev.Raw = []byte(raw)
+		ev, fe := parseFixture(t, fmt.Sprintf(`{"eventId":"evt_rcpt_%d","type":"send.email.delivered","service":"send","data":{"messageId":"msg_rcpt_%d","to":%s},"createdAt":%d}`,
+			i, i, to, at.Add(time.Duration(i)*time.Minute).UnixMilli()))
 		extra = append(extra, ev)
-		var fe fixtureEvent
-		require.NoError(t, json.Unmarshal(ev.Raw, &fe))
-		require.NoError(t, json.Unmarshal(fe.Data, &fe.data))
 		events = append(events, fe)
 	}
 	chtest.InsertEvents(t, conn, db, extra)
@@ -177,4 +184,70 @@ func TestRecipientFilterPastTheLookup(t *testing.T) {
 	require.NotEmpty(t, at)
 	q = fmt.Sprintf("/v1/stats/send?from=%s&to=%s&livemode=all&recipient=heavy@big.example", start.Format(time.RFC3339), end.Format(time.RFC3339))
 	assert.EqualValues(t, heavyBefore(end), statsJSON(t, srv.URL+q)["totals"].(map[string]any)["events"])
+}
+
+// TestSenderFilterCountsUniqueEngagements: unique opens and clicks filtered
+// by sender domain (read from engagements_by_sender) are those of the
+// emails from that domain, in totals, groups and a series; opens here carry
+// their email's sender, opened several times each.
+func TestSenderFilterCountsUniqueEngagements(t *testing.T) {
+	srv, conn, db := newAPI(t)
+	start := time.Date(2026, 10, 5, 0, 0, 0, 0, time.UTC)
+	senders := []string{"news@Mail.Example", "billing@example.com", "alerts@status.example"}
+	domains := []string{"gmail.com", "yahoo.com"}
+	var stored []schema.Event
+	var events []fixtureEvent
+	add := func(raw string) {
+		ev, fe := parseFixture(t, raw)
+		stored = append(stored, ev)
+		events = append(events, fe)
+	}
+	for i := range 60 {
+		msg := fmt.Sprintf("msg_sender_%d", i)
+		from, to := senders[i%len(senders)], fmt.Sprintf("user%d@%s", i, domains[i%len(domains)])
+		at := start.Add(time.Duration(i) * 37 * time.Minute)
+		for j, typ := range []string{"sent", "delivered", "opened", "opened", "clicked"} {
+			if typ != "sent" && typ != "delivered" && i%4 == 0 {
+				continue // never opened
+			}
+			add(fmt.Sprintf(`{"eventId":"evt_sender_%d_%d","type":"send.email.%s","service":"send","data":{"messageId":%q,"from":%q,"to":%q,"subject":"s","url":"https://x.example"},"createdAt":%d}`,
+				i, j, typ, msg, from, to, at.Add(time.Duration(j)*time.Hour).UnixMilli()))
+		}
+	}
+	chtest.InsertEvents(t, conn, db, stored)
+	senderDomain := func(e fixtureEvent) string {
+		from := e.str("from")
+		return strings.ToLower(from[strings.LastIndex(from, "@")+1:])
+	}
+	end := start.Add(4 * 24 * time.Hour)
+	for _, values := range [][]string{{"mail.example"}, {"MAIL.example", "status.example"}} {
+		var kept []fixtureEvent
+		for _, e := range events {
+			if slices.ContainsFunc(values, func(v string) bool { return strings.EqualFold(v, senderDomain(e)) }) {
+				kept = append(kept, e)
+			}
+		}
+		require.NotEmpty(t, kept)
+		q := fmt.Sprintf("/v1/stats/send?from=%s&to=%s&sender_domain=%s&group_by=recipient_domain&granularity=day",
+			start.Format(time.RFC3339), end.Format(time.RFC3339), url.QueryEscape(strings.Join(values, ",")))
+		body := statsJSON(t, srv.URL+q)
+		checkBlock(t, "totals", "send", body["totals"].(map[string]any), kept)
+		perGroup := map[string][]fixtureEvent{}
+		perDay := map[string][]fixtureEvent{}
+		for _, e := range kept {
+			perGroup[recipientDomain(e)] = append(perGroup[recipientDomain(e)], e)
+			perDay[e.at().Format("2006-01-02")] = append(perDay[e.at().Format("2006-01-02")], e)
+		}
+		groups := body["groups"].([]any)
+		require.Len(t, groups, len(perGroup))
+		for _, raw := range groups {
+			g := raw.(map[string]any)
+			checkBlock(t, "group "+g["key"].(string), "send", g, perGroup[g["key"].(string)])
+		}
+		for _, raw := range body["series"].([]any) {
+			b := raw.(map[string]any)
+			day := b["bucket"].(string)[:10]
+			checkBlock(t, "day "+day, "send", b, perDay[day])
+		}
+	}
 }

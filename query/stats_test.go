@@ -411,6 +411,9 @@ func checkStats(t *testing.T, srv *httptest.Server, events []fixtureEvent) {
 		{"send", []cond{{"message_id", common("send", "message_id", 2)}}, "recipient_domain"},
 		{"send", []cond{{"recipient_domain", common("send", "recipient_domain", 1)}, {"sender_domain", common("send", "sender_domain", 2)}}, ""},
 		{"send", []cond{{"recipient_domain", common("send", "recipient_domain", 1)}}, "sender_domain"},
+		{"send", []cond{{"sender_domain", common("send", "sender_domain", 1)}}, ""},
+		{"send", []cond{{"sender_domain", common("send", "sender_domain", 2)}}, "recipient_domain"},
+		{"send", []cond{{"bounce_type", []string{"soft", "hard"}}}, "sender_domain"},
 		{"telco", []cond{{"npa", common("telco", "npa", 3)}}, ""},
 		{"talk", []cond{{"voice", common("talk", "voice", 1)}, {"format", common("talk", "format", 2)}}, "type"},
 	} {
@@ -418,7 +421,7 @@ func checkStats(t *testing.T, srv *httptest.Server, events []fixtureEvent) {
 		for _, c := range tc.conds {
 			require.NotEmpty(t, c.values, "%s has values of %s", tc.service, c.dim)
 			vs := append([]string{}, c.values...)
-			if c.dim == "recipient_domain" {
+			if c.dim == "recipient_domain" || c.dim == "sender_domain" {
 				vs[0] = strings.ToUpper(vs[0]) // domains match whatever their case
 			}
 			q = append(q, c.dim+"="+url.QueryEscape(strings.Join(vs, ",")))

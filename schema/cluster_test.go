@@ -43,12 +43,12 @@ func TestClusterMigrations(t *testing.T) {
 	for name, stmt := range all {
 		assert.Contains(t, stmt, " ON CLUSTER `c`", name)
 		switch {
-		case name == "events" || name == "event_ids" || name == "message_ids" || name == "stats_rollup" || name == "engagements" || name == "recipient_ids":
+		case name == "events" || name == "event_ids" || name == "message_ids" || name == "stats_rollup" || name == "engagements" || name == "recipient_ids" || name == "engagements_by_sender":
 			assert.Contains(t, stmt, "ENGINE = Distributed(`c`, `db`, "+name+"_local, ", name)
 		case strings.HasSuffix(name, "_local"):
 			base := strings.TrimSuffix(name, "_local")
 			assert.Regexp(t, "ENGINE = Replicated\\w*MergeTree\\('/clickhouse/tables/\\{shard\\}/db/"+base+"', '\\{replica\\}'", stmt, name)
-		case name == "event_ids_mv" || name == "message_ids_mv" || name == "stats_rollup_mv" || name == "engagements_mv" || name == "recipient_ids_mv":
+		case name == "event_ids_mv" || name == "message_ids_mv" || name == "stats_rollup_mv" || name == "engagements_mv" || name == "recipient_ids_mv" || name == "engagements_by_sender_mv":
 			assert.Contains(t, stmt, "TO `db`."+strings.TrimSuffix(name, "_mv")+"_local", name)
 			assert.Contains(t, stmt, "FROM `db`.events_local", name)
 		case name == "delivery_ids_mv":

@@ -306,7 +306,7 @@ ORDER BY (at, kind)`)}, nil},
 			{"replays", "lag_ms", "Int64"},
 		}},
 		// The events distinct counts read (see Rollup).
-		{17, "engagements", engagementsMigration(d), nil},
+		{17, "engagements", engagementsMigration(d, engagementOrders[0].table, engagementOrders[0].order), nil},
 		// Counts per quarter hour, fed at write time, for counts over long
 		// ranges, and the totals checked against the events (see Rollup).
 		{18, "stats_rollup", rollupMigration(d), nil},
@@ -323,6 +323,9 @@ ORDER BY (at, kind)`)}, nil},
 ORDER BY (recipient_hash, service, created_at, type)`),
 			[]string{r.Replace("CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.recipient_ids_mv{on} TO {db}.recipient_ids{local} AS\n" + recipientIDsOf("{db}.events{local}"))},
 			d.serverOnly(r.Replace("INSERT INTO {db}.recipient_ids (recipient_hash, service, type, created_at)\n"+recipientIDsOf("{db}.events")))), nil},
+		// Engagements again, ordered by bounce type and sender domain, for
+		// distinct counts filtered by those (see EngagedBy).
+		{20, "engagements_by_sender", engagementsMigration(d, engagementOrders[1].table, engagementOrders[1].order), nil},
 	}
 }
 

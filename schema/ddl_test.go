@@ -50,8 +50,8 @@ func TestMigrateIsIdempotent(t *testing.T) {
 // by hand, stores events and delivery attempts, then migrates: the events
 // stored before and after are all found through event_ids and, those of
 // emails, through message_ids; the attempts through delivery_ids; the
-// rollup counts them all, engagements holds the opens and clicks, and
-// recipient_ids every recipient.
+// rollup counts them all, both engagements tables hold the opens and
+// clicks, and recipient_ids every recipient.
 func TestMigrationIndexesStoredEvents(t *testing.T) {
 	conn, db := chtest.Database(t)
 	ctx := context.Background()
@@ -129,9 +129,11 @@ func TestMigrationIndexesStoredEvents(t *testing.T) {
 		}
 	}
 	require.NotZero(t, engaged)
-	var n uint64
-	require.NoError(t, conn.QueryRow(ctx, "SELECT count() FROM "+db+".engagements").Scan(&n))
-	assert.EqualValues(t, engaged, n, "engagements holds the opens and clicks stored before and after")
+	for _, table := range []string{"engagements", "engagements_by_sender"} {
+		var n uint64
+		require.NoError(t, conn.QueryRow(ctx, "SELECT count() FROM "+db+"."+table).Scan(&n))
+		assert.EqualValues(t, engaged, n, "%s holds the opens and clicks stored before and after", table)
+	}
 
 	// Every recipient of every email stored before and after is found
 	// where its event is stored.

@@ -3,7 +3,7 @@
 // event-type patterns endpoints subscribe with, the versioned ClickHouse DDL
 // that stores it all, and how the API reads the events table: counts that
 // read each stored event once (Counted), from the stats rollup where it
-// counts exactly (Rollup) and distinct counts from engagements,
+// counts exactly (Rollup) and distinct counts from engagements (EngagedBy),
 // reads narrowed to a messageId's or a recipient's sort keys (MessagesAt,
 // RecipientsAt), pages a window at a time (FirstPageWindow).
 //

@@ -43,8 +43,8 @@ import (
 // Distinct counts (unique opens) do not add up across quarter hours. They
 // read the events of their types, or engagements: the events of
 // DistinctTypes alone, with the columns their counts filter and group by,
-// ordered so that a recipient domain's rows of a range are one read. A
-// view feeds it too; a copy stored twice there counts once, as distinct
+// in two orders so that a recipient domain's, a sender domain's or a
+// bounce type's rows of a range are one read. Views feed them too; a copy stored twice there counts once, as distinct
 // counts ignore copies.
 
 // DistinctTypes are the types whose distinct messageIds stats count.
@@ -118,12 +118,23 @@ ORDER BY created_at`),
 		d.serverOnly(r.Replace("INSERT INTO {db}.stats_rollup ("+rollupColumns+")\n"+rollupOf("{db}.events", "step"))))
 }
 
-// engagementsMigration creates engagements and its view, and on one server
-// fills it from the events stored before.
-func engagementsMigration(d ddl) []string {
+// Engagements are kept in two orders, each a table: engagements holds a
+// recipient domain's rows of a range together, engagements_by_sender a
+// bounce type's and, within it, a sender domain's (opens and clicks have
+// no bounce type, so a sender domain's rows are together too). A distinct
+// count filtered by one of those dimensions reads the table that holds its
+// rows together (EngagedBy).
+var engagementOrders = []struct{ table, order string }{
+	{"engagements", "recipient_domain"},
+	{"engagements_by_sender", "bounce_type, sender_domain"},
+}
+
+// engagementsMigration creates the engagements table ordered by order, and
+// its view, and on one server fills it from the events stored before.
+func engagementsMigration(d ddl, table, order string) []string {
 	r := d.r
 	return slices.Concat(
-		d.sharded("engagements", `
+		d.sharded(table, `
 	service {lc},
 	type {lc},
 	created_at Int64,
@@ -132,20 +143,35 @@ func engagementsMigration(d ddl) []string {
 	sender_domain {lc},
 	bounce_type {lc},
 	message_hash UInt64`, "MergeTree()", `PARTITION BY toYYYYMM(toDateTime(intDiv(created_at, 1000), 'UTC'))
-ORDER BY (service, type, livemode, recipient_domain, created_at)`),
-		[]string{r.Replace("CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.engagements_mv{on} TO {db}.engagements{local} AS\n" + engagementsOf("{db}.events{local}"))},
-		d.serverOnly(engagementsFill(d)))
+ORDER BY (service, type, livemode, `+order+`, created_at)`),
+		[]string{r.Replace("CREATE MATERIALIZED VIEW IF NOT EXISTS {db}." + table + "_mv{on} TO {db}." + table + "{local} AS\n" + engagementsOf("{db}.events{local}"))},
+		d.serverOnly(engagementsFill(d, table)))
 }
 
-// engagementsOf is what engagements holds of the events of from.
+// engagementsOf is what the engagements tables hold of the events of from.
 func engagementsOf(from string) string {
 	return "SELECT service, type, created_at, livemode, recipient_domain, sender_domain, bounce_type, message_hash FROM " + from +
 		" WHERE type IN ('" + strings.Join(DistinctTypes, "', '") + "')" // constants
 }
 
-// engagementsFill copies into engagements the events the table holds.
-func engagementsFill(d ddl) string {
-	return d.r.Replace("INSERT INTO {db}.engagements\n" + engagementsOf("{db}.events"))
+// engagementsFill copies into the engagements table the events the table
+// holds.
+func engagementsFill(d ddl, table string) string {
+	return d.r.Replace("INSERT INTO {db}." + table + "\n" + engagementsOf("{db}.events"))
+}
+
+// EngagedBy names the engagements table that holds together the rows a
+// distinct count filtered by fs reads: engagements for a recipient domain,
+// else engagements_by_sender for a bounce type or a sender domain; "" when
+// fs filter by none of those.
+func EngagedBy(fs Filters) string {
+	switch {
+	case fs.Has("recipient_domain"):
+		return "engagements"
+	case fs.Has("bounce_type"), fs.Has("sender_domain"):
+		return "engagements_by_sender"
+	}
+	return ""
 }
 
 // RebuildRollups builds the rollup and engagements again from the events
@@ -179,13 +205,15 @@ func RebuildRollups(ctx context.Context, conn Conn, db, cluster string) (int, er
 	}
 	// The checks go first: until the rollup is checked again, every
 	// quarter hour is read from the events.
-	for _, stmt := range []string{
+	stmts := []string{
 		d.r.Replace("TRUNCATE TABLE {db}.rollup_checked{on}"),
 		d.r.Replace("TRUNCATE TABLE {db}.stats_rollup{local}{on}"),
 		d.r.Replace("INSERT INTO {db}.stats_rollup (" + rollupColumns + ")\n" + rollupOf("{db}.events", "step")),
-		d.r.Replace("TRUNCATE TABLE {db}.engagements{local}{on}"),
-		engagementsFill(d),
-	} {
+	}
+	for _, e := range engagementOrders {
+		stmts = append(stmts, d.r.Replace("TRUNCATE TABLE {db}."+e.table+"{local}{on}"), engagementsFill(d, e.table))
+	}
+	for _, stmt := range stmts {
 		if err := conn.Exec(sync, stmt); err != nil {
 			return 0, fmt.Errorf("rebuild the rollup of %s: %w", db, err)
 		}
@@ -504,8 +532,9 @@ func (c Counted) Distinct(where string, args []any) (string, []any) {
 
 // Engaged returns what follows FROM in a statement that counts distinct
 // messageIds of the events of DistinctTypes matching where (which binds
-// args and may only name engagements' columns): engagements and the WHERE
-// clause. Copies need no care there: they hold the messageId once more.
-func (c Counted) Engaged(where string, args []any) (string, []any) {
-	return "`" + c.db + "`.engagements WHERE " + where, args
+// args and may only name the engagements tables' columns): table (see
+// EngagedBy) and the WHERE clause. Copies need no care there: they hold the
+// messageId once more.
+func (c Counted) Engaged(table, where string, args []any) (string, []any) {
+	return "`" + c.db + "`." + table + " WHERE " + where, args
 }

@@ -245,7 +245,7 @@ func fill(t testing.TB, db string, n int, span time.Duration) {
 	// per inserted block; the server merges them in the background within
 	// minutes. Benchmarks measure that steady state, merged.
 	stmts := []string{q}
-	for _, table := range []string{"events", "event_ids", "message_ids", "recipient_ids", "stats_rollup", "engagements"} {
+	for _, table := range []string{"events", "event_ids", "message_ids", "recipient_ids", "stats_rollup", "engagements", "engagements_by_sender"} {
 		stmts = append(stmts, "OPTIMIZE TABLE "+db+"."+table+" FINAL")
 	}
 	for _, stmt := range stmts {

@@ -261,6 +261,8 @@ func requests(events []schema.Event) []string {
 		// Ranges inside quarter hours, in a zone a quarter hour off UTC's hours.
 		"/v1/stats/send?from=2026-10-28T05:07:31.250Z&to=2026-11-04T17:22:05Z&granularity=hour&tz=Asia%2FKathmandu&group_by=recipient_domain&limit=3&livemode=all",
 		"/v1/stats/send?from="+from+"&to="+to+"&granularity=day&recipient_domain=gmail.com,Yahoo.com&group_by=sender_domain",
+		"/v1/stats/send?from="+from+"&to="+to+"&granularity=day&sender_domain=do.dev,Mail.do.dev&group_by=recipient_domain&livemode=all",
+		"/v1/stats/send?from="+from+"&to="+to+"&bounce_type=hard,soft&group_by=sender_domain",
 		"/v1/stats/telco?from=2026-10-29T00:00:00.001Z&to=2026-11-03T23:59:59.999Z&granularity=day&tz=Asia%2FKolkata&group_by=npa&limit=5",
 		"/v1/events?from="+from+"&to="+to+"&format=ndjson&livemode=all",
 		"/v1/events?from="+from+"&to="+to+"&format=csv&types=send.email.*&recipient_domain=gmail.com",
