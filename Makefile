@@ -10,7 +10,7 @@ CHDB_LIB     := .cache/chdb/libchdb.so
 REDOCLY_VERSION := 2.77.0
 REDOCLY         := .cache/redocly/node_modules/.bin/redocly
 
-.PHONY: npm chromium image run test test-unit test-faults test-cluster zookeeper build vet clickhouse bench-ingest bench-query bench-query-100m bench-replay bench-cluster fuzz fuzz-ci clean
+.PHONY: npm chromium image run test test-unit test-faults test-cluster zookeeper build vet clickhouse bench-tools bench bench-short bench-ingest bench-query bench-query-100m bench-replay bench-cluster fuzz fuzz-ci clean
 
 ## run: install ClickHouse if missing, then run everything with the sample loaded
 run: clickhouse build
@@ -26,7 +26,7 @@ TEST_IMAGES := HINDSIGHT_TEST_CLICKHOUSE_IMAGE=local/clickhouse-server:18.16 \
 ## embedded broker; the testcontainers suite (Docker is set up, and the
 ## dockerd it starts is stopped after); the SQL compatibility test on
 ## ClickHouse 18.16 and chDB 26.x; the fault suite; the cluster suite; each
-## fuzz test briefly; the dashboard in headless Chromium
+## fuzz test briefly; the dashboard in headless Chromium; make bench, small
 test: clickhouse chromium vet $(CHDB_LIB) $(REDOCLY)
 	internal/testimages/docker.sh up
 	status=0; \
@@ -38,6 +38,7 @@ test: clickhouse chromium vet $(CHDB_LIB) $(REDOCLY)
 	$(MAKE) test-faults
 	$(MAKE) test-cluster
 	$(MAKE) fuzz-ci
+	$(MAKE) bench-short
 
 ## test-faults: real hindsight processes under faults (crash loop, ClickHouse
 ## outage, recreated topic, backfill, oversized record, rebalance storm);
@@ -108,6 +109,27 @@ $(CHDB_LIB): | npm
 	cd $(dir $@) && npm pack --silent @chdb/lib-linux-x64-gnu@$(CHDB_VERSION) >/dev/null && \
 		tar -xzf chdb-lib-linux-x64-gnu-$(CHDB_VERSION).tgz --strip-components=1 package/libchdb.so && \
 		rm -f chdb-lib-linux-x64-gnu-$(CHDB_VERSION).tgz
+
+## bench: Hindsight beside what its users would run instead, in one run on
+## this machine: ingest against kcat | clickhouse-client, ClickHouse's Kafka
+## engine and clickhouse-client's own insert; stats through the API against
+## its SQL sent directly (8 clients); replay against a bare net/http loop;
+## peak RSS of each role. Prints the tables and writes docs/benchmarks.md
+## (about 10 minutes here)
+bench: clickhouse bench-tools build
+	$(GO) run ./cmd/bench -bin $(BIN) -out docs/benchmarks.md
+
+## bench-short: make bench, small, printing only: it keeps the command working
+bench-short: clickhouse bench-tools build
+	$(GO) run ./cmd/bench -bin $(BIN) -events 20000 -stats-events 100000 -replay-events 5000 -rounds 2
+
+# Debian's kcat and clickhouse-client, the peers make bench runs.
+bench-tools:
+	@if command -v kcat >/dev/null && { command -v clickhouse-client >/dev/null || command -v clickhouse >/dev/null; }; then :; else \
+		echo "bench-tools: installing kcat and clickhouse-client with apt"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat clickhouse-client >/dev/null; \
+	fi
 
 ## bench-ingest: print ingest events/s from the broker to acknowledged inserts
 bench-ingest: clickhouse

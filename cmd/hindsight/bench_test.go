@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/dodev/hindsight/internal/chtest"
+	"github.com/dodev/hindsight/internal/proctest"
 	"github.com/dodev/hindsight/internal/sample"
 )
 
@@ -100,40 +100,13 @@ func drainWithChild(b *testing.B, bin string, values [][]byte) (peak int64, took
 		if conn.QueryRow(context.Background(), "SELECT count() FROM "+db+".events").Scan(&n) != nil {
 			n = 0 // the table may not exist until the child migrated
 		}
-		peak = max(peak, vmHWM(b, cmd.Process.Pid))
+		rss, err := proctest.PeakRSS(cmd.Process.Pid)
+		require.NoError(b, err)
+		peak = max(peak, rss)
 		require.Less(b, time.Since(start), 5*time.Minute, "ingest did not finish")
 	}
-	return peak, time.Since(start), cpuTime(b, cmd.Process.Pid)
-}
-
-// cpuTime reads the user and system CPU time a process has used.
-func cpuTime(b *testing.B, pid int) time.Duration {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	took = time.Since(start)
+	cpu, err = proctest.CPUTime(cmd.Process.Pid)
 	require.NoError(b, err)
-	// The command name, in parentheses, may hold spaces: fields count from
-	// after it. utime and stime are fields 14 and 15, in clock ticks
-	// (USER_HZ, 100 on Linux).
-	fields := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
-	var ticks int64
-	for _, f := range fields[11:13] {
-		n, err := strconv.ParseInt(f, 10, 64)
-		require.NoError(b, err)
-		ticks += n
-	}
-	return time.Duration(ticks) * 10 * time.Millisecond
-}
-
-// vmHWM reads a process's peak resident set size, in bytes.
-func vmHWM(b *testing.B, pid int) int64 {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	require.NoError(b, err)
-	for line := range strings.SplitSeq(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			require.NoError(b, err)
-			return kb << 10
-		}
-	}
-	b.Fatal("no VmHWM in /proc status")
-	return 0
+	return peak, took, cpu
 }

@@ -61,11 +61,22 @@ func FindBinary() ([]string, error) {
 // server listens on 127.0.0.1 only. Stop it with Stop; it is also killed if
 // this process dies, by the parent-death signal.
 func Start(ctx context.Context, dir string, log *slog.Logger) (*Server, error) {
+	return StartWithSettings(ctx, dir, nil, log)
+}
+
+// StartWithSettings is Start with settings (name → value) added to the
+// default profile, which the server's own reads use too: its Kafka
+// engine's, for one.
+func StartWithSettings(ctx context.Context, dir string, settings map[string]string, log *slog.Logger) (*Server, error) {
 	ports, err := freePorts(2)
 	if err != nil {
 		return nil, err
 	}
-	s, err := prepare(dir, ports[0], ports[1], "", log)
+	var profile strings.Builder
+	for name, value := range settings {
+		fmt.Fprintf(&profile, "            <%s>%s</%s>\n", name, value, name)
+	}
+	s, err := prepare(dir, ports[0], ports[1], "", profile.String(), log)
 	if err != nil {
 		return nil, err
 	}
@@ -76,8 +87,8 @@ func Start(ctx context.Context, dir string, log *slog.Logger) (*Server, error) {
 }
 
 // prepare writes a server's directories and config, extra being more of
-// the config's elements.
-func prepare(dir string, tcpPort, httpPort int, extra string, log *slog.Logger) (*Server, error) {
+// the config's elements and profile more of the default profile's.
+func prepare(dir string, tcpPort, httpPort int, extra, profile string, log *slog.Logger) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -104,7 +115,7 @@ func prepare(dir string, tcpPort, httpPort int, extra string, log *slog.Logger) 
 	if err := os.WriteFile(configPath, []byte(config(dir, tcpPort, httpPort, extra)), 0o644); err != nil {
 		return nil, fmt.Errorf("write clickhouse config: %w", err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "users.xml"), []byte(usersXML), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "users.xml"), []byte(strings.Replace(usersXML, "{profile}", profile, 1)), 0o644); err != nil {
 		return nil, fmt.Errorf("write clickhouse users: %w", err)
 	}
 	s.args = append(bin, "--config-file="+configPath)
@@ -279,7 +290,7 @@ const usersXML = `<?xml version="1.0"?>
     <profiles>
         <default>
             <max_memory_usage>4000000000</max_memory_usage>
-        </default>
+{profile}        </default>
     </profiles>
     <users>
         <default>

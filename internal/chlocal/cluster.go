@@ -63,7 +63,7 @@ func StartCluster(ctx context.Context, dir, name string, shards, replicas int, l
 		for r := range replicas {
 			extra := common + fmt.Sprintf("    <interserver_http_port>%d</interserver_http_port>\n"+
 				"    <macros><shard>%s</shard><replica>%s</replica></macros>\n", port(s, r, 2), ShardMacro(s), "r"+strconv.Itoa(r+1))
-			srv, err := prepare(filepath.Join(dir, fmt.Sprintf("s%dr%d", s+1, r+1)), port(s, r, 0), port(s, r, 1), extra, log)
+			srv, err := prepare(filepath.Join(dir, fmt.Sprintf("s%dr%d", s+1, r+1)), port(s, r, 0), port(s, r, 1), extra, "", log)
 			if err != nil {
 				c.Stop()
 				return nil, err

@@ -216,14 +216,23 @@ func FillMonth(t testing.TB, db string, n int) {
 // merges after it take (Open's gives up after a minute).
 func fill(t testing.TB, db string, n int, span time.Duration) {
 	t.Helper()
-	ctx := context.Background()
 	conn, err := clickhouse.Open(&clickhouse.Options{Addr: []string{Addr(t)}, DialTimeout: 5 * time.Second, ReadTimeout: time.Hour})
 	if err != nil {
 		t.Fatalf("open clickhouse: %v", err)
 	}
 	defer conn.Close()
+	if err := Fill(context.Background(), conn, db, n, span); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Fill migrates db and stores n events in it as FillN describes, spread
+// evenly over span from 2026-10-01, merged and the rollup checked, for
+// benchmarks outside tests (cmd/bench). conn must wait for answers as long
+// as the fill and its merges take.
+func Fill(ctx context.Context, conn driver.Conn, db string, n int, span time.Duration) error {
 	if _, err := schema.Migrate(ctx, conn, db); err != nil {
-		t.Fatalf("migrate: %v", err)
+		return fmt.Errorf("migrate: %w", err)
 	}
 	start := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC).UnixMilli()
 	q := fmt.Sprintf(`INSERT INTO %s.events (event_id, type, service, created_at, livemode, known, message_id, message_hash,
@@ -250,12 +259,13 @@ func fill(t testing.TB, db string, n int, span time.Duration) {
 	}
 	for _, stmt := range stmts {
 		if err := conn.Exec(ctx, stmt); err != nil {
-			t.Fatalf("fill %d events: %v", n, err)
+			return fmt.Errorf("fill %d events: %w", n, err)
 		}
 	}
 	// A running ingest checks the rollup's quarter hours (see
 	// schema.CheckRollup); counts read it only where checked.
 	if _, err := schema.CheckRollup(ctx, conn, db, 0, math.MaxInt64); err != nil {
-		t.Fatalf("fill %d events: %v", n, err)
+		return fmt.Errorf("fill %d events: %w", n, err)
 	}
+	return nil
 }

@@ -1,0 +1,284 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dodev/hindsight/internal/chtest"
+)
+
+// replayConcurrency is the deliveries in flight, for the replay and for
+// the bare loop.
+const replayConcurrency = 64
+
+// replayResult is the replay section: each mode's replay beside a bare
+// net/http loop sending the same bodies to the same receiver.
+type replayResult struct {
+	Events      int
+	Runs        []replayRun
+	WorkerPeak  int64 // the replay worker's peak RSS
+	Concurrency int
+}
+
+type replayRun struct {
+	Mode         string
+	Replay, Bare time.Duration
+}
+
+// receiver answers 204, or, while failing, 500 to the first attempt of
+// one event in ten (by the hash of its webhook-id).
+type receiver struct {
+	url     string
+	failing atomic.Bool
+	got     atomic.Int64
+	mu      sync.Mutex
+	tried   map[string]bool
+}
+
+func (rc *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	_, _ = io.Copy(io.Discard, req.Body)
+	if rc.failing.Load() {
+		id := req.Header.Get("webhook-id")
+		h := fnv.New32a()
+		h.Write([]byte(id))
+		rc.mu.Lock()
+		first := !rc.tried[id]
+		rc.tried[id] = true
+		rc.mu.Unlock()
+		if first && h.Sum32()%10 == 0 {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+	}
+	rc.got.Add(1)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// reset starts a mode: failing or not, nothing received or tried.
+func (rc *receiver) reset(failing bool) {
+	rc.failing.Store(failing)
+	rc.got.Store(0)
+	rc.mu.Lock()
+	rc.tried = map[string]bool{}
+	rc.mu.Unlock()
+}
+
+func (r *rig) replay(ctx context.Context, n int) (replayResult, error) {
+	res := replayResult{Events: n, Concurrency: replayConcurrency}
+	const db, key = "bench_replay", "bench-key-0123456789abcdef"
+	if err := chtest.Fill(ctx, r.conn, db, n, time.Duration(n)*259*time.Millisecond); err != nil {
+		return res, err
+	}
+	bodies, err := r.bodies(ctx, db)
+	if err != nil {
+		return res, err
+	}
+	rc := &receiver{tried: map[string]bool{}}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return res, err
+	}
+	srv := &http.Server{Handler: rc}
+	go func() { _ = srv.Serve(l) }()
+	defer srv.Close()
+	rc.url = "http://" + l.Addr().String() + "/hook"
+
+	addr, err := freeAddr()
+	if err != nil {
+		return res, err
+	}
+	env := []string{"HINDSIGHT_DATABASE=" + db, "HINDSIGHT_API_KEY=" + key}
+	api, err := r.child("replay-api", env, "api", "--http", addr, "--allow-private-endpoints")
+	if err != nil {
+		return res, err
+	}
+	defer api.stop()
+	worker, err := r.child("replay-worker", env, "replay-worker", "--allow-private-endpoints")
+	if err != nil {
+		return res, err
+	}
+	defer worker.stop()
+	if err := waitReady(ctx, "http://"+addr+"/readyz", api); err != nil {
+		return res, fmt.Errorf("%w\n%s", err, r.logTail("replay-api"))
+	}
+	c := apiClient{base: "http://" + addr, key: key}
+	var ep struct{ ID string }
+	if err := c.post(ctx, "/v1/endpoints", map[string]any{"url": rc.url, "enabled_events": []string{"*"}}, &ep); err != nil {
+		return res, err
+	}
+	for _, mode := range []struct {
+		name    string
+		failing bool
+	}{{"every first attempt answered", false}, {"one event in ten answered 500 at its first attempt", true}} {
+		rc.reset(mode.failing)
+		bare, err := bareLoop(ctx, rc, bodies)
+		if err != nil {
+			return res, err
+		}
+		rc.reset(mode.failing)
+		took, err := c.replay(ctx, ep.ID, n, worker)
+		if err != nil {
+			return res, fmt.Errorf("%w\n%s", err, r.logTail("replay-worker"))
+		}
+		r.log.Info("replayed", "mode", mode.name, "took", took.Round(time.Millisecond), "bare", bare.Round(time.Millisecond))
+		res.Runs = append(res.Runs, replayRun{Mode: mode.name, Replay: took, Bare: bare})
+	}
+	if err := worker.sample(); err != nil {
+		return res, err
+	}
+	res.WorkerPeak = worker.peak
+	return res, nil
+}
+
+// bodies reads every stored event's bytes, as the bare loop sends them.
+func (r *rig) bodies(ctx context.Context, db string) ([][]byte, error) {
+	rows, err := r.conn.Query(ctx, "SELECT raw FROM `"+db+"`.events ORDER BY created_at")
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out [][]byte
+	for rows.Next() {
+		var raw string
+		if err := rows.Scan(&raw); err != nil {
+			return nil, err
+		}
+		out = append(out, []byte(raw))
+	}
+	return out, rows.Err()
+}
+
+// bareLoop posts every body to the receiver from replayConcurrency
+// goroutines, each again at once when it is answered 500, and returns how
+// long that took: a client with no reading, signing, retry schedule or
+// delivery log.
+func bareLoop(ctx context.Context, rc *receiver, bodies [][]byte) (time.Duration, error) {
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: replayConcurrency}}
+	defer client.CloseIdleConnections()
+	var next atomic.Int64
+	errs := make([]error, replayConcurrency)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for g := range replayConcurrency {
+		wg.Go(func() {
+			for i := next.Add(1) - 1; i < int64(len(bodies)); i = next.Add(1) - 1 {
+				for {
+					req, err := http.NewRequestWithContext(ctx, http.MethodPost, rc.url, bytes.NewReader(bodies[i]))
+					if err != nil {
+						errs[g] = err
+						return
+					}
+					req.Header.Set("Content-Type", "application/json")
+					req.Header.Set("webhook-id", fmt.Sprintf("bare_%d", i))
+					resp, err := client.Do(req)
+					if err != nil {
+						errs[g] = err
+						return
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode < 300 {
+						break
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	took := time.Since(start)
+	for _, err := range errs {
+		if err != nil {
+			return took, err
+		}
+	}
+	if got := rc.got.Load(); got != int64(len(bodies)) {
+		return took, fmt.Errorf("the bare loop delivered %d of %d", got, len(bodies))
+	}
+	return took, nil
+}
+
+// apiClient calls the API with a key.
+type apiClient struct{ base, key string }
+
+func (c apiClient) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.key)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, raw)
+	}
+	return json.Unmarshal(raw, out)
+}
+
+func (c apiClient) post(ctx context.Context, path string, in, out any) error {
+	return c.do(ctx, http.MethodPost, path, in, out)
+}
+
+// replay creates an unordered replay of every event to endpoint ep and
+// returns the time from its creation to its completion, with all n
+// delivered.
+func (c apiClient) replay(ctx context.Context, ep string, n int, worker *childProc) (time.Duration, error) {
+	var job struct{ ID string }
+	start := time.Now()
+	if err := c.post(ctx, "/v1/replays", map[string]any{"endpoint_id": ep, "since": "2026-01-01T00:00:00Z", "until": "2027-01-01T00:00:00Z",
+		"livemode": "all", "ordered": false, "concurrency": replayConcurrency}, &job); err != nil {
+		return 0, err
+	}
+	for {
+		var state struct {
+			Status             string
+			Delivered, Matched int
+			LastError          string `json:"last_error"`
+		}
+		if err := c.do(ctx, http.MethodGet, "/v1/replays/"+job.ID, nil, &state); err != nil {
+			return 0, err
+		}
+		switch state.Status {
+		case "completed":
+			if state.Delivered != n {
+				return 0, fmt.Errorf("replay %s delivered %d of %d (matched %d)", job.ID, state.Delivered, n, state.Matched)
+			}
+			return time.Since(start), nil
+		case "failed", "cancelled":
+			return 0, fmt.Errorf("replay %s %s: %s", job.ID, state.Status, state.LastError)
+		}
+		if err := worker.sample(); err != nil {
+			return 0, err
+		}
+		if time.Since(start) > 30*time.Minute {
+			return 0, fmt.Errorf("replay %s not done in 30 minutes: %+v", job.ID, state)
+		}
+		if err := sleep(ctx, 20*time.Millisecond); err != nil {
+			return 0, err
+		}
+	}
+}
