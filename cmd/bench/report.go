@@ -45,7 +45,12 @@ func (r *rig) machine(ctx context.Context) (machine, error) {
 	if err != nil {
 		return m, fmt.Errorf("kcat -V: %w (apt-get install kcat)", err)
 	}
-	m.Kcat, _, _ = strings.Cut(strings.TrimSpace(string(out)), "\n")
+	for line := range strings.SplitSeq(string(out), "\n") {
+		if v, ok := strings.CutPrefix(line, "Version "); ok {
+			v, _, _ = strings.Cut(v, " (")
+			m.Kcat = "kcat " + v
+		}
+	}
 	if out, err := exec.CommandContext(ctx, "git", "describe", "--always", "--dirty").Output(); err == nil {
 		m.Commit = strings.TrimSpace(string(out))
 	}
@@ -107,7 +112,7 @@ func (rep report) write(w io.Writer) {
 			run.Bare.Seconds(), float64(rp.Events)/run.Bare.Seconds(), run.Bare.Seconds()/run.Replay.Seconds())
 	}
 	if len(rp.Runs) == 2 {
-		fmt.Fprintf(w, "\nFailing first attempts added %.2f s to the replay (retries wait 1 s, ±20%%, without holding a delivery slot).\n",
+		fmt.Fprintf(w, "\nFailing first attempts added %.2f s to the replay; a first retry waits 1 s, ±20%%.\n",
 			(rp.Runs[1].Replay - rp.Runs[0].Replay).Seconds())
 	}
 	fmt.Fprintf(w, "\n`hindsight replay-worker` peaked at %d MiB of RSS.\n", rp.WorkerPeak>>20)
