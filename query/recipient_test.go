@@ -138,12 +138,12 @@ func TestRecipientFilter(t *testing.T) {
 }
 
 // TestRecipientFilterPastTheLookup: a recipient with more events in the
-// range than schema.MaxRecipientKeys is counted from a scan of the range,
+// range than schema.MaxNarrowKeys is counted from a scan of the range,
 // the same as one with fewer is counted at its keys.
 func TestRecipientFilterPastTheLookup(t *testing.T) {
 	srv, conn, db := newAPI(t)
 	start := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
-	n := schema.MaxRecipientKeys + 50
+	n := schema.MaxNarrowKeys + 50
 	var p schema.Parser
 	var events []schema.Event
 	for i := range n + 100 {
@@ -170,10 +170,9 @@ func TestRecipientFilterPastTheLookup(t *testing.T) {
 		return n
 	}
 	end := start.Add(24 * time.Hour)
-	require.Greater(t, heavyBefore(end), schema.MaxRecipientKeys)
+	require.Greater(t, heavyBefore(end), schema.MaxNarrowKeys)
 	at, _, err := schema.RecipientsAt(context.Background(), conn, db, "send", []string{"heavy@big.example"}, start.UnixMilli(), end.UnixMilli())
 	require.NoError(t, err)
-	require.Empty(t, at, "past MaxRecipientKeys the read is not narrowed")
 	q := fmt.Sprintf("/v1/stats/send?from=%s&to=%s&livemode=all&recipient=heavy@big.example", start.Format(time.RFC3339), end.Format(time.RFC3339))
 	assert.EqualValues(t, heavyBefore(end), statsJSON(t, srv.URL+q)["totals"].(map[string]any)["events"])
 
@@ -250,4 +249,36 @@ func TestSenderFilterCountsUniqueEngagements(t *testing.T) {
 			checkBlock(t, "day "+day, "send", b, perDay[day])
 		}
 	}
+}
+
+// TestMessageFilterPastTheLookup: messageIds whose events hold more sort
+// keys in all than schema.MaxNarrowKeys (a producer reusing messageIds) are
+// counted from a scan of the range, not from a statement past the server's
+// size limit.
+func TestMessageFilterPastTheLookup(t *testing.T) {
+	srv, conn, db := newAPI(t)
+	start := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
+	const perID = schema.MaxMessageEvents - 1
+	// Seven messageIds of 999 keys each: a statement of about 310 KB.
+	var ids []string
+	for i := range 7 {
+		ids = append(ids, fmt.Sprint("msg_reused_", i))
+	}
+	var stored []schema.Event
+	for i := range perID * len(ids) {
+		ev, _ := parseFixture(t, fmt.Sprintf(`{"eventId":"evt_reused_%d","type":"send.email.delivered","service":"send","data":{"messageId":%q,"to":"a@b.io"},"createdAt":%d}`,
+			i, ids[i%len(ids)], start.Add(time.Duration(i)*time.Second).UnixMilli()))
+		stored = append(stored, ev)
+	}
+	chtest.InsertEvents(t, conn, db, stored)
+	require.Greater(t, len(stored), schema.MaxNarrowKeys)
+	at, _, err := schema.MessagesAt(context.Background(), conn, db, ids)
+	require.NoError(t, err)
+	require.Empty(t, at, "past MaxNarrowKeys the read is not narrowed")
+	q := fmt.Sprintf("/v1/stats/send?from=%s&to=%s&livemode=all&message_id=%s", start.Format(time.RFC3339), start.Add(24*time.Hour).Format(time.RFC3339),
+		strings.Join(ids, ","))
+	assert.EqualValues(t, len(stored), statsJSON(t, srv.URL+q)["totals"].(map[string]any)["events"])
+	at, _, err = schema.MessagesAt(context.Background(), conn, db, ids[:1])
+	require.NoError(t, err)
+	require.NotEmpty(t, at, "one messageId's keys narrow the read")
 }

@@ -217,9 +217,10 @@ func LookUpMessage(ctx context.Context, q Querier, db, id string) (Message, erro
 // holds for the messageIds ids (one or more), so that a count filtered by
 // messageId reads those rows through the primary index instead of its
 // range of the table: " AND 0" when none is stored, and "" when they hold
-// more than MaxMessageEvents each, which no email does.
+// more than MaxMessageEvents each, which no email does, or more than
+// MaxNarrowKeys in all.
 func MessagesAt(ctx context.Context, q Querier, db string, ids []string) (string, []any, error) {
-	limit := MaxMessageEvents * len(ids)
+	limit := min(MaxMessageEvents*len(ids), MaxNarrowKeys)
 	args := make([]any, 0, len(ids)+1)
 	for _, id := range ids {
 		args = append(args, id)
@@ -233,15 +234,15 @@ func MessagesAt(ctx context.Context, q Querier, db string, ids []string) (string
 	return at, atArgs, nil
 }
 
-// MaxRecipientKeys bounds the sort keys a recipient filter narrows a read
-// to (RecipientsAt): about 90 KB of statement, well within the server's
-// 256 KiB.
-const MaxRecipientKeys = 2000
+// MaxNarrowKeys bounds the sort keys a lookup narrows a read to
+// (MessagesAt, RecipientsAt): about 90 KB of statement, well within the
+// server's 256 KiB (max_query_size). Past it the read scans its range.
+const MaxNarrowKeys = 2000
 
 // RecipientsAt is MessagesAt for the recipient filter: the condition that
 // keeps a read of service's events in [from, to) to the sort keys
 // recipient_ids holds there for the addresses addrs (as the recipients
-// column holds them); "" when they are more than MaxRecipientKeys, and the
+// column holds them); "" when they are more than MaxNarrowKeys, and the
 // read then scans its range.
 func RecipientsAt(ctx context.Context, q Querier, db, service string, addrs []string, from, to int64) (string, []any, error) {
 	args := make([]any, 0, len(addrs)+4)
@@ -250,11 +251,11 @@ func RecipientsAt(ctx context.Context, q Querier, db, service string, addrs []st
 	}
 	keys, err := sortKeys(ctx, q, "SELECT DISTINCT service, type, created_at FROM `"+db+"`.recipient_ids WHERE recipient_hash IN ("+
 		strings.TrimSuffix(strings.Repeat("cityHash64(?), ", len(addrs)), ", ")+") AND service = ? AND created_at >= ? AND created_at < ? LIMIT ?",
-		append(args, service, from, to, MaxRecipientKeys+1)...)
+		append(args, service, from, to, MaxNarrowKeys+1)...)
 	if err != nil {
 		return "", nil, fmt.Errorf("look up recipients %q: %w", addrs, err)
 	}
-	at, atArgs := keys.at(MaxRecipientKeys)
+	at, atArgs := keys.at(MaxNarrowKeys)
 	return at, atArgs, nil
 }
 
