@@ -3,7 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"io"
@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dodev/hindsight/internal/apiclient"
 	"github.com/dodev/hindsight/internal/chtest"
 )
 
@@ -110,10 +111,20 @@ func (r *rig) replay(ctx context.Context, n int) (replayResult, error) {
 	if err := waitReady(ctx, "http://"+addr+"/readyz", api); err != nil {
 		return res, fmt.Errorf("%w\n%s", err, r.logTail("replay-api"))
 	}
-	c := apiClient{base: "http://" + addr, key: key}
-	var ep struct{ ID string }
-	if err := c.post(ctx, "/v1/endpoints", map[string]any{"url": rc.url, "enabled_events": []string{"*"}}, &ep); err != nil {
+	c, err := apiclient.NewClientWithResponses("http://"+addr, apiclient.WithRequestEditorFn(func(_ context.Context, req *http.Request) error {
+		req.Header.Set("Authorization", "Bearer "+key)
+		return nil
+	}))
+	if err != nil {
 		return res, err
+	}
+	all := []string{"*"}
+	ep, err := c.CreateEndpointWithResponse(ctx, apiclient.CreateEndpointJSONRequestBody{Url: &rc.url, EnabledEvents: &all})
+	switch {
+	case err != nil:
+		return res, fmt.Errorf("create the endpoint: %w", err)
+	case ep.JSON201 == nil:
+		return res, fmt.Errorf("create the endpoint: %s: %s", ep.Status(), ep.Body)
 	}
 	for _, mode := range []struct {
 		name    string
@@ -125,7 +136,7 @@ func (r *rig) replay(ctx context.Context, n int) (replayResult, error) {
 			return res, err
 		}
 		rc.reset(mode.failing)
-		took, err := c.replay(ctx, ep.ID, n, worker)
+		took, err := replayAll(ctx, c, ep.JSON201.Id, n, worker)
 		if err != nil {
 			return res, fmt.Errorf("%w\n%s", err, r.logTail("replay-worker"))
 		}
@@ -206,76 +217,50 @@ func bareLoop(ctx context.Context, rc *receiver, bodies [][]byte) (time.Duration
 	return took, nil
 }
 
-// apiClient calls the API with a key.
-type apiClient struct{ base, key string }
-
-func (c apiClient) do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+c.key)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode >= 300 {
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, raw)
-	}
-	return json.Unmarshal(raw, out)
-}
-
-func (c apiClient) post(ctx context.Context, path string, in, out any) error {
-	return c.do(ctx, http.MethodPost, path, in, out)
-}
-
-// replay creates an unordered replay of every event to endpoint ep and
+// replayAll creates an unordered replay of every event to endpoint ep and
 // returns the time from its creation to its completion, with all n
 // delivered.
-func (c apiClient) replay(ctx context.Context, ep string, n int, worker *childProc) (time.Duration, error) {
-	var job struct{ ID string }
-	start := time.Now()
-	if err := c.post(ctx, "/v1/replays", map[string]any{"endpoint_id": ep, "since": "2026-01-01T00:00:00Z", "until": "2027-01-01T00:00:00Z",
-		"livemode": "all", "ordered": false, "concurrency": replayConcurrency}, &job); err != nil {
+func replayAll(ctx context.Context, c *apiclient.ClientWithResponses, ep string, n int, worker *childProc) (time.Duration, error) {
+	in := apiclient.CreateReplayJSONRequestBody{EndpointId: ep, Ordered: new(false), Concurrency: new(int32(replayConcurrency))}
+	var until apiclient.ReplayInput_Until
+	in.Livemode = new(apiclient.ReplayInput_Livemode)
+	if err := errors.Join(in.Since.FromReplayInputSince0("2026-01-01T00:00:00Z"), until.FromReplayInputUntil0("2027-01-01T00:00:00Z"),
+		in.Livemode.FromReplayInputLivemode1(apiclient.ReplayInputLivemode1All)); err != nil {
 		return 0, err
 	}
+	in.Until = &until
+	start := time.Now()
+	job, err := c.CreateReplayWithResponse(ctx, in)
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("create the replay: %w", err)
+	case job.JSON202 == nil:
+		return 0, fmt.Errorf("create the replay: %s: %s", job.Status(), job.Body)
+	}
+	id := job.JSON202.Id
 	for {
-		var state struct {
-			Status             string
-			Delivered, Matched int
-			LastError          string `json:"last_error"`
+		got, err := c.GetReplayWithResponse(ctx, id)
+		switch {
+		case err != nil:
+			return 0, fmt.Errorf("replay %s: %w", id, err)
+		case got.JSON200 == nil:
+			return 0, fmt.Errorf("replay %s: %s: %s", id, got.Status(), got.Body)
 		}
-		if err := c.do(ctx, http.MethodGet, "/v1/replays/"+job.ID, nil, &state); err != nil {
-			return 0, err
-		}
+		state := got.JSON200
 		switch state.Status {
-		case "completed":
-			if state.Delivered != n {
-				return 0, fmt.Errorf("replay %s delivered %d of %d (matched %d)", job.ID, state.Delivered, n, state.Matched)
+		case apiclient.ReplayStatusCompleted:
+			if state.Delivered != int64(n) {
+				return 0, fmt.Errorf("replay %s delivered %d of %d (matched %d)", id, state.Delivered, n, state.Matched)
 			}
 			return time.Since(start), nil
-		case "failed", "cancelled":
-			return 0, fmt.Errorf("replay %s %s: %s", job.ID, state.Status, state.LastError)
+		case apiclient.ReplayStatusFailed, apiclient.ReplayStatusCancelled:
+			return 0, fmt.Errorf("replay %s %s: %s", id, state.Status, got.Body)
 		}
 		if err := worker.sample(); err != nil {
 			return 0, err
 		}
 		if time.Since(start) > 30*time.Minute {
-			return 0, fmt.Errorf("replay %s not done in 30 minutes: %+v", job.ID, state)
+			return 0, fmt.Errorf("replay %s not done in 30 minutes: %s", id, got.Body)
 		}
 		if err := sleep(ctx, 20*time.Millisecond); err != nil {
 			return 0, err
