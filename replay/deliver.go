@@ -5,266 +5,330 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
 )
 
-// pageDelivery is what came of delivering a page: every attempt made (the
-// first recorded of them already in the attempt log), how many events were
-// delivered and how many failed for good, and the error of the last that
-// failed.
-type pageDelivery struct {
-	attempts          []Record
-	recorded          int
-	delivered, failed uint64
-	lastErr           string
+// maxPagesInFlight bounds the pages an unordered job has handed to its
+// flight and not yet settled, so it bounds what a job stopped with retries
+// waiting sends again. An ordered job has one page in flight at a time.
+const maxPagesInFlight = 16
+
+// flight delivers a job's pages. Its slots (job.Concurrency of them, one
+// for an ordered job) take events in page order and send each until it is
+// done: delivered, or failed for good. An event waiting out a retry's
+// backoff waits in a queue by due time and holds no slot, and in an
+// unordered job the pages after its own go on meanwhile; an ordered job's
+// one slot waits with it, as the order demands.
+//
+// Pages settle in order: a page is settled once every event of it and of
+// the pages before it is done. Only a settled page is counted in the job
+// and moves its place on (see Worker.commit), so a job stopped with retries
+// waiting sends their pages again rather than losing them.
+type flight struct {
+	w       *Worker
+	job     Job
+	ordered bool
+	run     streak
+	pause   context.CancelCauseFunc  // ends the job when its endpoint is disabled
+	ep      atomic.Pointer[Endpoint] // the latest read: attempts go to it
+	limiter *rate.Limiter
+	slots   sync.WaitGroup
+	unwatch func() bool // stops stopping the flight when the job's ctx ends
+
+	mu       sync.Mutex
+	work     *sync.Cond    // slots wait on it for an event to take
+	progress *sync.Cond    // the job waits on it for room or a settled page
+	pages    []*flightPage // handed in and not yet collected, oldest first
+	fresh    []event       // the newest page's events not yet attempted
+	waiting  []retry       // by due time
+	queued   int           // bytes of the events in waiting
+	attempts []Record      // made and not yet in the attempt log
+	stopped  bool
 }
 
-// streak is what a job knows, across pages, of its endpoint's run of
-// failed attempts beyond the attempt log.
+// flightPage is what came of a page's events so far.
+type flightPage struct {
+	left              int // events not yet done
+	delivered, failed uint64
+	attempts          uint64
+	lastErr           string
+	advance           func(*Job) // moves the job's place past the page
+}
+
+// retry is an event of page pg waiting until due for attempt n (0-based).
+type retry struct {
+	ev  event
+	pg  *flightPage
+	n   int
+	due time.Time
+}
+
+// streak is what a job knows of its endpoint's run of failed attempts
+// beyond the attempt log.
 type streak struct {
 	lastOK  time.Time // the job's latest delivered attempt
 	checked time.Time // when the log was last asked how long the run is
 }
 
-// healthEvery is how often a job whose endpoint is failing logs the attempts
-// of its page so far and asks the log how long the endpoint has failed.
+// healthEvery is how often a job whose endpoint is failing logs its attempts
+// so far and asks the log how long the endpoint has failed.
 const healthEvery = 2 * time.Second
 
-// deliverPage sends a page: in order with one delivery in flight, or with
-// job.Concurrency in flight. An event waiting out a retry's backoff holds no
-// delivery slot in an unordered replay; in an ordered one, the events after
-// it wait with it, as their order demands.
-func (w *Worker) deliverPage(ctx context.Context, job Job, ep Endpoint, page []event, run *streak, pause context.CancelCauseFunc) pageDelivery {
-	limit := job.RateLimit
-	if ep.RateLimit > 0 && (limit == 0 || ep.RateLimit < limit) {
-		limit = ep.RateLimit
+// newFlight starts the slots of job's flight. They stop when ctx ends or at
+// stop.
+func (w *Worker) newFlight(ctx context.Context, job Job, pause context.CancelCauseFunc) *flight {
+	f := &flight{w: w, job: job, ordered: job.Ordered || job.Concurrency <= 1, pause: pause, limiter: rate.NewLimiter(rate.Inf, 1)}
+	f.work, f.progress = sync.NewCond(&f.mu), sync.NewCond(&f.mu)
+	f.unwatch = context.AfterFunc(ctx, f.halt)
+	slots := job.Concurrency
+	if f.ordered {
+		slots = 1
 	}
-	var limiter *rate.Limiter
-	if limit > 0 {
-		limiter = rate.NewLimiter(rate.Limit(limit), 1)
+	for range slots {
+		f.slots.Go(func() { f.deliver(ctx) })
 	}
-	d := deliverer{w: w, job: job, ep: ep, limiter: limiter, run: run, pause: pause}
-	if job.Ordered || job.Concurrency <= 1 {
-		return d.inOrder(ctx, page)
-	}
-	return d.unordered(ctx, page, job.Concurrency)
+	return f
 }
 
-// deliverer makes the attempts of one page.
-type deliverer struct {
-	w       *Worker
-	job     Job
-	ep      Endpoint
-	limiter *rate.Limiter
-	res     pageDelivery
-	run     *streak
-	pause   context.CancelCauseFunc // ends the page when the endpoint is disabled
+// halt tells the slots and whoever waits for the flight to stop.
+func (f *flight) halt() {
+	f.mu.Lock()
+	f.stopped = true
+	f.work.Broadcast()
+	f.progress.Broadcast()
+	f.mu.Unlock()
 }
 
-// attempt sends ev once, its (n+1)th attempt, after the rate limiter. It
-// returns false when ctx ended first: the attempt does not count.
-func (d *deliverer) attempt(ctx context.Context, ev event, n int) (Record, bool) {
-	if d.limiter != nil && d.limiter.Wait(ctx) != nil {
-		return Record{}, false
-	}
-	now := time.Now()
-	a := d.w.sender.Send(ctx, d.ep.URL, Message{ID: ev.id, Body: ev.raw, ReplayID: d.job.ID, Secrets: d.ep.Secrets(now), Headers: d.ep.Headers})
-	if ctx.Err() != nil {
-		return Record{}, false
-	}
-	return Record{EndpointID: d.ep.ID, ReplayID: d.job.ID, EventID: ev.id, EventType: ev.typ, Attempt: n + 1, Result: a, At: now}, true
+// stop stops the slots and waits for their attempts in flight to end. It
+// may be called more than once.
+func (f *flight) stop() {
+	f.unwatch()
+	f.halt()
+	f.slots.Wait()
 }
 
-// settle counts an attempt and says when to try again: again false means the
-// event is done, delivered or failed for good.
-func (d *deliverer) settle(ctx context.Context, rec Record, n int) (wait time.Duration, again bool) {
-	d.res.attempts = append(d.res.attempts, rec)
-	a := rec.Result
-	d.w.metrics.attemptSeconds.Observe(a.Latency.Seconds())
-	if a.Outcome == Delivered {
-		d.run.lastOK = rec.At
-	} else if d.ep.DisableAfter > 0 && time.Since(d.run.checked) >= healthEvery {
-		d.checkHealth(ctx, a.Err)
+// await waits until the flight has room for another page (all: until every
+// page handed in is done) or a page has settled and waits to be collected.
+// It returns whether it has room (all: is done), or ctx's error once the
+// flight stopped.
+func (f *flight) await(ctx context.Context, all bool) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for !f.stopped {
+		ready := len(f.fresh) == 0 && len(f.pages) < f.maxPages() && f.queued < f.w.cfg.PageBytes
+		if all {
+			ready = len(f.pages) == 0
+		}
+		if ready || (len(f.pages) > 0 && f.pages[0].left == 0) {
+			return ready, nil
+		}
+		f.progress.Wait()
 	}
-	switch a.Outcome {
-	case Delivered:
-		d.res.delivered++
-		d.w.metrics.attempts.WithLabelValues("delivered").Inc()
-		return 0, false
-	case Failed:
-		d.res.failed++
-		d.res.lastErr = a.Err
-		d.w.metrics.attempts.WithLabelValues("failed").Inc()
-		return 0, false
-	}
-	wait, again = RetryDelay(d.ep.RetrySchedule, n, a.RetryAfter)
-	if !again {
-		// No retry follows: the attempt log says failed, not retry.
-		d.res.attempts[len(d.res.attempts)-1].Result.Outcome = Failed
-		d.res.failed++
-		d.res.lastErr = fmt.Sprintf("gave up after %d attempts: %s", n+1, a.Err)
-		d.w.metrics.attempts.WithLabelValues("failed").Inc()
-		return wait, again
-	}
-	d.w.metrics.attempts.WithLabelValues("retrying").Inc()
-	return wait, again
+	return false, ctx.Err()
 }
 
-// checkHealth logs the page's attempts so far, so the log holds the
-// endpoint's run of failures whole, and disables the endpoint and pauses
-// the job if that run is DisableAfter long. The run starts after the job's
-// last delivered attempt and after the endpoint's last re-enabling: failures
-// before either do not count. lastErr is the latest failure's.
-func (d *deliverer) checkHealth(ctx context.Context, lastErr string) {
-	d.run.checked = time.Now()
-	if err := d.w.store.RecordAttempts(ctx, d.res.attempts[d.res.recorded:]); err != nil {
-		d.w.log.Warn("record attempts", "replay", d.job.ID, "err", err)
-		return
+func (f *flight) maxPages() int {
+	if f.ordered {
+		return 1
 	}
-	d.res.recorded = len(d.res.attempts)
-	after := d.run.lastOK
-	if d.ep.EnabledAt.After(after) {
-		after = d.ep.EnabledAt
-	}
-	since, err := d.w.store.failingSince(ctx, d.ep.ID, after)
-	if err != nil {
-		d.w.log.Warn("read endpoint failures", "endpoint", d.ep.ID, "err", err)
-		return
-	}
-	if since.IsZero() || time.Since(since) < d.ep.DisableAfter {
-		return
-	}
-	if err := d.w.disable(ctx, d.ep, since, lastErr); err != nil {
-		d.w.log.Warn("disable endpoint", "endpoint", d.ep.ID, "err", err)
-		return
-	}
-	d.pause(errPaused)
+	return maxPagesInFlight
 }
 
-// inOrder sends the page one event at a time, each until it is done.
-func (d *deliverer) inOrder(ctx context.Context, page []event) pageDelivery {
-	for _, ev := range page {
-		for n := 0; ; n++ {
-			rec, ok := d.attempt(ctx, ev, n)
-			if !ok {
-				return d.res
-			}
-			wait, again := d.settle(ctx, rec, n)
-			if !again {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return d.res
-			case <-time.After(wait):
-			}
+// add hands a page in, its events to go to ep; advance moves the job's
+// place past it once it settles. Call it when await says there is room.
+func (f *flight) add(ep Endpoint, page []event, advance func(*Job)) {
+	f.ep.Store(&ep)
+	limit := rate.Inf
+	if l := f.job.RateLimit; ep.RateLimit > 0 && (l == 0 || ep.RateLimit < l) {
+		limit = rate.Limit(ep.RateLimit)
+	} else if l > 0 {
+		limit = rate.Limit(l)
+	}
+	f.limiter.SetLimit(limit)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pages = append(f.pages, &flightPage{left: len(page), advance: advance})
+	f.fresh = page
+	f.work.Broadcast()
+}
+
+// inFlight says whether pages were handed in and not yet collected.
+func (f *flight) inFlight() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.pages) > 0
+}
+
+// collect takes the pages settled and the attempts not yet logged; all:
+// every page, settled or not.
+func (f *flight) collect(all bool) ([]*flightPage, []Record) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := len(f.pages)
+	if !all {
+		n = 0
+		for n < len(f.pages) && f.pages[n].left == 0 {
+			n++
 		}
 	}
-	return d.res
+	pages, recs := f.pages[:n:n], f.attempts
+	f.pages, f.attempts = f.pages[n:], nil
+	return pages, recs
 }
 
-// retry is an event waiting out its backoff before attempt n.
-type retry struct {
-	ev  event
-	n   int
-	due time.Time
-}
-
-// unordered runs slots workers over the page. Each takes the next event
-// due: a retry whose backoff is over first, else the next new event in page
-// order. An event to retry waits in a queue by due time and holds no worker;
-// a worker with nothing due waits for the earliest retry or for another
-// worker to queue one.
-func (d *deliverer) unordered(ctx context.Context, page []event, slots int) pageDelivery {
-	q := retryQueue{page: page}
-	q.cond = sync.NewCond(&q.mu)
-	stop := context.AfterFunc(ctx, func() {
-		q.mu.Lock()
-		q.stopped = true
-		q.cond.Broadcast()
-		q.mu.Unlock()
-	})
-	defer stop()
-	var wg sync.WaitGroup
-	for range min(slots, len(page)) {
-		wg.Go(func() {
-			for {
-				ev, n, ok := q.take()
-				if !ok {
-					return
-				}
-				rec, sent := d.attempt(ctx, ev, n)
-				q.mu.Lock()
-				if sent {
-					if wait, again := d.settle(ctx, rec, n); again {
-						q.push(retry{ev, n + 1, time.Now().Add(wait)})
-					}
-				}
-				q.busy--
-				q.cond.Broadcast()
-				q.mu.Unlock()
-			}
-		})
+// deliver is a slot: it sends the events it takes until the flight stops.
+func (f *flight) deliver(ctx context.Context) {
+	for {
+		r, ok := f.take()
+		if !ok {
+			return
+		}
+		rec, sent := f.attempt(ctx, r.ev, r.n)
+		f.mu.Lock()
+		if sent {
+			f.settle(ctx, rec, r)
+		}
+		f.mu.Unlock()
 	}
-	wg.Wait()
-	return d.res
 }
 
-// retryQueue hands out a page's events and their retries. d.settle runs
-// under its mutex too.
-type retryQueue struct {
-	mu      sync.Mutex
-	cond    *sync.Cond
-	page    []event
-	next    int
-	waiting []retry // by due time
-	busy    int     // attempts in flight
-	stopped bool
-}
-
-// take returns the next event to attempt and its attempt number, waiting
-// for a retry to fall due if need be; false when the page is done or the
-// replay stops.
-func (q *retryQueue) take() (event, int, bool) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	for !q.stopped {
+// take returns the next event to attempt: a retry whose backoff is over
+// first, else the next new event in page order (in an ordered job, only
+// once no retry waits). With neither, it waits for the earliest retry to
+// fall due or for more to take; false once the flight stops.
+func (f *flight) take() (retry, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for !f.stopped {
 		now := time.Now()
 		switch {
-		case len(q.waiting) > 0 && !q.waiting[0].due.After(now):
-			r := q.waiting[0]
-			q.waiting = q.waiting[1:]
-			q.busy++
-			return r.ev, r.n, true
-		case q.next < len(q.page):
-			q.next++
-			q.busy++
-			return q.page[q.next-1], 0, true
-		case len(q.waiting) == 0 && q.busy == 0:
-			return event{}, 0, false
+		case len(f.waiting) > 0 && !f.waiting[0].due.After(now):
+			r := f.waiting[0]
+			f.waiting = f.waiting[1:]
+			if f.queued >= f.w.cfg.PageBytes {
+				f.progress.Broadcast() // await may have room again
+			}
+			f.queued -= len(r.ev.raw)
+			return r, true
+		case len(f.fresh) > 0 && (!f.ordered || len(f.waiting) == 0):
+			ev := f.fresh[0]
+			f.fresh = f.fresh[1:]
+			if len(f.fresh) == 0 {
+				f.fresh = nil // the page's events now live only in their attempts and retries
+				f.progress.Broadcast()
+			}
+			return retry{ev: ev, pg: f.pages[len(f.pages)-1]}, true
 		}
-		// Nothing due yet: wake at the earliest retry, or when a worker
-		// queues one or finishes.
 		var t *time.Timer
-		if len(q.waiting) > 0 {
-			t = time.AfterFunc(q.waiting[0].due.Sub(now), func() {
-				q.mu.Lock()
-				q.cond.Broadcast()
-				q.mu.Unlock()
+		if len(f.waiting) > 0 {
+			t = time.AfterFunc(f.waiting[0].due.Sub(now), func() {
+				f.mu.Lock()
+				f.work.Broadcast()
+				f.mu.Unlock()
 			})
 		}
-		q.cond.Wait()
+		f.work.Wait()
 		if t != nil {
 			t.Stop()
 		}
 	}
-	return event{}, 0, false
+	return retry{}, false
 }
 
-// push queues a retry by its due time. Call with mu held.
-func (q *retryQueue) push(r retry) {
-	i, _ := slices.BinarySearchFunc(q.waiting, r, func(a, b retry) int { return a.due.Compare(b.due) })
-	q.waiting = slices.Insert(q.waiting, i, r)
+// attempt sends ev once, its (n+1)th attempt, after the rate limiter. It
+// returns false when ctx ended first: the attempt does not count.
+func (f *flight) attempt(ctx context.Context, ev event, n int) (Record, bool) {
+	if f.limiter.Wait(ctx) != nil {
+		return Record{}, false
+	}
+	ep := f.ep.Load()
+	now := time.Now()
+	a := f.w.sender.Send(ctx, ep.URL, Message{ID: ev.id, Body: ev.raw, ReplayID: f.job.ID, Secrets: ep.Secrets(now), Headers: ep.Headers})
+	if ctx.Err() != nil {
+		return Record{}, false
+	}
+	return Record{EndpointID: ep.ID, ReplayID: f.job.ID, EventID: ev.id, EventType: ev.typ, Attempt: n + 1, Result: a, At: now}, true
+}
+
+// settle counts an attempt of r in its page and queues r's retry if one
+// follows. Call it with mu held.
+func (f *flight) settle(ctx context.Context, rec Record, r retry) {
+	a, ep, m := &rec.Result, f.ep.Load(), f.w.metrics
+	m.attemptSeconds.Observe(a.Latency.Seconds())
+	var wait time.Duration
+	again, lastErr := false, a.Err
+	if a.Outcome == Retry {
+		if wait, again = RetryDelay(ep.RetrySchedule, r.n, a.RetryAfter); !again {
+			// No retry follows: the attempt log says failed, not retry.
+			a.Outcome = Failed
+			lastErr = fmt.Sprintf("gave up after %d attempts: %s", r.n+1, a.Err)
+		}
+	}
+	f.attempts = append(f.attempts, rec)
+	r.pg.attempts++
+	if a.Outcome == Delivered {
+		f.run.lastOK = rec.At
+	} else if ep.DisableAfter > 0 && time.Since(f.run.checked) >= healthEvery {
+		f.checkHealth(ctx, ep, a.Err)
+	}
+	switch {
+	case again:
+		m.attempts.WithLabelValues("retrying").Inc()
+		f.push(retry{r.ev, r.pg, r.n + 1, time.Now().Add(wait)})
+		return
+	case a.Outcome == Delivered:
+		r.pg.delivered++
+		m.attempts.WithLabelValues("delivered").Inc()
+	default:
+		r.pg.failed++
+		r.pg.lastErr = lastErr
+		m.attempts.WithLabelValues("failed").Inc()
+	}
+	if r.pg.left--; r.pg.left == 0 {
+		f.progress.Broadcast()
+	}
+}
+
+// push queues a retry by its due time. Call it with mu held.
+func (f *flight) push(r retry) {
+	i, _ := slices.BinarySearchFunc(f.waiting, r, func(a, b retry) int { return a.due.Compare(b.due) })
+	f.waiting = slices.Insert(f.waiting, i, r)
+	f.queued += len(r.ev.raw)
+	f.work.Broadcast()
+}
+
+// checkHealth logs the attempts made so far, so the log holds the
+// endpoint's run of failures whole, and disables the endpoint and pauses
+// the job if that run is DisableAfter long. The run starts after the job's
+// last delivered attempt and after the endpoint's last re-enabling: failures
+// before either do not count. lastErr is the latest failure's. Call it with
+// mu held.
+func (f *flight) checkHealth(ctx context.Context, ep *Endpoint, lastErr string) {
+	w := f.w
+	f.run.checked = time.Now()
+	if err := w.store.RecordAttempts(ctx, f.attempts); err != nil {
+		w.log.Warn("record attempts", "replay", f.job.ID, "err", err)
+		return
+	}
+	f.attempts = nil
+	after := f.run.lastOK
+	if ep.EnabledAt.After(after) {
+		after = ep.EnabledAt
+	}
+	since, err := w.store.failingSince(ctx, ep.ID, after)
+	if err != nil {
+		w.log.Warn("read endpoint failures", "endpoint", ep.ID, "err", err)
+		return
+	}
+	if since.IsZero() || time.Since(since) < ep.DisableAfter {
+		return
+	}
+	if err := w.disable(ctx, *ep, since, lastErr); err != nil {
+		w.log.Warn("disable endpoint", "endpoint", ep.ID, "err", err)
+		return
+	}
+	f.pause(errPaused)
 }

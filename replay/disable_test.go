@@ -91,10 +91,13 @@ func TestAutoDisable(t *testing.T) {
 	}
 	s, sNever := newSink(t), newSink(t)
 	s.fn, sNever.fn = answer, answer
+	// Three retries a second apart: an event fails for good after some 3 s,
+	// longer than disable_after, however fast the replay gets through its
+	// events.
 	create := func(s *sink, disableAfter int) string {
 		var ep map[string]any
 		require.Equal(t, http.StatusCreated, e.call("POST", "/v1/endpoints", map[string]any{"url": s.srv.URL + "/hook",
-			"enabled_events": []string{"send.*"}, "retry_schedule": []int{1}, "disable_after": disableAfter}, &ep))
+			"enabled_events": []string{"send.*"}, "retry_schedule": []int{1, 1, 1}, "disable_after": disableAfter}, &ep))
 		assert.Equal(t, true, ep["enabled"])
 		assert.EqualValues(t, disableAfter, ep["disable_after"])
 		assert.Nil(t, ep["disabled_at"])

@@ -27,8 +27,8 @@ import (
 // the range (read from ClickHouse after that) holds every event before
 // them, and the follow reads from them on. Events stored between those
 // offsets and the range's end may be delivered twice; receivers dedupe on
-// webhook-id. The job saves its offsets after each page it delivers, so a
-// successor resumes there, repeating at most that page.
+// webhook-id. The job saves its offsets as its pages settle (see flight), so
+// a successor resumes there, repeating at most the pages it had in flight.
 
 // KafkaSource is where follows read: ingest's brokers, topic and consumer
 // group, and the largest record ingest stores (0: its default).
@@ -75,7 +75,7 @@ func (w *Worker) followFrom(ctx context.Context) (map[int32]int64, error) {
 // follow delivers, after the range, each matching event read from Kafka
 // from job.FollowOffsets on, until ctx ends (a cancel, the endpoint's
 // disabling, the lease lost, the worker stopping) or the endpoint is gone.
-func (w *Worker) follow(ctx context.Context, job *Job, patterns []schema.Pattern, run *streak, pause context.CancelCauseFunc) error {
+func (w *Worker) follow(ctx context.Context, job *Job, patterns []schema.Pattern, f *flight) error {
 	if job.Status != StatusFollowing {
 		// The range is done: its cursor goes past every createdAt, so the
 		// job, resumed by another worker or after a pause, follows at once.
@@ -108,12 +108,20 @@ func (w *Worker) follow(ctx context.Context, job *Job, patterns []schema.Pattern
 	var ep Endpoint
 	var read time.Time // when ep was read
 	for {
-		fetches := cl.PollRecords(ctx, w.cfg.PageSize)
+		// With pages in flight, come back soon to count them as they settle.
+		poll, cancel := ctx, context.CancelFunc(func() {})
+		if f.inFlight() {
+			poll, cancel = context.WithTimeout(ctx, followCommitEvery)
+		}
+		fetches := cl.PollRecords(poll, w.cfg.PageSize)
+		cancel()
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		fetches.EachError(func(topic string, p int32, err error) {
-			w.log.Warn("follow: kafka fetch", "replay", job.ID, "topic", topic, "partition", p, "err", err)
+			if !errors.Is(err, context.DeadlineExceeded) {
+				w.log.Warn("follow: kafka fetch", "replay", job.ID, "topic", topic, "partition", p, "err", err)
+			}
 		})
 		var page []event
 		var last *kgo.Record
@@ -139,33 +147,37 @@ func (w *Worker) follow(ctx context.Context, job *Job, patterns []schema.Pattern
 			page = append(page, event{id: ev.ID, typ: ev.Type, createdAt: ev.CreatedAt, raw: r.Value})
 		})
 		if last == nil {
+			// Nothing new: count what settled meanwhile.
+			if err := w.commit(ctx, job, f); err != nil {
+				return err
+			}
 			continue
 		}
 		// The endpoint's URL, secrets and state, read at most once a second
 		// (watch ends ctx at once when it is disabled).
 		if time.Since(read) >= time.Second {
-			if ep, err = w.endpointOf(ctx, *job); errors.Is(err, errEnded) {
-				return nil
+			if ep, err = w.endpointOf(ctx, *job); errors.Is(err, errGone) {
+				return w.end(ctx, job, f, StatusFailed, "endpoint "+job.EndpointID+" was deleted")
 			} else if err != nil {
 				return err
 			}
 			read = time.Now()
 		}
-		if err := w.deliverAndCount(ctx, job, ep, page, run, pause); err != nil {
-			return err
-		}
-		// Only a delivered page moves the offsets: a job stopped or paused
-		// in the middle of one reads it again.
-		maps.Copy(job.FollowOffsets, next)
-		job.Lag = 0
+		var lag time.Duration
 		if behind {
-			job.Lag = max(time.Since(last.Timestamp), 0)
+			lag = max(time.Since(last.Timestamp), 0)
 		}
-		if err := w.store.SaveJob(ctx, *job); err != nil {
+		// Only a settled page moves the offsets: a job stopped or paused
+		// before then reads it again.
+		if err := w.hand(ctx, job, f, ep, page, func(j *Job) { maps.Copy(j.FollowOffsets, next); j.Lag = lag }); err != nil {
 			return err
 		}
 	}
 }
+
+// followCommitEvery is how soon a follow with pages in flight counts those
+// that settled, when no new records come.
+const followCommitEvery = 100 * time.Millisecond
 
 // followRecent is how many recent eventIds a follow remembers, to deliver a
 // producer's retry once.

@@ -381,6 +381,66 @@ func TestKillAndResume(t *testing.T) {
 	assert.LessOrEqual(t, len(got)-len(want), page, "repeats at the resume point: at most one page")
 }
 
+// TestKillWhileRetriesWait stops a worker while every event of an
+// unordered replay of several pages waits for its retry, as a crash would:
+// no page was settled, so none may be counted or passed over. Another
+// worker then delivers every event, and the counters end at what matched.
+func TestKillWhileRetriesWait(t *testing.T) {
+	e := newEnv(t, 400)
+	s := newSink(t)
+	var mu sync.Mutex
+	tried, retried := map[string]bool{}, 0
+	s.fn = func(id string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		if !tried[id] {
+			tried[id] = true
+			return http.StatusServiceUnavailable
+		}
+		retried++
+		return http.StatusOK
+	}
+	var ep map[string]any
+	require.Equal(t, http.StatusCreated, e.call("POST", "/v1/endpoints", map[string]any{"url": s.srv.URL + "/hook",
+		"enabled_events": []string{"*"}, "retry_schedule": []int{3}}, &ep))
+	secret := ep["secret"].(string)
+	s.secret.Store(&secret)
+	want := e.want(since, until, "*")
+	page := (len(want) + 3) / 4
+	stop := e.worker(WorkerConfig{PageSize: page})
+	var job map[string]any
+	require.Equal(t, http.StatusAccepted, e.call("POST", "/v1/replays", map[string]any{"endpoint_id": ep["id"], "since": since.UnixMilli(),
+		"until": until.UnixMilli(), "ordered": false, "concurrency": 8}, &job))
+	id := job["id"].(string)
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(tried) == len(want)
+	}, 10*time.Second, 5*time.Millisecond, "every event attempted once")
+	stop()
+	mu.Lock()
+	require.Zero(t, retried, "stopped while the retries wait")
+	mu.Unlock()
+
+	store := NewStore(e.conn, e.db)
+	stopped, err := store.Job(context.Background(), id)
+	require.NoError(t, err)
+	assert.Zero(t, stopped.Delivered+stopped.Failed, "no page settled")
+	assert.Empty(t, stopped.CursorID, "the cursor stays before every page in flight")
+
+	e.worker(WorkerConfig{PageSize: page})
+	job = e.waitDone(id)
+	assert.Equal(t, StatusCompleted, job["status"])
+	assert.EqualValues(t, len(want), job["matched"])
+	assert.EqualValues(t, len(want), job["delivered"], "each event counted once")
+	assert.EqualValues(t, 0, job["failed"])
+	got := s.got()
+	sort.Strings(got)
+	sorted := slices.Clone(want)
+	sort.Strings(sorted)
+	assert.Equal(t, sorted, slices.Compact(got), "every event delivered")
+}
+
 // TestWorkersShareJobs runs three workers on four jobs: each job runs on one
 // worker at a time, so no event reaches a receiver twice.
 func TestWorkersShareJobs(t *testing.T) {
@@ -729,41 +789,46 @@ func TestReadPageStopsAtItsByteBound(t *testing.T) {
 
 // TestWaitingRetriesHoldNoSlot: in an unordered replay with 4 in flight,
 // every event's first attempt fails with 503. An event waiting out its
-// backoff must not hold one of the 4 slots, so every first attempt is made
-// before the first retry (backoffs are 1 s; some 100 attempts on loopback take a
-// fraction of that).
+// backoff must not hold one of the 4 slots, nor hold up the pages after its
+// own, so every first attempt is made before the first retry (backoffs are
+// 1 s; some 100 attempts on loopback take a fraction of that), whether the
+// events fit one page or take four.
 func TestWaitingRetriesHoldNoSlot(t *testing.T) {
-	e := newEnv(t, 150)
-	s := newSink(t)
-	var mu sync.Mutex
-	firsts, firstsBeforeRetry := map[string]bool{}, -1
-	s.fn = func(id string) int {
-		mu.Lock()
-		defer mu.Unlock()
-		if !firsts[id] {
-			firsts[id] = true
-			return http.StatusServiceUnavailable
-		}
-		if firstsBeforeRetry < 0 {
-			firstsBeforeRetry = len(firsts)
-		}
-		return http.StatusOK
+	for _, pages := range []int{1, 4} {
+		t.Run(fmt.Sprintf("%d pages", pages), func(t *testing.T) {
+			e := newEnv(t, 150)
+			s := newSink(t)
+			var mu sync.Mutex
+			firsts, firstsBeforeRetry := map[string]bool{}, -1
+			s.fn = func(id string) int {
+				mu.Lock()
+				defer mu.Unlock()
+				if !firsts[id] {
+					firsts[id] = true
+					return http.StatusServiceUnavailable
+				}
+				if firstsBeforeRetry < 0 {
+					firstsBeforeRetry = len(firsts)
+				}
+				return http.StatusOK
+			}
+			ep := e.endpoint(s)
+			from, to := since, since.Add(10*24*time.Hour)
+			want := e.want(from, to, "*")
+			require.GreaterOrEqual(t, len(want), 20)
+			e.worker(WorkerConfig{PageSize: (len(want) + pages - 1) / pages})
+			var job map[string]any
+			require.Equal(t, http.StatusAccepted, e.call("POST", "/v1/replays", map[string]any{"endpoint_id": ep, "since": from.UnixMilli(),
+				"until": to.UnixMilli(), "ordered": false, "concurrency": 4}, &job))
+			job = e.waitDone(job["id"].(string))
+			assert.Equal(t, StatusCompleted, job["status"])
+			assert.EqualValues(t, len(want), job["delivered"])
+			assert.EqualValues(t, 2*len(want), job["attempts"])
+			mu.Lock()
+			defer mu.Unlock()
+			assert.Equal(t, len(want), firstsBeforeRetry, "first attempts made before the first retry")
+		})
 	}
-	ep := e.endpoint(s)
-	e.worker(WorkerConfig{PageSize: 1000})
-	from, to := since, since.Add(10*24*time.Hour)
-	want := e.want(from, to, "*")
-	require.GreaterOrEqual(t, len(want), 20)
-	var job map[string]any
-	require.Equal(t, http.StatusAccepted, e.call("POST", "/v1/replays", map[string]any{"endpoint_id": ep, "since": from.UnixMilli(),
-		"until": to.UnixMilli(), "ordered": false, "concurrency": 4}, &job))
-	job = e.waitDone(job["id"].(string))
-	assert.Equal(t, StatusCompleted, job["status"])
-	assert.EqualValues(t, len(want), job["delivered"])
-	assert.EqualValues(t, 2*len(want), job["attempts"])
-	mu.Lock()
-	defer mu.Unlock()
-	assert.Equal(t, len(want), firstsBeforeRetry, "first attempts made before the first retry")
 }
 
 // TestReadPageAcrossWindows: a page reads a window after its cursor at a

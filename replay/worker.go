@@ -29,12 +29,15 @@ type WorkerConfig struct {
 	LeaseTTL time.Duration
 	// MaxJobs is how many jobs this worker runs at once. Default 64.
 	MaxJobs int
-	// PageSize is how many events are read per query; it is also what a
-	// resumed job may repeat. Default 5000.
+	// PageSize is how many events are read per query. A resumed job may
+	// send again what it had in flight: one page for an ordered job, for an
+	// unordered one as many as had events waiting for a retry (at most 16).
+	// Default 5000.
 	PageSize int
 	// PageBytes ends a page early once it holds this many bytes of events,
 	// so large events cannot make a page (two with the one read ahead)
-	// outgrow memory. Default 16 MiB.
+	// outgrow memory; an unordered job takes no new page while this many
+	// bytes of events wait for a retry. Default 16 MiB.
 	PageBytes int
 	// Kafka is where follows read new events; nil: this worker runs no
 	// follows (others may).
@@ -306,23 +309,20 @@ func (w *Worker) runJob(ctx context.Context, id string) error {
 }
 
 // errCancelled is the cause of a job's context ending by a cancel request,
-// errPaused by its endpoint being disabled. errEnded says a job has ended
-// and its end is recorded.
+// errPaused by its endpoint being disabled. errGone says the job's
+// endpoint was deleted.
 var (
 	errCancelled = errors.New("replay cancelled")
 	errPaused    = errors.New("endpoint disabled")
-	errEnded     = errors.New("replay ended")
+	errGone      = errors.New("endpoint deleted")
 )
 
-// endpointOf reads the job's endpoint: when it was deleted the job ends
-// failed (errEnded); when it is disabled the job pauses (errPaused).
+// endpointOf reads the job's endpoint: errGone when it was deleted,
+// errPaused when it is disabled.
 func (w *Worker) endpointOf(ctx context.Context, job Job) (Endpoint, error) {
 	ep, err := w.store.Endpoint(ctx, job.EndpointID)
 	if errors.Is(err, ErrNotFound) {
-		if err := w.finish(ctx, job, StatusFailed, "endpoint "+job.EndpointID+" was deleted"); err != nil {
-			return Endpoint{}, err
-		}
-		return Endpoint{}, errEnded
+		return Endpoint{}, errGone
 	}
 	if err == nil && ep.Disabled() {
 		err = errPaused
@@ -406,17 +406,27 @@ func (w *Worker) deliverJob(ctx context.Context, job *Job, pause context.CancelC
 			return err
 		}
 	}
-	run := &streak{}
+	f := w.newFlight(ctx, *job, pause)
+	defer f.stop()
+	if err := w.deliverRange(ctx, job, patterns, f); err != nil {
+		return errors.Join(err, w.land(ctx, job, f))
+	}
+	return nil
+}
+
+// deliverRange hands the job's pages to f, from its cursor to the end of
+// its range, then follows if the job does, or ends it completed.
+func (w *Worker) deliverRange(ctx context.Context, job *Job, patterns []schema.Pattern, f *flight) error {
 	next := w.prefetch(ctx, *job, patterns)
 	for {
 		if cancelled, err := w.store.IsCancelled(ctx, job.ID); err != nil {
 			return err
 		} else if cancelled {
-			return w.finish(ctx, *job, StatusCancelled, "")
+			return w.end(ctx, job, f, StatusCancelled, "")
 		}
 		ep, err := w.endpointOf(ctx, *job)
-		if errors.Is(err, errEnded) {
-			return nil
+		if errors.Is(err, errGone) {
+			return w.end(ctx, job, f, StatusFailed, "endpoint "+job.EndpointID+" was deleted")
 		}
 		if err != nil {
 			return err
@@ -433,55 +443,105 @@ func (w *Worker) deliverJob(ctx context.Context, job *Job, pause context.CancelC
 			return res.err
 		}
 		page := res.page
-		if len(page) == 0 && job.Follow {
-			return w.follow(ctx, job, patterns, run, pause)
-		}
 		if len(page) == 0 {
-			return w.finish(ctx, *job, StatusCompleted, job.LastError)
-		}
-		// Read the following page while this one is delivered: the query then
-		// costs no delivery time. The cursor still moves only once this page is
-		// done.
-		ahead := *job
-		ahead.CursorAt, ahead.CursorID = page[len(page)-1].createdAt, page[len(page)-1].id
-		next = w.prefetch(ctx, ahead, patterns)
-		if err := w.deliverAndCount(ctx, job, ep, page, run, pause); err != nil {
-			return err
+			break
 		}
 		last := page[len(page)-1]
-		job.CursorAt, job.CursorID = last.createdAt, last.id
-		if err := w.store.SaveJob(ctx, *job); err != nil {
+		if err := w.hand(ctx, job, f, ep, page, func(j *Job) { j.CursorAt, j.CursorID = last.createdAt, last.id }); err != nil {
 			return err
+		}
+		// Read the following page while this one is delivered: the query then
+		// costs no delivery time.
+		ahead := *job
+		ahead.CursorAt, ahead.CursorID = last.createdAt, last.id
+		next = w.prefetch(ctx, ahead, patterns)
+	}
+	if err := w.wait(ctx, job, f, true); err != nil {
+		return err
+	}
+	if job.Follow {
+		return w.follow(ctx, job, patterns, f)
+	}
+	return w.finish(ctx, *job, StatusCompleted, job.LastError)
+}
+
+// hand gives page to f once it has room, its events to go to ep; advance
+// moves the job's place past the page once it settles.
+func (w *Worker) hand(ctx context.Context, job *Job, f *flight, ep Endpoint, page []event, advance func(*Job)) error {
+	if err := w.wait(ctx, job, f, false); err != nil {
+		return err
+	}
+	f.add(ep, page, advance)
+	return nil
+}
+
+// wait waits until f has room for another page (all: until every page
+// handed to it is done), committing the pages that settle meanwhile.
+func (w *Worker) wait(ctx context.Context, job *Job, f *flight, all bool) error {
+	for {
+		ready, err := f.await(ctx, all)
+		if err != nil {
+			return err
+		}
+		if err := w.commit(ctx, job, f); err != nil {
+			return err
+		}
+		if ready {
+			return nil
 		}
 	}
 }
 
-// deliverAndCount delivers a page, counts what came of it in *job and logs
-// its attempts. Stopped mid-page, it returns ctx's error and the job's
-// place stays before the page, so whoever runs the job next sends the page
-// again (receivers dedupe on webhook-id).
-func (w *Worker) deliverAndCount(ctx context.Context, job *Job, ep Endpoint, page []event, run *streak, pause context.CancelCauseFunc) error {
-	sent := w.deliverPage(ctx, *job, ep, page, run, pause)
-	if errors.Is(context.Cause(ctx), errPaused) {
-		// The attempts made count and stay in the log, though the page is
-		// sent again when the job resumes.
-		job.Attempts += uint64(len(sent.attempts))
-		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer rcancel()
-		if err := w.store.RecordAttempts(rctx, sent.attempts[sent.recorded:]); err != nil {
-			return err
+// commit counts in *job the pages f has settled, moves its place past
+// them and saves it, after logging the attempts made so far.
+func (w *Worker) commit(ctx context.Context, job *Job, f *flight) error {
+	pages, recs := f.collect(false)
+	if err := w.store.RecordAttempts(ctx, recs); err != nil {
+		return err
+	}
+	if len(pages) == 0 {
+		return nil
+	}
+	count(job, pages)
+	return w.store.SaveJob(ctx, *job)
+}
+
+// count adds pages to *job's counters and moves its place past them.
+func count(job *Job, pages []*flightPage) {
+	for _, p := range pages {
+		job.Delivered += p.delivered
+		job.Failed += p.failed
+		job.Attempts += p.attempts
+		if p.lastErr != "" {
+			job.LastError = p.lastErr
 		}
+		p.advance(job)
 	}
-	if ctx.Err() != nil {
-		return ctx.Err()
+}
+
+// land stops f and counts in *job what it got done, for whoever saves the
+// job next: the pages settled, and of the rest only their attempts, as
+// their events are sent again when the job resumes. It logs every attempt
+// made, under a context of its own, as the job's may be over.
+func (w *Worker) land(ctx context.Context, job *Job, f *flight) error {
+	f.stop()
+	settled, recs := f.collect(false)
+	count(job, settled)
+	rest, more := f.collect(true)
+	for _, p := range rest {
+		job.Attempts += p.attempts
 	}
-	job.Delivered += sent.delivered
-	job.Failed += sent.failed
-	job.Attempts += uint64(len(sent.attempts))
-	if sent.lastErr != "" {
-		job.LastError = sent.lastErr
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	return w.store.RecordAttempts(lctx, append(recs, more...))
+}
+
+// end stops f, counts what it got done, and ends the job with status.
+func (w *Worker) end(ctx context.Context, job *Job, f *flight, status, lastErr string) error {
+	if err := w.land(ctx, job, f); err != nil {
+		return err
 	}
-	return w.store.RecordAttempts(ctx, sent.attempts[sent.recorded:])
+	return w.finish(ctx, *job, status, lastErr)
 }
 
 type pageResult struct {
