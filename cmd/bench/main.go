@@ -60,7 +60,7 @@ func (c *config) registerFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.events, "events", 1_300_000, "records in the ingest topic")
 	fs.IntVar(&c.statsEvents, "stats-events", 10_000_000, "events in the month the stats requests count")
 	fs.IntVar(&c.replayEvents, "replay-events", 100_000, "events each replay delivers")
-	fs.IntVar(&c.rounds, "rounds", 25, "stats requests per client (8 clients)")
+	fs.IntVar(&c.rounds, "rounds", 25, "stats requests per client: one client, then 8")
 	fs.StringVar(&c.out, "out", "", "write the report here as Markdown (docs/benchmarks.md)")
 }
 

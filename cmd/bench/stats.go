@@ -28,9 +28,11 @@ const statsClients = 8
 // York, all of the filled month.
 const statsPath = "/v1/stats/send?from=2026-10-01T00:00:00Z&to=2026-11-01T00:00:00Z&granularity=day&tz=America/New_York"
 
-// statsResult is the stats section.
+// statsResult is the stats section: the same request from one client, one
+// at a time, and from Clients at once.
 type statsResult struct {
 	Events, Clients, Requests int
+	SingleAPI, SingleDirect   latencies
 	API, Direct               latencies
 	APIPeakRSS                int64
 }
@@ -103,6 +105,20 @@ func (r *rig) stats(ctx context.Context) (statsResult, error) {
 		return res, err
 	}
 	var apiTimes, directTimes []time.Duration
+	for range r.cfg.rounds {
+		for _, run := range []struct {
+			f     func() error
+			times *[]time.Duration
+		}{{viaAPI, &apiTimes}, {direct, &directTimes}} {
+			ts, err := burst(1, run.f)
+			if err != nil {
+				return res, err
+			}
+			*run.times = append(*run.times, ts...)
+		}
+	}
+	res.SingleAPI, res.SingleDirect = latenciesOf(apiTimes), latenciesOf(directTimes)
+	apiTimes, directTimes = nil, nil
 	for range r.cfg.rounds {
 		ts, err := burst(statsClients, viaAPI)
 		if err != nil {
