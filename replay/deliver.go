@@ -162,8 +162,8 @@ func (f *flight) inFlight() bool {
 	return len(f.pages) > 0
 }
 
-// collect takes the pages settled and the attempts not yet logged; all:
-// every page, settled or not.
+// collect takes the pages settled and, if there are any, the attempts not
+// yet logged; all: every page, settled or not, and every attempt.
 func (f *flight) collect(all bool) ([]*flightPage, []Record) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -172,6 +172,11 @@ func (f *flight) collect(all bool) ([]*flightPage, []Record) {
 		n = 0
 		for n < len(f.pages) && f.pages[n].left == 0 {
 			n++
+		}
+		if n == 0 {
+			// The attempts wait for a page to settle: one insert into the
+			// log per page, not one each time the job looks.
+			return nil, nil
 		}
 	}
 	pages, recs := f.pages[:n:n], f.attempts
