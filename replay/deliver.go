@@ -111,7 +111,8 @@ func (f *flight) stop() {
 }
 
 // await waits until the flight has room for another page (all: until every
-// page handed in is done) or a page has settled and waits to be collected.
+// page handed in is done), or a page has settled or a page's worth of
+// attempts waits to be collected.
 // It returns whether it has room (all: is done), or ctx's error once the
 // flight stopped.
 func (f *flight) await(ctx context.Context, all bool) (bool, error) {
@@ -122,7 +123,8 @@ func (f *flight) await(ctx context.Context, all bool) (bool, error) {
 		if all {
 			ready = len(f.pages) == 0
 		}
-		if ready || (len(f.pages) > 0 && f.pages[0].left == 0) {
+		settled := len(f.pages) > 0 && f.pages[0].left == 0
+		if ready || settled || len(f.attempts) >= f.w.cfg.PageSize {
 			return ready, nil
 		}
 		f.progress.Wait()
@@ -162,8 +164,9 @@ func (f *flight) inFlight() bool {
 	return len(f.pages) > 0
 }
 
-// collect takes the pages settled and, if there are any, the attempts not
-// yet logged; all: every page, settled or not, and every attempt.
+// collect takes the pages settled and, if there are any or a page's worth
+// of them waits, the attempts not yet logged; all: every page, settled or
+// not, and every attempt.
 func (f *flight) collect(all bool) ([]*flightPage, []Record) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -173,9 +176,10 @@ func (f *flight) collect(all bool) ([]*flightPage, []Record) {
 		for n < len(f.pages) && f.pages[n].left == 0 {
 			n++
 		}
-		if n == 0 {
-			// The attempts wait for a page to settle: one insert into the
-			// log per page, not one each time the job looks.
+		if n == 0 && len(f.attempts) < f.w.cfg.PageSize {
+			// The attempts wait for a page to settle: about one insert into
+			// the log per page, not one each time the job looks, and no
+			// more than a page's worth held while retries wait.
 			return nil, nil
 		}
 	}
@@ -272,7 +276,9 @@ func (f *flight) settle(ctx context.Context, rec Record, r retry) {
 			lastErr = fmt.Sprintf("gave up after %d attempts: %s", r.n+1, a.Err)
 		}
 	}
-	f.attempts = append(f.attempts, rec)
+	if f.attempts = append(f.attempts, rec); len(f.attempts) == f.w.cfg.PageSize {
+		f.progress.Broadcast() // for the job to log them
+	}
 	r.pg.attempts++
 	if a.Outcome == Delivered {
 		f.run.lastOK = rec.At

@@ -176,6 +176,18 @@ func (e *env) endpoint(s *sink, events ...string) string {
 	return ep["id"].(string)
 }
 
+// endpointRetrying creates an endpoint of every event type for s that
+// retries after each wait of schedule (seconds) and returns its id.
+func (e *env) endpointRetrying(s *sink, schedule ...int) string {
+	e.t.Helper()
+	var ep map[string]any
+	require.Equal(e.t, http.StatusCreated, e.call("POST", "/v1/endpoints", map[string]any{"url": s.srv.URL + "/hook",
+		"enabled_events": []string{"*"}, "retry_schedule": schedule}, &ep))
+	secret := ep["secret"].(string)
+	s.secret.Store(&secret)
+	return ep["id"].(string)
+}
+
 // want lists, in (createdAt, eventId) order, the events a replay of
 // [since, until) with these patterns must send.
 func (e *env) want(since, until time.Time, patterns ...string) []string {
@@ -400,16 +412,12 @@ func TestKillWhileRetriesWait(t *testing.T) {
 		retried++
 		return http.StatusOK
 	}
-	var ep map[string]any
-	require.Equal(t, http.StatusCreated, e.call("POST", "/v1/endpoints", map[string]any{"url": s.srv.URL + "/hook",
-		"enabled_events": []string{"*"}, "retry_schedule": []int{3}}, &ep))
-	secret := ep["secret"].(string)
-	s.secret.Store(&secret)
+	ep := e.endpointRetrying(s, 3)
 	want := e.want(since, until, "*")
 	page := (len(want) + 3) / 4
 	stop := e.worker(WorkerConfig{PageSize: page})
 	var job map[string]any
-	require.Equal(t, http.StatusAccepted, e.call("POST", "/v1/replays", map[string]any{"endpoint_id": ep["id"], "since": since.UnixMilli(),
+	require.Equal(t, http.StatusAccepted, e.call("POST", "/v1/replays", map[string]any{"endpoint_id": ep, "since": since.UnixMilli(),
 		"until": until.UnixMilli(), "ordered": false, "concurrency": 8}, &job))
 	id := job["id"].(string)
 	require.Eventually(t, func() bool {
@@ -439,6 +447,53 @@ func TestKillWhileRetriesWait(t *testing.T) {
 	sorted := slices.Clone(want)
 	sort.Strings(sorted)
 	assert.Equal(t, sorted, slices.Compact(got), "every event delivered")
+}
+
+// TestPagesWaitForAnEarlierRetry: while the first event of an unordered
+// replay waits 3 s for its retry, the pages after its own are delivered,
+// but none is counted and the cursor stays before them all, as pages settle
+// in order; their attempts are logged meanwhile, a page's worth at a time,
+// so waiting retries do not hold an unbounded attempt log in memory.
+func TestPagesWaitForAnEarlierRetry(t *testing.T) {
+	e := newEnv(t, 150)
+	s := newSink(t)
+	from, to := since, since.Add(10*24*time.Hour)
+	want := e.want(from, to, "*")
+	require.GreaterOrEqual(t, len(want), 30)
+	var tried atomic.Bool
+	s.fn = func(id string) int {
+		if id == want[0] && !tried.Swap(true) {
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusOK
+	}
+	ep := e.endpointRetrying(s, 3)
+	const page = 10
+	e.worker(WorkerConfig{PageSize: page})
+	var job map[string]any
+	require.Equal(t, http.StatusAccepted, e.call("POST", "/v1/replays", map[string]any{"endpoint_id": ep, "since": from.UnixMilli(),
+		"until": to.UnixMilli(), "ordered": false, "concurrency": 4}, &job))
+	id := job["id"].(string)
+	require.Eventually(t, func() bool { return len(s.got()) == len(want)-1 }, 2500*time.Millisecond, 5*time.Millisecond,
+		"every other event delivered while the first waits")
+	logged := func() uint64 {
+		var n uint64
+		require.NoError(t, e.conn.QueryRow(context.Background(), "SELECT count() FROM `"+e.db+"`.deliveries WHERE replay_id = ?", id).Scan(&n))
+		return n
+	}
+	require.Eventually(t, func() bool { return logged() > uint64(len(want)-page) }, time.Second, 20*time.Millisecond,
+		"attempts logged while the first page waits")
+	require.Len(t, s.got(), len(want)-1, "checked before the retry")
+	waiting, err := NewStore(e.conn, e.db).Job(context.Background(), id)
+	require.NoError(t, err)
+	assert.Zero(t, waiting.Delivered, "no page counted before the first settles")
+	assert.Empty(t, waiting.CursorID, "the cursor stays before the first page")
+
+	job = e.waitDone(id)
+	assert.Equal(t, StatusCompleted, job["status"])
+	assert.EqualValues(t, len(want), job["delivered"])
+	assert.EqualValues(t, len(want)+1, job["attempts"])
+	assert.EqualValues(t, len(want)+1, logged())
 }
 
 // TestWorkersShareJobs runs three workers on four jobs: each job runs on one
