@@ -1,7 +1,9 @@
 package replay
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -16,9 +18,9 @@ import (
 // waiting sends again. An ordered job has one page in flight at a time.
 const maxPagesInFlight = 16
 
-// flight delivers a job's pages. Its slots (job.Concurrency of them, one
-// for an ordered job) take events in page order and send each until it is
-// done: delivered, or failed for good. An event waiting out a retry's
+// flight delivers a job's pages. Its slots (job.Concurrency of them; one,
+// in order, for an ordered job or a job of one) take events in page order
+// and send each until it is done: delivered, or failed for good. An event waiting out a retry's
 // backoff waits in a queue by due time and holds no slot, and in an
 // unordered job the pages after its own go on meanwhile; an ordered job's
 // one slot waits with it, as the order demands.
@@ -112,9 +114,8 @@ func (f *flight) stop() {
 
 // await waits until the flight has room for another page (all: until every
 // page handed in is done), or a page has settled or a page's worth of
-// attempts waits to be collected.
-// It returns whether it has room (all: is done), or ctx's error once the
-// flight stopped.
+// attempts waits to be collected. It returns whether it has room (all: is
+// done), or an error once the flight stopped: ctx's, if it ended.
 func (f *flight) await(ctx context.Context, all bool) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -129,7 +130,7 @@ func (f *flight) await(ctx context.Context, all bool) (bool, error) {
 		}
 		f.progress.Wait()
 	}
-	return false, ctx.Err()
+	return false, cmp.Or(ctx.Err(), errors.New("replay flight stopped"))
 }
 
 func (f *flight) maxPages() int {
