@@ -286,7 +286,8 @@ func (w *Worker) runJob(ctx context.Context, id string) error {
 	if job.Done() {
 		return nil
 	}
-	watching.Go(func() { w.watch(jobCtx, job, cancel) })
+	watched := job // a copy: deliverJob changes job as it goes
+	watching.Go(func() { w.watch(jobCtx, watched, cancel) })
 	err = w.deliverJob(jobCtx, &job, cancel)
 	if err == nil {
 		return nil // ended, and recorded so
