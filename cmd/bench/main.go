@@ -13,10 +13,10 @@
 //     columns, no payload), and by `clickhouse-client` inserting the same
 //     rows, parsed beforehand, as TSV into Hindsight's own events table.
 //     The rows and distinct eventIds each stored are counted after.
-//   - Stats: `GET /v1/stats/send`, a day series over a month, from 8
-//     clients at once against `hindsight api` (a child process; its peak
-//     RSS), p50 and p99, beside the same statement sent to ClickHouse
-//     directly by 8 clients.
+//   - Stats: `GET /v1/stats/send`, a day series over a month, from one
+//     client and then from 8 at once against `hindsight api` (a child
+//     process; its peak RSS), p50 and p99, beside the same statement sent
+//     to ClickHouse directly the same way.
 //   - Replay: an unordered replay (64 in flight) by `hindsight
 //     replay-worker` (a child process; its peak RSS), created through the
 //     API, to a loopback receiver, beside a bare net/http loop posting the

@@ -104,36 +104,32 @@ func (r *rig) stats(ctx context.Context) (statsResult, error) {
 	if err := errors.Join(viaAPI(), direct()); err != nil {
 		return res, err
 	}
-	var apiTimes, directTimes []time.Duration
-	for range r.cfg.rounds {
-		for _, run := range []struct {
-			f     func() error
-			times *[]time.Duration
-		}{{viaAPI, &apiTimes}, {direct, &directTimes}} {
-			ts, err := burst(1, run.f)
+	// turns times rounds of a burst of clients requests each way.
+	turns := func(clients int) (api, sent latencies, err error) {
+		var apiTimes, directTimes []time.Duration
+		for range r.cfg.rounds {
+			ts, err := burst(clients, viaAPI)
 			if err != nil {
-				return res, err
+				return api, sent, err
 			}
-			*run.times = append(*run.times, ts...)
+			apiTimes = append(apiTimes, ts...)
+			if ts, err = burst(clients, direct); err != nil {
+				return api, sent, err
+			}
+			directTimes = append(directTimes, ts...)
 		}
+		return latenciesOf(apiTimes), latenciesOf(directTimes), nil
 	}
-	res.SingleAPI, res.SingleDirect = latenciesOf(apiTimes), latenciesOf(directTimes)
-	apiTimes, directTimes = nil, nil
-	for range r.cfg.rounds {
-		ts, err := burst(statsClients, viaAPI)
-		if err != nil {
-			return res, err
-		}
-		apiTimes = append(apiTimes, ts...)
-		if ts, err = burst(statsClients, direct); err != nil {
-			return res, err
-		}
-		directTimes = append(directTimes, ts...)
+	if res.SingleAPI, res.SingleDirect, err = turns(1); err != nil {
+		return res, err
+	}
+	if res.API, res.Direct, err = turns(statsClients); err != nil {
+		return res, err
 	}
 	if err := c.sample(); err != nil {
 		return res, err
 	}
-	res.API, res.Direct, res.APIPeakRSS = latenciesOf(apiTimes), latenciesOf(directTimes), c.peak
+	res.APIPeakRSS = c.peak
 	return res, nil
 }
 
