@@ -221,12 +221,9 @@ func LookUpMessage(ctx context.Context, q Querier, db, id string) (Message, erro
 // MaxNarrowKeys in all.
 func MessagesAt(ctx context.Context, q Querier, db string, ids []string) (string, []any, error) {
 	limit := min(MaxMessageEvents*len(ids), MaxNarrowKeys)
-	args := make([]any, 0, len(ids)+1)
-	for _, id := range ids {
-		args = append(args, id)
-	}
+	hashes, args := hashesOf(ids)
 	keys, err := sortKeys(ctx, q, "SELECT DISTINCT service, type, created_at FROM `"+db+"`.message_ids WHERE message_hash IN ("+
-		strings.TrimSuffix(strings.Repeat("cityHash64(?), ", len(ids)), ", ")+") LIMIT ?", append(args, limit+1)...)
+		hashes+") LIMIT ?", append(args, limit+1)...)
 	if err != nil {
 		return "", nil, fmt.Errorf("look up messages %q: %w", ids, err)
 	}
@@ -245,18 +242,25 @@ const MaxNarrowKeys = 2000
 // column holds them); "" when they are more than MaxNarrowKeys, and the
 // read then scans its range.
 func RecipientsAt(ctx context.Context, q Querier, db, service string, addrs []string, from, to int64) (string, []any, error) {
-	args := make([]any, 0, len(addrs)+4)
-	for _, a := range addrs {
-		args = append(args, a)
-	}
+	hashes, args := hashesOf(addrs)
 	keys, err := sortKeys(ctx, q, "SELECT DISTINCT service, type, created_at FROM `"+db+"`.recipient_ids WHERE recipient_hash IN ("+
-		strings.TrimSuffix(strings.Repeat("cityHash64(?), ", len(addrs)), ", ")+") AND service = ? AND created_at >= ? AND created_at < ? LIMIT ?",
+		hashes+") AND service = ? AND created_at >= ? AND created_at < ? LIMIT ?",
 		append(args, service, from, to, MaxNarrowKeys+1)...)
 	if err != nil {
 		return "", nil, fmt.Errorf("look up recipients %q: %w", addrs, err)
 	}
 	at, atArgs := keys.at(MaxNarrowKeys)
 	return at, atArgs, nil
+}
+
+// hashesOf is the list "cityHash64(?), ..." that hashes vs as the lookup
+// tables do, and its arguments.
+func hashesOf(vs []string) (string, []any) {
+	args := make([]any, len(vs), len(vs)+4)
+	for i, v := range vs {
+		args[i] = v
+	}
+	return strings.TrimSuffix(strings.Repeat("cityHash64(?), ", len(vs)), ", "), args
 }
 
 // at is the condition, " AND (service, type, created_at) IN (...)", that
@@ -327,11 +331,7 @@ func DeliveriesOf(ctx context.Context, q Querier, db string, ids []string) (map[
 		return out, nil
 	}
 	t := "`" + db + "`"
-	hashes := strings.TrimSuffix(strings.Repeat("cityHash64(?), ", len(ids)), ", ")
-	idArgs := make([]any, len(ids))
-	for i, id := range ids {
-		idArgs[i] = id
-	}
+	hashes, idArgs := hashesOf(ids)
 	// Two statements, as sortKeys explains.
 	rows, err := q.Query(ctx, "SELECT DISTINCT endpoint_id, at FROM "+t+".delivery_ids WHERE id_hash IN ("+hashes+")", idArgs...)
 	if err != nil {

@@ -44,8 +44,8 @@ import (
 // read the events of their types, or engagements: the events of
 // DistinctTypes alone, with the columns their counts filter and group by,
 // in two orders so that a recipient domain's, a sender domain's or a
-// bounce type's rows of a range are one read. Views feed them too; a copy stored twice there counts once, as distinct
-// counts ignore copies.
+// bounce type's rows of a range are one read. Views feed them too; a copy
+// stored twice there counts once, as distinct counts ignore copies.
 
 // DistinctTypes are the types whose distinct messageIds stats count.
 var DistinctTypes = []string{"send.email.opened", "send.email.clicked"}
