@@ -391,8 +391,9 @@ func TestEventsRetention(t *testing.T) {
 }
 
 // TestIngestChecksTheRollup: the quarter hours ingest stored into are
-// checked against the events once they are over, so stats read the rollup
-// there; at start ingest checks every quarter hour not yet checked.
+// checked against the events and their engagements linked once they are
+// over, so stats read the rollup and links there; at start ingest checks
+// and links every quarter hour not yet checked or linked.
 func TestIngestChecksTheRollup(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
@@ -404,23 +405,38 @@ func TestIngestChecksTheRollup(t *testing.T) {
 	steps := f.count("SELECT count(DISTINCT created_at) FROM " + f.db + ".stats_rollup")
 	require.NotZero(t, steps)
 
-	// checked is how many quarter hours' rollup totals are the ones checked.
-	checked := func() uint64 {
-		return f.count("SELECT count() FROM (SELECT created_at, sum(events) AS rolled FROM " + f.db + ".stats_rollup GROUP BY created_at) " +
-			"ANY INNER JOIN (SELECT created_at, argMax(events, version) AS checked FROM " + f.db + ".rollup_checked GROUP BY created_at) " +
-			"USING created_at WHERE rolled = checked")
+	// recorded is how many quarter hours' totals (per quarter hour, in
+	// column events) are the ones recorded (the latest by version).
+	recorded := func(totals, record string) uint64 {
+		return f.count("SELECT count() FROM (SELECT created_at, sum(events) AS n FROM " + f.db + "." + totals + " GROUP BY created_at) " +
+			"ANY INNER JOIN (SELECT created_at, argMax(events, version) AS recorded FROM " + f.db + "." + record + " GROUP BY created_at) " +
+			"USING created_at WHERE n = recorded")
 	}
-	require.NoError(t, f.conn.Exec(ctx, "TRUNCATE TABLE "+f.db+".rollup_checked"))
+	// checked is how many quarter hours' rollup totals are the ones checked;
+	// linked how many quarter hours' links were built from the engagements
+	// they hold.
+	checked := func() uint64 { return recorded("stats_rollup", "rollup_checked") }
+	linked := func() uint64 { return recorded("engagement_counts", "links_checked") }
+	engaged := f.count("SELECT count(DISTINCT created_at) FROM " + f.db + ".engagement_counts")
+	require.NotZero(t, engaged)
+	truncate := func() {
+		require.NoError(t, f.conn.Exec(ctx, "TRUNCATE TABLE "+f.db+".rollup_checked"))
+		require.NoError(t, f.conn.Exec(ctx, "TRUNCATE TABLE "+f.db+".links_checked"))
+	}
+	truncate()
 	require.Zero(t, checked())
+	require.Zero(t, linked())
 	n, err := in.checkRollup(ctx, false)
 	require.NoError(t, err)
 	assert.Zero(t, n)
 	assert.Equal(t, steps, checked(), "every quarter hour stored into is checked")
+	assert.Equal(t, engaged, linked(), "and linked")
 	assert.Empty(t, in.touched.takeOver(time.Now().UnixMilli()), "and taken off the list")
 
-	require.NoError(t, f.conn.Exec(ctx, "TRUNCATE TABLE "+f.db+".rollup_checked"))
+	truncate()
 	n, err = in.checkRollup(ctx, true)
 	require.NoError(t, err)
 	assert.Zero(t, n)
 	assert.Equal(t, steps, checked(), "the sweep at start checks every quarter hour")
+	assert.Equal(t, engaged, linked(), "and links every one")
 }

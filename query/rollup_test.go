@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/gin-gonic/gin"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -30,7 +31,8 @@ import (
 // twice: copies merged away before anything recorded them (the rollup
 // counted them), before and after the rollup was checked, and copies
 // unmerged and recorded; their quarter hours must be read from the events.
-// Half the requests run before the rollup is checked again, half after.
+// Half the requests run before the rollup is checked and the engagements
+// linked again, half after.
 func TestRollupAnswersAsTheEvents(t *testing.T) {
 	conn, db := chtest.Database(t)
 	ctx := context.Background()
@@ -45,6 +47,8 @@ func TestRollupAnswersAsTheEvents(t *testing.T) {
 		n, err := schema.CheckRollup(ctx, conn, db, 0, math.MaxInt64)
 		require.NoError(t, err)
 		assert.NotZero(t, n, "the quarter hours holding copies are not checked")
+		_, err = schema.LinkEngagements(ctx, conn, db, 0, math.MaxInt64)
+		require.NoError(t, err)
 	}
 	check()
 	chtest.StoreMergedCopies(t, conn, db, "cityHash64(event_id) % 409 = 0")
@@ -73,7 +77,7 @@ func TestRollupAnswersAsTheEvents(t *testing.T) {
 	}
 	zones := []string{"UTC", "America/New_York", "Asia/Kolkata", "Asia/Kathmandu", "Australia/Lord_Howe", "America/St_Johns"}
 	const cases = 300
-	rolled := 0
+	rolled, linked := 0, 0
 	for i := range cases {
 		if i == cases/2 {
 			check()
@@ -134,7 +138,110 @@ func TestRollupAnswersAsTheEvents(t *testing.T) {
 				rolled++
 			}
 		}
+		if service == "send" && len(req.filters) == 0 && rollupServes(req, buckets) {
+			ok, err := schema.Links(ctx, conn, db, req.r.From.UnixMilli(), req.r.To.UnixMilli())
+			require.NoError(t, err)
+			if ok {
+				linked++
+			}
+		}
 	}
-	t.Logf("%d of %d requests read the rollup", rolled, cases)
+	t.Logf("%d of %d requests read the rollup, %d links", rolled, cases, linked)
 	assert.Greater(t, rolled, cases/2, "most requests read the rollup")
+	assert.NotZero(t, linked, "some requests read links")
+}
+
+// TestLinksFollowLateEngagements: distinct counts read links over a range
+// only while they were built from the engagements the range holds, and
+// answer as the events do. An engagement stored late into the range sends
+// the range back to the events until the links are built again, its
+// message's later quarter hours included; one stored before the range
+// changes nothing.
+func TestLinksFollowLateEngagements(t *testing.T) {
+	conn, db := chtest.Database(t)
+	ctx := context.Background()
+	_, err := schema.Migrate(ctx, conn, db)
+	require.NoError(t, err)
+	api, err := New(Config{Database: db, CursorKey: "links-test-key-0123456789"}, conn, nil)
+	require.NoError(t, err)
+
+	day := func(d int, hm ...int) time.Time {
+		t := time.Date(2026, 10, d, 0, 0, 0, 0, time.UTC)
+		if len(hm) == 2 {
+			t = t.Add(time.Duration(hm[0])*time.Hour + time.Duration(hm[1])*time.Minute)
+		}
+		return t
+	}
+	seq := 0
+	engagement := func(typ, msg string, at time.Time, live bool) schema.Event {
+		seq++
+		id := fmt.Sprintf("evt_%d", seq)
+		return schema.Event{ID: id, Type: typ, Service: "send", CreatedAt: at.UnixMilli(), Livemode: live, Known: true,
+			Dims: schema.Dims{MessageID: msg, MessageHash: xxhash.Sum64String(msg)},
+			Raw:  fmt.Appendf(nil, `{"eventId":%q,"type":%q,"service":"send","createdAt":%d,"data":{"messageId":%q}}`, id, typ, at.UnixMilli(), msg)}
+	}
+	// 300 messages, each opened and clicked a few times over ten days, a
+	// tenth of them in test mode and some in both.
+	rng := rand.New(rand.NewPCG(3, 4))
+	var events []schema.Event
+	for m := range 300 {
+		msg := fmt.Sprintf("msg_%d", m)
+		for range 1 + rng.IntN(5) {
+			typ := []string{"send.email.opened", "send.email.clicked"}[rng.IntN(2)]
+			at := day(1).Add(time.Duration(rng.Int64N(int64(10 * 24 * time.Hour))))
+			events = append(events, engagement(typ, msg, at, m%10 != 0 || rng.IntN(3) == 0))
+		}
+	}
+	// msg_late is opened on the 2nd and the 6th; an open on the 5th comes
+	// late. msg_early is opened on the 4th; an open on the 2nd comes late.
+	events = append(events, engagement("send.email.opened", "msg_late", day(2, 10, 0), true),
+		engagement("send.email.opened", "msg_late", day(6, 9, 0), true),
+		engagement("send.email.opened", "msg_early", day(4, 8, 0), true))
+	chtest.InsertEvents(t, conn, db, events)
+	_, err = schema.LinkEngagements(ctx, conn, db, 0, math.MaxInt64)
+	require.NoError(t, err)
+
+	from, to := day(3), day(10)
+	// answers requires every request over [from, to) to read links or not,
+	// as linked says, and to answer as the events do.
+	answers := func(linked bool, what string) {
+		t.Helper()
+		ok, err := schema.Links(ctx, conn, db, from.UnixMilli(), to.UnixMilli())
+		require.NoError(t, err)
+		require.Equal(t, linked, ok, what)
+		for _, tz := range []string{"UTC", "Asia/Kathmandu"} {
+			for _, g := range []httpapi.Granularity{httpapi.NoSeries, httpapi.Hour, httpapi.Day} {
+				for _, lm := range []schema.Livemode{schema.LiveOnly, schema.TestOnly, schema.LiveAll} {
+					loc, err := time.LoadLocation(tz)
+					require.NoError(t, err)
+					req := statsRequest{service: "send", def: services["send"], r: timeRange{From: from, To: to}, granularity: g, loc: loc, livemode: lm}
+					viaLinks, err := api.runStats(ctx, req)
+					require.NoError(t, err)
+					req.fromEvents = true
+					fromEvents, err := api.runStats(ctx, req)
+					require.NoError(t, err)
+					a, _ := json.Marshal(viaLinks)
+					b, _ := json.Marshal(fromEvents)
+					require.Equal(t, string(b), string(a), "%s: %s series in %s, livemode %s", what, g, tz, lm)
+				}
+			}
+		}
+	}
+	answers(true, "linked")
+
+	chtest.InsertEvents(t, conn, db, []schema.Event{engagement("send.email.opened", "msg_late", day(5, 12, 7), true)})
+	answers(false, "an open stored late into the range")
+	_, err = schema.LinkEngagements(ctx, conn, db, day(5).UnixMilli(), math.MaxInt64)
+	require.NoError(t, err)
+	// Counted twice over the range had the 6th's links kept their prev.
+	answers(true, "linked again")
+
+	chtest.InsertEvents(t, conn, db, []schema.Event{engagement("send.email.opened", "msg_early", day(2, 23, 0), true)})
+	answers(true, "an open stored late before the range")
+
+	chtest.StoreCopies(t, conn, db, "cityHash64(event_id) % 7 = 0")
+	answers(false, "copies stored")
+	_, err = schema.LinkEngagements(ctx, conn, db, 0, math.MaxInt64)
+	require.NoError(t, err)
+	answers(true, "copies linked")
 }

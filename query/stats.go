@@ -174,14 +174,15 @@ func (s *API) stats(c *gin.Context) {
 //
 // S and G read the rollup where plan covers the range (schema.Rollup), and
 // the events for the rest, each giving rows runStats adds up. The distinct
-// counts read the events of their types (opened, clicked), a narrow read in
-// the table's order (service, type, created_at), or engagements, the same
-// ordered by recipient domain or by sender domain, for a request that
-// filters by one (schema.EngagedBy). Each additive SELECT of the events
+// counts read links when linked (schema.Links), else the events of their
+// types (opened, clicked), a narrow read in the table's order (service,
+// type, created_at), or engagements, the same ordered by recipient domain
+// or by sender domain, for a request that filters by one
+// (schema.EngagedBy). Each additive SELECT of the events
 // reads through src, so stored duplicates count once; distinct counts need
 // no such care.
 // Columns and values come from allow-lists; everything else is bound.
-func statsSQL(src schema.Counted, plan schema.Rollup, req statsRequest) (string, []any) {
+func statsSQL(src schema.Counted, plan schema.Rollup, linked bool, req statsRequest) (string, []any) {
 	fcond, fargs := req.filters.SQL()
 	cond := req.livemode.SQL() + fcond
 	where := "service = ? AND created_at >= ? AND created_at < ?" + cond + req.at
@@ -274,9 +275,26 @@ func statsSQL(src schema.Counted, plan schema.Rollup, req statsRequest) (string,
 		distinct := func(extra string, extraArgs []any) (string, []any) {
 			return read(where+extra, append(append([]any{}, whereArgs...), extraArgs...))
 		}
-		if req.granularity == httpapi.NoSeries {
+		switch {
+		case linked:
+			// From links (schema.Links): a message counts in a bucket when
+			// its first engagement there follows none in the bucket (a
+			// bucket's part of the range: the first may start before it).
+			links, linksArgs := src.Linked(schema.LinkScope(req.livemode))
+			const values = zeros + ", sumIf(messages, prev < "
+			if req.granularity != httpapi.NoSeries {
+				parts = append(parts, "SELECT 'US' AS kind, "+seriesKey+", CAST(type AS String) AS t, "+values+"greatest(toInt64(b) * 1000, ?)) FROM "+links+" GROUP BY b, t")
+				args = append(append(append(args, zones...), req.r.From.UnixMilli()), linksArgs...)
+			}
+			kind := "UT" // the range's, beside the buckets'
+			if req.granularity == httpapi.NoSeries {
+				kind = "US"
+			}
+			parts = append(parts, "SELECT '"+kind+"' AS kind, toUInt32(0) AS b, '' AS k, CAST(type AS String) AS t, "+values+"?) FROM "+links+" GROUP BY t")
+			args = append(append(args, req.r.From.UnixMilli()), linksArgs...)
+		case req.granularity == httpapi.NoSeries:
 			add(distinct, "US", seriesKey, zones, unique, in, typeArgs, "b, t")
-		} else {
+		default:
 			// US and UT from one read: each bucket's set of messageIds
 			// (uniqExactState) gives its count, and the sets merged give the
 			// range's; a row per bucket and one for the range, as the rest.
@@ -362,7 +380,15 @@ func (s *API) statsStatement(ctx context.Context, req statsRequest, buckets []ti
 			return "", nil, fmt.Errorf("stats of %s: %w", req.service, err)
 		}
 	}
-	q, args := statsSQL(src, plan, req)
+	// Distinct counts over the whole service (a group_by aside) read links
+	// where they are current (schema.Links).
+	linked := false
+	if req.def.distinct && !req.fromEvents && len(req.filters) == 0 && req.at == "" && rollupServes(req, buckets) {
+		if linked, err = schema.Links(ctx, s.conn, s.cfg.Database, from, to); err != nil {
+			return "", nil, fmt.Errorf("stats of %s: %w", req.service, err)
+		}
+	}
+	q, args := statsSQL(src, plan, linked, req)
 	return q, args, nil
 }
 

@@ -183,7 +183,7 @@ func ShardOf(id string, slots []int) int {
 // ShardOf picks, the same as cityHash64(event_id); the lookup tables and
 // the rollup are filled on each shard from its events (a rebuild of the
 // rollup, which counts, may put its rows on any shard).
-var shardKeys = map[string]string{"events": "cityHash64(event_id)", "event_ids": "id_hash", "message_ids": "message_hash", "stats_rollup": "rand()", "engagements": "message_hash", "recipient_ids": "recipient_hash", "engagements_by_sender": "message_hash"}
+var shardKeys = map[string]string{"events": "cityHash64(event_id)", "event_ids": "id_hash", "message_ids": "message_hash", "stats_rollup": "rand()", "engagements": "message_hash", "recipient_ids": "recipient_hash", "engagements_by_sender": "message_hash", "engagement_counts": "rand()"}
 
 // OnShard is r as it applies on each shard of a cluster, one shard at a
 // time: the sharded tables' local parts; the tables whole on every server

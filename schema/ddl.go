@@ -326,6 +326,9 @@ ORDER BY (recipient_hash, service, created_at, type)`),
 		// Engagements again, ordered by bounce type and sender domain, for
 		// distinct counts filtered by those (see EngagedBy).
 		{20, "engagements_by_sender", engagementsMigration(d, engagementOrders[1].table, engagementOrders[1].order), nil},
+		// Distinct counts by quarter hour, built by ingest, and the counts
+		// that tell when they are current (see Links).
+		{21, "engagement_links", linksMigration(d), nil},
 	}
 }
 

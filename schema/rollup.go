@@ -174,8 +174,8 @@ func EngagedBy(fs Filters) string {
 	return ""
 }
 
-// RebuildRollups builds the rollup and engagements again from the events
-// table, on one server (cluster "") or on the cluster named cluster: the
+// RebuildRollups builds the rollup, engagements and links (see Links)
+// again from the events table, on one server (cluster "") or on the cluster named cluster: the
 // events table is the source of truth, and this is how to get back to it
 // after changing either by hand. It then checks every quarter hour and
 // returns how many of those holding events are not counted from the
@@ -213,10 +213,19 @@ func RebuildRollups(ctx context.Context, conn Conn, db, cluster string) (int, er
 	for _, e := range engagementOrders {
 		stmts = append(stmts, d.r.Replace("TRUNCATE TABLE {db}."+e.table+"{local}{on}"), engagementsFill(d, e.table))
 	}
+	// Links are built again from the counts filled here.
+	stmts = append(stmts,
+		d.r.Replace("TRUNCATE TABLE {db}.links_checked{on}"),
+		d.r.Replace("TRUNCATE TABLE {db}.engagement_links{on}"),
+		d.r.Replace("TRUNCATE TABLE {db}.engagement_counts{local}{on}"),
+		d.r.Replace("INSERT INTO {db}.engagement_counts (created_at, events)\n"+engagementCountsOf("{db}.events")))
 	for _, stmt := range stmts {
 		if err := conn.Exec(sync, stmt); err != nil {
 			return 0, fmt.Errorf("rebuild the rollup of %s: %w", db, err)
 		}
+	}
+	if _, err := LinkEngagements(ctx, conn, db, 0, time.Now().UnixMilli()); err != nil {
+		return 0, err
 	}
 	return CheckRollup(ctx, conn, db, 0, math.MaxInt64)
 }
@@ -379,12 +388,17 @@ func scanOne(ctx context.Context, conn Querier, query string, args []any, dest .
 // but ClickHouse 18.16 takes time that grows with the square of the runs
 // to analyse an OR of them: 220 ms for 350.)
 func stepsIn(steps []int64) (string, []any) {
+	return stepsOf("created_at", "intDiv(created_at, 900000) * 900000", steps)
+}
+
+// stepsOf is stepsIn of the column col (ms), whose quarter hour is step.
+func stepsOf(col, step string, steps []int64) (string, []any) {
 	args := make([]any, 0, len(steps)+2)
 	args = append(args, steps[0], steps[len(steps)-1]+RollupStep)
 	for _, s := range steps {
 		args = append(args, s)
 	}
-	return "(created_at >= ? AND created_at < ? AND intDiv(created_at, 900000) * 900000 IN (" +
+	return "(" + col + " >= ? AND " + col + " < ? AND " + step + " IN (" +
 		strings.TrimSuffix(strings.Repeat("?, ", len(steps)), ", ") + "))", args
 }
 

@@ -287,7 +287,7 @@ func TestLogFormat(t *testing.T) {
 }
 
 // TestMigrateRebuildsRollups: `hindsight migrate --rebuild-rollups` builds
-// the stats rollup and engagements again from the events, as a user whose
+// the stats rollup, engagements and links again from the events, as a user whose
 // rollup went wrong (here emptied by hand) runs it, and says what it did.
 func TestMigrateRebuildsRollups(t *testing.T) {
 	bin := binary(t)
@@ -311,14 +311,27 @@ func TestMigrateRebuildsRollups(t *testing.T) {
 	}
 	opens := engaged()
 	require.NotZero(t, opens)
-	require.NoError(t, conn.Exec(ctx, "TRUNCATE TABLE "+db+".stats_rollup"))
-	require.NoError(t, conn.Exec(ctx, "TRUNCATE TABLE "+db+".engagements"))
+	// linked is how many quarter hours' links were built from the
+	// engagements they hold.
+	linked := func() uint64 {
+		var n uint64
+		require.NoError(t, conn.QueryRow(ctx, "SELECT count() FROM (SELECT created_at, sum(events) AS n FROM "+db+".engagement_counts GROUP BY created_at) "+
+			"ANY INNER JOIN (SELECT created_at, argMax(events, version) AS linked FROM "+db+".links_checked GROUP BY created_at) USING created_at WHERE n = linked").Scan(&n))
+		return n
+	}
+	var engagedSteps uint64
+	require.NoError(t, conn.QueryRow(ctx, "SELECT count(DISTINCT intDiv(created_at, 900000)) FROM "+db+".engagements").Scan(&engagedSteps))
+	for _, table := range []string{"stats_rollup", "engagements", "engagement_counts", "links_checked", "engagement_links"} {
+		require.NoError(t, conn.Exec(ctx, "TRUNCATE TABLE "+db+"."+table))
+	}
 	require.Zero(t, rolled())
+	require.Zero(t, linked())
 
 	out, err := exec.Command(bin, "migrate", "--clickhouse", chtest.Addr(t), "--database", db, "--rebuild-rollups").Output()
 	require.NoError(t, err)
-	assert.Contains(t, string(out), "stats rollup and engagements rebuilt from the events")
+	assert.Contains(t, string(out), "stats rollup, engagements and links rebuilt from the events")
 	assert.Contains(t, string(out), "; 0 quarter hours read from the events")
 	assert.EqualValues(t, len(events), rolled())
 	assert.Equal(t, opens, engaged(), "and engagements")
+	assert.Equal(t, engagedSteps, linked(), "and the links of every quarter hour with engagements")
 }

@@ -457,7 +457,7 @@ func runMigrate(ctx context.Context, args []string) error {
 	fs := newFlags("migrate")
 	var c common
 	c.register(fs, "")
-	rebuild := fs.Bool("rebuild-rollups", false, "after migrating, build the stats rollup and engagements again from the events table")
+	rebuild := fs.Bool("rebuild-rollups", false, "after migrating, build the stats rollup, engagements and links again from the events table")
 	if err := fs.parse(args); err != nil {
 		return helpOK(err)
 	}
@@ -483,7 +483,7 @@ func runMigrate(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("stats rollup and engagements rebuilt from the events in %s; %d quarter hours read from the events (holding copies, or stored into while it ran)\n",
+	fmt.Printf("stats rollup, engagements and links rebuilt from the events in %s; %d quarter hours read from the events (holding copies, or stored into while it ran)\n",
 		time.Since(began).Round(time.Millisecond), unchecked)
 	return nil
 }

@@ -254,7 +254,7 @@ func Fill(ctx context.Context, conn driver.Conn, db string, n int, span time.Dur
 	// per inserted block; the server merges them in the background within
 	// minutes. Benchmarks measure that steady state, merged.
 	stmts := []string{q}
-	for _, table := range []string{"events", "event_ids", "message_ids", "recipient_ids", "stats_rollup", "engagements", "engagements_by_sender"} {
+	for _, table := range []string{"events", "event_ids", "message_ids", "recipient_ids", "stats_rollup", "engagements", "engagements_by_sender", "engagement_counts"} {
 		stmts = append(stmts, "OPTIMIZE TABLE "+db+"."+table+" FINAL")
 	}
 	for _, stmt := range stmts {
@@ -265,6 +265,10 @@ func Fill(ctx context.Context, conn driver.Conn, db string, n int, span time.Dur
 	// A running ingest checks the rollup's quarter hours (see
 	// schema.CheckRollup); counts read it only where checked.
 	if _, err := schema.CheckRollup(ctx, conn, db, 0, math.MaxInt64); err != nil {
+		return fmt.Errorf("fill %d events: %w", n, err)
+	}
+	// And distinct counts read links only where built (schema.Links).
+	if _, err := schema.LinkEngagements(ctx, conn, db, 0, math.MaxInt64); err != nil {
 		return fmt.Errorf("fill %d events: %w", n, err)
 	}
 	return nil

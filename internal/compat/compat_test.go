@@ -110,8 +110,8 @@ func TestSQLCompatibility(t *testing.T) {
 	for path, body := range compare("with copies stored") {
 		assert.Equal(t, once[path], body, "GET %s: copies stored change the answer", path)
 	}
-	// The rollup and engagements, built again from the events on each
-	// engine, give the same answers.
+	// The rollup, engagements and links, built again from the events on
+	// each engine, give the same answers.
 	for name, conn := range map[string]schema.Conn{"18.16": old, "26.7": cur} {
 		_, err := schema.RebuildRollups(ctx, conn, db, "")
 		require.NoError(t, err, "rebuild the rollup on %s", name)
@@ -119,7 +119,7 @@ func TestSQLCompatibility(t *testing.T) {
 	for path, body := range compare("with the rollup rebuilt") {
 		assert.Equal(t, once[path], body, "GET %s: the rebuilt rollup changes the answer", path)
 	}
-	rolled, engaged := 0, 0
+	rolled, engaged, linked := 0, 0, 0
 	for _, sql := range cur.sent {
 		// A stats statement (its parts have a kind) that reads the rollup;
 		// the plan's and the checks' reads of its totals are not that.
@@ -129,9 +129,13 @@ func TestSQLCompatibility(t *testing.T) {
 		if strings.Contains(sql, ".engagements WHERE") {
 			engaged++
 		}
+		if strings.Contains(sql, "AS kind") && strings.Contains(sql, ".engagement_links WHERE") {
+			linked++
+		}
 	}
 	assert.NotZero(t, rolled, "stats read the rollup")
 	assert.NotZero(t, engaged, "distinct counts read engagements")
+	assert.NotZero(t, linked, "distinct counts read links")
 
 	// Ingest's own queries, recorded while it consumes for real on 18.16, then
 	// sent to both engines.
