@@ -29,7 +29,7 @@ import (
 // included, so the count only grows); links_checked records the count a
 // quarter hour's links were built from. A range reads links only when
 // every one of its quarter hours holding engagements has links built from
-// its count today (PlanLinks). An engagement inserted into a quarter hour
+// its count today (Links). An engagement inserted into a quarter hour
 // changes its count, so a range holding it reads the engagements until
 // LinkEngagements builds the links again, of that quarter hour and of
 // every later one within LinkLookback holding the same messages (their
