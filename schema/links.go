@@ -83,7 +83,13 @@ ORDER BY (service, scope, created_at, type, gen)`),
 	version UInt64`, "ReplacingMergeTree(version)", `PARTITION BY toYYYYMM(toDateTime(intDiv(created_at, 1000), 'UTC'))
 ORDER BY created_at`),
 		},
-		d.serverOnly(r.Replace("INSERT INTO {db}.engagement_counts (created_at, events)\n"+engagementCountsOf("{db}.events"))))
+		d.serverOnly(engagementCountsFill(d)))
+}
+
+// engagementCountsFill counts into engagement_counts the engagements the
+// events table holds.
+func engagementCountsFill(d ddl) string {
+	return d.r.Replace("INSERT INTO {db}.engagement_counts (created_at, events)\n" + engagementCountsOf("{db}.events"))
 }
 
 // engagementCountsOf is what engagement_counts holds of the events of from.
@@ -92,14 +98,9 @@ func engagementCountsOf(from string) string {
 		" WHERE type IN ('" + strings.Join(DistinctTypes, "', '") + "') GROUP BY created_at" // constants
 }
 
-// linkStateSQL gives, for each quarter hour in [?, ?) holding engagements,
-// their count (counted), the count its links were built from (linked) and
-// whether they ever were (has); it binds the range twice.
-const linkStateSQL = `SELECT created_at, counted, linked, has FROM (
-	SELECT created_at, sum(events) AS counted FROM {db}.engagement_counts WHERE created_at >= ? AND created_at < ? GROUP BY created_at) AS c
-ANY LEFT JOIN (
-	SELECT created_at, argMax(events, version) AS linked, toUInt8(1) AS has FROM {db}.links_checked
-	WHERE created_at >= ? AND created_at < ? GROUP BY created_at) AS l USING created_at`
+// linkStateSQL is the links' stateSQL: the engagements counted, the
+// counts links were built from.
+var linkStateSQL = stateSQL("engagement_counts", "links_checked")
 
 // engagementsSQL keeps to the events of DistinctTypes (binding nothing).
 var engagementsSQL = "service = '" + engagementService + "' AND type IN ('" + strings.Join(DistinctTypes, "', '") + "')" // constants
@@ -152,7 +153,7 @@ func LinkEngagements(ctx context.Context, conn Conn, db string, from, to int64) 
 	// linked again, never the other way round.
 	counts := map[int64]uint64{}
 	var changed []int64
-	rows, err := conn.Query(ctx, "SELECT created_at, counted, has = 0 OR counted != linked FROM ("+q.Replace(linkStateSQL)+") ORDER BY created_at",
+	rows, err := conn.Query(ctx, "SELECT created_at, total, "+staleSQL+" FROM ("+q.Replace(linkStateSQL)+") ORDER BY created_at",
 		from, to, from, to)
 	if err != nil {
 		return 0, fmt.Errorf("link the engagements of %s: %w", db, err)
@@ -244,10 +245,8 @@ func Links(ctx context.Context, q Querier, db string, from, to int64) (bool, err
 	if from < 0 || from%RollupStep != 0 || to%RollupStep != 0 || to <= from || to-from > LinkLookback {
 		return false, nil
 	}
-	var stale uint64
-	repl := strings.NewReplacer("{db}", "`"+db+"`")
-	if err := scanOne(ctx, q, "SELECT count() FROM ("+repl.Replace(linkStateSQL)+") WHERE has = 0 OR counted != linked",
-		[]any{from, to, from, to}, &stale); err != nil {
+	stale, err := countStale(ctx, q, strings.NewReplacer("{db}", "`"+db+"`"), linkStateSQL, from, to)
+	if err != nil {
 		return false, fmt.Errorf("look up the links of %s: %w", db, err)
 	}
 	return stale == 0, nil

@@ -175,9 +175,9 @@ func EngagedBy(fs Filters) string {
 }
 
 // RebuildRollups builds the rollup, engagements and links (see Links)
-// again from the events table, on one server (cluster "") or on the cluster named cluster: the
-// events table is the source of truth, and this is how to get back to it
-// after changing either by hand. It then checks every quarter hour and
+// again from the events table, on one server (cluster "") or on the
+// cluster named cluster: the events table is the source of truth, and
+// this is how to get back to it after changing any of them by hand. It then checks every quarter hour and
 // returns how many of those holding events are not counted from the
 // rollup (see CheckRollup): those holding copies, and those another
 // process stored into while it ran. On a cluster it writes to each shard
@@ -218,7 +218,7 @@ func RebuildRollups(ctx context.Context, conn Conn, db, cluster string) (int, er
 		d.r.Replace("TRUNCATE TABLE {db}.links_checked{on}"),
 		d.r.Replace("TRUNCATE TABLE {db}.engagement_links{on}"),
 		d.r.Replace("TRUNCATE TABLE {db}.engagement_counts{local}{on}"),
-		d.r.Replace("INSERT INTO {db}.engagement_counts (created_at, events)\n"+engagementCountsOf("{db}.events")))
+		engagementCountsFill(d))
 	for _, stmt := range stmts {
 		if err := conn.Exec(sync, stmt); err != nil {
 			return 0, fmt.Errorf("rebuild the rollup of %s: %w", db, err)
@@ -230,14 +230,26 @@ func RebuildRollups(ctx context.Context, conn Conn, db, cluster string) (int, er
 	return CheckRollup(ctx, conn, db, 0, math.MaxInt64)
 }
 
-// rollupStateSQL gives, for each quarter hour in [?, ?) holding rollup
-// rows, the rollup's total (rolled), the total last checked (checked) and
-// whether it was ever checked (has); it binds the range twice.
-const rollupStateSQL = `SELECT created_at, rolled, checked, has FROM (
-	SELECT created_at, sum(events) AS rolled FROM {db}.stats_rollup WHERE created_at >= ? AND created_at < ? GROUP BY created_at) AS r
+// stateSQL gives, for each quarter hour in [?, ?) holding rows of totals
+// (a table of created_at and events), their sum (total), the sum last
+// recorded in record (recorded: its latest version) and whether one ever
+// was (has); it binds the range twice. The rollup's state is
+// stateSQL("stats_rollup", "rollup_checked"), the links'
+// stateSQL("engagement_counts", "links_checked").
+func stateSQL(totals, record string) string {
+	return `SELECT created_at, total, recorded, has FROM (
+	SELECT created_at, sum(events) AS total FROM {db}.` + totals + ` WHERE created_at >= ? AND created_at < ? GROUP BY created_at) AS t
 ANY LEFT JOIN (
-	SELECT created_at, argMax(events, version) AS checked, toUInt8(1) AS has FROM {db}.rollup_checked
-	WHERE created_at >= ? AND created_at < ? GROUP BY created_at) AS c USING created_at`
+	SELECT created_at, argMax(events, version) AS recorded, toUInt8(1) AS has FROM {db}.` + record + `
+	WHERE created_at >= ? AND created_at < ? GROUP BY created_at) AS r USING created_at`
+}
+
+// staleSQL holds for a row of stateSQL whose total is not the one
+// recorded, or never was.
+const staleSQL = "(has = 0 OR total != recorded)"
+
+// rollupStateSQL is the rollup's stateSQL: its totals, those checked.
+var rollupStateSQL = stateSQL("stats_rollup", "rollup_checked")
 
 // rollupCheckSQL records as checked, at version ?, the quarter hours of
 // {within} (see stepsIn) whose rollup total equals the distinct events
@@ -289,7 +301,7 @@ func CheckRollup(ctx context.Context, conn Conn, db string, from, to int64) (int
 		}
 		lo = hi
 	}
-	n, err := countUnchecked(ctx, conn, q, from, to)
+	n, err := countStale(ctx, conn, q, rollupStateSQL, from, to)
 	if err != nil {
 		return 0, fmt.Errorf("check the rollup of %s: %w", db, err)
 	}
@@ -298,7 +310,7 @@ func CheckRollup(ctx context.Context, conn Conn, db string, from, to int64) (int
 
 // checkSteps checks the unchecked quarter hours in [from, to).
 func checkSteps(ctx context.Context, conn Conn, q *strings.Replacer, from, to int64) error {
-	rows, err := conn.Query(ctx, "SELECT created_at, rolled FROM ("+q.Replace(rollupStateSQL)+") WHERE has = 0 OR rolled != checked ORDER BY created_at",
+	rows, err := conn.Query(ctx, "SELECT created_at, total FROM ("+q.Replace(rollupStateSQL)+") WHERE "+staleSQL+" ORDER BY created_at",
 		from, to, from, to)
 	if err != nil {
 		return err
@@ -346,11 +358,11 @@ func checkBatches(steps []int64, totals []uint64, maxEvents uint64) [][]int64 {
 	return batches
 }
 
-// countUnchecked is how many quarter hours in [from, to) with rollup rows
-// have a total other than the one last checked.
-func countUnchecked(ctx context.Context, conn Querier, q *strings.Replacer, from, to int64) (int, error) {
+// countStale is how many quarter hours in [from, to) of state (a stateSQL)
+// are stale.
+func countStale(ctx context.Context, conn Querier, q *strings.Replacer, state string, from, to int64) (int, error) {
 	var n uint64
-	err := scanOne(ctx, conn, "SELECT count() FROM ("+q.Replace(rollupStateSQL)+") WHERE has = 0 OR rolled != checked", []any{from, to, from, to}, &n)
+	err := scanOne(ctx, conn, "SELECT count() FROM ("+q.Replace(state)+") WHERE "+staleSQL, []any{from, to, from, to}, &n)
 	return int(n), err
 }
 
@@ -434,7 +446,7 @@ func PlanRollup(ctx context.Context, q Querier, db string, from, to int64) (Roll
 		return r, nil
 	}
 	repl := strings.NewReplacer("{db}", "`"+db+"`")
-	checked, err := queryColumn[int64](ctx, q, "SELECT created_at FROM ("+repl.Replace(rollupStateSQL)+") WHERE has = 1 AND rolled = checked ORDER BY created_at",
+	checked, err := queryColumn[int64](ctx, q, "SELECT created_at FROM ("+repl.Replace(rollupStateSQL)+") WHERE NOT "+staleSQL+" ORDER BY created_at",
 		r.From, r.To, r.From, r.To)
 	if err != nil {
 		return r, fmt.Errorf("plan a count over the rollup: %w", err)
