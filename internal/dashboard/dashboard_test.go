@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -57,13 +58,14 @@ func browser(t *testing.T) context.Context {
 // stack serves the API and the dashboard over a week of sample events.
 func stack(t *testing.T) (*httptest.Server, time.Time) {
 	t.Helper()
-	srv, start, _ := stackWith(t, false)
+	srv, start, _ := stackWith(t, false, nil)
 	return srv, start
 }
 
 // stackWith is stack, with replays when asked: their routes and a worker
-// that may deliver to loopback. It returns the events' database too.
-func stackWith(t *testing.T, replays bool) (*httptest.Server, time.Time, string) {
+// that may deliver to loopback. A non-nil wrap stands in front of the
+// server's handler. It returns the events' database too.
+func stackWith(t *testing.T, replays bool, wrap func(http.Handler) http.Handler) (*httptest.Server, time.Time, string) {
 	t.Helper()
 	conn, db := chtest.Database(t)
 	_, err := schema.Migrate(context.Background(), conn, db)
@@ -88,7 +90,11 @@ func stackWith(t *testing.T, replays bool) (*httptest.Server, time.Time, string)
 		go func() { defer close(done); _ = w.Run(ctx) }()
 		t.Cleanup(func() { cancel(); <-done })
 	}
-	srv := httptest.NewServer(h.Handler())
+	handler := h.Handler()
+	if wrap != nil {
+		handler = wrap(handler)
+	}
+	srv := httptest.NewServer(handler)
 	t.Cleanup(srv.Close)
 	return srv, start, db
 }
@@ -163,7 +169,8 @@ func TestDashboardInBrowser(t *testing.T) {
 		// Submit from the keyboard: Enter in the zone field.
 		chromedp.Focus(css("#tz")),
 		chromedp.KeyEvent(kb.Enter),
-		chromedp.Poll[chromedp.Void](`document.querySelector('#status').textContent.startsWith('send, ')`))
+		// The answer to this request, not the sign-in's last 7 days.
+		chromedp.Poll[chromedp.Void](`document.querySelector('#status').textContent.startsWith('send, `+from+`')`))
 	totals := want["totals"].(map[string]any)
 	total := eval[string](t, ctx, `document.querySelector('#events-total').textContent`)
 	assert.Equal(t, fmt.Sprintf("%v", totals["events"]), strings.ReplaceAll(total, ",", ""), "the events total is the API's")
@@ -218,6 +225,45 @@ func TestDashboardInBrowser(t *testing.T) {
 	assert.Nil(t, eval[any](t, ctx, `sessionStorage.getItem('hindsight-api-key')`))
 }
 
+// TestDashboardShowsTheLatestAnswer: signing in loads the last 7 days. A
+// user who asks for another range before that answer arrives must see the
+// answer to their own request, not the earlier one arriving after it. The
+// server holds the sign-in's request (the only one without a group_by)
+// until the user's answer is shown.
+func TestDashboardShowsTheLatestAnswer(t *testing.T) {
+	ctx := browser(t)
+	release := make(chan struct{})
+	var once sync.Once
+	srv, start, _ := stackWith(t, false, func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasPrefix(r.URL.Path, "/v1/stats/") && r.URL.Query().Get("group_by") == "" {
+				<-release
+			}
+			next.ServeHTTP(w, r)
+		})
+	})
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	from, to := start.Format("2006-01-02"), start.AddDate(0, 0, 6).Format("2006-01-02")
+	css := func(sel string) chromedp.CSS { return chromedp.CSS(sel) }
+	require.NoError(t, chromedp.Do(ctx, signIn(srv.URL),
+		chromedp.SetValue(css("#from"), from),
+		chromedp.SetValue(css("#to"), to),
+		chromedp.SetValue(css("#group_by"), "recipient_domain"),
+		chromedp.Click(css(`#query button[type="submit"]`)),
+		chromedp.Poll[chromedp.Void](`document.querySelector('#status').textContent.startsWith('send, `+from+`')`),
+	))
+	mine := eval[string](t, ctx, `document.querySelector('#status').textContent`)
+
+	// Let the sign-in's answer through, and wait until the page has it.
+	once.Do(func() { close(release) })
+	require.NoError(t, chromedp.Do(ctx,
+		chromedp.Poll[chromedp.Void](`performance.getEntriesByType('resource').some(e => e.name.includes('/v1/stats/send') && !e.name.includes('group_by'))`),
+		chromedp.Evaluate[chromedp.Void](`new Promise(r => setTimeout(r, 200))`, chromedp.EvalAwaitPromise),
+	))
+	assert.Equal(t, mine, eval[string](t, ctx, `document.querySelector('#status').textContent`), "the status is the user's request's")
+	assert.Contains(t, eval[string](t, ctx, `document.querySelector('#groups thead').textContent`), "recipient domain")
+}
+
 // TestDashboardEvents pages through the listing in the browser and opens
 // one event: the same events as the API's pages, and the event's JSON with
 // its delivery attempts.
@@ -228,6 +274,8 @@ func TestDashboardEvents(t *testing.T) {
 	require.NoError(t, chromedp.Do(ctx, signIn(srv.URL),
 		chromedp.Click(css(`#nav [data-go="events"]`)),
 		chromedp.WaitVisible(css("#events")),
+		// Opening the view lists its default range: wait for that answer.
+		chromedp.Poll[chromedp.Void](`!['', 'Loading…'].includes(document.querySelector('#ev-status').textContent)`),
 		chromedp.SetValue(css("#ev-types"), "send.email.*, voip.*"),
 		chromedp.SetValue(css("#ev-from"), start.Format("2006-01-02")),
 		chromedp.SetValue(css("#ev-to"), start.AddDate(0, 0, 2).Format("2006-01-02")),
@@ -275,7 +323,7 @@ func TestDashboardEvents(t *testing.T) {
 // it completes with the API's numbers, and cancels a slow one.
 func TestDashboardDelivery(t *testing.T) {
 	ctx := browser(t)
-	srv, start, _ := stackWith(t, true)
+	srv, start, _ := stackWith(t, true, nil)
 	var received atomic.Int64
 	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		received.Add(1)
@@ -345,7 +393,7 @@ func TestDashboardDelivery(t *testing.T) {
 // letters, as ingest logged them.
 func TestDashboardDeadLetters(t *testing.T) {
 	ctx := browser(t)
-	srv, _, db := stackWith(t, false)
+	srv, _, db := stackWith(t, false, nil)
 	conn := chtest.Open(t)
 	now := time.Now()
 	for i, k := range []string{"invalid", "invalid", "too_large", "refused"} {

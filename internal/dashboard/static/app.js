@@ -27,6 +27,16 @@ async function api(path, method, body) {
   return answer;
 }
 
+// latest(view) starts a request for a view and returns a check that is
+// true while it is still that view's latest: an earlier answer arriving
+// after a later request's is dropped, not shown over it.
+const requests = {};
+function latest(view) {
+  const n = (requests[view] || 0) + 1;
+  requests[view] = n;
+  return () => requests[view] === n;
+}
+
 function show(view) {
   for (const s of document.querySelectorAll('[data-view]')) s.hidden = s.id !== view;
   $('#nav').hidden = view === 'signin';
@@ -107,14 +117,17 @@ async function load() {
   const groupBy = $('#group_by').value;
   if (groupBy) q.set('group_by', groupBy);
   $('#status').textContent = 'Loading…';
+  const current = latest('stats');
   let stats;
   try {
     stats = await api('/v1/stats/' + service + '?' + q);
   } catch (e) {
+    if (!current()) return;
     if (e.status === 401) { signOut('The key is no longer accepted.'); return; }
     $('#status').textContent = e.message;
     return;
   }
+  if (!current()) return;
   $('#status').textContent = `${service}, ${stats.from} to ${stats.to}, buckets in ${stats.tz}`;
   render(stats);
 }
@@ -281,14 +294,17 @@ async function listEvents(cursor) {
   if (types) q.set('types', types);
   if (cursor) q.set('cursor', cursor);
   $('#ev-status').textContent = 'Loading…';
+  const current = latest('events');
   let page;
   try {
     page = await api('/v1/events?' + q);
   } catch (e) {
+    if (!current()) return;
     if (e.status === 401) { signOut('The key is no longer accepted.'); return; }
     $('#ev-status').textContent = e.status === 403 ? 'This key lacks the events:read scope.' : e.message;
     return;
   }
+  if (!current()) return;
   const body = $('#ev-table tbody');
   body.replaceChildren();
   for (const ev of page.data) {
@@ -335,8 +351,10 @@ function dlError(e) {
 async function loadDelivery() {
   const now = new Date();
   const q = new URLSearchParams({ from: new Date(now.getTime() - 7 * 864e5).toISOString(), to: now.toISOString() });
+  const current = latest('delivery');
   try {
     const [stats, endpoints] = await Promise.all([api('/v1/stats/deliveries?' + q), api('/v1/endpoints')]);
+    if (!current()) return;
     const t = stats.totals;
     $('#dl-attempts').textContent = fmt.format(t.attempts);
     $('#dl-delivered').textContent = fmt.format(t.delivered);
@@ -346,7 +364,7 @@ async function loadDelivery() {
     $('#dl-latency').textContent = ms(t.latency_ms.p50) + ' / ' + ms(t.latency_ms.p95);
     renderEndpoints(endpoints.data);
   } catch (e) {
-    dlError(e);
+    if (current()) dlError(e);
     return;
   }
   loadReplays();
@@ -451,13 +469,15 @@ $('#dl-start').addEventListener('click', async () => {
 
 async function loadReplays() {
   clearTimeout(replayTimer);
+  const current = latest('replays');
   let page;
   try {
     page = await api('/v1/replays?limit=20');
   } catch (e) {
-    dlError(e);
+    if (current()) dlError(e);
     return;
   }
+  if (!current()) return;
   const body = $('#dl-replays tbody');
   body.replaceChildren();
   let live = false;
@@ -492,14 +512,17 @@ async function loadReplays() {
 async function loadDeadLetters() {
   const now = new Date();
   const q = new URLSearchParams({ from: new Date(now.getTime() - 7 * 864e5).toISOString(), to: now.toISOString(), limit: '50' });
+  const current = latest('dead');
   let d;
   try {
     d = await api('/v1/dead-letters?' + q);
   } catch (e) {
+    if (!current()) return;
     if (e.status === 401) { signOut('The key is no longer accepted.'); return; }
     $('#dd-status').textContent = e.message;
     return;
   }
+  if (!current()) return;
   $('#dd-total').textContent = fmt.format(d.total);
   for (const k of ['invalid', 'too_large', 'refused']) $('#dd-' + k).textContent = fmt.format(d.by_kind[k] || 0);
   const body = $('#dd-latest tbody');
