@@ -3,7 +3,6 @@ package schema
 import (
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/cespare/xxhash/v2"
@@ -89,6 +88,10 @@ type Parser struct {
 // Parse validates one record value and returns the event it holds. An error
 // wraps ErrInvalid and is an *InvalidError. The returned Event's Raw is raw
 // itself, not a copy.
+//
+// It reads each object once: a Visit over the envelope and one over data
+// pick the fields it needs (the first of each name, as a lookup by name
+// would find), rather than a lookup per field, each a scan of the keys.
 func (ps *Parser) Parse(raw []byte) (Event, error) {
 	// fastjson's parser is lenient about numbers ("1-2"); its validator is
 	// strict, so validate first.
@@ -99,33 +102,63 @@ func (ps *Parser) Parse(raw []byte) (Event, error) {
 	if err != nil {
 		return Event{}, invalid("not JSON: %v", err)
 	}
-	if v.Type() != fastjson.TypeObject {
+	obj, err := v.Object()
+	if err != nil {
 		return Event{}, invalid("not a JSON object: the record is a JSON %s", v.Type())
 	}
+	var env struct{ id, typ, service, createdAt, livemode, data *fastjson.Value }
+	obj.Visit(func(k []byte, v *fastjson.Value) {
+		switch string(k) {
+		case "eventId":
+			first(&env.id, v)
+		case "type":
+			first(&env.typ, v)
+		case "service":
+			first(&env.service, v)
+		case "createdAt":
+			first(&env.createdAt, v)
+		case "livemode":
+			first(&env.livemode, v)
+		case "data":
+			first(&env.data, v)
+		}
+	})
 	ev := Event{Raw: raw, Livemode: true}
 
-	if ev.ID, err = envelopeString(v, "eventId"); err != nil {
+	id, err := envelopeString(env.id, "eventId")
+	if err != nil {
 		return Event{}, err
 	}
+	ev.ID = string(id)
 	if err := checkEventID(ev.ID); err != nil {
 		return Event{}, err
 	}
-	if ev.Type, err = envelopeString(v, "type"); err != nil {
+	typ, err := envelopeString(env.typ, "type")
+	if err != nil {
 		return Event{}, err
 	}
-	if err := checkType(ev.Type); err != nil {
+	// A catalog type is well formed, and its name need not be copied.
+	et, known := byType[string(typ)]
+	if known {
+		ev.Type = et.Type
+	} else {
+		ev.Type = string(typ)
+		if err := checkType(ev.Type); err != nil {
+			return Event{}, err
+		}
+	}
+	svc, err := envelopeString(env.service, "service")
+	if err != nil {
 		return Event{}, err
 	}
-	if ev.Service, err = envelopeString(v, "service"); err != nil {
+	ev.Service = ServiceOf(ev.Type)
+	if string(svc) != ev.Service {
+		return Event{}, invalid("service %q does not match type %q (want %q)", svc, ev.Type, ev.Service)
+	}
+	if ev.CreatedAt, err = createdAt(env.createdAt); err != nil {
 		return Event{}, err
 	}
-	if want := ServiceOf(ev.Type); ev.Service != want {
-		return Event{}, invalid("service %q does not match type %q (want %q)", ev.Service, ev.Type, want)
-	}
-	if ev.CreatedAt, err = createdAt(v.Get("createdAt")); err != nil {
-		return Event{}, err
-	}
-	if lm := v.Get("livemode"); lm != nil {
+	if lm := env.livemode; lm != nil {
 		switch lm.Type() {
 		case fastjson.TypeTrue:
 		case fastjson.TypeFalse:
@@ -134,16 +167,16 @@ func (ps *Parser) Parse(raw []byte) (Event, error) {
 			return Event{}, invalid("livemode must be a boolean, got %s", lm.Type())
 		}
 	}
-	data := v.Get("data")
-	if data == nil {
+	if env.data == nil {
 		return Event{}, invalid("missing data")
 	}
-	if data.Type() != fastjson.TypeObject {
-		return Event{}, invalid("data must be an object, got %s", data.Type())
+	data, err := env.data.Object()
+	if err != nil {
+		return Event{}, invalid("data must be an object, got %s", env.data.Type())
 	}
-	if et, ok := byType[ev.Type]; ok {
+	if known {
 		ev.Known = true
-		if err := checkFields(et, data); err != nil {
+		if err := checkFields(et, env.data); err != nil {
 			return Event{}, err
 		}
 	}
@@ -151,19 +184,26 @@ func (ps *Parser) Parse(raw []byte) (Event, error) {
 	return ev, nil
 }
 
-func envelopeString(v *fastjson.Value, key string) (string, error) {
-	f := v.Get(key)
+// first keeps the first value of a key an object repeats.
+func first(dst **fastjson.Value, v *fastjson.Value) {
+	if *dst == nil {
+		*dst = v
+	}
+}
+
+// envelopeString returns the bytes of a non-empty string field f, named key.
+func envelopeString(f *fastjson.Value, key string) ([]byte, error) {
 	if f == nil {
-		return "", invalid("missing %s", key)
+		return nil, invalid("missing %s", key)
 	}
 	if f.Type() != fastjson.TypeString {
-		return "", invalid("%s must be a string, got %s", key, f.Type())
+		return nil, invalid("%s must be a string, got %s", key, f.Type())
 	}
 	b, _ := f.StringBytes()
 	if len(b) == 0 {
-		return "", invalid("empty %s", key)
+		return nil, invalid("empty %s", key)
 	}
-	return string(b), nil
+	return b, nil
 }
 
 // checkEventID accepts printable ASCII without spaces, at most
@@ -213,10 +253,9 @@ func createdAt(v *fastjson.Value) (int64, error) {
 	if v.Type() != fastjson.TypeNumber {
 		return 0, invalid("createdAt must be an integer of milliseconds, got %s", v.Type())
 	}
-	text := v.String()
-	ms, err := strconv.ParseInt(text, 10, 64)
+	ms, err := v.Int64() // strconv.ParseInt's answer, without marshalling v
 	if err != nil {
-		return 0, invalid("createdAt must be an integer of milliseconds, got %s", text)
+		return 0, invalid("createdAt must be an integer of milliseconds, got %s", v)
 	}
 	if ms < 0 || ms >= MaxCreatedAt {
 		return 0, invalid("createdAt %d is outside 1970-01-01 to 2100-01-01", ms)
@@ -270,7 +309,7 @@ func kindMatches(k Kind, v *fastjson.Value) bool {
 		if v.Type() != fastjson.TypeNumber {
 			return false
 		}
-		_, err := strconv.ParseInt(v.String(), 10, 64)
+		_, err := v.Int64()
 		return err == nil
 	case KindBool:
 		return v.Type() == fastjson.TypeTrue || v.Type() == fastjson.TypeFalse
@@ -304,39 +343,68 @@ func contains(list []string, s string) bool {
 // extractDims reads the fields queries need. It runs on unknown types too, so
 // a new type with familiar fields is grouped like its siblings; a field of an
 // unexpected JSON type is left at its zero value.
-func extractDims(service string, data *fastjson.Value) Dims {
+func extractDims(service string, data *fastjson.Object) Dims {
+	var f struct {
+		messageID, bounceType, npa, voice, format, to, from *fastjson.Value
+		hasCarrier, hasInventory, textLength, durationSec   *fastjson.Value
+	}
+	data.Visit(func(k []byte, v *fastjson.Value) {
+		switch string(k) {
+		case "messageId":
+			first(&f.messageID, v)
+		case "bounceType":
+			first(&f.bounceType, v)
+		case "npa":
+			first(&f.npa, v)
+		case "voice":
+			first(&f.voice, v)
+		case "format":
+			first(&f.format, v)
+		case "to":
+			first(&f.to, v)
+		case "from":
+			first(&f.from, v)
+		case "hasCarrier":
+			first(&f.hasCarrier, v)
+		case "hasInventory":
+			first(&f.hasInventory, v)
+		case "textLength":
+			first(&f.textLength, v)
+		case "durationSec":
+			first(&f.durationSec, v)
+		}
+	})
 	d := Dims{
-		MessageID:  stringField(data, "messageId"),
-		BounceType: stringField(data, "bounceType"),
-		NPA:        stringField(data, "npa"),
-		Voice:      stringField(data, "voice"),
-		Format:     stringField(data, "format"),
+		MessageID:  stringOf(f.messageID),
+		BounceType: stringOf(f.bounceType),
+		NPA:        stringOf(f.npa),
+		Voice:      stringOf(f.voice),
+		Format:     stringOf(f.format),
 	}
 	if d.MessageID != "" {
 		d.MessageHash = xxhash.Sum64String(d.MessageID)
 	}
 	if service == "send" {
-		d.RecipientDomain = domainOf(firstRecipient(data.Get("to")))
-		d.Recipients = addressesOf(data.Get("to"))
-		d.SenderDomain = domainOf(stringField(data, "from"))
+		d.Recipients, d.RecipientDomain = recipientsOf(f.to)
+		d.SenderDomain = domainOf(stringOf(f.from))
 	}
-	if v := data.Get("hasCarrier"); v != nil {
+	if v := f.hasCarrier; v != nil {
 		d.HasCarrier = v.Type() == fastjson.TypeTrue
 	}
-	if v := data.Get("hasInventory"); v != nil {
+	if v := f.hasInventory; v != nil {
 		d.HasInventory = v.Type() == fastjson.TypeTrue
 	}
-	if v := data.Get("textLength"); v != nil && v.Type() == fastjson.TypeNumber {
+	if v := f.textLength; v != nil && v.Type() == fastjson.TypeNumber {
 		d.TextLength = v.GetInt64()
 	}
-	if v := data.Get("durationSec"); v != nil && v.Type() == fastjson.TypeNumber {
+	if v := f.durationSec; v != nil && v.Type() == fastjson.TypeNumber {
 		d.DurationSec = v.GetFloat64()
 	}
 	return d
 }
 
-func stringField(data *fastjson.Value, key string) string {
-	v := data.Get(key)
+// stringOf returns v's text if v is a string, else "".
+func stringOf(v *fastjson.Value) string {
 	if v == nil || v.Type() != fastjson.TypeString {
 		return ""
 	}
@@ -344,44 +412,31 @@ func stringField(data *fastjson.Value, key string) string {
 	return string(b)
 }
 
-func firstRecipient(v *fastjson.Value) string {
+// recipientsOf reads data.to, one address or a list: every address,
+// NormalizeAddress'd, and the domain of the first element if it is a
+// string (the recipient domain queries group by).
+func recipientsOf(v *fastjson.Value) (addrs []string, firstDomain string) {
 	if v == nil {
-		return ""
-	}
-	if v.Type() == fastjson.TypeArray {
-		arr, _ := v.Array()
-		if len(arr) == 0 {
-			return ""
-		}
-		v = arr[0]
-	}
-	if v.Type() != fastjson.TypeString {
-		return ""
-	}
-	b, _ := v.StringBytes()
-	return string(b)
-}
-
-// addressesOf reads every address of data.to, one or a list.
-func addressesOf(v *fastjson.Value) []string {
-	if v == nil {
-		return nil
+		return nil, ""
 	}
 	list := []*fastjson.Value{v}
 	if v.Type() == fastjson.TypeArray {
 		list, _ = v.Array()
 	}
-	var out []string
-	for _, a := range list {
+	for i, a := range list {
 		if a.Type() != fastjson.TypeString {
 			continue
 		}
 		b, _ := a.StringBytes()
-		if addr := NormalizeAddress(string(b)); addr != "" {
-			out = append(out, addr)
+		s := string(b)
+		if i == 0 {
+			firstDomain = domainOf(s)
+		}
+		if addr := NormalizeAddress(s); addr != "" {
+			addrs = append(addrs, addr)
 		}
 	}
-	return out
+	return addrs, firstDomain
 }
 
 // NormalizeAddress returns the address of "Ann <ann@Example.com>" or
@@ -400,7 +455,12 @@ func NormalizeAddress(addr string) string {
 	if at < 0 {
 		return addr
 	}
-	return addr[:at+1] + strings.ToLower(addr[at+1:])
+	domain := addr[at+1:]
+	lower := strings.ToLower(domain)
+	if lower == domain {
+		return addr // already lowercase: no copy
+	}
+	return addr[:at+1] + lower
 }
 
 // domainOf returns the lowercased domain of an address such as

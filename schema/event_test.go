@@ -1,6 +1,7 @@
 package schema_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"os"
@@ -230,4 +231,33 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted a bad envelope: %+v", ev)
 		}
 	})
+}
+
+// TestParseTakesTheFirstOfARepeatedKey: an object that repeats a key is
+// read by its first, in the envelope and in data alike.
+func TestParseTakesTheFirstOfARepeatedKey(t *testing.T) {
+	var p schema.Parser
+	ev, err := p.Parse([]byte(`{"eventId":"evt_1","eventId":"evt_2","type":"send.email.bounced","type":"x.y","service":"send",` +
+		`"data":{"messageId":"m1","to":"a@first.com","bounceType":"hard","diagnosticCode":"550","messageId":"m2","to":"b@second.com"},"createdAt":1,"data":{}}`))
+	require.NoError(t, err)
+	assert.Equal(t, "evt_1", ev.ID)
+	assert.Equal(t, "send.email.bounced", ev.Type)
+	assert.Equal(t, "m1", ev.Dims.MessageID)
+	assert.Equal(t, "first.com", ev.Dims.RecipientDomain)
+	assert.Equal(t, []string{"a@first.com"}, ev.Dims.Recipients)
+}
+
+// BenchmarkParse parses the checked-in sample mix, one record per
+// iteration: ingest runs this for every record.
+func BenchmarkParse(b *testing.B) {
+	all, err := os.ReadFile("../testdata/events.ndjson")
+	require.NoError(b, err)
+	recs := bytes.Split(bytes.TrimSpace(all), []byte("\n"))
+	var p schema.Parser
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		if _, err := p.Parse(recs[i%len(recs)]); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
