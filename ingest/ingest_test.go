@@ -22,6 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/dodev/hindsight/internal/chtest"
+	"github.com/dodev/hindsight/internal/sample"
 	"github.com/dodev/hindsight/schema"
 )
 
@@ -269,6 +270,28 @@ func TestIngestRetriesWhileClickHouseRefuses(t *testing.T) {
 	assert.Equal(t, want, f.countsByType())
 }
 
+// TestInsertWritesOnePart: an insert of several blocks (insertBlock rows
+// each) stores its rows as one part of the events table, as one block
+// would: the server puts an insert's blocks together before writing them.
+func TestInsertWritesOnePart(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	// No merge may join the parts before they are counted.
+	require.NoError(t, f.conn.Exec(ctx, "SYSTEM STOP MERGES `"+f.db+"`.events"))
+	values := sample.Generate(3*insertBlock+5, sample.Options{Seed: 3, Start: time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC), Span: 24 * time.Hour})
+	var p schema.Parser
+	var c columns
+	for i, v := range values {
+		ev, err := p.Parse(v)
+		require.NoError(t, err)
+		c.add(&ev, &kgo.Record{Topic: "events", Offset: int64(i), Value: v}, time.Now())
+	}
+	require.Len(t, c.byMonth(), 1, "one partition")
+	require.NoError(t, c.insert(ctx, f.conn, insertQuery(f.db, "events")))
+	assert.Equal(t, uint64(len(values)), f.count("SELECT count() FROM `"+f.db+"`.events"))
+	assert.Equal(t, uint64(1), f.count("SELECT count() FROM system.parts WHERE database = ? AND table = 'events' AND active", f.db), "parts")
+}
+
 // TestColumnsMatchTheTable: the columns ingest appends hold, column by
 // column, the values schema.EventRow puts there, for an event whose
 // columns differ where their types allow (the four flags are 0 or 1), so two
@@ -284,7 +307,7 @@ func TestColumnsMatchTheTable(t *testing.T) {
 	var c columns
 	c.add(&ev, rec, now)
 	want := schema.EventRow(&ev, rec.Topic, rec.Partition, rec.Offset, now)
-	got := c.values()
+	got := c.values(0, c.len())
 	require.Len(t, got, len(schema.EventColumns), "one slice per column, in EventColumns order")
 	require.Len(t, want, len(schema.EventColumns))
 	for i, col := range got {
