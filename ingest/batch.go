@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -28,12 +29,14 @@ type columns struct {
 	npa, voice, format            []string
 	textLength                    []int64
 	durationSec                   []float64
-	raw                           [][]byte
-	kafkaTopic                    []string
-	kafkaPartition                []int32
-	kafkaOffset                   []int64
-	ingestedAt                    []time.Time
-	recipients                    [][]string
+	// raw are the records' values as strings sharing their bytes (see
+	// add).
+	raw            []string
+	kafkaTopic     []string
+	kafkaPartition []int32
+	kafkaOffset    []int64
+	ingestedAt     []time.Time
+	recipients     [][]string
 
 	// recs are the rows' Kafka records, not inserted: a row ClickHouse
 	// refuses for good is dead-lettered from its record.
@@ -72,7 +75,11 @@ func (c *columns) add(ev *schema.Event, r *kgo.Record, now time.Time) {
 	c.format = append(c.format, d.Format)
 	c.textLength = append(c.textLength, d.TextLength)
 	c.durationSec = append(c.durationSec, d.DurationSec)
-	c.raw = append(c.raw, ev.Raw)
+	// The driver copies a []byte row into a new string before appending it
+	// to its column, an allocation per record; a string is appended as is.
+	// Nothing writes to a fetched record's value, so the string may share
+	// its bytes, which the batch holds on to until it is stored.
+	c.raw = append(c.raw, unsafe.String(unsafe.SliceData(ev.Raw), len(ev.Raw)))
 	c.kafkaTopic = append(c.kafkaTopic, r.Topic)
 	c.kafkaPartition = append(c.kafkaPartition, r.Partition)
 	c.kafkaOffset = append(c.kafkaOffset, r.Offset)
