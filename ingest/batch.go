@@ -263,7 +263,7 @@ func (c *columns) insert(ctx context.Context, conn Inserter, query string) error
 		hi := min(lo+insertBlock, c.len())
 		if lo > 0 {
 			if err := batch.Flush(); err != nil {
-				return fmt.Errorf("insert batch of %d events: send rows %d to %d: %w", c.len(), 0, lo, err)
+				return fmt.Errorf("insert batch of %d events: send rows %d to %d: %w", c.len(), lo-insertBlock, lo, err)
 			}
 		}
 		for i, v := range c.values(lo, hi) {
