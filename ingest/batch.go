@@ -245,12 +245,30 @@ func insertQuery(db, table string) string {
 // (TestInsertWritesOnePart).
 const insertBlock = 8192
 
+// insertBlockBytes bounds a block by its records' bytes as well: the driver
+// holds a block's strings two or three times over (its column, the encoded
+// block, the compressed one), so a batch of large events sent as one block
+// held about five times its bytes.
+const insertBlockBytes = 4 << 20
+
 // insertSettings keep an insert's blocks together whatever its size: the
 // server stores what it has gathered once it holds min_insert_block_size_rows
 // rows (1,048,576 by default, more than Config.BatchSize allows) or
 // min_insert_block_size_bytes bytes (256 MiB by default, less than a batch
 // of Config.BatchBytes may hold in columns).
 var insertSettings = clickhouse.WithSettings(clickhouse.Settings{"min_insert_block_size_bytes": 16 << 30})
+
+// blockEnd is where the block of rows starting at lo ends: after
+// insertBlock rows, or once its records hold insertBlockBytes, and after
+// one row at least.
+func (c *columns) blockEnd(lo int) int {
+	hi, bytes := lo, 0
+	for hi < min(lo+insertBlock, c.len()) && (hi == lo || bytes+len(c.raw[hi]) <= insertBlockBytes) {
+		bytes += len(c.raw[hi])
+		hi++
+	}
+	return hi
+}
 
 // insert sends the columns as one insert.
 func (c *columns) insert(ctx context.Context, conn Inserter, query string) error {
@@ -259,16 +277,16 @@ func (c *columns) insert(ctx context.Context, conn Inserter, query string) error
 		return fmt.Errorf("prepare insert: %w", err)
 	}
 	defer batch.Close()
-	for lo := 0; lo < c.len(); lo += insertBlock {
-		hi := min(lo+insertBlock, c.len())
-		if lo > 0 {
-			if err := batch.Flush(); err != nil {
-				return fmt.Errorf("insert batch of %d events: send rows %d to %d: %w", c.len(), lo-insertBlock, lo, err)
-			}
-		}
+	for lo, hi := 0, 0; lo < c.len(); lo = hi {
+		hi = c.blockEnd(lo)
 		for i, v := range c.values(lo, hi) {
 			if err := batch.Column(i).Append(v); err != nil {
 				return fmt.Errorf("append column %s: %w", schema.EventColumns[i], err)
+			}
+		}
+		if hi < c.len() {
+			if err := batch.Flush(); err != nil {
+				return fmt.Errorf("insert batch of %d events: send rows %d to %d: %w", c.len(), lo, hi, err)
 			}
 		}
 	}

@@ -271,25 +271,69 @@ func TestIngestRetriesWhileClickHouseRefuses(t *testing.T) {
 }
 
 // TestInsertWritesOnePart: an insert of several blocks (insertBlock rows
-// each) stores its rows as one part of the events table, as one block
-// would: the server puts an insert's blocks together before writing them.
+// or insertBlockBytes each) stores its rows as one part of the events
+// table, as one block would: the server puts an insert's blocks together
+// before writing them.
 func TestInsertWritesOnePart(t *testing.T) {
-	f := newFixture(t)
-	ctx := context.Background()
-	// No merge may join the parts before they are counted.
-	require.NoError(t, f.conn.Exec(ctx, "SYSTEM STOP MERGES `"+f.db+"`.events"))
-	values := sample.Generate(3*insertBlock+5, sample.Options{Seed: 3, Start: time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC), Span: 24 * time.Hour})
-	var p schema.Parser
-	var c columns
-	for i, v := range values {
-		ev, err := p.Parse(v)
-		require.NoError(t, err)
-		c.add(&ev, &kgo.Record{Topic: "events", Offset: int64(i), Value: v}, time.Now())
+	start := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
+	large := make([][]byte, 7) // 1.5 MiB each: blocks of two
+	for i := range large {
+		large[i] = fmt.Appendf(nil, `{"eventId":"large-%d","type":"talk.speech.generated","service":"talk","createdAt":%d,"data":{"voice":"nova","format":"mp3","textLength":1,"speed":1,"text":%q}}`,
+			i, start.UnixMilli()+int64(i), strings.Repeat("x", 3<<19))
 	}
-	require.Len(t, c.byMonth(), 1, "one partition")
-	require.NoError(t, c.insert(ctx, f.conn, insertQuery(f.db, "events")))
-	assert.Equal(t, uint64(len(values)), f.count("SELECT count() FROM `"+f.db+"`.events"))
-	assert.Equal(t, uint64(1), f.count("SELECT count() FROM system.parts WHERE database = ? AND table = 'events' AND active", f.db), "parts")
+	for _, tc := range []struct {
+		name   string
+		values [][]byte
+		blocks int
+	}{
+		{"rows", sample.Generate(3*insertBlock+5, sample.Options{Seed: 3, Start: start, Span: 24 * time.Hour}), 4},
+		{"bytes", large, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			ctx := context.Background()
+			// No merge may join the parts before they are counted.
+			require.NoError(t, f.conn.Exec(ctx, "SYSTEM STOP MERGES `"+f.db+"`.events"))
+			var p schema.Parser
+			var c columns
+			for i, v := range tc.values {
+				ev, err := p.Parse(v)
+				require.NoError(t, err)
+				c.add(&ev, &kgo.Record{Topic: "events", Offset: int64(i), Value: v}, time.Now())
+			}
+			require.Len(t, c.byMonth(), 1, "one partition")
+			blocks := 0
+			for lo := 0; lo < c.len(); lo = c.blockEnd(lo) {
+				blocks++
+			}
+			require.Equal(t, tc.blocks, blocks, "blocks sent")
+			require.NoError(t, c.insert(ctx, f.conn, insertQuery(f.db, "events")))
+			assert.Equal(t, uint64(len(tc.values)), f.count("SELECT count() FROM `"+f.db+"`.events"))
+			assert.Equal(t, uint64(1), f.count("SELECT count() FROM system.parts WHERE database = ? AND table = 'events' AND active", f.db), "parts")
+		})
+	}
+}
+
+// TestBlockEnd: a block ends after insertBlock rows or before the row that
+// would take its records past insertBlockBytes, and holds one row at least.
+func TestBlockEnd(t *testing.T) {
+	var c columns
+	for _, n := range []int{1 << 20, 2 << 20, 1 << 20, 1, 5 << 20, 3 << 20, 1 << 20} {
+		c.raw = append(c.raw, strings.Repeat("x", n))
+		c.eventID = append(c.eventID, "")
+	}
+	var ends []int
+	for lo := 0; lo < c.len(); lo = c.blockEnd(lo) {
+		ends = append(ends, c.blockEnd(lo))
+	}
+	// 4 MiB fill a block, the next byte starts another, 5 MiB go alone.
+	assert.Equal(t, []int{3, 4, 5, 7}, ends)
+	c = columns{}
+	for range insertBlock + 1 {
+		c.raw, c.eventID = append(c.raw, "x"), append(c.eventID, "")
+	}
+	assert.Equal(t, insertBlock, c.blockEnd(0))
+	assert.Equal(t, insertBlock+1, c.blockEnd(insertBlock))
 }
 
 // TestColumnsMatchTheTable: the columns ingest appends hold, column by
