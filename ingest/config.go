@@ -149,8 +149,19 @@ func (c *Config) RegisterFlagsAndApplyDefaults(fs *flag.FlagSet) {
 	fs.IntVar(&c.BatchBytes, "batch-bytes", c.BatchBytes, "record bytes a batch holds before it is inserted, whatever its row count")
 	fs.IntVar(&c.MaxEventBytes, "max-event-bytes", c.MaxEventBytes, "largest record stored as an event; larger ones are dead-lettered")
 	fs.DurationVar(&c.FlushInterval, "flush-interval", c.FlushInterval, "longest wait before a batch is inserted")
-	fs.IntVar(&c.RecentIDs, "recent-ids", c.RecentIDs, "recent eventIds remembered to drop producer retries (8 B each plus map overhead)")
+	fs.IntVar(&c.RecentIDs, "recent-ids", c.RecentIDs, "recent eventIds remembered to drop producer retries (about 24 B each)")
 	fs.DurationVar(&c.EventsRetention, "events-retention", c.EventsRetention, "how long events are kept (e.g. 8760h); 0 keeps them forever")
+}
+
+// MemoryBudget is about what ingest needs at these settings, a soft limit
+// for the Go runtime (cmd sets it for a process that runs ingest alone):
+// the recent eventIds (24 B each), a batch's records, those fetched ahead,
+// their columns and the driver's blocks (8 batches' bytes), and 64 MiB for
+// the rest and for the collector's room. Without a limit the collector
+// lets the heap grow to twice what is live. Near the limit it collects
+// more often; it never fails an allocation. At the defaults, 240 MiB.
+func (c *Config) MemoryBudget() int64 {
+	return 24*int64(c.RecentIDs) + 8*int64(c.BatchBytes) + 64<<20
 }
 
 // Validate reports the first setting that cannot work.

@@ -78,6 +78,7 @@ func TestBadSettingsExitTwo(t *testing.T) {
 		{"api without key", []string{"api", "--clickhouse", "127.0.0.1:9000"}, nil, "api key"},
 		{"bad address", []string{"migrate", "--clickhouse", "nohost"}, nil, "--clickhouse \"nohost\": want host:port"},
 		{"bad env value", []string{"ingest", "--clickhouse", "127.0.0.1:9000", "--kafka", "127.0.0.1:9092"}, []string{"HINDSIGHT_BATCH_SIZE=lots"}, "HINDSIGHT_BATCH_SIZE"},
+		{"bad memory limit", []string{"ingest", "--clickhouse", "127.0.0.1:9000", "--kafka", "127.0.0.1:9092", "--memory-limit", "-5"}, nil, "--memory-limit -5"},
 		{"bad env address", []string{"migrate"}, []string{"HINDSIGHT_CLICKHOUSE=::::"}, "--clickhouse"},
 		{"bad database", []string{"migrate", "--clickhouse", "127.0.0.1:9000", "--database", "a;b"}, nil, "--database"},
 		{"unknown flag", []string{"serve", "--nope"}, nil, "flag provided but not defined: -nope"},

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -239,4 +240,84 @@ func TestMetricsWithoutAPI(t *testing.T) {
 	}, 60*time.Second, 100*time.Millisecond)
 	assert.Contains(t, string(body), "hindsight_replay_jobs_running 0")
 	assert.Contains(t, string(body), "process_resident_memory_bytes")
+}
+
+// TestIngestMemoryLimit runs `hindsight ingest` alone: the Go runtime's soft
+// memory limit, as GET /metrics shows it, is what ingest's default settings
+// hold (ingest.Config.MemoryBudget), or --memory-limit when given.
+func TestIngestMemoryLimit(t *testing.T) {
+	broker, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "events"), kfake.AllowAutoTopicCreation())
+	require.NoError(t, err)
+	defer broker.Close()
+	for _, tc := range []struct {
+		args []string
+		want float64
+	}{
+		{nil, 240 << 20}, // 48 MiB of recent ids, 8 batches of 16 MiB, 64 MiB
+		{[]string{"--memory-limit", "300"}, 300 << 20},
+	} {
+		_, db := chtest.Database(t)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		addr := ln.Addr().String()
+		ln.Close()
+		cmd := exec.Command(binary(t), append([]string{"ingest", "--metrics", addr}, tc.args...)...)
+		cmd.Env = append(os.Environ(), "HINDSIGHT_CLICKHOUSE="+chtest.Addr(t), "HINDSIGHT_DATABASE="+db, "HINDSIGHT_LOG_LEVEL=warn",
+			"HINDSIGHT_KAFKA="+strings.Join(broker.ListenAddrs(), ","), "GOMEMLIMIT=")
+		cmd.Stderr = os.Stderr
+		require.NoError(t, cmd.Start())
+		var families map[string]*dto.MetricFamily
+		require.Eventually(t, func() bool {
+			resp, err := http.Get("http://" + addr + "/metrics")
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			parser := expfmt.NewTextParser(model.UTF8Validation)
+			families, err = parser.TextToMetricFamilies(resp.Body)
+			return err == nil && resp.StatusCode == http.StatusOK
+		}, 60*time.Second, 100*time.Millisecond)
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+		f := families["go_gc_gomemlimit_bytes"]
+		require.NotNil(t, f, "go_gc_gomemlimit_bytes")
+		assert.Equal(t, tc.want, f.Metric[0].GetGauge().GetValue(), "%v", tc.args)
+	}
+}
+
+// TestMemoryLimitOf: which soft memory limit each process gets.
+func TestMemoryLimitOf(t *testing.T) {
+	var cfg ingest.Config
+	cfg.ApplyDefaults()
+	budget := int64(240 << 20)
+	for _, tc := range []struct {
+		name     string
+		flag     int
+		in       *ingest.Config
+		others   bool
+		env      string
+		want     int64
+		set, bad bool
+	}{
+		{"ingest alone", -1, &cfg, false, "", budget, true, false},
+		{"ingest beside the API", -1, &cfg, true, "", 0, false, false},
+		{"the API alone", -1, nil, true, "", 0, false, false},
+		{"GOMEMLIMIT stands", -1, &cfg, false, "1GiB", 0, false, false},
+		{"the flag over GOMEMLIMIT", 300, &cfg, false, "1GiB", 300 << 20, true, false},
+		{"the flag anywhere", 300, nil, true, "", 300 << 20, true, false},
+		{"none", 0, &cfg, false, "", math.MaxInt64, true, false},
+		{"negative", -2, &cfg, false, "", 0, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("GOMEMLIMIT", tc.env)
+			got, set, err := memoryLimitOf(tc.flag, tc.in, tc.others)
+			if tc.bad {
+				require.Error(t, err)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tc.set, set)
+			assert.Equal(t, tc.want, got)
+		})
+	}
 }

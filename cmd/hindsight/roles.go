@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -372,6 +374,9 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 		fs.BoolVar(&allowPrivate, "allow-private-endpoints", false, "let webhooks reach loopback and private addresses (never link-local)")
 		notify.register(fs)
 	}
+	memoryLimit := -1
+	fs.IntVar(&memoryLimit, "memory-limit", memoryLimit, "soft memory limit in MiB for the Go runtime (as GOMEMLIMIT); 0: none; "+
+		"default: GOMEMLIMIT if set, else for ingest alone what its settings hold (ingest.Config.MemoryBudget), else none")
 	var metricsAddr string
 	if !withAPI {
 		fs.StringVar(&metricsAddr, "metrics", "", "serve GET /metrics (Prometheus) on this host:port; the API's port serves it where the API runs")
@@ -438,6 +443,16 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 		}
 		s.api = &apiCfg
 	}
+	limit, set, err := memoryLimitOf(memoryLimit, s.ingest, withAPI || withReplay)
+	if err != nil {
+		return err
+	}
+	if set {
+		debug.SetMemoryLimit(limit)
+		if limit < math.MaxInt64 {
+			log.Info("soft memory limit", "mib", limit>>20)
+		}
+	}
 	s.ready = func(apiURL string, _ *ingest.Ingester) {
 		log.Info("hindsight "+name+" ready", "api", apiURL, "clickhouse", c.clickhouse, "kafka", kafka)
 	}
@@ -451,6 +466,26 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 		return dialClickHouse(c, addrs, conns, maxSeconds)
 	}
 	return s.run(ctx)
+}
+
+// memoryLimitOf is the soft memory limit to set, in bytes, if any (set
+// false leaves the runtime's), from --memory-limit in MiB (-1: not given;
+// 0: none, math.MaxInt64 to the runtime). Ingest's memory is bounded by its
+// settings, the API's and the worker's by their load, so only a process
+// running ingest alone gets one by default. GOMEMLIMIT, which the runtime
+// has applied already, stands unless the flag is given.
+func memoryLimitOf(flagMiB int, in *ingest.Config, others bool) (limit int64, set bool, err error) {
+	switch {
+	case flagMiB < -1:
+		return 0, false, usagef("--memory-limit %d: want MiB, or 0 for none", flagMiB)
+	case flagMiB == 0:
+		return math.MaxInt64, true, nil
+	case flagMiB > 0:
+		return int64(flagMiB) << 20, true, nil
+	case os.Getenv("GOMEMLIMIT") != "" || in == nil || others:
+		return 0, false, nil
+	}
+	return in.MemoryBudget(), true, nil
 }
 
 func runMigrate(ctx context.Context, args []string) error {
