@@ -115,7 +115,7 @@ $(CHDB_LIB): | npm
 ## engine and clickhouse-client's own insert; stats through the API against
 ## its SQL sent directly (8 clients); replay against a bare net/http loop;
 ## peak RSS of each role. Prints the tables and writes docs/benchmarks.md
-## (about 5 minutes here)
+## (about 6 minutes here)
 bench: clickhouse bench-tools build
 	$(GO) run ./cmd/bench -bin $(BIN) -out docs/benchmarks.md
 
