@@ -323,8 +323,9 @@ func TestBlockEnd(t *testing.T) {
 		c.eventID = append(c.eventID, "")
 	}
 	var ends []int
-	for lo := 0; lo < c.len(); lo = c.blockEnd(lo) {
-		ends = append(ends, c.blockEnd(lo))
+	for lo := 0; lo < c.len(); {
+		lo = c.blockEnd(lo)
+		ends = append(ends, lo)
 	}
 	// 4 MiB fill a block, the next byte starts another, 5 MiB go alone.
 	assert.Equal(t, []int{3, 4, 5, 7}, ends)

@@ -138,7 +138,6 @@ func (r *rig) replay(ctx context.Context, n int) (replayResult, error) {
 		failing bool
 	}{{"every first attempt answered", false}, {"one event in ten answered 500 at its first attempt", true}}
 	took, bare := make([][]time.Duration, len(modes)), make([][]time.Duration, len(modes))
-	var added []time.Duration
 	for range replayRounds {
 		for i, mode := range modes {
 			rc.reset(mode.failing)
@@ -154,7 +153,10 @@ func (r *rig) replay(ctx context.Context, n int) (replayResult, error) {
 			r.log.Info("replayed", "mode", mode.name, "took", t.Round(time.Millisecond), "bare", b.Round(time.Millisecond))
 			took[i], bare[i] = append(took[i], t), append(bare[i], b)
 		}
-		added = append(added, took[1][len(took[1])-1]-took[0][len(took[0])-1])
+	}
+	var added []time.Duration // each round's failing replay minus its clean one
+	for round := range replayRounds {
+		added = append(added, took[1][round]-took[0][round])
 	}
 	for i, mode := range modes {
 		res.Runs = append(res.Runs, replayRun{Mode: mode.name, Replay: latenciesOf(took[i]).P50, Bare: latenciesOf(bare[i]).P50})
