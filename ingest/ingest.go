@@ -592,6 +592,7 @@ func (s *stored) add(c *columns) {
 // OnPartitionsRevoked does.
 type tail struct {
 	stored stored
+	looked bool          // the look-up for copies is done
 	recs   []*kgo.Record // the batch's newest record per partition
 	done   chan struct{}
 	err    error // set before done is closed
@@ -609,10 +610,17 @@ func (in *Ingester) startTail(ctx context.Context, t *tail) {
 }
 
 func (in *Ingester) runTail(ctx context.Context, t *tail) error {
-	if err := in.recordDuplicates(ctx, t.stored.ids, t.stored.services, t.stored.createdAt); err != nil {
-		return err
+	if !t.looked {
+		if err := in.recordDuplicates(ctx, t.stored.ids, t.stored.services, t.stored.createdAt); err != nil {
+			return err
+		}
+		t.looked = true
 	}
 	if err := in.client.CommitRecords(ctx, t.recs...); err != nil {
+		if ctx.Err() != nil {
+			// Cut short by a stop: the final finishTail commits again.
+			return err
+		}
 		// The rows are stored; whoever reads these partitions next finds them
 		// in the table (resume), so this is not a loss.
 		in.log.Warn("commit offsets", "err", err)
