@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -125,16 +126,18 @@ func (s *Sender) Send(ctx context.Context, url string, m Message) Attempt {
 	if err != nil {
 		return Attempt{Outcome: Failed, Err: "request: " + redactURLError(err)}
 	}
+	// The keys are canonical already: Header.Set would canonicalize each.
+	req.Header = make(http.Header, len(m.Headers)+6)
 	for name, value := range m.Headers {
 		req.Header.Set(name, value)
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", s.userAgent)
-	req.Header.Set("webhook-id", m.ID)
-	req.Header.Set("webhook-timestamp", strconv.FormatInt(start.Unix(), 10))
-	req.Header.Set("webhook-signature", sig)
+	req.Header["Content-Type"] = []string{"application/json"}
+	req.Header["User-Agent"] = []string{s.userAgent}
+	req.Header["Webhook-Id"] = []string{m.ID}
+	req.Header["Webhook-Timestamp"] = []string{strconv.FormatInt(start.Unix(), 10)}
+	req.Header["Webhook-Signature"] = []string{sig}
 	if m.ReplayID != "" {
-		req.Header.Set("Hindsight-Replay-Id", m.ReplayID)
+		req.Header["Hindsight-Replay-Id"] = []string{m.ReplayID}
 	}
 	resp, err := s.client.Do(req)
 	a := Attempt{Latency: time.Since(start)}
@@ -156,9 +159,10 @@ func (s *Sender) Send(ctx context.Context, url string, m Message) Attempt {
 		return a
 	}
 	body := io.LimitReader(resp.Body, MaxResponse)
-	kept := make([]byte, MaxKeptResponse)
-	n, _ := io.ReadFull(body, kept)
+	kept := keptBuffers.Get().(*[MaxKeptResponse]byte)
+	n, _ := io.ReadFull(body, kept[:])
 	a.Response = strings.ToValidUTF8(string(kept[:n]), "\uFFFD")
+	keptBuffers.Put(kept)
 	_, _ = io.Copy(io.Discard, body)
 	resp.Body.Close()
 	a.Latency = time.Since(start)
@@ -179,6 +183,10 @@ func (s *Sender) Send(ctx context.Context, url string, m Message) Attempt {
 	}
 	return a
 }
+
+// keptBuffers hold the start of a response body while it is read: one
+// per attempt would be a KiB allocated for every delivery.
+var keptBuffers = sync.Pool{New: func() any { return new([MaxKeptResponse]byte) }}
 
 // validHeaderValue reports whether v can be sent as an HTTP header value:
 // printable ASCII (ingest admits no other eventIds, but the table may hold

@@ -7,8 +7,10 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"hash"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -48,19 +50,46 @@ func Sign(id string, ts time.Time, body []byte, secrets ...string) (string, erro
 	if len(secrets) == 0 {
 		return "", errors.New("no secret to sign with")
 	}
-	sigs := make([]string, 0, len(secrets))
-	for _, s := range secrets {
-		key, err := secretKey(s)
+	signed := make([]byte, 0, len(id)+24)
+	signed = strconv.AppendInt(append(append(signed, id...), '.'), ts.Unix(), 10)
+	signed = append(signed, '.')
+	sig := make([]byte, 0, len(secrets)*48)
+	for i, s := range secrets {
+		k, err := keyedFor(s)
 		if err != nil {
 			return "", err
 		}
-		mac := hmac.New(sha256.New, key)
-		mac.Write([]byte(id))
-		mac.Write([]byte{'.'})
-		mac.Write([]byte(strconv.FormatInt(ts.Unix(), 10)))
-		mac.Write([]byte{'.'})
-		mac.Write(body)
-		sigs = append(sigs, "v1,"+base64.StdEncoding.EncodeToString(mac.Sum(nil)))
+		k.mac.Write(signed)
+		k.mac.Write(body)
+		var sum [sha256.Size]byte
+		if i > 0 {
+			sig = append(sig, ' ')
+		}
+		sig = base64.StdEncoding.AppendEncode(append(sig, "v1,"...), k.mac.Sum(sum[:0]))
+		keyedMACs.Put(k)
 	}
-	return strings.Join(sigs, " "), nil
+	return string(sig), nil
+}
+
+// keyed is an HMAC-SHA256 keyed with one secret. Keying one decodes the
+// secret and hashes two blocks, about half the cost of signing a small
+// event, so Sign takes keyed ones from keyedMACs and resets them.
+type keyed struct {
+	secret string
+	mac    hash.Hash
+}
+
+var keyedMACs sync.Pool // of *keyed
+
+// keyedFor returns an HMAC keyed with secret, reset.
+func keyedFor(secret string) (*keyed, error) {
+	if k, _ := keyedMACs.Get().(*keyed); k != nil && k.secret == secret {
+		k.mac.Reset()
+		return k, nil
+	}
+	key, err := secretKey(secret)
+	if err != nil {
+		return nil, err
+	}
+	return &keyed{secret: secret, mac: hmac.New(sha256.New, key)}, nil
 }

@@ -1,6 +1,9 @@
 package replay
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"net/http"
 	"strconv"
 	"strings"
@@ -53,6 +56,45 @@ func TestSignVector(t *testing.T) {
 	sig, err := Sign("msg_p5jXN8AQM9LWM0D4loKWxJek", ts, []byte(`{"test": 2432232314}`), secret)
 	require.NoError(t, err)
 	assert.Equal(t, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=", sig)
+}
+
+// TestSignReusesNoKeyAcrossSecrets signs with secrets in turn, so the
+// keyed HMACs Sign reuses meet other secrets: every signature must still
+// be the spec's, or the one a fresh HMAC gives.
+func TestSignReusesNoKeyAcrossSecrets(t *testing.T) {
+	const secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+	ts := time.Unix(1614265330, 0)
+	body := []byte(`{"test": 2432232314}`)
+	other, err := NewSecret()
+	require.NoError(t, err)
+	key, err := secretKey(other)
+	require.NoError(t, err)
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte("msg_p5jXN8AQM9LWM0D4loKWxJek.1614265330." + string(body)))
+	otherSig := "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil))
+	for range 20 {
+		sig, err := Sign("msg_p5jXN8AQM9LWM0D4loKWxJek", ts, body, secret)
+		require.NoError(t, err)
+		require.Equal(t, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=", sig)
+		sig, err = Sign("msg_p5jXN8AQM9LWM0D4loKWxJek", ts, body, other, secret)
+		require.NoError(t, err)
+		require.Equal(t, otherSig+" v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=", sig)
+	}
+}
+
+// BenchmarkSign signs a 220-byte event with one secret, as each delivery
+// attempt does.
+func BenchmarkSign(b *testing.B) {
+	secret, err := NewSecret()
+	require.NoError(b, err)
+	body := []byte(strings.Repeat("x", 220))
+	ts := time.Now()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Sign("evt_0123456789abcdef", ts, body, secret); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
 
 func TestSecrets(t *testing.T) {
