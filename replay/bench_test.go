@@ -324,7 +324,7 @@ func BenchmarkReplayPages10M(b *testing.B) {
 		var times []time.Duration
 		for range 5 {
 			t0 := time.Now()
-			page, err := readPage(ctx, conn, db, job, patterns, cfg.PageSize, cfg.PageBytes)
+			page, err := readPage(ctx, conn, db, job, patterns, cfg.PageSize, cfg.PageBytes, schema.FirstPageWindow)
 			times = append(times, time.Since(t0))
 			require.NoError(b, err)
 			require.NotEmpty(b, page)

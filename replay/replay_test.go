@@ -823,7 +823,7 @@ func TestReadPageStopsAtItsByteBound(t *testing.T) {
 	job := Job{ID: "rpl_bytes", Since: since, Livemode: "all"}
 	var all []string
 	for {
-		page, err := readPage(context.Background(), e.conn, e.db, job, patterns, 1000, 2_000)
+		page, err := readPage(context.Background(), e.conn, e.db, job, patterns, 1000, 2_000, schema.FirstPageWindow)
 		require.NoError(t, err)
 		if len(page) == 0 {
 			break
@@ -888,7 +888,8 @@ func TestWaitingRetriesHoldNoSlot(t *testing.T) {
 
 // TestReadPageAcrossWindows: a page reads a window after its cursor at a
 // time, widening it; events hours and weeks apart still come in order, each
-// once, in full pages.
+// once, in full pages, whether each page starts from the first window, from
+// the window nextWindow gives after the page before, or from 1 ms.
 func TestReadPageAcrossWindows(t *testing.T) {
 	conn, db := chtest.Database(t)
 	_, err := schema.Migrate(context.Background(), conn, db)
@@ -908,25 +909,61 @@ func TestReadPageAcrossWindows(t *testing.T) {
 	chtest.InsertEvents(t, conn, db, events)
 	patterns, err := schema.ParsePatterns([]string{"*"})
 	require.NoError(t, err)
+	windows := map[string]func(page []event, size int) int64{
+		"first":  func([]event, int) int64 { return schema.FirstPageWindow },
+		"next":   nextWindow,
+		"narrow": func([]event, int) int64 { return 1 },
+	}
 	for _, size := range []int{1, 2, 4, 100} {
-		job := Job{ID: "windows", Since: t0, Until: t0.Add(400 * 24 * time.Hour), Livemode: "all", CursorAt: t0.UnixMilli()}
-		var got []string
-		for {
-			page, err := readPage(context.Background(), conn, db, job, patterns, size, 1<<20)
-			require.NoError(t, err)
-			if len(page) == 0 {
-				break
+		for name, windowAfter := range windows {
+			job := Job{ID: "windows", Since: t0, Until: t0.Add(400 * 24 * time.Hour), Livemode: "all", CursorAt: t0.UnixMilli()}
+			var got []string
+			window := schema.FirstPageWindow
+			for {
+				page, err := readPage(context.Background(), conn, db, job, patterns, size, 1<<20, window)
+				require.NoError(t, err)
+				if len(page) == 0 {
+					break
+				}
+				if len(got)+len(page) < len(want) {
+					assert.Len(t, page, size, "a page before the last is full")
+				}
+				for _, ev := range page {
+					got = append(got, ev.id)
+				}
+				last := page[len(page)-1]
+				job.CursorAt, job.CursorID = last.createdAt, last.id
+				window = windowAfter(page, size)
 			}
-			if len(got)+len(page) < len(want) {
-				assert.Len(t, page, size, "a page before the last is full")
-			}
-			for _, ev := range page {
-				got = append(got, ev.id)
-			}
-			last := page[len(page)-1]
-			job.CursorAt, job.CursorID = last.createdAt, last.id
+			assert.Equal(t, want, got, "page size %d, windows %s", size, name)
 		}
-		assert.Equal(t, want, got, "page size %d", size)
+	}
+}
+
+// TestNextWindow: half again the span a page's size of events took, from
+// the page's density; at least a second; the first window after an empty
+// page.
+func TestNextWindow(t *testing.T) {
+	at := func(ms ...int64) []event {
+		var page []event
+		for _, m := range ms {
+			page = append(page, event{createdAt: m})
+		}
+		return page
+	}
+	for _, tc := range []struct {
+		name string
+		page []event
+		size int
+		want int64
+	}{
+		{"empty", nil, 10, schema.FirstPageWindow},
+		{"full", at(1_000_000, 1_004_999), 2, 7_500},           // 5,000 ms for 2 events
+		{"half full", at(1_000_000, 1_004_999), 4, 15_000},     // the same density, a page of 4
+		{"at least a second", at(7, 7, 8), 3, minPageWindow},   // 3 events in 2 ms
+		{"sparse", at(0, 40*86_400_000-1), 2, 60 * 86_400_000}, // 40 days for 2 events
+	} {
+		assert.Equal(t, tc.want, nextWindow(tc.page, tc.size), tc.name)
 	}
 }
 

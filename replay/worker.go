@@ -418,7 +418,7 @@ func (w *Worker) deliverJob(ctx context.Context, job *Job, pause context.CancelC
 // deliverRange hands the job's pages to f, from its cursor to the end of
 // its range, then follows if the job does, or ends it completed.
 func (w *Worker) deliverRange(ctx context.Context, job *Job, patterns []schema.Pattern, f *flight) error {
-	next := w.prefetch(ctx, *job, patterns)
+	next := w.prefetch(ctx, *job, patterns, schema.FirstPageWindow)
 	for {
 		if cancelled, err := w.store.IsCancelled(ctx, job.ID); err != nil {
 			return err
@@ -455,7 +455,7 @@ func (w *Worker) deliverRange(ctx context.Context, job *Job, patterns []schema.P
 		// costs no delivery time.
 		ahead := *job
 		ahead.CursorAt, ahead.CursorID = last.createdAt, last.id
-		next = w.prefetch(ctx, ahead, patterns)
+		next = w.prefetch(ctx, ahead, patterns, nextWindow(page, w.cfg.PageSize))
 	}
 	if err := w.wait(ctx, job, f, true); err != nil {
 		return err
@@ -550,12 +550,13 @@ type pageResult struct {
 	err  error
 }
 
-// prefetch reads the page after job's cursor in the background. The channel
+// prefetch reads the page after job's cursor in the background, its window
+// first (see readPage). The channel
 // has room for the result, so the goroutine ends even if nobody reads it.
-func (w *Worker) prefetch(ctx context.Context, job Job, patterns []schema.Pattern) <-chan pageResult {
+func (w *Worker) prefetch(ctx context.Context, job Job, patterns []schema.Pattern, window int64) <-chan pageResult {
 	ch := make(chan pageResult, 1)
 	go func() {
-		page, err := readPage(ctx, w.conn, w.cfg.Database, job, patterns, w.cfg.PageSize, w.cfg.PageBytes)
+		page, err := readPage(ctx, w.conn, w.cfg.Database, job, patterns, w.cfg.PageSize, w.cfg.PageBytes, window)
 		ch <- pageResult{page, err}
 	}()
 	return ch
