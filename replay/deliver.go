@@ -145,9 +145,7 @@ func (f *flight) maxPages() int {
 func (f *flight) add(ep Endpoint, page []event, advance func(*Job)) {
 	f.ep.Store(&ep)
 	limit := rate.Inf
-	if l := f.job.RateLimit; ep.RateLimit > 0 && (l == 0 || ep.RateLimit < l) {
-		limit = rate.Limit(ep.RateLimit)
-	} else if l > 0 {
+	if l := rateLimit(f.job, ep); l > 0 {
 		limit = rate.Limit(l)
 	}
 	f.limiter.SetLimit(limit)
@@ -156,6 +154,15 @@ func (f *flight) add(ep Endpoint, page []event, advance func(*Job)) {
 	f.pages = append(f.pages, &flightPage{left: len(page), advance: advance})
 	f.fresh = page
 	f.work.Broadcast()
+}
+
+// rateLimit is the deliveries per second job may make to ep: the lower of
+// the job's and the endpoint's limits; 0 without either.
+func rateLimit(job Job, ep Endpoint) float64 {
+	if l := job.RateLimit; ep.RateLimit > 0 && (l == 0 || ep.RateLimit < l) {
+		return ep.RateLimit
+	}
+	return job.RateLimit
 }
 
 // inFlight says whether pages were handed in and not yet collected.

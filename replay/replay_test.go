@@ -264,6 +264,49 @@ func TestOrderedReplayDeliversEachEventOnceInOrder(t *testing.T) {
 	}
 }
 
+// TestRateLimitPacesDeliveries: a replay's rate_limit spaces its deliveries
+// (a burst of one), so n of them take at least (n-1)/rate; each event is
+// still delivered once, in order.
+func TestRateLimitPacesDeliveries(t *testing.T) {
+	e := newEnv(t, 300)
+	s := newSink(t)
+	ep := e.endpoint(s)
+	e.worker(WorkerConfig{})
+	want := e.want(since, until, "*")
+	require.Greater(t, len(want), 100)
+	rate := float64(len(want)) / 2 // about 2 s of deliveries
+	var job map[string]any
+	start := time.Now()
+	require.Equal(t, http.StatusAccepted, e.call("POST", "/v1/replays", map[string]any{"endpoint_id": ep, "since": since.Format(time.RFC3339),
+		"until": until.UnixMilli(), "rate_limit": rate}, &job))
+	job = e.waitDone(job["id"].(string))
+	took := time.Since(start)
+	assert.Equal(t, StatusCompleted, job["status"], job)
+	assert.Equal(t, want, s.got())
+	assert.GreaterOrEqual(t, took, time.Duration(float64(len(want)-1)/rate*float64(time.Second)), "%d deliveries at %.0f/s", len(want), rate)
+}
+
+// TestPageSize: PageSize, or a minute of deliveries at the lower of the
+// job's and the endpoint's rate limits if fewer, at least one.
+func TestPageSize(t *testing.T) {
+	w := &Worker{cfg: WorkerConfig{PageSize: 20_000}}
+	for _, tc := range []struct {
+		name    string
+		job, ep float64
+		want    int
+	}{
+		{"no limit", 0, 0, 20_000},
+		{"the job's", 10, 0, 600},
+		{"the endpoint's", 0, 2, 120},
+		{"the endpoint's, lower", 10, 2, 120},
+		{"the job's, lower", 10, 50, 600},
+		{"slower than one a minute", 0.001, 0, 1},
+		{"faster than a page a minute", 10_000, 0, 20_000},
+	} {
+		assert.Equal(t, tc.want, w.pageSize(Job{RateLimit: tc.job}, Endpoint{RateLimit: tc.ep}), tc.name)
+	}
+}
+
 // TestReplayCopiesOnce stores more copies of some events, not merged: the
 // dry run and the job count each event once, and each is sent once.
 func TestReplayCopiesOnce(t *testing.T) {

@@ -421,7 +421,7 @@ func (w *Worker) deliverJob(ctx context.Context, job *Job, pause context.CancelC
 // deliverRange hands the job's pages to f, from its cursor to the end of
 // its range, then follows if the job does, or ends it completed.
 func (w *Worker) deliverRange(ctx context.Context, job *Job, patterns []schema.Pattern, f *flight) error {
-	next := w.prefetch(ctx, *job, patterns, schema.FirstPageWindow)
+	var next <-chan pageResult
 	for {
 		if cancelled, err := w.store.IsCancelled(ctx, job.ID); err != nil {
 			return err
@@ -442,6 +442,10 @@ func (w *Worker) deliverRange(ctx context.Context, job *Job, patterns []schema.P
 			}
 			w.log.Info("replay resumed", "replay", job.ID, "endpoint", job.EndpointID)
 		}
+		size := w.pageSize(*job, ep)
+		if next == nil {
+			next = w.prefetch(ctx, *job, patterns, schema.FirstPageWindow, size)
+		}
 		res := <-next
 		if res.err != nil {
 			return res.err
@@ -458,7 +462,7 @@ func (w *Worker) deliverRange(ctx context.Context, job *Job, patterns []schema.P
 		// costs no delivery time.
 		ahead := *job
 		ahead.CursorAt, ahead.CursorID = last.createdAt, last.id
-		next = w.prefetch(ctx, ahead, patterns, nextWindow(page, w.cfg.PageSize))
+		next = w.prefetch(ctx, ahead, patterns, nextWindow(page, size), size)
 	}
 	if err := w.wait(ctx, job, f, true); err != nil {
 		return err
@@ -467,6 +471,18 @@ func (w *Worker) deliverRange(ctx context.Context, job *Job, patterns []schema.P
 		return w.follow(ctx, job, patterns, f)
 	}
 	return w.finish(ctx, *job, StatusCompleted, job.LastError)
+}
+
+// pageSize is how many events a page of job to ep holds: PageSize, or a
+// minute of deliveries at the rate limit if that is fewer, so a slow job
+// still settles a page, logs its attempts and shows its progress about
+// once a minute.
+func (w *Worker) pageSize(job Job, ep Endpoint) int {
+	limit := rateLimit(job, ep)
+	if limit <= 0 {
+		return w.cfg.PageSize
+	}
+	return max(1, int(min(float64(w.cfg.PageSize), limit*60)))
 }
 
 // hand gives page to f once it has room, its events to go to ep; advance
@@ -553,13 +569,13 @@ type pageResult struct {
 	err  error
 }
 
-// prefetch reads the page after job's cursor in the background, its window
-// first (see readPage). The channel
-// has room for the result, so the goroutine ends even if nobody reads it.
-func (w *Worker) prefetch(ctx context.Context, job Job, patterns []schema.Pattern, window int64) <-chan pageResult {
+// prefetch reads the page of size events after job's cursor in the
+// background, its window first (see readPage). The channel has room for the
+// result, so the goroutine ends even if nobody reads it.
+func (w *Worker) prefetch(ctx context.Context, job Job, patterns []schema.Pattern, window int64, size int) <-chan pageResult {
 	ch := make(chan pageResult, 1)
 	go func() {
-		page, err := readPage(ctx, w.conn, w.cfg.Database, job, patterns, w.cfg.PageSize, w.cfg.PageBytes, window)
+		page, err := readPage(ctx, w.conn, w.cfg.Database, job, patterns, size, w.cfg.PageBytes, window)
 		ch <- pageResult{page, err}
 	}()
 	return ch
