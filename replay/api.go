@@ -32,11 +32,17 @@ type API struct {
 	replays  httpapi.Cursors // the replay list's
 	log      *slog.Logger
 	notify   *Notifier // nil: none
+	created  func()    // called for each replay saved; nil: none
 }
 
 // NotifyTo has the API post a notification to n when an endpoint is
 // enabled again or disabled on request.
 func (a *API) NotifyTo(n *Notifier) { a.notify = n }
+
+// OnCreate has the API call f after saving each new replay: a worker in the
+// same process (Worker.Wake) then starts it at once, not at its next poll.
+// Call it before serving.
+func (a *API) OnCreate(f func()) { a.created = f }
 
 // NewAPI builds the replay routes. apiKey signs the cursors of the replay
 // list and the attempt log, so every API process sharing it accepts the
@@ -466,6 +472,9 @@ func (a *API) createReplay(c *gin.Context) {
 	if err := a.store.SaveJob(ctx, job); err != nil {
 		a.fail(c, err)
 		return
+	}
+	if a.created != nil {
+		a.created()
 	}
 	c.JSON(http.StatusAccepted, viewJob(job, time.Now()))
 }

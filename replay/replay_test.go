@@ -264,6 +264,26 @@ func TestOrderedReplayDeliversEachEventOnceInOrder(t *testing.T) {
 	}
 }
 
+// TestCreatedReplayWakesWorker: a worker that looks for jobs once an hour
+// still starts each replay the API beside it creates, woken by it. The
+// first replay may be found by the worker's look at its start; the second
+// comes after that.
+func TestCreatedReplayWakesWorker(t *testing.T) {
+	e := newEnv(t, 100)
+	s := newSink(t)
+	ep := e.endpoint(s)
+	w, _ := e.runWorker(WorkerConfig{Poll: time.Hour})
+	e.routes.OnCreate(w.Wake)
+	for range 2 {
+		var job map[string]any
+		require.Equal(t, http.StatusAccepted, e.call("POST", "/v1/replays", map[string]any{"endpoint_id": ep, "since": since.Format(time.RFC3339),
+			"until": until.UnixMilli(), "ordered": false}, &job))
+		job = e.waitDone(job["id"].(string))
+		assert.Equal(t, StatusCompleted, job["status"], job)
+	}
+	assert.Len(t, s.got(), 2*len(e.want(since, until, "*")))
+}
+
 // TestRateLimitPacesDeliveries: a replay's rate_limit spaces its deliveries
 // (a burst of one), so n of them take at least (n-1)/rate; each event is
 // still delivered once, in order.

@@ -142,6 +142,7 @@ type Worker struct {
 	// disabling makes a check and its change one step, so two jobs of
 	// one endpoint cannot both disable it.
 	disabling sync.Mutex
+	wake      chan struct{} // Wake's: look for jobs now
 }
 
 // NotifyTo has the worker post a notification to n when it disables an
@@ -157,13 +158,23 @@ func NewWorker(cfg WorkerConfig, conn Conn, sender *Sender, log *slog.Logger) (*
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	w := &Worker{cfg: cfg, store: NewStore(conn, cfg.Database), conn: conn, sender: sender, log: log, running: map[string]bool{}}
+	w := &Worker{cfg: cfg, store: NewStore(conn, cfg.Database), conn: conn, sender: sender, log: log, running: map[string]bool{},
+		wake: make(chan struct{}, 1)}
 	w.metrics = newWorkerMetrics(w)
 	return w, nil
 }
 
-// Run looks for unfinished jobs until ctx ends, then waits for the jobs it
-// runs to stop at their next delivery.
+// Wake has the worker look for jobs now rather than at its next poll: the
+// API calls it for each replay it creates when both run in one process.
+func (w *Worker) Wake() {
+	select {
+	case w.wake <- struct{}{}:
+	default: // it will look anyway
+	}
+}
+
+// Run looks for unfinished jobs every Poll, and when woken, until ctx ends,
+// then waits for the jobs it runs to stop at their next delivery.
 func (w *Worker) Run(ctx context.Context) error {
 	defer w.wg.Wait()
 	t := time.NewTicker(w.cfg.Poll)
@@ -178,6 +189,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-w.wake:
 		case <-prune:
 			if err := w.store.PruneLeases(ctx, time.Now().Add(-leasePruneEvery)); err != nil && ctx.Err() == nil {
 				w.log.Warn("prune replay leases", "err", err)

@@ -201,7 +201,7 @@ func (s stack) run(ctx context.Context) error {
 	apiURL := ""
 	switch {
 	case s.api != nil:
-		h, err := s.newHost(sender, notifier, ready)
+		h, err := s.newHost(sender, notifier, worker, ready)
 		if err != nil {
 			return err
 		}
@@ -276,8 +276,9 @@ func (s stack) run(ctx context.Context) error {
 }
 
 // newHost builds the HTTP host and mounts every module's routes on it:
-// query's and replay's on /v1, the dashboard at /.
-func (s stack) newHost(sender *replay.Sender, notifier *replay.Notifier, ready []host.ReadyFunc) (*host.Host, error) {
+// query's and replay's on /v1, the dashboard at /. A replay created through
+// it wakes worker, the one in this process (nil: none).
+func (s stack) newHost(sender *replay.Sender, notifier *replay.Notifier, worker *replay.Worker, ready []host.ReadyFunc) (*host.Host, error) {
 	h, err := host.New(*s.api, s.conn, s.log.With("component", "api"), ready...)
 	if err != nil {
 		return nil, usagef("%v", err)
@@ -289,6 +290,9 @@ func (s stack) newHost(sender *replay.Sender, notifier *replay.Notifier, ready [
 	q.Register(h.V1())
 	replays := replay.NewAPI(s.database, s.conn, sender, s.api.APIKey, s.log.With("component", "replay-api"))
 	replays.NotifyTo(notifier)
+	if worker != nil {
+		replays.OnCreate(worker.Wake)
+	}
 	replays.Register(h.V1())
 	dashboard.Register(h.Root())
 	return h, nil
