@@ -303,11 +303,11 @@ func BenchmarkReplayRetries(b *testing.B) {
 	}
 }
 
-// BenchmarkReplayPages10M times one page (5,000 events of every type) of a
-// replay of a month of 10M events (chtest.Fill10M) at its first cursor, in
-// the middle and at the last page, each the median of 5 reads: a page's cost
-// must not depend on where it is in the range. Run it with
-// `make bench-replay`.
+// BenchmarkReplayPages10M times one page (the default size: 20,000 events
+// of every type) of a replay of a month of 10M events (chtest.Fill10M) at
+// its first cursor, in the middle and at the last page, each the median of
+// 5 reads: a page's cost must not depend on where it is in the range. Run
+// it with `make bench-replay`.
 func BenchmarkReplayPages10M(b *testing.B) {
 	conn, db := chtest.Database(b)
 	chtest.Fill10M(b, db)
@@ -315,7 +315,7 @@ func BenchmarkReplayPages10M(b *testing.B) {
 	require.NoError(b, err)
 	since := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
 	until := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
-	last := time.Date(2026, 10, 30, 23, 26, 0, 0, time.UTC) // about 5,000 events before the last
+	last := time.Date(2026, 10, 30, 22, 34, 0, 0, time.UTC) // about 20,000 events before the last, 10M over 30 days
 	ctx := context.Background()
 	var cfg WorkerConfig
 	cfg.ApplyDefaults()
