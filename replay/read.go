@@ -148,6 +148,22 @@ func readPage(ctx context.Context, conn Conn, db string, job Job, patterns []sch
 	}
 }
 
+// pageLimit is how many events to ask for in the page after page: size,
+// or as many as maxBytes holds at page's mean event size and half again, if
+// fewer (at least one). ClickHouse sorts a page's rows with their bytes
+// before the client sees any, whatever maxBytes it keeps: 20,000 events of
+// 256 KiB would be 5 GiB held for a page the client cuts at 16 MiB.
+func pageLimit(page []event, size, maxBytes int) int {
+	total := 0
+	for _, ev := range page {
+		total += len(ev.raw)
+	}
+	if total == 0 {
+		return size
+	}
+	return max(1, min(size, maxBytes*3/2*len(page)/total))
+}
+
 // minPageWindow is the narrowest window nextWindow gives, in ms.
 const minPageWindow = int64(time.Second / time.Millisecond)
 

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/gin-gonic/gin"
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
@@ -903,6 +904,84 @@ func TestReadPageStopsAtItsByteBound(t *testing.T) {
 		job.CursorAt, job.CursorID = last.createdAt, last.id
 	}
 	assert.Equal(t, e.want(since, time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC), "*"), all, "every event once, in order")
+}
+
+// TestLargeEventsReplayUnderClickHouseMemoryLimit: 2,000 events of 200 KB
+// (400 MB) replayed with the default page size by a worker whose
+// connection lets a query use 250 MB. ClickHouse holds a page's rows, raw
+// bytes included, to sort them whatever the client keeps, so a page of
+// 20,000 such events cannot be read; the worker asks for as many as its
+// page bytes hold.
+func TestLargeEventsReplayUnderClickHouseMemoryLimit(t *testing.T) {
+	conn, db := chtest.Database(t)
+	_, err := schema.Migrate(context.Background(), conn, db)
+	require.NoError(t, err)
+	const n = 2000
+	start := since.UnixMilli()
+	require.NoError(t, conn.Exec(context.Background(), fmt.Sprintf(`INSERT INTO %s.events (event_id, type, service, created_at, livemode,
+		raw, kafka_topic, kafka_partition, kafka_offset, ingested_at)
+	SELECT concat('big_', toString(10000 + number)), 'platform.test', 'platform', %d + number * 1000, 1,
+		concat('{"eventId":"big_', toString(10000 + number), '","pad":"%s"}'), 'events', 0, number, now()
+	FROM system.numbers LIMIT %d`, db, start, strings.Repeat("x", 200_000), n)))
+	limited, err := clickhouse.Open(&clickhouse.Options{Addr: []string{chtest.Addr(t)}, DialTimeout: 5 * time.Second, ReadTimeout: time.Minute,
+		Settings: clickhouse.Settings{"max_memory_usage": 250_000_000}})
+	require.NoError(t, err)
+	t.Cleanup(func() { limited.Close() })
+	var got atomic.Int64
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		got.Add(1)
+	}))
+	t.Cleanup(recv.Close)
+	store := NewStore(conn, db)
+	secret, err := NewSecret()
+	require.NoError(t, err)
+	ep := Endpoint{ID: newID("whep_"), URL: recv.URL + "/hook", EnabledEvents: []string{"*"}, Secret: secret, CreatedAt: time.Now()}
+	require.NoError(t, store.SaveEndpoint(context.Background(), ep))
+	job := Job{ID: newID("rpl_"), EndpointID: ep.ID, Since: since, EnabledEvents: []string{"*"}, Livemode: "all",
+		Concurrency: 16, Status: StatusPending, CreatedAt: time.Now()}
+	require.NoError(t, store.SaveJob(context.Background(), job))
+	w, err := NewWorker(WorkerConfig{Database: db, Poll: 50 * time.Millisecond}, limited, NewSender(Policy{AllowPrivate: true}, "test", 16), nil)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = w.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	var final Job
+	require.Eventually(t, func() bool {
+		final, err = store.Job(context.Background(), job.ID)
+		return err == nil && final.Done()
+	}, 2*time.Minute, 100*time.Millisecond)
+	assert.Equal(t, StatusCompleted, final.Status, final.LastError)
+	assert.EqualValues(t, n, final.Delivered)
+	assert.EqualValues(t, n, got.Load())
+}
+
+// TestPageLimit: size, or half again as many events as maxBytes holds at
+// the page's mean size if fewer, at least one.
+func TestPageLimit(t *testing.T) {
+	of := func(sizes ...int) []event {
+		var page []event
+		for _, n := range sizes {
+			page = append(page, event{raw: make([]byte, n)})
+		}
+		return page
+	}
+	for _, tc := range []struct {
+		name     string
+		page     []event
+		size     int
+		maxBytes int
+		want     int
+	}{
+		{"small events", of(200, 240), 20_000, 16 << 20, 20_000},
+		{"large events", of(256<<10, 256<<10), 20_000, 16 << 20, 96}, // 64 fit
+		{"mixed", of(1000, 3000), 20_000, 100_000, 75},               // 2,000 B each: 50 fit
+		{"larger than the bound", of(1 << 20), 20_000, 100_000, 1},   // not even one fits
+		{"no bytes", of(0, 0), 500, 100, 500},
+	} {
+		assert.Equal(t, tc.want, pageLimit(tc.page, tc.size, tc.maxBytes), tc.name)
+	}
 }
 
 // TestWaitingRetriesHoldNoSlot: in an unordered replay with 4 in flight,

@@ -456,7 +456,10 @@ func (w *Worker) deliverRange(ctx context.Context, job *Job, patterns []schema.P
 		}
 		size := w.pageSize(*job, ep)
 		if next == nil {
-			next = w.prefetch(ctx, *job, patterns, schema.FirstPageWindow, size)
+			// Nothing tells the events' size yet: the first page asks for
+			// as many of the largest as the page's bytes hold.
+			first := min(size, max(1, w.cfg.PageBytes/schema.DefaultMaxEventBytes))
+			next = w.prefetch(ctx, *job, patterns, schema.FirstPageWindow, first)
 		}
 		res := <-next
 		if res.err != nil {
@@ -474,7 +477,8 @@ func (w *Worker) deliverRange(ctx context.Context, job *Job, patterns []schema.P
 		// costs no delivery time.
 		ahead := *job
 		ahead.CursorAt, ahead.CursorID = last.createdAt, last.id
-		next = w.prefetch(ctx, ahead, patterns, nextWindow(page, size), size)
+		n := pageLimit(page, size, w.cfg.PageBytes)
+		next = w.prefetch(ctx, ahead, patterns, nextWindow(page, n), n)
 	}
 	if err := w.wait(ctx, job, f, true); err != nil {
 		return err
