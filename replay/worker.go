@@ -29,13 +29,15 @@ type WorkerConfig struct {
 	LeaseTTL time.Duration
 	// MaxJobs is how many jobs this worker runs at once. Default 64.
 	MaxJobs int
-	// PageSize is how many events are read per query, and how many a job
-	// settles at a time: it logs their attempts in one insert and saves its
-	// place after them. A resumed job may send again what it had in flight:
-	// one page for an ordered job, for an unordered one as many as had
-	// events waiting for a retry (at most 16). A page's insert into the
-	// attempt log and its progress write cost ClickHouse 18.16 about 40 ms
-	// of CPU, nearly whatever its size. Default 20000.
+	// PageSize is how many events a page holds at most (fewer at a rate
+	// limit or for large events: see pageSize and pageLimit): what one
+	// query reads, and what a job settles at a time, logging the page's
+	// attempts in one insert and saving its place after them. A resumed job
+	// may send again what it had in flight: one page for an ordered job, for
+	// an unordered one as many as had events waiting for a retry (at most
+	// 16). A page's insert into the attempt log and its progress write cost
+	// ClickHouse 18.16 about 40 ms of CPU, nearly whatever its size.
+	// Default 20000.
 	PageSize int
 	// PageBytes ends a page early once it holds this many bytes of events,
 	// so large events cannot make a page (two with the one read ahead)
