@@ -119,9 +119,10 @@ $(CHDB_LIB): | npm
 bench: clickhouse bench-tools build
 	$(GO) run ./cmd/bench -bin $(BIN) -out docs/benchmarks.md
 
-## bench-short: make bench, small, printing only: it keeps the command working
+## bench-short: make bench, small, printing only, with ClickHouse's statements
+## and parts per section: it keeps the command and -clickhouse-profile working
 bench-short: clickhouse bench-tools build
-	$(GO) run ./cmd/bench -bin $(BIN) -events 20000 -stats-events 100000 -replay-events 5000 -rounds 2
+	$(GO) run ./cmd/bench -bin $(BIN) -events 20000 -stats-events 100000 -replay-events 5000 -rounds 2 -clickhouse-profile
 
 # Debian's kcat and clickhouse-client, the peers make bench runs.
 bench-tools:

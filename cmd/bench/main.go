@@ -53,6 +53,7 @@ type config struct {
 	replayEvents int    // events each replay delivers
 	rounds       int    // stats requests per client
 	out          string // the report's path; "" prints only
+	chProfile    bool   // keep ClickHouse's query and part logs, print them per section
 }
 
 func (c *config) registerFlags(fs *flag.FlagSet) {
@@ -62,6 +63,8 @@ func (c *config) registerFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.replayEvents, "replay-events", 100_000, "events each replay delivers")
 	fs.IntVar(&c.rounds, "rounds", 25, "stats requests per client: one client, then 8")
 	fs.StringVar(&c.out, "out", "", "write the report here as Markdown (docs/benchmarks.md)")
+	fs.BoolVar(&c.chProfile, "clickhouse-profile", false,
+		"keep ClickHouse's query_log and part_log and print, after each section, its statements by total duration and the parts each table got (they cost the server a little: not for the figures)")
 }
 
 func (c *config) validate() error {
@@ -115,7 +118,11 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	defer os.RemoveAll(dir)
 	// The Kafka engine's JSONEachRow reads four fields of events that hold
 	// more; its reads take the default profile's settings.
-	ch, err := chlocal.StartWithSettings(ctx, filepath.Join(dir, "clickhouse"), map[string]string{"input_format_skip_unknown_fields": "1"}, log)
+	start := chlocal.StartWithSettings
+	if cfg.chProfile {
+		start = chlocal.StartLogged
+	}
+	ch, err := start(ctx, filepath.Join(dir, "clickhouse"), map[string]string{"input_format_skip_unknown_fields": "1"}, log)
 	if err != nil {
 		return fmt.Errorf("start clickhouse: %w", err)
 	}
@@ -137,17 +144,37 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	if rep.machine, err = r.machine(ctx); err != nil {
 		return err
 	}
+	// section runs one measurement, then, with -clickhouse-profile, prints
+	// what ClickHouse spent on it.
+	section := func(name string, measure func() error) error {
+		since := time.Now()
+		if cfg.chProfile {
+			// The logs keep whole seconds: start on one, so the statements
+			// of the section before, all finished, fall before it.
+			since = since.Truncate(time.Second).Add(time.Second)
+			if err := sleep(ctx, time.Until(since)); err != nil {
+				return err
+			}
+		}
+		if err := measure(); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		if cfg.chProfile {
+			return r.chProfile(ctx, os.Stdout, name, since)
+		}
+		return nil
+	}
 	log.Info("ingest", "records", cfg.events)
-	if rep.ingest, err = r.ingest(ctx); err != nil {
-		return fmt.Errorf("ingest: %w", err)
+	if err := section("ingest", func() (err error) { rep.ingest, err = r.ingest(ctx); return err }); err != nil {
+		return err
 	}
 	log.Info("stats", "events", cfg.statsEvents)
-	if rep.stats, err = r.stats(ctx); err != nil {
-		return fmt.Errorf("stats: %w", err)
+	if err := section("stats", func() (err error) { rep.stats, err = r.stats(ctx); return err }); err != nil {
+		return err
 	}
 	log.Info("replay", "events", cfg.replayEvents)
-	if rep.replay, err = r.replay(ctx, cfg.replayEvents); err != nil {
-		return fmt.Errorf("replay: %w", err)
+	if err := section("replay", func() (err error) { rep.replay, err = r.replay(ctx, cfg.replayEvents); return err }); err != nil {
+		return err
 	}
 	rep.write(os.Stdout)
 	if cfg.out != "" {
