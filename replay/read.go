@@ -150,10 +150,15 @@ func readPage(ctx context.Context, conn Conn, db string, job Job, patterns []sch
 
 // pageLimit is how many events to ask for in the page after page: size,
 // or as many as maxBytes holds at page's mean event size and half again, if
-// fewer (at least one). ClickHouse sorts a page's rows with their bytes
-// before the client sees any, whatever maxBytes it keeps: 20,000 events of
-// 256 KiB would be 5 GiB held for a page the client cuts at 16 MiB.
+// fewer (at least one). Before the first page (page nil) nothing tells the
+// events' size: as many of the largest ingest stores as maxBytes holds.
+// ClickHouse sorts a page's rows with their bytes before the client sees
+// any, whatever maxBytes it keeps: 20,000 events of 256 KiB would be 5 GiB
+// held for a page the client cuts at 16 MiB.
 func pageLimit(page []event, size, maxBytes int) int {
+	if page == nil {
+		return min(size, max(1, maxBytes/schema.DefaultMaxEventBytes))
+	}
 	total := 0
 	for _, ev := range page {
 		total += len(ev.raw)
@@ -169,7 +174,7 @@ const minPageWindow = int64(time.Second / time.Millisecond)
 
 // nextWindow is the window (ms) to read the page after page in, pages of
 // size events: half again the span size events took in page, at least
-// minPageWindow; schema.FirstPageWindow after an empty page. A job's pages
+// minPageWindow; schema.FirstPageWindow before the first page (page nil). A job's pages
 // so follow the density of its range: a fixed hour would be 35 pages' worth
 // of 20,000 at 500M events a month, every row of it sorted for each page.
 func nextWindow(page []event, size int) int64 {

@@ -958,7 +958,8 @@ func TestLargeEventsReplayUnderClickHouseMemoryLimit(t *testing.T) {
 }
 
 // TestPageLimit: size, or half again as many events as maxBytes holds at
-// the page's mean size if fewer, at least one.
+// the page's mean size if fewer, at least one; before the first page, as
+// many of the largest events ingest stores as maxBytes holds.
 func TestPageLimit(t *testing.T) {
 	of := func(sizes ...int) []event {
 		var page []event
@@ -979,6 +980,9 @@ func TestPageLimit(t *testing.T) {
 		{"mixed", of(1000, 3000), 20_000, 100_000, 75},               // 2,000 B each: 50 fit
 		{"larger than the bound", of(1 << 20), 20_000, 100_000, 1},   // not even one fits
 		{"no bytes", of(0, 0), 500, 100, 500},
+		{"first page: the largest events", nil, 20_000, 16 << 20, 64},
+		{"first page: fewer asked", nil, 10, 16 << 20, 10},
+		{"first page: not even one fits", nil, 20_000, 1000, 1},
 	} {
 		assert.Equal(t, tc.want, pageLimit(tc.page, tc.size, tc.maxBytes), tc.name)
 	}

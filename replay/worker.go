@@ -458,10 +458,8 @@ func (w *Worker) deliverRange(ctx context.Context, job *Job, patterns []schema.P
 		}
 		size := w.pageSize(*job, ep)
 		if next == nil {
-			// Nothing tells the events' size yet: the first page asks for
-			// as many of the largest as the page's bytes hold.
-			first := min(size, max(1, w.cfg.PageBytes/schema.DefaultMaxEventBytes))
-			next = w.prefetch(ctx, *job, patterns, schema.FirstPageWindow, first)
+			n := pageLimit(nil, size, w.cfg.PageBytes)
+			next = w.prefetch(ctx, *job, patterns, nextWindow(nil, n), n)
 		}
 		res := <-next
 		if res.err != nil {
