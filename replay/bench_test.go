@@ -122,7 +122,7 @@ func newReplayRig(b *testing.B, n int) *replayRig {
 	secret, _ := NewSecret()
 	r.ep = Endpoint{ID: newID("whep_"), URL: r.recv.URL + "/hook", EnabledEvents: []string{"*"}, Secret: secret, CreatedAt: time.Now()}
 	require.NoError(b, r.store.SaveEndpoint(context.Background(), r.ep))
-	r.sender = NewSender(Policy{AllowPrivate: true}, "bench", 256)
+	r.sender = NewSender(Policy{AllowPrivate: true}, "bench")
 	return r
 }
 
@@ -254,7 +254,7 @@ func BenchmarkReplayRetries(b *testing.B) {
 	db := fillEvents(b, n)
 	conn := chtest.Open(b)
 	store := NewStore(conn, db)
-	sender := NewSender(Policy{AllowPrivate: true}, "bench", 256)
+	sender := NewSender(Policy{AllowPrivate: true}, "bench")
 	run := func(failEvery int) time.Duration {
 		var tried sync.Map
 		recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

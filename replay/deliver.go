@@ -198,12 +198,14 @@ func (f *flight) collect(all bool) ([]*flightPage, []Record) {
 
 // deliver is a slot: it sends the events it takes until the flight stops.
 func (f *flight) deliver(ctx context.Context) {
+	l := f.w.sender.newLine(ctx)
+	defer l.close()
 	for {
 		r, ok := f.take()
 		if !ok {
 			return
 		}
-		rec, sent := f.attempt(ctx, r.ev, r.n)
+		rec, sent := f.attempt(ctx, l, r.ev, r.n)
 		f.mu.Lock()
 		if sent {
 			f.settle(ctx, rec, r)
@@ -255,15 +257,15 @@ func (f *flight) take() (retry, bool) {
 	return retry{}, false
 }
 
-// attempt sends ev once, its (n+1)th attempt, after the rate limiter. It
-// returns false when ctx ended first: the attempt does not count.
-func (f *flight) attempt(ctx context.Context, ev event, n int) (Record, bool) {
+// attempt sends ev once on l, its (n+1)th attempt, after the rate limiter.
+// It returns false when ctx ended first: the attempt does not count.
+func (f *flight) attempt(ctx context.Context, l *line, ev event, n int) (Record, bool) {
 	if f.limiter.Wait(ctx) != nil {
 		return Record{}, false
 	}
 	ep := f.ep.Load()
 	now := time.Now()
-	a := f.w.sender.Send(ctx, ep.URL, Message{ID: ev.id, Body: ev.raw, ReplayID: f.job.ID, Secrets: ep.Secrets(now), Headers: ep.Headers})
+	a := l.send(ep.URL, Message{ID: ev.id, Body: ev.raw, ReplayID: f.job.ID, Secrets: ep.Secrets(now), Headers: ep.Headers})
 	if ctx.Err() != nil {
 		return Record{}, false
 	}

@@ -65,7 +65,7 @@ func BenchmarkFollowLatency(b *testing.B) {
 			Ordered: true, Concurrency: 1, Follow: true, Status: StatusPending, CreatedAt: time.Now()}
 		require.NoError(b, store.SaveJob(ctx, job))
 		w, err := NewWorker(WorkerConfig{Database: db, Poll: 100 * time.Millisecond,
-			Kafka: &KafkaSource{Brokers: cluster.ListenAddrs(), Topic: "events", Group: "hindsight-ingest"}}, conn, NewSender(Policy{AllowPrivate: true}, "bench", 16), slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+			Kafka: &KafkaSource{Brokers: cluster.ListenAddrs(), Topic: "events", Group: "hindsight-ingest"}}, conn, NewSender(Policy{AllowPrivate: true}, "bench"), slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 		require.NoError(b, err)
 		wctx, stop := context.WithCancel(ctx)
 		done := make(chan struct{})

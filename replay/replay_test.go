@@ -58,7 +58,7 @@ func newEnv(t *testing.T, n int) *env {
 	events, err := sample.Events(n, opts)
 	require.NoError(t, err)
 	chtest.InsertEvents(t, conn, db, events)
-	sender := NewSender(Policy{AllowPrivate: true}, "test", 64)
+	sender := NewSender(Policy{AllowPrivate: true}, "test")
 	gin.SetMode(gin.ReleaseMode)
 	g := gin.New()
 	routes := NewAPI(db, conn, sender, testKey, nil)
@@ -692,7 +692,7 @@ func TestBadRequests(t *testing.T) {
 	e := newEnv(t, 10)
 	s := newSink(t)
 	ep := e.endpoint(s)
-	strict := NewAPI(e.db, e.conn, NewSender(Policy{}, "test", 4), testKey, nil)
+	strict := NewAPI(e.db, e.conn, NewSender(Policy{}, "test"), testKey, nil)
 	g := gin.New()
 	strict.Register(g.Group("/v1", keys.NewChecker(keys.NewStore(e.conn, e.db), testKey, nil).Authenticate))
 	strictSrv := httptest.NewServer(g)
@@ -941,7 +941,7 @@ func TestLargeEventsReplayUnderClickHouseMemoryLimit(t *testing.T) {
 	job := Job{ID: newID("rpl_"), EndpointID: ep.ID, Since: since, EnabledEvents: []string{"*"}, Livemode: "all",
 		Concurrency: 16, Status: StatusPending, CreatedAt: time.Now()}
 	require.NoError(t, store.SaveJob(context.Background(), job))
-	w, err := NewWorker(WorkerConfig{Database: db, Poll: 50 * time.Millisecond}, limited, NewSender(Policy{AllowPrivate: true}, "test", 16), nil)
+	w, err := NewWorker(WorkerConfig{Database: db, Poll: 50 * time.Millisecond}, limited, NewSender(Policy{AllowPrivate: true}, "test"), nil)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -3,6 +3,7 @@ package replay
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -64,40 +66,26 @@ type Message struct {
 
 // Sender posts messages to endpoints. It never follows redirects, reads at
 // most MaxResponse bytes of a response, gives each attempt AttemptTimeout,
-// and connects only where its Policy allows.
+// and connects only where its Policy allows. It speaks HTTP/1.1.
 type Sender struct {
-	client    *http.Client
+	dialer    *dialer
+	roots     *x509.CertPool // nil: the system's; tests trust their own
+	timeout   time.Duration  // of one attempt: AttemptTimeout
 	userAgent string
 	now       func() time.Time
 	policy    Policy
 	lookup    lookupFunc
 }
 
-// NewSender builds a Sender. maxConns bounds the connections kept per host.
-func NewSender(p Policy, version string, maxConns int) *Sender {
-	return newSender(p, version, maxConns, defaultLookup)
+// NewSender builds a Sender.
+func NewSender(p Policy, version string) *Sender {
+	return newSender(p, version, defaultLookup)
 }
 
-func newSender(p Policy, version string, maxConns int, lookup lookupFunc) *Sender {
-	d := newDialer(p, lookup)
-	transport := &http.Transport{
-		DialContext:           d.DialContext,
-		MaxIdleConns:          max(maxConns, 100),
-		MaxIdleConnsPerHost:   max(maxConns, 2),
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ResponseHeaderTimeout: AttemptTimeout,
-		// Bodies are read raw and capped, so a gzip bomb stays 64 KiB.
-		DisableCompression: true,
-	}
+func newSender(p Policy, version string, lookup lookupFunc) *Sender {
 	return &Sender{
-		client: &http.Client{
-			Transport: transport,
-			Timeout:   AttemptTimeout,
-			CheckRedirect: func(*http.Request, []*http.Request) error {
-				return http.ErrUseLastResponse
-			},
-		},
+		dialer:    newDialer(p, lookup),
+		timeout:   AttemptTimeout,
 		userAgent: "hindsight/" + version,
 		now:       time.Now,
 		policy:    p,
@@ -111,8 +99,16 @@ func (s *Sender) ValidateURL(ctx context.Context, raw string) (*url.URL, error) 
 	return s.policy.ValidateURL(ctx, raw, s.lookup)
 }
 
-// Send makes one attempt.
-func (s *Sender) Send(ctx context.Context, url string, m Message) Attempt {
+// Send makes one attempt on a connection of its own.
+func (s *Sender) Send(ctx context.Context, rawURL string, m Message) Attempt {
+	l := s.newLine(ctx)
+	defer l.close()
+	return l.send(rawURL, m)
+}
+
+// send makes one attempt on l's connection.
+func (l *line) send(rawURL string, m Message) Attempt {
+	s := l.s
 	start := s.now()
 	sig, err := Sign(m.ID, start, m.Body, m.Secrets...)
 	if err != nil {
@@ -122,7 +118,10 @@ func (s *Sender) Send(ctx context.Context, url string, m Message) Attempt {
 		// It would fail the same way every time: never retried.
 		return Attempt{Outcome: Failed, Err: "request: the eventId cannot be sent as a webhook-id header"}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(m.Body))
+	req, err := http.NewRequestWithContext(l.ctx, http.MethodPost, rawURL, bytes.NewReader(m.Body))
+	if err == nil && req.URL.Scheme != "http" && req.URL.Scheme != "https" {
+		err = fmt.Errorf("unsupported scheme %q", req.URL.Scheme)
+	}
 	if err != nil {
 		return Attempt{Outcome: Failed, Err: "request: " + redactURLError(err)}
 	}
@@ -139,32 +138,36 @@ func (s *Sender) Send(ctx context.Context, url string, m Message) Attempt {
 	if m.ReplayID != "" {
 		req.Header["Hindsight-Replay-Id"] = []string{m.ReplayID}
 	}
-	resp, err := s.client.Do(req)
+	resp, err := l.roundTrip(req, start.Add(s.timeout))
 	a := Attempt{Latency: time.Since(start)}
 	if err != nil {
-		a.Err = redactURLError(err)
+		a.Err = redactURLError(&url.Error{Op: "POST", URL: rawURL, Err: err})
 		var op *net.OpError
 		switch {
 		case errors.Is(err, ErrForbiddenAddress):
 			a.Outcome = Failed
-		case ctx.Err() != nil:
-			a.Outcome, a.Err = Retry, "cancelled: "+ctx.Err().Error()
+		case l.ctx.Err() != nil:
+			a.Outcome, a.Err = Retry, "cancelled: "+l.ctx.Err().Error()
+		case errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded):
+			a.Outcome, a.Err = Retry, fmt.Sprintf("no answer within %s", s.timeout)
 		case errors.As(err, &op) && op.Op == "dial":
 			// Refused, unreachable or timed out while connecting: one answer
 			// for all, so endpoints cannot be used to map a network's ports.
 			a.Outcome, a.Err = Retry, "connection failed"
 		default:
-			a.Outcome = Retry // timeouts and reset connections
+			a.Outcome = Retry // reset connections, unreadable answers
 		}
 		return a
 	}
-	body := io.LimitReader(resp.Body, MaxResponse)
+	body := &io.LimitedReader{R: resp.Body, N: MaxResponse}
 	kept := keptBuffers.Get().(*[MaxKeptResponse]byte)
 	n, _ := io.ReadFull(body, kept[:])
 	a.Response = strings.ToValidUTF8(string(kept[:n]), "\uFFFD")
 	keptBuffers.Put(kept)
-	_, _ = io.Copy(io.Discard, body)
-	resp.Body.Close()
+	_, err = io.Copy(io.Discard, body)
+	// Reading stopped at the body's end, not at the limit: the connection
+	// is where the next request can go.
+	l.done(resp, err == nil && body.N > 0)
 	a.Latency = time.Since(start)
 	a.Status = resp.StatusCode
 	switch {

@@ -131,7 +131,7 @@ func TestSendHeadersAndSignature(t *testing.T) {
 		body, _ = io.ReadAll(r.Body)
 		w.WriteHeader(http.StatusNoContent)
 	})
-	s := NewSender(Policy{AllowPrivate: true}, "1.2.3", 4)
+	s := NewSender(Policy{AllowPrivate: true}, "1.2.3")
 	a := s.Send(context.Background(), srv.URL+"/hook", m)
 	require.Equal(t, Delivered, a.Outcome, a.Err)
 	assert.Equal(t, http.StatusNoContent, a.Status)
@@ -146,7 +146,7 @@ func TestSendHeadersAndSignature(t *testing.T) {
 }
 
 func TestSendOutcomes(t *testing.T) {
-	s := NewSender(Policy{AllowPrivate: true}, "test", 4)
+	s := NewSender(Policy{AllowPrivate: true}, "test")
 	for status, want := range map[int]Outcome{
 		200: Delivered, 201: Delivered, 204: Delivered,
 		408: Retry, 429: Retry, 500: Retry, 502: Retry, 503: Retry,
@@ -175,7 +175,7 @@ func TestSendRetryAfter(t *testing.T) {
 		w.Header().Set("Retry-After", "42")
 		w.WriteHeader(http.StatusTooManyRequests)
 	})
-	a := NewSender(Policy{AllowPrivate: true}, "test", 4).Send(context.Background(), srv.URL, testMessage(t))
+	a := NewSender(Policy{AllowPrivate: true}, "test").Send(context.Background(), srv.URL, testMessage(t))
 	assert.Equal(t, Retry, a.Outcome)
 	assert.Equal(t, 42*time.Second, a.RetryAfter)
 
@@ -200,8 +200,8 @@ func TestSendRetryAfter(t *testing.T) {
 // TestHostileEndpoints: none of them holds the sender longer than its
 // limits, or makes it read more than 64 KiB.
 func TestHostileEndpoints(t *testing.T) {
-	s := NewSender(Policy{AllowPrivate: true}, "test", 4)
-	s.client.Timeout = 300 * time.Millisecond
+	s := NewSender(Policy{AllowPrivate: true}, "test")
+	s.timeout = 300 * time.Millisecond
 
 	slow, _ := receiver(t, func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -263,7 +263,7 @@ func TestDNSRebinding(t *testing.T) {
 		}
 		return []netip.Addr{netip.MustParseAddr("127.0.0.1")}, nil
 	}
-	s := newSender(Policy{}, "test", 4, lookup)
+	s := newSender(Policy{}, "test", lookup)
 	url := "http://rebind.test:" + port + "/hook"
 	_, err := s.ValidateURL(context.Background(), url)
 	require.NoError(t, err, "at creation the name looks public")
@@ -273,7 +273,7 @@ func TestDNSRebinding(t *testing.T) {
 	assert.Zero(t, hits.Load(), "nothing reached the loopback receiver")
 
 	// A literal loopback URL, whatever the DNS says, is refused by the dialer too.
-	a = newSender(Policy{}, "test", 4, lookup).Send(context.Background(), srv.URL, testMessage(t))
+	a = newSender(Policy{}, "test", lookup).Send(context.Background(), srv.URL, testMessage(t))
 	assert.Equal(t, Failed, a.Outcome)
 	assert.Zero(t, hits.Load())
 }
@@ -306,7 +306,7 @@ func FuzzRetryAfter(f *testing.F) {
 func TestSendUnbuildableRequestFailsAtOnce(t *testing.T) {
 	calls := 0
 	srv, _ := receiver(t, func(w http.ResponseWriter, r *http.Request) { calls++ })
-	s := NewSender(Policy{AllowPrivate: true}, "test", 4)
+	s := NewSender(Policy{AllowPrivate: true}, "test")
 	m := testMessage(t)
 	m.ID = "evt\n1"
 	a := s.Send(context.Background(), srv.URL, m)
@@ -319,7 +319,7 @@ func TestSendUnbuildableRequestFailsAtOnce(t *testing.T) {
 // endpoint's query string (tokens live there), and every failure to connect
 // reads the same, so endpoints cannot map which ports are open.
 func TestSendErrorsHideURLsAndPorts(t *testing.T) {
-	s := NewSender(Policy{AllowPrivate: true}, "test", 4)
+	s := NewSender(Policy{AllowPrivate: true}, "test")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	closed := ln.Addr().String()

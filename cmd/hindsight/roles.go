@@ -161,7 +161,7 @@ func (s stack) run(ctx context.Context) error {
 		}
 		ready = append(ready, in.Ready)
 	}
-	sender := replay.NewSender(s.policy, version, 256)
+	sender := replay.NewSender(s.policy, version)
 	notifier := s.notifier
 	var worker *replay.Worker
 	if s.replay != nil && s.ingest != nil {
@@ -321,7 +321,7 @@ func (n notifyFlags) notifier(ctx context.Context, p replay.Policy, log *slog.Lo
 			return nil, err
 		}
 	}
-	notifier, err := replay.NewNotifier(ctx, n.url, secret, replay.NewSender(p, version, 4), log.With("component", "notify"))
+	notifier, err := replay.NewNotifier(ctx, n.url, secret, replay.NewSender(p, version), log.With("component", "notify"))
 	if err != nil {
 		return nil, usagef("%v", err)
 	}

@@ -81,7 +81,7 @@ func stackWith(t *testing.T, replays bool, wrap func(http.Handler) http.Handler)
 	q.Register(h.V1())
 	dashboard.Register(h.Root())
 	if replays {
-		sender := replay.NewSender(replay.Policy{AllowPrivate: true}, "test", 16)
+		sender := replay.NewSender(replay.Policy{AllowPrivate: true}, "test")
 		replay.NewAPI(db, conn, sender, key, nil).Register(h.V1())
 		w, err := replay.NewWorker(replay.WorkerConfig{Database: db, Poll: 50 * time.Millisecond}, conn, sender, nil)
 		require.NoError(t, err)

@@ -43,7 +43,7 @@ func mount(t *testing.T, conn driver.Conn, cfg host.Config, log *slog.Logger, re
 	q, err := query.New(query.Config{Database: cfg.Database, CursorKey: cfg.APIKey}, conn, log)
 	require.NoError(t, err)
 	q.Register(h.V1())
-	replay.NewAPI(cfg.Database, conn, replay.NewSender(replay.Policy{}, "test", 1), cfg.APIKey, log).Register(h.V1())
+	replay.NewAPI(cfg.Database, conn, replay.NewSender(replay.Policy{}, "test"), cfg.APIKey, log).Register(h.V1())
 	srv := httptest.NewServer(h.Handler())
 	t.Cleanup(srv.Close)
 	return srv, h

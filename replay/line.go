@@ -1,0 +1,152 @@
+package replay
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"syscall"
+	"time"
+)
+
+// A line is one connection to an endpoint, for one caller at a time: a
+// flight's slot keeps one for its job, and Sender.Send opens one for its
+// attempt. The caller writes each request and reads its answer itself.
+// net/http's client hands both to two goroutines of the connection's,
+// which cost a delivery about as much CPU as everything else it does; a
+// slot sends one attempt at a time, so it needs neither them nor a pool of
+// connections to share.
+//
+// Every attempt on a line is made under its ctx: when ctx ends, the
+// connection is closed, which ends the attempt on it at once.
+type line struct {
+	s   *Sender
+	ctx context.Context
+
+	addr   string // scheme://host:port of conn
+	conn   net.Conn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	reused bool        // conn has answered a request before
+	unwind func() bool // stops closing conn when ctx ends
+}
+
+func (s *Sender) newLine(ctx context.Context) *line {
+	return &line{s: s, ctx: ctx}
+}
+
+// roundTrip writes req on the line's connection, dialing one if it has
+// none for req's host, and reads the answer's head. The deadline bounds it
+// all, the body's reading included. A connection kept from an earlier
+// attempt that turns out closed before answering (a server drops idle
+// connections when it likes) gets the request again on a new one, as
+// net/http does.
+func (l *line) roundTrip(req *http.Request, deadline time.Time) (*http.Response, error) {
+	for {
+		if err := l.connect(req, deadline); err != nil {
+			return nil, err
+		}
+		reused := l.reused
+		resp, err := l.exchange(req, deadline)
+		if err == nil {
+			return resp, nil
+		}
+		l.close()
+		if !reused || l.ctx.Err() != nil || !droppedIdle(err) {
+			return nil, err
+		}
+		if req.Body, err = req.GetBody(); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// droppedIdle says whether err is how a write or a read fails on a
+// connection the server closed while it was idle.
+func droppedIdle(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// connect makes sure the line has a connection to req's host.
+func (l *line) connect(req *http.Request, deadline time.Time) error {
+	u := req.URL
+	port := u.Port()
+	switch {
+	case port != "":
+	case u.Scheme == "https":
+		port = "443"
+	default:
+		port = "80"
+	}
+	hostPort := net.JoinHostPort(u.Hostname(), port)
+	addr := u.Scheme + "://" + hostPort
+	if l.conn != nil && l.addr == addr {
+		return nil
+	}
+	l.close()
+	ctx, cancel := context.WithDeadline(l.ctx, deadline)
+	defer cancel()
+	conn, err := l.s.dialer.DialContext(ctx, "tcp", hostPort)
+	if err != nil {
+		return err
+	}
+	if u.Scheme == "https" {
+		tc := tls.Client(conn, &tls.Config{ServerName: u.Hostname(), RootCAs: l.s.roots, NextProtos: []string{"http/1.1"}})
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return err
+		}
+		conn = tc
+	}
+	l.addr, l.conn, l.reused = addr, conn, false
+	l.br, l.bw = bufio.NewReader(conn), bufio.NewWriter(conn)
+	l.unwind = context.AfterFunc(l.ctx, func() { conn.Close() })
+	return nil
+}
+
+// exchange writes req and reads the head of its answer, skipping
+// informational (1xx) answers as net/http does, at most five.
+func (l *line) exchange(req *http.Request, deadline time.Time) (*http.Response, error) {
+	if err := l.conn.SetDeadline(deadline); err != nil {
+		return nil, err
+	}
+	if err := req.Write(l.bw); err != nil {
+		return nil, err
+	}
+	if err := l.bw.Flush(); err != nil {
+		return nil, err
+	}
+	for n := 0; ; n++ {
+		resp, err := http.ReadResponse(l.br, req)
+		if err != nil || resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols || n == 5 {
+			return resp, err
+		}
+	}
+}
+
+// done ends an attempt whose answer's body was read to its end (whole) or
+// not: the connection stays for the next request only if the answer was
+// whole, final and did not ask to close.
+func (l *line) done(resp *http.Response, whole bool) {
+	if !whole || resp.Close || resp.StatusCode < 200 {
+		l.close()
+		return
+	}
+	resp.Body.Close()
+	l.reused = true
+}
+
+// close closes the line's connection, if it has one; the line dials again
+// when next used.
+func (l *line) close() {
+	if l.conn == nil {
+		return
+	}
+	l.unwind()
+	l.conn.Close()
+	l.conn, l.br, l.bw, l.addr = nil, nil, nil, ""
+}
