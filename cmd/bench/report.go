@@ -110,12 +110,16 @@ func (rep report) write(w io.Writer) {
 		"beside a bare net/http loop posting the same bodies to the same loopback receiver, %d at a time (a 500 sent again at once). "+
 		"Medians of %d rounds, the modes in turn.\n\n",
 		rp.Events, rp.Concurrency, rp.Concurrency, rp.Rounds)
-	fmt.Fprintln(w, "| receiver | replay | bare loop | replay's rate ÷ the loop's |")
-	fmt.Fprintln(w, "|---|---:|---:|---:|")
+	fmt.Fprintln(w, "| receiver | replay | bare loop | replay's rate ÷ the loop's | replay's first request | rate from then on ÷ the loop's |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|")
 	for _, run := range rp.Runs {
-		fmt.Fprintf(w, "| %s | %.2f s (%.0f/s) | %.2f s (%.0f/s) | %.2f× |\n", run.Mode, run.Replay.Seconds(), float64(rp.Events)/run.Replay.Seconds(),
-			run.Bare.Seconds(), float64(rp.Events)/run.Bare.Seconds(), run.Bare.Seconds()/run.Replay.Seconds())
+		fmt.Fprintf(w, "| %s | %.2f s (%.0f/s) | %.2f s (%.0f/s) | %.2f× | after %.2f s | %.2f× |\n", run.Mode, run.Replay.Seconds(), float64(rp.Events)/run.Replay.Seconds(),
+			run.Bare.Seconds(), float64(rp.Events)/run.Bare.Seconds(), run.Bare.Seconds()/run.Replay.Seconds(),
+			run.First.Seconds(), run.Bare.Seconds()/run.FromFirst.Seconds())
 	}
+	fmt.Fprintln(w, "\nA replay starts when a worker finds it (`hindsight replay-worker` looks every second; "+
+		"`serve` and `dev` wake theirs when their API creates one) and has held its lease for 300 ms, "+
+		"long enough to see another worker's claim made at the same time.")
 	fmt.Fprintf(w, "\nFailing first attempts added %.2f s to the replay (the median of each round's difference); a first retry waits 1 s, ±20%%.\n",
 		rp.Added.Seconds())
 	fmt.Fprintf(w, "\n`hindsight replay-worker` peaked at %d MiB of RSS.\n", rp.WorkerPeak>>20)
