@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -41,7 +42,7 @@ func (s *Sender) newLine(ctx context.Context) *line {
 // roundTrip writes req on the line's connection, dialing one if it has
 // none for req's host, and reads the answer's head. The deadline bounds it
 // all, the body's reading included. A connection kept from an earlier
-// attempt that turns out closed before answering (a server drops idle
+// attempt that ends before the answer's first byte (a server drops idle
 // connections when it likes) gets the request again on a new one, as
 // net/http does.
 func (l *line) roundTrip(req *http.Request, deadline time.Time) (*http.Response, error) {
@@ -55,7 +56,7 @@ func (l *line) roundTrip(req *http.Request, deadline time.Time) (*http.Response,
 			return resp, nil
 		}
 		l.close()
-		if !reused || l.ctx.Err() != nil || !droppedIdle(err) {
+		if !reused || l.ctx.Err() != nil || !errors.Is(err, errUnanswered) {
 			return nil, err
 		}
 		if req.Body, err = req.GetBody(); err != nil {
@@ -64,11 +65,15 @@ func (l *line) roundTrip(req *http.Request, deadline time.Time) (*http.Response,
 	}
 }
 
-// droppedIdle says whether err is how a write or a read fails on a
-// connection the server closed while it was idle.
-func droppedIdle(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+// errUnanswered is a connection that ended before the answer's first byte:
+// refused the request's bytes, or closed or reset without a word.
+var errUnanswered = errors.New("connection closed before an answer")
+
+func unanswered(err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return fmt.Errorf("%w: %w", errUnanswered, err)
+	}
+	return err
 }
 
 // connect makes sure the line has a connection to req's host.
@@ -115,10 +120,14 @@ func (l *line) exchange(req *http.Request, deadline time.Time) (*http.Response, 
 		return nil, err
 	}
 	if err := req.Write(l.bw); err != nil {
-		return nil, err
+		return nil, unanswered(err)
 	}
 	if err := l.bw.Flush(); err != nil {
-		return nil, err
+		return nil, unanswered(err)
+	}
+	// ReadResponse reads an end before the first byte as a cut answer.
+	if _, err := l.br.Peek(1); err != nil {
+		return nil, unanswered(err)
 	}
 	for n := 0; ; n++ {
 		resp, err := http.ReadResponse(l.br, req)

@@ -100,7 +100,21 @@ func TestLineSendsAgainOnADroppedIdleConnection(t *testing.T) {
 	silent, conns, _ := rawReceiver(t, func(int64) (string, bool) { return "", true })
 	a = l.send(silent, testMessage(t))
 	assert.Equal(t, Retry, a.Outcome)
+	assert.Contains(t, a.Err, "connection closed before an answer")
 	assert.EqualValues(t, 1, conns.Load(), "a fresh connection closed unanswered is an answer: no second try")
+
+	// An answer cut short on a kept connection was begun: the receiver had
+	// the request, and it is not sent again at once.
+	cut, _, reqs := rawReceiver(t, func(i int64) (string, bool) {
+		if i == 1 {
+			return "HTTP/1.1 204 No Content\r\n\r\n", false
+		}
+		return "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n", true
+	})
+	require.Equal(t, Delivered, l.send(cut, testMessage(t)).Outcome)
+	a = l.send(cut, testMessage(t))
+	assert.Equal(t, Retry, a.Outcome)
+	assert.EqualValues(t, 2, reqs.Load())
 }
 
 // TestLineSkipsInformationalAnswers: a 103 Early Hints before the answer
