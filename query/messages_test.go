@@ -15,6 +15,7 @@ import (
 	"github.com/dodev/hindsight/internal/apitest"
 	"github.com/dodev/hindsight/internal/chtest"
 	"github.com/dodev/hindsight/replay"
+	"github.com/dodev/hindsight/replay/webhook"
 	"github.com/dodev/hindsight/schema"
 )
 
@@ -73,13 +74,13 @@ func TestMessageTimeline(t *testing.T) {
 
 	attempts := []replay.Record{
 		{EndpointID: "whep_1", ReplayID: "rpl_1", EventID: "evt_a2", Attempt: 2, At: t0.Add(3 * time.Hour),
-			Result: replay.Attempt{Outcome: replay.Delivered, Status: 204, Latency: 12 * time.Millisecond}},
+			Result: webhook.Attempt{Outcome: webhook.Delivered, Status: 204, Latency: 12 * time.Millisecond}},
 		{EndpointID: "whep_1", ReplayID: "rpl_1", EventID: "evt_a2", Attempt: 1, At: t0.Add(2 * time.Hour),
-			Result: replay.Attempt{Outcome: replay.Failed, Status: 503, Latency: 40 * time.Millisecond, Err: "HTTP 503"}},
+			Result: webhook.Attempt{Outcome: webhook.Failed, Status: 503, Latency: 40 * time.Millisecond, Err: "HTTP 503"}},
 		{EndpointID: "whep_2", EventID: "evt_a6", Attempt: 1, At: t0.Add(49 * time.Hour),
-			Result: replay.Attempt{Outcome: replay.Delivered, Status: 200, Latency: 5 * time.Millisecond}},
+			Result: webhook.Attempt{Outcome: webhook.Delivered, Status: 200, Latency: 5 * time.Millisecond}},
 		{EndpointID: "whep_2", EventID: "evt_b1", Attempt: 1, At: t0.Add(time.Hour),
-			Result: replay.Attempt{Outcome: replay.Delivered, Status: 200}},
+			Result: webhook.Attempt{Outcome: webhook.Delivered, Status: 200}},
 	}
 	require.NoError(t, replay.NewStore(conn, db).RecordAttempts(ctx, attempts))
 

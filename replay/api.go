@@ -17,6 +17,7 @@ import (
 
 	"github.com/dodev/hindsight/internal/httpapi"
 	"github.com/dodev/hindsight/internal/keys"
+	"github.com/dodev/hindsight/replay/webhook"
 	"github.com/dodev/hindsight/schema"
 )
 
@@ -27,7 +28,7 @@ type API struct {
 	store    *Store
 	conn     Conn
 	db       string
-	sender   *Sender
+	sender   *webhook.Sender
 	attempts httpapi.Cursors // the attempt log's
 	replays  httpapi.Cursors // the replay list's
 	log      *slog.Logger
@@ -47,7 +48,7 @@ func (a *API) OnCreate(f func()) { a.created = f }
 // NewAPI builds the replay routes. apiKey signs the cursors of the replay
 // list and the attempt log, so every API process sharing it accepts the
 // others'.
-func NewAPI(db string, conn Conn, sender *Sender, apiKey string, log *slog.Logger) *API {
+func NewAPI(db string, conn Conn, sender *webhook.Sender, apiKey string, log *slog.Logger) *API {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -107,7 +108,7 @@ func viewEndpoint(e Endpoint, withSecret bool) endpointView {
 	}
 	schedule := e.RetrySchedule
 	if schedule == nil {
-		schedule = Backoff
+		schedule = webhook.Backoff
 	}
 	for _, d := range schedule {
 		v.RetrySchedule = append(v.RetrySchedule, int64(d/time.Second))
@@ -203,7 +204,7 @@ func (a *API) createEndpoint(c *gin.Context) {
 		a.fail(c, bad("enabled", "a new endpoint is enabled; disable it with PATCH"))
 		return
 	}
-	secret, err := NewSecret()
+	secret, err := webhook.NewSecret()
 	if err != nil {
 		a.fail(c, err)
 		return
@@ -315,7 +316,7 @@ func (a *API) rotateSecret(c *gin.Context) {
 		a.fail(c, err)
 		return
 	}
-	secret, err := NewSecret()
+	secret, err := webhook.NewSecret()
 	if err != nil {
 		a.fail(c, err)
 		return
@@ -350,7 +351,7 @@ func (a *API) testEndpoint(c *gin.Context) {
 		"eventId": id, "type": "platform.test", "service": "platform", "livemode": false, "createdAt": now.UnixMilli(),
 		"data": map[string]any{"message": "This is a test webhook event from do.dev", "endpoint_id": e.ID},
 	})
-	at := a.sender.Send(ctx, e.URL, Message{ID: id, Body: body, Secrets: e.Secrets(now), Headers: e.Headers})
+	at := a.sender.Send(ctx, e.URL, webhook.Message{ID: id, Body: body, Secrets: e.Secrets(now), Headers: e.Headers})
 	if err := a.store.RecordAttempts(ctx, []Record{{EndpointID: e.ID, EventID: id, EventType: "platform.test", Attempt: 1, Result: at, At: now}}); err != nil {
 		a.log.Warn("record test delivery", "endpoint", e.ID, "err", err)
 	}
@@ -407,14 +408,14 @@ func (a *API) resendEvent(c *gin.Context) {
 		return
 	}
 	now := time.Now().UTC()
-	at := a.sender.Send(ctx, ep.URL, Message{ID: id, Body: raw, Secrets: ep.Secrets(now), Headers: ep.Headers})
+	at := a.sender.Send(ctx, ep.URL, webhook.Message{ID: id, Body: raw, Secrets: ep.Secrets(now), Headers: ep.Headers})
 	if err := a.store.RecordAttempts(ctx, []Record{{EndpointID: ep.ID, EventID: id, EventType: ev.Type, Attempt: 1, Result: at, At: now}}); err != nil {
 		a.log.Warn("record resend", "endpoint", ep.ID, "err", err)
 	}
 	c.JSON(http.StatusOK, gin.H{"event_id": id, "endpoint_id": ep.ID, "attempt": viewAttempt(at)})
 }
 
-func viewAttempt(at Attempt) attemptView {
+func viewAttempt(at webhook.Attempt) attemptView {
 	return attemptView{Outcome: at.Outcome.String(), Status: at.Status, LatencyMS: float64(at.Latency.Microseconds()) / 1000, Error: at.Err}
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dodev/hindsight/internal/chtest"
+	"github.com/dodev/hindsight/replay/webhook"
 	"github.com/dodev/hindsight/schema"
 )
 
@@ -105,7 +106,7 @@ type replayRig struct {
 	conn   driver.Conn
 	store  *Store
 	ep     Endpoint
-	sender *Sender
+	sender *webhook.Sender
 	recv   *httptest.Server
 	got    atomic.Int64
 }
@@ -119,10 +120,10 @@ func newReplayRig(b *testing.B, n int) *replayRig {
 	}))
 	b.Cleanup(r.recv.Close)
 	r.store = NewStore(r.conn, r.db)
-	secret, _ := NewSecret()
+	secret, _ := webhook.NewSecret()
 	r.ep = Endpoint{ID: newID("whep_"), URL: r.recv.URL + "/hook", EnabledEvents: []string{"*"}, Secret: secret, CreatedAt: time.Now()}
 	require.NoError(b, r.store.SaveEndpoint(context.Background(), r.ep))
-	r.sender = NewSender(Policy{AllowPrivate: true}, "bench")
+	r.sender = webhook.NewSender(webhook.Policy{AllowPrivate: true}, "bench")
 	return r
 }
 
@@ -254,7 +255,7 @@ func BenchmarkReplayRetries(b *testing.B) {
 	db := fillEvents(b, n)
 	conn := chtest.Open(b)
 	store := NewStore(conn, db)
-	sender := NewSender(Policy{AllowPrivate: true}, "bench")
+	sender := webhook.NewSender(webhook.Policy{AllowPrivate: true}, "bench")
 	run := func(failEvery int) time.Duration {
 		var tried sync.Map
 		recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -269,7 +270,7 @@ func BenchmarkReplayRetries(b *testing.B) {
 			w.WriteHeader(http.StatusNoContent)
 		}))
 		defer recv.Close()
-		secret, _ := NewSecret()
+		secret, _ := webhook.NewSecret()
 		ep := Endpoint{ID: newID("whep_"), URL: recv.URL + "/hook", EnabledEvents: []string{"*"}, Secret: secret, CreatedAt: time.Now()}
 		require.NoError(b, store.SaveEndpoint(context.Background(), ep))
 		job := Job{ID: newID("rpl_"), EndpointID: ep.ID, Since: time.Unix(0, 0), EnabledEvents: []string{"*"}, Livemode: "all",

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/dodev/hindsight/replay/webhook"
 )
 
 // maxPagesInFlight bounds the pages an unordered job has handed to its
@@ -198,8 +200,8 @@ func (f *flight) collect(all bool) ([]*flightPage, []Record) {
 
 // deliver is a slot: it sends the events it takes until the flight stops.
 func (f *flight) deliver(ctx context.Context) {
-	l := f.w.sender.newLine(ctx)
-	defer l.close()
+	l := f.w.sender.NewLine(ctx)
+	defer l.Close()
 	for {
 		r, ok := f.take()
 		if !ok {
@@ -259,13 +261,13 @@ func (f *flight) take() (retry, bool) {
 
 // attempt sends ev once on l, its (n+1)th attempt, after the rate limiter.
 // It returns false when ctx ended first: the attempt does not count.
-func (f *flight) attempt(ctx context.Context, l *line, ev event, n int) (Record, bool) {
+func (f *flight) attempt(ctx context.Context, l *webhook.Line, ev event, n int) (Record, bool) {
 	if f.limiter.Wait(ctx) != nil {
 		return Record{}, false
 	}
 	ep := f.ep.Load()
 	now := time.Now()
-	a := l.send(ep.URL, Message{ID: ev.id, Body: ev.raw, ReplayID: f.job.ID, Secrets: ep.Secrets(now), Headers: ep.Headers})
+	a := l.Send(ep.URL, webhook.Message{ID: ev.id, Body: ev.raw, ReplayID: f.job.ID, Secrets: ep.Secrets(now), Headers: ep.Headers})
 	if ctx.Err() != nil {
 		return Record{}, false
 	}
@@ -279,10 +281,10 @@ func (f *flight) settle(ctx context.Context, rec Record, r retry) {
 	m.attemptSeconds.Observe(a.Latency.Seconds())
 	var wait time.Duration
 	again, lastErr := false, a.Err
-	if a.Outcome == Retry {
-		if wait, again = RetryDelay(ep.RetrySchedule, r.n, a.RetryAfter); !again {
+	if a.Outcome == webhook.Retry {
+		if wait, again = webhook.RetryDelay(ep.RetrySchedule, r.n, a.RetryAfter); !again {
 			// No retry follows: the attempt log says failed, not retry.
-			a.Outcome = Failed
+			a.Outcome = webhook.Failed
 			lastErr = fmt.Sprintf("gave up after %d attempts: %s", r.n+1, a.Err)
 		}
 	}
@@ -290,7 +292,7 @@ func (f *flight) settle(ctx context.Context, rec Record, r retry) {
 		f.progress.Broadcast() // for the job to log them
 	}
 	r.pg.attempts++
-	if a.Outcome == Delivered {
+	if a.Outcome == webhook.Delivered {
 		f.run.lastOK = rec.At
 	} else if ep.DisableAfter > 0 && time.Since(f.run.checked) >= healthEvery {
 		f.checkHealth(ctx, ep, a.Err)
@@ -300,7 +302,7 @@ func (f *flight) settle(ctx context.Context, rec Record, r retry) {
 		m.attempts.WithLabelValues("retrying").Inc()
 		f.push(retry{r.ev, r.pg, r.n + 1, time.Now().Add(wait)})
 		return
-	case a.Outcome == Delivered:
+	case a.Outcome == webhook.Delivered:
 		r.pg.delivered++
 		m.attempts.WithLabelValues("delivered").Inc()
 	default:

@@ -15,6 +15,8 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/dodev/hindsight/replay/webhook"
 )
 
 // notices receives Hindsight's notifications, verifying each with the
@@ -70,7 +72,7 @@ func (n *notices) of(typ string) []map[string]any {
 // in the worker's metrics.
 func TestAutoDisable(t *testing.T) {
 	e := newEnv(t, 400)
-	secret, err := NewSecret()
+	secret, err := webhook.NewSecret()
 	require.NoError(t, err)
 	got := newNotices(t, secret)
 	ctx, cancel := context.WithCancel(context.Background())

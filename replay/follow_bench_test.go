@@ -20,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/dodev/hindsight/internal/chtest"
+	"github.com/dodev/hindsight/replay/webhook"
 	"github.com/dodev/hindsight/schema"
 )
 
@@ -58,14 +59,14 @@ func BenchmarkFollowLatency(b *testing.B) {
 			w.WriteHeader(http.StatusNoContent)
 		}))
 		store := NewStore(conn, db)
-		secret, _ := NewSecret()
+		secret, _ := webhook.NewSecret()
 		ep := Endpoint{ID: newID("whep_"), URL: recv.URL, EnabledEvents: []string{"*"}, Secret: secret, CreatedAt: time.Now()}
 		require.NoError(b, store.SaveEndpoint(ctx, ep))
 		job := Job{ID: newID("rpl_"), EndpointID: ep.ID, Since: time.Now(), EnabledEvents: []string{"*"}, Livemode: schema.LiveAll,
 			Ordered: true, Concurrency: 1, Follow: true, Status: StatusPending, CreatedAt: time.Now()}
 		require.NoError(b, store.SaveJob(ctx, job))
 		w, err := NewWorker(WorkerConfig{Database: db, Poll: 100 * time.Millisecond,
-			Kafka: &KafkaSource{Brokers: cluster.ListenAddrs(), Topic: "events", Group: "hindsight-ingest"}}, conn, NewSender(Policy{AllowPrivate: true}, "bench"), slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+			Kafka: &KafkaSource{Brokers: cluster.ListenAddrs(), Topic: "events", Group: "hindsight-ingest"}}, conn, webhook.NewSender(webhook.Policy{AllowPrivate: true}, "bench"), slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 		require.NoError(b, err)
 		wctx, stop := context.WithCancel(ctx)
 		done := make(chan struct{})

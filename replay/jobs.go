@@ -7,6 +7,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/dodev/hindsight/replay/webhook"
 	"github.com/dodev/hindsight/schema"
 )
 
@@ -377,7 +378,7 @@ func (s *Store) LeaseHolder(ctx context.Context, id string) (string, int64, erro
 type Record struct {
 	EndpointID, ReplayID, EventID, EventType string
 	Attempt                                  int
-	Result                                   Attempt
+	Result                                   webhook.Attempt
 	At                                       time.Time
 }
 

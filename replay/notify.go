@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/dodev/hindsight/replay/webhook"
 )
 
 // Notifications Hindsight sends about itself.
@@ -25,9 +27,9 @@ const (
 type Notifier struct {
 	url    string
 	secret string
-	sender *Sender
+	sender *webhook.Sender
 	log    *slog.Logger
-	queue  chan Message
+	queue  chan webhook.Message
 }
 
 // notifyQueue is how many notifications wait to be sent; beyond it they are
@@ -36,8 +38,8 @@ const notifyQueue = 1024
 
 // NewNotifier checks secret as a signing secret (whsec_...), then url
 // against the sender's policy.
-func NewNotifier(ctx context.Context, url, secret string, sender *Sender, log *slog.Logger) (*Notifier, error) {
-	if _, err := secretKey(secret); err != nil {
+func NewNotifier(ctx context.Context, url, secret string, sender *webhook.Sender, log *slog.Logger) (*Notifier, error) {
+	if err := webhook.CheckSecret(secret); err != nil {
 		return nil, fmt.Errorf("notify secret: %w", err)
 	}
 	if _, err := sender.ValidateURL(ctx, url); err != nil {
@@ -46,7 +48,7 @@ func NewNotifier(ctx context.Context, url, secret string, sender *Sender, log *s
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Notifier{url: url, secret: secret, sender: sender, log: log, queue: make(chan Message, notifyQueue)}, nil
+	return &Notifier{url: url, secret: secret, sender: sender, log: log, queue: make(chan webhook.Message, notifyQueue)}, nil
 }
 
 // Notify queues a notification of type typ about data.
@@ -61,7 +63,7 @@ func (n *Notifier) Notify(typ string, data any) {
 		return
 	}
 	select {
-	case n.queue <- Message{ID: newID("msg_"), Body: body, Secrets: []string{n.secret}}:
+	case n.queue <- webhook.Message{ID: newID("msg_"), Body: body, Secrets: []string{n.secret}}:
 	default:
 		n.log.Warn("notification dropped: too many waiting", "type", typ)
 	}
@@ -92,14 +94,14 @@ func (n *Notifier) Run(ctx context.Context) {
 
 // send tries m on the default schedule until it is delivered, fails for
 // good, or ctx ends.
-func (n *Notifier) send(ctx context.Context, m Message) {
+func (n *Notifier) send(ctx context.Context, m webhook.Message) {
 	for i := 0; ; i++ {
 		a := n.sender.Send(ctx, n.url, m)
-		if a.Outcome == Delivered || ctx.Err() != nil {
+		if a.Outcome == webhook.Delivered || ctx.Err() != nil {
 			return
 		}
-		wait, again := RetryDelay(Backoff, i, a.RetryAfter)
-		if a.Outcome == Failed || !again {
+		wait, again := webhook.RetryDelay(webhook.Backoff, i, a.RetryAfter)
+		if a.Outcome == webhook.Failed || !again {
 			n.log.Warn("notification not delivered", "id", m.ID, "attempts", i+1, "err", a.Err)
 			return
 		}

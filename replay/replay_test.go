@@ -27,6 +27,7 @@ import (
 	"github.com/dodev/hindsight/internal/chtest"
 	"github.com/dodev/hindsight/internal/keys"
 	"github.com/dodev/hindsight/internal/sample"
+	"github.com/dodev/hindsight/replay/webhook"
 	"github.com/dodev/hindsight/schema"
 )
 
@@ -40,7 +41,7 @@ type env struct {
 	db     string
 	events []schema.Event
 	api    *httptest.Server
-	sender *Sender
+	sender *webhook.Sender
 	routes *API      // the API behind api
 	notify *Notifier // what workers notify; nil none
 }
@@ -58,7 +59,7 @@ func newEnv(t *testing.T, n int) *env {
 	events, err := sample.Events(n, opts)
 	require.NoError(t, err)
 	chtest.InsertEvents(t, conn, db, events)
-	sender := NewSender(Policy{AllowPrivate: true}, "test")
+	sender := webhook.NewSender(webhook.Policy{AllowPrivate: true}, "test")
 	gin.SetMode(gin.ReleaseMode)
 	g := gin.New()
 	routes := NewAPI(db, conn, sender, testKey, nil)
@@ -692,7 +693,7 @@ func TestBadRequests(t *testing.T) {
 	e := newEnv(t, 10)
 	s := newSink(t)
 	ep := e.endpoint(s)
-	strict := NewAPI(e.db, e.conn, NewSender(Policy{}, "test"), testKey, nil)
+	strict := NewAPI(e.db, e.conn, webhook.NewSender(webhook.Policy{}, "test"), testKey, nil)
 	g := gin.New()
 	strict.Register(g.Group("/v1", keys.NewChecker(keys.NewStore(e.conn, e.db), testKey, nil).Authenticate))
 	strictSrv := httptest.NewServer(g)
@@ -934,14 +935,14 @@ func TestLargeEventsReplayUnderClickHouseMemoryLimit(t *testing.T) {
 	}))
 	t.Cleanup(recv.Close)
 	store := NewStore(conn, db)
-	secret, err := NewSecret()
+	secret, err := webhook.NewSecret()
 	require.NoError(t, err)
 	ep := Endpoint{ID: newID("whep_"), URL: recv.URL + "/hook", EnabledEvents: []string{"*"}, Secret: secret, CreatedAt: time.Now()}
 	require.NoError(t, store.SaveEndpoint(context.Background(), ep))
 	job := Job{ID: newID("rpl_"), EndpointID: ep.ID, Since: since, EnabledEvents: []string{"*"}, Livemode: "all",
 		Concurrency: 16, Status: StatusPending, CreatedAt: time.Now()}
 	require.NoError(t, store.SaveJob(context.Background(), job))
-	w, err := NewWorker(WorkerConfig{Database: db, Poll: 50 * time.Millisecond}, limited, NewSender(Policy{AllowPrivate: true}, "test"), nil)
+	w, err := NewWorker(WorkerConfig{Database: db, Poll: 50 * time.Millisecond}, limited, webhook.NewSender(webhook.Policy{AllowPrivate: true}, "test"), nil)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -1473,7 +1474,7 @@ func TestAttemptLog(t *testing.T) {
 		var recs []Record
 		for i := range 30 {
 			recs = append(recs, Record{EndpointID: epID, ReplayID: job["id"].(string), EventID: fmt.Sprintf("late-%d", i), EventType: "platform.test",
-				Attempt: 1, Result: Attempt{Outcome: Delivered, Status: 200}, At: time.Now()})
+				Attempt: 1, Result: webhook.Attempt{Outcome: webhook.Delivered, Status: 200}, At: time.Now()})
 		}
 		require.NoError(t, store.RecordAttempts(context.Background(), recs))
 	}
@@ -1550,21 +1551,21 @@ func TestEndpointHealth(t *testing.T) {
 		"last_success_at": nil, "last_failure_at": nil}, ep["health"], "no attempts yet")
 
 	now := time.Now().UTC().Truncate(time.Millisecond)
-	log := func(ago time.Duration, outcome Outcome, err string) Record {
+	log := func(ago time.Duration, outcome webhook.Outcome, err string) Record {
 		return Record{EndpointID: id, EventID: fmt.Sprintf("evt_%d", ago), Attempt: 1,
-			Result: Attempt{Outcome: outcome, Status: 200, Err: err}, At: now.Add(-ago)}
+			Result: webhook.Attempt{Outcome: outcome, Status: 200, Err: err}, At: now.Add(-ago)}
 	}
 	recs := []Record{
-		log(30*time.Hour, Failed, "HTTP 410"),           // outside the day
-		log(5*time.Hour, Delivered, ""),                 // the day
-		log(3*time.Hour, Delivered, ""),                 // the last success
-		log(2*time.Hour, Retry, "connection failed"),    // failures since
-		log(50*time.Minute, Retry, "HTTP 503"),          // the hour
-		log(10*time.Minute, Failed, "HTTP 500 at last"), // the last failure
+		log(30*time.Hour, webhook.Failed, "HTTP 410"),           // outside the day
+		log(5*time.Hour, webhook.Delivered, ""),                 // the day
+		log(3*time.Hour, webhook.Delivered, ""),                 // the last success
+		log(2*time.Hour, webhook.Retry, "connection failed"),    // failures since
+		log(50*time.Minute, webhook.Retry, "HTTP 503"),          // the hour
+		log(10*time.Minute, webhook.Failed, "HTTP 500 at last"), // the last failure
 	}
 	require.NoError(t, NewStore(e.conn, e.db).RecordAttempts(context.Background(), recs))
 	// Another endpoint's attempts count for nothing here.
-	other := log(time.Minute, Failed, "not ours")
+	other := log(time.Minute, webhook.Failed, "not ours")
 	other.EndpointID = "whep_other"
 	require.NoError(t, NewStore(e.conn, e.db).RecordAttempts(context.Background(), []Record{other}))
 

@@ -92,7 +92,7 @@ type Endpoint struct {
 	PreviousSecret string    // still signs beside Secret until PreviousUntil
 	PreviousUntil  time.Time // zero without a rotation
 	CreatedAt      time.Time
-	RetrySchedule  []time.Duration   // waits before each retry; nil is Backoff
+	RetrySchedule  []time.Duration   // waits before each retry; nil is webhook.Backoff
 	Headers        map[string]string // sent with every delivery; see ValidateHeaders
 	// DisableAfter is how long every attempt may fail before the endpoint
 	// is disabled; 0 never disables it. Whole seconds.

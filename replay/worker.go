@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dodev/hindsight/replay/webhook"
 	"github.com/dodev/hindsight/schema"
 )
 
@@ -133,7 +134,7 @@ type Worker struct {
 	cfg    WorkerConfig
 	store  *Store
 	conn   Conn
-	sender *Sender
+	sender *webhook.Sender
 	log    *slog.Logger
 
 	mu      sync.Mutex
@@ -152,7 +153,7 @@ type Worker struct {
 func (w *Worker) NotifyTo(n *Notifier) { w.notify = n }
 
 // NewWorker builds a worker.
-func NewWorker(cfg WorkerConfig, conn Conn, sender *Sender, log *slog.Logger) (*Worker, error) {
+func NewWorker(cfg WorkerConfig, conn Conn, sender *webhook.Sender, log *slog.Logger) (*Worker, error) {
 	cfg.ApplyDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err

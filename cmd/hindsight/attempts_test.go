@@ -19,6 +19,7 @@ import (
 	"github.com/dodev/hindsight/internal/chtest"
 	"github.com/dodev/hindsight/internal/host"
 	"github.com/dodev/hindsight/replay"
+	"github.com/dodev/hindsight/replay/webhook"
 	"github.com/dodev/hindsight/schema"
 )
 
@@ -36,15 +37,15 @@ func TestAttemptsCommand(t *testing.T) {
 	for i := range 1050 {
 		r := replay.Record{EndpointID: "whep_a", ReplayID: "rpl_a", EventID: fmt.Sprintf("evt_%04d", i), EventType: "send.email.sent",
 			Attempt: 1, At: start.Add(time.Duration(i) * time.Second),
-			Result: replay.Attempt{Outcome: replay.Delivered, Status: 204, Latency: 3 * time.Millisecond}}
+			Result: webhook.Attempt{Outcome: webhook.Delivered, Status: 204, Latency: 3 * time.Millisecond}}
 		if i%10 == 0 {
-			r.Result = replay.Attempt{Outcome: replay.Failed, Status: 500, Latency: 5 * time.Millisecond, Err: "HTTP 500\nfrom the receiver"}
+			r.Result = webhook.Attempt{Outcome: webhook.Failed, Status: 500, Latency: 5 * time.Millisecond, Err: "HTTP 500\nfrom the receiver"}
 		}
 		recs = append(recs, r)
 	}
 	for i := range 5 {
 		recs = append(recs, replay.Record{EndpointID: "whep_b", ReplayID: "rpl_b", EventID: fmt.Sprintf("evt_b%d", i), Attempt: 1,
-			At: start.Add(time.Duration(i) * time.Second), Result: replay.Attempt{Outcome: replay.Failed, Status: 410}})
+			At: start.Add(time.Duration(i) * time.Second), Result: webhook.Attempt{Outcome: webhook.Failed, Status: 410}})
 	}
 	store := replay.NewStore(conn, db)
 	for _, id := range []string{"whep_a", "whep_b"} {

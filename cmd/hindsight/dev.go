@@ -17,6 +17,7 @@ import (
 	"github.com/dodev/hindsight/internal/chlocal"
 	"github.com/dodev/hindsight/internal/host"
 	"github.com/dodev/hindsight/replay"
+	"github.com/dodev/hindsight/replay/webhook"
 )
 
 func runDev(ctx context.Context, args []string) error {
@@ -97,7 +98,7 @@ func runDev(ctx context.Context, args []string) error {
 		ingest: &ingestCfg, api: &apiCfg, replay: &replayCfg,
 		// A developer's receiver runs on this machine or its network; cloud
 		// metadata (link-local) stays refused.
-		policy: replay.Policy{AllowPrivate: true},
+		policy: webhook.Policy{AllowPrivate: true},
 	}
 	if s.notifier, err = notify.notifier(ctx, s.policy, log); err != nil {
 		return err

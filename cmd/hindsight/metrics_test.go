@@ -29,6 +29,7 @@ import (
 	"github.com/dodev/hindsight/internal/host"
 	"github.com/dodev/hindsight/internal/sample"
 	"github.com/dodev/hindsight/replay"
+	"github.com/dodev/hindsight/replay/webhook"
 )
 
 // TestMetrics runs ingest, the API and a replay worker on a known workload
@@ -48,7 +49,7 @@ func TestMetrics(t *testing.T) {
 	apiCfg := host.Config{Addr: httpAddr, Database: db, APIKey: apiKey}
 	workerCfg := replay.WorkerConfig{Database: db, Poll: 50 * time.Millisecond}
 	_, in := runStack(t, stack{conn: conn, database: db, log: slog.New(slog.DiscardHandler), ingest: &ingestCfg, api: &apiCfg,
-		replay: &workerCfg, policy: replay.Policy{AllowPrivate: true}})
+		replay: &workerCfg, policy: webhook.Policy{AllowPrivate: true}})
 	ctx := context.Background()
 	base := "http://" + httpAddr
 

@@ -23,6 +23,7 @@ import (
 	"github.com/dodev/hindsight/internal/proctest"
 	"github.com/dodev/hindsight/internal/sample"
 	"github.com/dodev/hindsight/replay"
+	"github.com/dodev/hindsight/replay/webhook"
 	"github.com/dodev/hindsight/schema"
 )
 
@@ -53,7 +54,7 @@ func TestReplayWorkerKilled(t *testing.T) {
 	defer recv.Close()
 
 	store := replay.NewStore(conn, db)
-	secret, err := replay.NewSecret()
+	secret, err := webhook.NewSecret()
 	require.NoError(t, err)
 	ep := replay.Endpoint{ID: "whep_kill", URL: recv.URL, EnabledEvents: []string{"*"}, Secret: secret, CreatedAt: time.Now()}
 	require.NoError(t, store.SaveEndpoint(ctx, ep))
@@ -137,7 +138,7 @@ func TestFollowWorkerKilled(t *testing.T) {
 		return len(got)
 	}
 	store := replay.NewStore(conn, db)
-	secret, err := replay.NewSecret()
+	secret, err := webhook.NewSecret()
 	require.NoError(t, err)
 	ep := replay.Endpoint{ID: "whep_follow", URL: recv.URL, EnabledEvents: []string{"*"}, Secret: secret, CreatedAt: time.Now()}
 	require.NoError(t, store.SaveEndpoint(ctx, ep))

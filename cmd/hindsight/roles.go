@@ -25,6 +25,7 @@ import (
 	"github.com/dodev/hindsight/internal/host"
 	"github.com/dodev/hindsight/query"
 	"github.com/dodev/hindsight/replay"
+	"github.com/dodev/hindsight/replay/webhook"
 	"github.com/dodev/hindsight/schema"
 )
 
@@ -108,7 +109,7 @@ type stack struct {
 	ingest   *ingest.Config       // nil: no ingest here
 	api      *host.Config         // nil: no API here
 	replay   *replay.WorkerConfig // nil: no replay worker here
-	policy   replay.Policy        // where deliveries may connect
+	policy   webhook.Policy       // where deliveries may connect
 	// notifier, if set, posts notifications: endpoints disabled and
 	// enabled again, replays that failed.
 	notifier *replay.Notifier
@@ -161,7 +162,7 @@ func (s stack) run(ctx context.Context) error {
 		}
 		ready = append(ready, in.Ready)
 	}
-	sender := replay.NewSender(s.policy, version)
+	sender := webhook.NewSender(s.policy, version)
 	notifier := s.notifier
 	var worker *replay.Worker
 	if s.replay != nil && s.ingest != nil {
@@ -278,7 +279,7 @@ func (s stack) run(ctx context.Context) error {
 // newHost builds the HTTP host and mounts every module's routes on it:
 // query's and replay's on /v1, the dashboard at /. A replay created through
 // it wakes worker, the one in this process (nil: none).
-func (s stack) newHost(sender *replay.Sender, notifier *replay.Notifier, worker *replay.Worker, ready []host.ReadyFunc) (*host.Host, error) {
+func (s stack) newHost(sender *webhook.Sender, notifier *replay.Notifier, worker *replay.Worker, ready []host.ReadyFunc) (*host.Host, error) {
 	h, err := host.New(*s.api, s.conn, s.log.With("component", "api"), ready...)
 	if err != nil {
 		return nil, usagef("%v", err)
@@ -310,18 +311,18 @@ func (n *notifyFlags) register(fs *flagSet) {
 
 // notifier checks the URL and the secret; nil without a URL. Without a
 // secret it makes one and prints it (never logs it: logs carry no secrets).
-func (n notifyFlags) notifier(ctx context.Context, p replay.Policy, log *slog.Logger) (*replay.Notifier, error) {
+func (n notifyFlags) notifier(ctx context.Context, p webhook.Policy, log *slog.Logger) (*replay.Notifier, error) {
 	if n.url == "" {
 		return nil, nil
 	}
 	secret := n.secret
 	if secret == "" {
 		var err error
-		if secret, err = replay.NewSecret(); err != nil {
+		if secret, err = webhook.NewSecret(); err != nil {
 			return nil, err
 		}
 	}
-	notifier, err := replay.NewNotifier(ctx, n.url, secret, replay.NewSender(p, version), log.With("component", "notify"))
+	notifier, err := replay.NewNotifier(ctx, n.url, secret, webhook.NewSender(p, version), log.With("component", "notify"))
 	if err != nil {
 		return nil, usagef("%v", err)
 	}
@@ -408,7 +409,7 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 			return err
 		}
 	}
-	s := stack{database: c.database, cluster: c.cluster, log: log, metricsAddr: metricsAddr, policy: replay.Policy{AllowPrivate: allowPrivate}}
+	s := stack{database: c.database, cluster: c.cluster, log: log, metricsAddr: metricsAddr, policy: webhook.Policy{AllowPrivate: allowPrivate}}
 	if s.notifier, err = notify.notifier(ctx, s.policy, log); err != nil {
 		return err
 	}

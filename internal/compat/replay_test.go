@@ -24,6 +24,7 @@ import (
 	"github.com/dodev/hindsight/internal/chtest"
 	"github.com/dodev/hindsight/internal/keys"
 	"github.com/dodev/hindsight/replay"
+	"github.com/dodev/hindsight/replay/webhook"
 	"github.com/dodev/hindsight/schema"
 )
 
@@ -112,7 +113,7 @@ func TestReplaySQLCompatibility(t *testing.T) {
 		defer recv.Close()
 		ep.ID, ep.URL, ep.RateLimit = "whep_recv", recv.URL, 0
 		require.NoError(t, store.SaveEndpoint(ctx, ep), name)
-		sender := replay.NewSender(replay.Policy{AllowPrivate: true}, "compat")
+		sender := webhook.NewSender(webhook.Policy{AllowPrivate: true}, "compat")
 		run := replay.Job{ID: "rpl_compat_run", EndpointID: ep.ID, Since: time.Date(2026, 10, 29, 0, 0, 0, 0, time.UTC),
 			Until: time.Date(2026, 11, 2, 0, 0, 0, 0, time.UTC), EnabledEvents: []string{"send.email.*", "voip.call.missed"},
 			Livemode: "true", Ordered: true, Concurrency: 1, Status: replay.StatusPending, CreatedAt: at}

@@ -27,6 +27,7 @@ import (
 	"github.com/dodev/hindsight/internal/sample"
 	"github.com/dodev/hindsight/query"
 	"github.com/dodev/hindsight/replay"
+	"github.com/dodev/hindsight/replay/webhook"
 	"github.com/dodev/hindsight/schema"
 )
 
@@ -81,7 +82,7 @@ func stackWith(t *testing.T, replays bool, wrap func(http.Handler) http.Handler)
 	q.Register(h.V1())
 	dashboard.Register(h.Root())
 	if replays {
-		sender := replay.NewSender(replay.Policy{AllowPrivate: true}, "test")
+		sender := webhook.NewSender(webhook.Policy{AllowPrivate: true}, "test")
 		replay.NewAPI(db, conn, sender, key, nil).Register(h.V1())
 		w, err := replay.NewWorker(replay.WorkerConfig{Database: db, Poll: 50 * time.Millisecond}, conn, sender, nil)
 		require.NoError(t, err)

@@ -27,6 +27,7 @@ import (
 	"github.com/dodev/hindsight/internal/httpapi"
 	"github.com/dodev/hindsight/query"
 	"github.com/dodev/hindsight/replay"
+	"github.com/dodev/hindsight/replay/webhook"
 	"github.com/dodev/hindsight/schema"
 )
 
@@ -43,7 +44,7 @@ func mount(t *testing.T, conn driver.Conn, cfg host.Config, log *slog.Logger, re
 	q, err := query.New(query.Config{Database: cfg.Database, CursorKey: cfg.APIKey}, conn, log)
 	require.NoError(t, err)
 	q.Register(h.V1())
-	replay.NewAPI(cfg.Database, conn, replay.NewSender(replay.Policy{}, "test"), cfg.APIKey, log).Register(h.V1())
+	replay.NewAPI(cfg.Database, conn, webhook.NewSender(webhook.Policy{}, "test"), cfg.APIKey, log).Register(h.V1())
 	srv := httptest.NewServer(h.Handler())
 	t.Cleanup(srv.Close)
 	return srv, h

@@ -1,4 +1,4 @@
-package replay
+package webhook
 
 import (
 	"crypto/hmac"
@@ -25,6 +25,12 @@ func NewSecret() (string, error) {
 		return "", fmt.Errorf("generate secret: %w", err)
 	}
 	return secretPrefix + base64.StdEncoding.EncodeToString(key), nil
+}
+
+// CheckSecret reports why secret cannot sign, if it cannot.
+func CheckSecret(secret string) error {
+	_, err := secretKey(secret)
+	return err
 }
 
 func secretKey(secret string) ([]byte, error) {

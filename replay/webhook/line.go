@@ -1,4 +1,4 @@
-package replay
+package webhook
 
 import (
 	"bufio"
@@ -13,9 +13,9 @@ import (
 	"time"
 )
 
-// A line is one connection to an endpoint, for one caller at a time: a
-// flight's slot keeps one for its job, and Sender.Send opens one for its
-// attempt. The caller writes each request and reads its answer itself.
+// A Line is one connection to an endpoint, for one caller at a time: a
+// replay's delivery slot keeps one for its job, and Sender.Send opens one
+// for its attempt. The caller writes each request and reads its answer itself.
 // net/http's client hands both to two goroutines of the connection's,
 // which cost a delivery about as much CPU as everything else it does; a
 // slot sends one attempt at a time, so it needs neither them nor a pool of
@@ -23,7 +23,7 @@ import (
 //
 // Every attempt on a line is made under its ctx: when ctx ends, the
 // connection is closed, which ends the attempt on it at once.
-type line struct {
+type Line struct {
 	s   *Sender
 	ctx context.Context
 
@@ -35,8 +35,10 @@ type line struct {
 	unwind func() bool // stops closing conn when ctx ends
 }
 
-func (s *Sender) newLine(ctx context.Context) *line {
-	return &line{s: s, ctx: ctx}
+// NewLine returns a Line whose attempts are made under ctx; it connects
+// when first used. Close it when done.
+func (s *Sender) NewLine(ctx context.Context) *Line {
+	return &Line{s: s, ctx: ctx}
 }
 
 // roundTrip writes req on the line's connection, dialing one if it has
@@ -45,7 +47,7 @@ func (s *Sender) newLine(ctx context.Context) *line {
 // attempt that ends before the answer's first byte (a server drops idle
 // connections when it likes) gets the request again on a new one, as
 // net/http does.
-func (l *line) roundTrip(req *http.Request, deadline time.Time) (*http.Response, error) {
+func (l *Line) roundTrip(req *http.Request, deadline time.Time) (*http.Response, error) {
 	for {
 		if err := l.connect(req, deadline); err != nil {
 			return nil, err
@@ -55,7 +57,7 @@ func (l *line) roundTrip(req *http.Request, deadline time.Time) (*http.Response,
 		if err == nil {
 			return resp, nil
 		}
-		l.close()
+		l.Close()
 		if !reused || l.ctx.Err() != nil || !errors.Is(err, errUnanswered) {
 			return nil, err
 		}
@@ -77,7 +79,7 @@ func unanswered(err error) error {
 }
 
 // connect makes sure the line has a connection to req's host.
-func (l *line) connect(req *http.Request, deadline time.Time) error {
+func (l *Line) connect(req *http.Request, deadline time.Time) error {
 	u := req.URL
 	port := u.Port()
 	switch {
@@ -92,7 +94,7 @@ func (l *line) connect(req *http.Request, deadline time.Time) error {
 	if l.conn != nil && l.addr == addr {
 		return nil
 	}
-	l.close()
+	l.Close()
 	ctx, cancel := context.WithDeadline(l.ctx, deadline)
 	defer cancel()
 	conn, err := l.s.dialer.DialContext(ctx, "tcp", hostPort)
@@ -115,7 +117,7 @@ func (l *line) connect(req *http.Request, deadline time.Time) error {
 
 // exchange writes req and reads the head of its answer, skipping
 // informational (1xx) answers as net/http does, at most five.
-func (l *line) exchange(req *http.Request, deadline time.Time) (*http.Response, error) {
+func (l *Line) exchange(req *http.Request, deadline time.Time) (*http.Response, error) {
 	if err := l.conn.SetDeadline(deadline); err != nil {
 		return nil, err
 	}
@@ -140,18 +142,18 @@ func (l *line) exchange(req *http.Request, deadline time.Time) (*http.Response, 
 // done ends an attempt whose answer's body was read to its end (whole) or
 // not: the connection stays for the next request only if the answer was
 // whole, final and did not ask to close.
-func (l *line) done(resp *http.Response, whole bool) {
+func (l *Line) done(resp *http.Response, whole bool) {
 	if !whole || resp.Close || resp.StatusCode < 200 {
-		l.close()
+		l.Close()
 		return
 	}
 	resp.Body.Close()
 	l.reused = true
 }
 
-// close closes the line's connection, if it has one; the line dials again
-// when next used.
-func (l *line) close() {
+// Close closes the line's connection, if it has one; the line dials again
+// if used after.
+func (l *Line) Close() {
 	if l.conn == nil {
 		return
 	}

@@ -1,4 +1,4 @@
-package replay
+package webhook
 
 import (
 	"bytes"
@@ -101,13 +101,13 @@ func (s *Sender) ValidateURL(ctx context.Context, raw string) (*url.URL, error) 
 
 // Send makes one attempt on a connection of its own.
 func (s *Sender) Send(ctx context.Context, rawURL string, m Message) Attempt {
-	l := s.newLine(ctx)
-	defer l.close()
-	return l.send(rawURL, m)
+	l := s.NewLine(ctx)
+	defer l.Close()
+	return l.Send(rawURL, m)
 }
 
-// send makes one attempt on l's connection.
-func (l *line) send(rawURL string, m Message) Attempt {
+// Send makes one attempt on the line's connection.
+func (l *Line) Send(rawURL string, m Message) Attempt {
 	s := l.s
 	start := s.now()
 	sig, err := Sign(m.ID, start, m.Body, m.Secrets...)

@@ -1,4 +1,4 @@
-package replay
+package webhook
 
 import (
 	"bufio"
@@ -66,14 +66,14 @@ func TestLineKeepsItsConnection(t *testing.T) {
 	t.Cleanup(srv.Close)
 	other, otherHits := receiver(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
 
-	l := NewSender(Policy{AllowPrivate: true}, "test").newLine(context.Background())
-	defer l.close()
+	l := NewSender(Policy{AllowPrivate: true}, "test").NewLine(context.Background())
+	defer l.Close()
 	for range 20 {
-		a := l.send(srv.URL+"/hook", testMessage(t))
+		a := l.Send(srv.URL+"/hook", testMessage(t))
 		require.Equal(t, Delivered, a.Outcome, a.Err)
 	}
 	assert.EqualValues(t, 1, conns.Load(), "twenty attempts, one connection")
-	a := l.send(other.URL, testMessage(t))
+	a := l.Send(other.URL, testMessage(t))
 	require.Equal(t, Delivered, a.Outcome, a.Err)
 	assert.EqualValues(t, 1, otherHits.Load(), "the endpoint's new host got the attempt")
 }
@@ -87,18 +87,18 @@ func TestLineSendsAgainOnADroppedIdleConnection(t *testing.T) {
 	url, conns, reqs := rawReceiver(t, func(int64) (string, bool) {
 		return "HTTP/1.1 204 No Content\r\n\r\n", true // keep-alive claimed, then closed
 	})
-	l := NewSender(Policy{AllowPrivate: true}, "test").newLine(context.Background())
-	defer l.close()
-	a := l.send(url, testMessage(t))
+	l := NewSender(Policy{AllowPrivate: true}, "test").NewLine(context.Background())
+	defer l.Close()
+	a := l.Send(url, testMessage(t))
 	require.Equal(t, Delivered, a.Outcome, a.Err)
 	time.Sleep(100 * time.Millisecond) // the close reaches us
-	a = l.send(url, testMessage(t))
+	a = l.Send(url, testMessage(t))
 	require.Equal(t, Delivered, a.Outcome, a.Err)
 	assert.EqualValues(t, 2, reqs.Load())
 	assert.EqualValues(t, 2, conns.Load())
 
 	silent, conns, _ := rawReceiver(t, func(int64) (string, bool) { return "", true })
-	a = l.send(silent, testMessage(t))
+	a = l.Send(silent, testMessage(t))
 	assert.Equal(t, Retry, a.Outcome)
 	assert.Contains(t, a.Err, "connection closed before an answer")
 	assert.EqualValues(t, 1, conns.Load(), "a fresh connection closed unanswered is an answer: no second try")
@@ -111,8 +111,8 @@ func TestLineSendsAgainOnADroppedIdleConnection(t *testing.T) {
 		}
 		return "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n", true
 	})
-	require.Equal(t, Delivered, l.send(cut, testMessage(t)).Outcome)
-	a = l.send(cut, testMessage(t))
+	require.Equal(t, Delivered, l.Send(cut, testMessage(t)).Outcome)
+	a = l.Send(cut, testMessage(t))
 	assert.Equal(t, Retry, a.Outcome)
 	assert.EqualValues(t, 2, reqs.Load())
 }
@@ -123,10 +123,10 @@ func TestLineSkipsInformationalAnswers(t *testing.T) {
 	url, _, _ := rawReceiver(t, func(int64) (string, bool) {
 		return "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\nok", false
 	})
-	l := NewSender(Policy{AllowPrivate: true}, "test").newLine(context.Background())
-	defer l.close()
+	l := NewSender(Policy{AllowPrivate: true}, "test").NewLine(context.Background())
+	defer l.Close()
 	for range 2 {
-		a := l.send(url, testMessage(t))
+		a := l.Send(url, testMessage(t))
 		assert.Equal(t, Delivered, a.Outcome, a.Err)
 		assert.Equal(t, http.StatusAccepted, a.Status)
 		assert.Equal(t, "ok", a.Response)
@@ -144,10 +144,10 @@ func TestLineEndsWithItsContext(t *testing.T) {
 		}
 	})
 	ctx, cancel := context.WithCancel(context.Background())
-	l := NewSender(Policy{AllowPrivate: true}, "test").newLine(ctx)
-	defer l.close()
+	l := NewSender(Policy{AllowPrivate: true}, "test").NewLine(ctx)
+	defer l.Close()
 	time.AfterFunc(200*time.Millisecond, cancel)
-	a := l.send(hang.URL, testMessage(t))
+	a := l.Send(hang.URL, testMessage(t))
 	assert.Equal(t, Retry, a.Outcome)
 	assert.Contains(t, a.Err, "cancelled")
 	assert.Less(t, a.Latency, 5*time.Second)
