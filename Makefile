@@ -165,8 +165,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzParseTime -fuzztime $(or $(FUZZTIME),30s) ./internal/httpapi/
 	$(GO) test -run '^$$' -fuzz FuzzBuckets -fuzztime $(or $(FUZZTIME),30s) ./internal/httpapi/
 	$(GO) test -run '^$$' -fuzz FuzzDecodeCursor -fuzztime $(or $(FUZZTIME),30s) ./query/
-	$(GO) test -run '^$$' -fuzz FuzzRetryAfter -fuzztime $(or $(FUZZTIME),30s) ./replay/
-	$(GO) test -run '^$$' -fuzz FuzzCheckIP -fuzztime $(or $(FUZZTIME),30s) ./replay/
+	$(GO) test -run '^$$' -fuzz FuzzRetryAfter -fuzztime $(or $(FUZZTIME),30s) ./replay/webhook/
+	$(GO) test -run '^$$' -fuzz FuzzCheckIP -fuzztime $(or $(FUZZTIME),30s) ./replay/webhook/
 
 ## fuzz-ci: each fuzz test for 50,000 executions (a few seconds each), so CI
 ## keeps them running. A count, not a duration: Go 1.26's fuzz coordinator can
