@@ -15,11 +15,11 @@ import (
 
 // A Line is one connection to an endpoint, for one caller at a time: a
 // replay's delivery slot keeps one for its job, and Sender.Send opens one
-// for its attempt. The caller writes each request and reads its answer itself.
-// net/http's client hands both to two goroutines of the connection's,
-// which cost a delivery about as much CPU as everything else it does; a
-// slot sends one attempt at a time, so it needs neither them nor a pool of
-// connections to share.
+// for its attempt. The caller writes each request and reads its answer
+// itself. net/http's client hands both to two goroutines of the
+// connection's, which cost a delivery about as much CPU as everything else
+// it does; a slot sends one attempt at a time, so it needs neither them nor
+// a pool of connections to share.
 //
 // Every attempt on a line is made under its ctx: when ctx ends, the
 // connection is closed, which ends the attempt on it at once.
