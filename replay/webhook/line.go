@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"syscall"
@@ -29,7 +30,8 @@ type Line struct {
 
 	addr   string // scheme://host:port of conn
 	conn   net.Conn
-	br     *bufio.Reader
+	head   io.LimitedReader // conn, limited to MaxResponseHead while a head is read
+	br     *bufio.Reader    // reads head
 	bw     *bufio.Writer
 	reused bool        // conn has answered a request before
 	unwind func() bool // stops closing conn when ctx ends
@@ -110,13 +112,16 @@ func (l *Line) connect(req *http.Request, deadline time.Time) error {
 		conn = tc
 	}
 	l.addr, l.conn, l.reused = addr, conn, false
-	l.br, l.bw = bufio.NewReader(conn), bufio.NewWriter(conn)
+	l.head = io.LimitedReader{R: conn}
+	l.br, l.bw = bufio.NewReader(&l.head), bufio.NewWriter(conn)
 	l.unwind = context.AfterFunc(l.ctx, func() { conn.Close() })
 	return nil
 }
 
 // exchange writes req and reads the head of its answer, skipping
-// informational (1xx) answers as net/http does, at most five.
+// informational (1xx) answers as net/http does, at most five. The heads
+// read are MaxResponseHead bytes at most, all five included; the body is
+// the caller's to limit.
 func (l *Line) exchange(req *http.Request, deadline time.Time) (*http.Response, error) {
 	if err := l.conn.SetDeadline(deadline); err != nil {
 		return nil, err
@@ -127,14 +132,22 @@ func (l *Line) exchange(req *http.Request, deadline time.Time) (*http.Response, 
 	if err := l.bw.Flush(); err != nil {
 		return nil, unanswered(err)
 	}
+	l.head.N = MaxResponseHead - int64(l.br.Buffered())
 	// ReadResponse reads an end before the first byte as a cut answer.
 	if _, err := l.br.Peek(1); err != nil {
 		return nil, unanswered(err)
 	}
 	for n := 0; ; n++ {
 		resp, err := http.ReadResponse(l.br, req)
-		if err != nil || resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols || n == 5 {
-			return resp, err
+		if err != nil {
+			if l.head.N <= 0 {
+				err = fmt.Errorf("answer's head longer than %d bytes", MaxResponseHead)
+			}
+			return nil, err
+		}
+		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols || n == 5 {
+			l.head.N = math.MaxInt64
+			return resp, nil
 		}
 	}
 }

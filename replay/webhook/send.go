@@ -21,8 +21,9 @@ import (
 
 // Limits of one delivery attempt.
 const (
-	AttemptTimeout = 15 * time.Second
-	MaxResponse    = 64 << 10 // bytes of a response body read, at most
+	AttemptTimeout  = 15 * time.Second
+	MaxResponseHead = 1 << 20  // bytes of a response's status line and headers read, at most
+	MaxResponse     = 64 << 10 // bytes of a response body read, at most
 	// MaxKeptResponse is how much of a response body the attempt log keeps.
 	MaxKeptResponse = 1 << 10
 )

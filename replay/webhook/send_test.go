@@ -229,6 +229,31 @@ func TestHostileEndpoints(t *testing.T) {
 	assert.Equal(t, Delivered, a.Outcome, a.Err)
 	assert.Less(t, written.Load(), int64(64<<20), "the sender stopped reading long before the end")
 
+	var headWritten atomic.Int64
+	hugeHead, _ := receiver(t, func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		// Headers without end: 1 GiB if anyone read them all.
+		hj, _ := w.(http.Hijacker)
+		conn, buf, err := hj.Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		_, _ = buf.WriteString("HTTP/1.1 200 OK\r\n")
+		line := "X-Pad: " + strings.Repeat("x", 1<<16) + "\r\n"
+		for range 1 << 14 {
+			n, err := buf.WriteString(line)
+			headWritten.Add(int64(n))
+			if err != nil || buf.Flush() != nil {
+				return
+			}
+		}
+	})
+	a = s.Send(context.Background(), hugeHead.URL, testMessage(t))
+	assert.Equal(t, Retry, a.Outcome, "an answer whose head never ends is no answer")
+	assert.Contains(t, a.Err, "head longer than", "refused for its size, not left to the time limit")
+	assert.Less(t, headWritten.Load(), int64(16<<20), "the sender stopped reading the head after MaxResponseHead")
+
 	var bomb bytes.Buffer
 	zw := gzip.NewWriter(&bomb)
 	_, _ = zw.Write(make([]byte, 256<<20)) // 256 MiB of zeros, ~256 KiB compressed
