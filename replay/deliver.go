@@ -21,8 +21,9 @@ import (
 const maxPagesInFlight = 16
 
 // flight delivers a job's pages. Its slots (job.Concurrency of them; one,
-// in order, for an ordered job or a job of one) take events in page order
-// and send each until it is done: delivered, or failed for good. An event waiting out a retry's
+// in order, for an ordered job or a job of one), each on a connection of
+// its own (a webhook.Line), take events in page order and send each until
+// it is done: delivered, or failed for good. An event waiting out a retry's
 // backoff waits in a queue by due time and holds no slot, and in an
 // unordered job the pages after its own go on meanwhile; an ordered job's
 // one slot waits with it, as the order demands.
