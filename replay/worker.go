@@ -111,6 +111,8 @@ func (c *WorkerConfig) RegisterFlagsAndApplyDefaults(fs *flag.FlagSet) {
 			c.DeliveriesRetention = d
 			return nil
 		})
+	fs.DurationVar(&c.Poll, "poll", c.Poll, "how often this worker looks for new replay jobs; each look costs ClickHouse a few ms of CPU "+
+		"(a worker in the API's process is also woken when the API creates one)")
 	fs.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "how long a replay job stays with a worker that stopped renewing it")
 	fs.IntVar(&c.PageSize, "page-size", c.PageSize, "events read per query by replay jobs; what a resumed job may repeat")
 	fs.IntVar(&c.MaxJobs, "max-jobs", c.MaxJobs, "replay jobs this worker runs at once")
