@@ -66,8 +66,9 @@ type Message struct {
 }
 
 // Sender posts messages to endpoints. It never follows redirects, reads at
-// most MaxResponse bytes of a response, gives each attempt AttemptTimeout,
-// and connects only where its Policy allows. It speaks HTTP/1.1.
+// most MaxResponseHead bytes of a response's status line and headers and
+// MaxResponse of its body, gives each attempt AttemptTimeout, and connects
+// only where its Policy allows. It speaks HTTP/1.1.
 type Sender struct {
 	dialer    *dialer
 	roots     *x509.CertPool // nil: the system's; tests trust their own
