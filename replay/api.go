@@ -32,18 +32,19 @@ type API struct {
 	attempts httpapi.Cursors // the attempt log's
 	replays  httpapi.Cursors // the replay list's
 	log      *slog.Logger
-	notify   *Notifier // nil: none
-	created  func()    // called for each replay saved; nil: none
+	notify   *Notifier       // nil: none
+	created  func(id string) // called for each replay saved; nil: none
 }
 
 // NotifyTo has the API post a notification to n when an endpoint is
 // enabled again or disabled on request.
 func (a *API) NotifyTo(n *Notifier) { a.notify = n }
 
-// OnCreate has the API call f after saving each new replay: a worker in the
-// same process (Worker.Wake) then starts it at once, not at its next poll.
-// Call it before serving.
-func (a *API) OnCreate(f func()) { a.created = f }
+// OnCreate has the API call f with each new replay's id after saving it: a
+// worker in the same process (Worker.Wake), or workers elsewhere told by an
+// Announcer, then start it at once, not at their next poll. Call it before
+// serving.
+func (a *API) OnCreate(f func(id string)) { a.created = f }
 
 // NewAPI builds the replay routes. apiKey signs the cursors of the replay
 // list and the attempt log, so every API process sharing it accepts the
@@ -475,7 +476,7 @@ func (a *API) createReplay(c *gin.Context) {
 		return
 	}
 	if a.created != nil {
-		a.created()
+		a.created(job.ID)
 	}
 	c.JSON(http.StatusAccepted, viewJob(job, time.Now()))
 }

@@ -23,6 +23,7 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/dodev/hindsight/internal/chtest"
 	"github.com/dodev/hindsight/internal/keys"
@@ -275,15 +276,24 @@ func TestCreatedReplayWakesWorker(t *testing.T) {
 	s := newSink(t)
 	ep := e.endpoint(s)
 	w, _ := e.runWorker(WorkerConfig{Poll: time.Hour})
-	e.routes.OnCreate(w.Wake)
+	e.routes.OnCreate(func(string) { w.Wake() })
+	e.replayTwice(ep, s)
+}
+
+// replayTwice creates two replays of every event to ep, one after the
+// other, and requires each to complete and s to have got every event
+// twice. It waits for each as long as waitDone does: with a worker that
+// polls hourly, only a wake starts them in time.
+func (e *env) replayTwice(ep string, s *sink) {
+	e.t.Helper()
 	for range 2 {
 		var job map[string]any
-		require.Equal(t, http.StatusAccepted, e.call("POST", "/v1/replays", map[string]any{"endpoint_id": ep, "since": since.Format(time.RFC3339),
+		require.Equal(e.t, http.StatusAccepted, e.call("POST", "/v1/replays", map[string]any{"endpoint_id": ep, "since": since.Format(time.RFC3339),
 			"until": until.UnixMilli(), "ordered": false}, &job))
 		job = e.waitDone(job["id"].(string))
-		assert.Equal(t, StatusCompleted, job["status"], job)
+		assert.Equal(e.t, StatusCompleted, job["status"], job)
 	}
-	assert.Len(t, s.got(), 2*len(e.want(since, until, "*")))
+	assert.Len(e.t, s.got(), 2*len(e.want(since, until, "*")))
 }
 
 // TestRateLimitPacesDeliveries: a replay's rate_limit spaces its deliveries
@@ -1755,4 +1765,22 @@ func manyValues(n int) string {
 		vs[i] = fmt.Sprint("v", i)
 	}
 	return strings.Join(vs, ",")
+}
+
+// TestAnnouncedReplayWakesWorkerElsewhere: a worker in another process than
+// the API's (here one that polls hourly) starts a new replay at once when
+// the API's Announcer produces it to the wake topic.
+func TestAnnouncedReplayWakesWorkerElsewhere(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, DefaultWakeTopic))
+	require.NoError(t, err)
+	t.Cleanup(cluster.Close)
+	e := newEnv(t, 100)
+	s := newSink(t)
+	ep := e.endpoint(s)
+	e.runWorker(WorkerConfig{Poll: time.Hour, Wakes: &WakeSource{Brokers: cluster.ListenAddrs(), Topic: DefaultWakeTopic}})
+	ann, err := NewAnnouncer(cluster.ListenAddrs(), DefaultWakeTopic, nil)
+	require.NoError(t, err)
+	t.Cleanup(ann.Close)
+	e.routes.OnCreate(ann.Announce)
+	e.replayTwice(ep, s)
 }

@@ -48,6 +48,10 @@ type WorkerConfig struct {
 	// Kafka is where follows read new events; nil: this worker runs no
 	// follows (others may).
 	Kafka *KafkaSource
+	// Wakes is where API processes announce new replays (see Announcer):
+	// the worker looks for jobs when one arrives, not only every Poll.
+	// nil: polls only.
+	Wakes *WakeSource
 	// DeliveriesRetention is how long the attempt log keeps attempts (see
 	// schema.ApplyRetention, applied at start and every hour). Default 30
 	// days; negative keeps them forever.
@@ -178,10 +182,17 @@ func (w *Worker) Wake() {
 	}
 }
 
-// Run looks for unfinished jobs every Poll, and when woken, until ctx ends,
-// then waits for the jobs it runs to stop at their next delivery.
+// Run looks for unfinished jobs every Poll, and when woken (Wake, or an
+// announcement on its Wakes topic), until ctx ends, then waits for the jobs
+// it runs to stop at their next delivery.
 func (w *Worker) Run(ctx context.Context) error {
 	defer w.wg.Wait()
+	if w.cfg.Wakes != nil {
+		// From a poll back: what was announced as this worker started is
+		// looked for again, never missed.
+		since := time.Now().Add(-w.cfg.Poll)
+		w.wg.Go(func() { w.listen(ctx, w.cfg.Wakes, since) })
+	}
 	t := time.NewTicker(w.cfg.Poll)
 	defer t.Stop()
 	prune := time.After(leasePruneEvery / 2)

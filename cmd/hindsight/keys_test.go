@@ -85,15 +85,7 @@ func TestKeysAcrossProcesses(t *testing.T) {
 	a, b := api(), api()
 	status := func(base, method, path, secret, body string) (int, map[string]any) {
 		t.Helper()
-		req, err := http.NewRequest(method, base+path, strings.NewReader(body))
-		require.NoError(t, err)
-		req.Header.Set("Authorization", "Bearer "+secret)
-		resp, err := http.DefaultClient.Do(req)
-		require.NoError(t, err)
-		defer resp.Body.Close()
-		var out map[string]any
-		_ = json.NewDecoder(resp.Body).Decode(&out)
-		return resp.StatusCode, out
+		return apiCall(t, base, method, path, secret, body)
 	}
 	cli := func(args ...string) string {
 		t.Helper()
@@ -202,4 +194,20 @@ func TestKeysAcrossProcesses(t *testing.T) {
 		return nil
 	}))
 	t.Logf("%d tables, %d files of ClickHouse and %d logs hold no secret", len(tables), scanned, len(logs))
+}
+
+// apiCall sends method path to the API at base with secret as the bearer
+// key and body (JSON, or none), and returns the status and the decoded
+// answer (nil if not JSON).
+func apiCall(t *testing.T, base, method, path, secret, body string) (int, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(method, base+path, strings.NewReader(body))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+secret)
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	return resp.StatusCode, out
 }

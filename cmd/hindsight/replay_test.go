@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -214,4 +215,75 @@ func noneSkipped(t *testing.T, events []schema.Event, got map[string]int, page i
 	}
 	assert.LessOrEqual(t, repeats, page, "at most one page is sent twice")
 	return repeats
+}
+
+// TestAPIAnnouncesReplaysToWorkers: `hindsight api --kafka` and `hindsight
+// replay-worker --kafka` in two processes, the worker polling hourly. Each
+// replay created through the API is delivered at once: the API announced
+// it on the wake topic.
+func TestAPIAnnouncesReplaysToWorkers(t *testing.T) {
+	conn, db, events := killSample(t, 25, 200)
+	chtest.InsertEvents(t, conn, db, events)
+	broker, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, replay.DefaultWakeTopic))
+	require.NoError(t, err)
+	defer broker.Close()
+	kafka := strings.Join(broker.ListenAddrs(), ",")
+
+	var mu sync.Mutex
+	got := map[string]int{}
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		got[r.Header.Get("webhook-id")]++
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer recv.Close()
+
+	bin := binary(t)
+	worker := startWorker(t, bin, db, "--kafka", kafka, "--poll", "1h")
+	defer func() {
+		_ = worker.Process.Signal(os.Interrupt)
+		_ = worker.Wait()
+	}()
+	const key = "announce-test-key-0123456789"
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	ln.Close()
+	api := exec.Command(bin, "api", "--http", addr, "--allow-private-endpoints", "--kafka", kafka)
+	api.Env = append(os.Environ(), "HINDSIGHT_CLICKHOUSE="+chtest.Addr(t), "HINDSIGHT_DATABASE="+db, "HINDSIGHT_API_KEY="+key, "HINDSIGHT_LOG_LEVEL=warn")
+	api.Stderr = os.Stderr
+	require.NoError(t, api.Start())
+	defer func() {
+		_ = api.Process.Signal(os.Interrupt)
+		_ = api.Wait()
+	}()
+	base := "http://" + addr
+	call := func(method, path, body string) map[string]any {
+		t.Helper()
+		code, out := apiCall(t, base, method, path, key, body)
+		require.Less(t, code, 300, "%s %s: %v", method, path, out)
+		return out
+	}
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil && resp.StatusCode == http.StatusOK
+	}, 60*time.Second, 100*time.Millisecond, "api not ready")
+	ep := call("POST", "/v1/endpoints", `{"url":"`+recv.URL+`","enabled_events":["*"]}`)
+	for round := 1; round <= 2; round++ {
+		job := call("POST", "/v1/replays", `{"endpoint_id":"`+ep["id"].(string)+`","since":"2020-01-01T00:00:00Z","livemode":"all","ordered":false}`)
+		require.Eventually(t, func() bool {
+			return call("GET", "/v1/replays/"+job["id"].(string), "")["status"] == replay.StatusCompleted
+		}, 20*time.Second, 50*time.Millisecond, "replay %d did not end: the worker polls hourly, so only an announcement starts it", round)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	assert.Len(t, got, len(events))
+	for id, n := range got {
+		assert.Equal(t, 2, n, "event %s: once per replay", id)
+	}
 }

@@ -113,6 +113,9 @@ type stack struct {
 	// notifier, if set, posts notifications: endpoints disabled and
 	// enabled again, replays that failed.
 	notifier *replay.Notifier
+	// wakes, if set, is where the API announces new replays and the
+	// worker listens for them.
+	wakes *replay.WakeSource
 	// metricsAddr, without an API here, is where GET /metrics listens.
 	metricsAddr string
 	// ready, if set, is called once the API listens and ingest consumes.
@@ -171,6 +174,7 @@ func (s stack) run(ctx context.Context) error {
 			MaxEventBytes: s.ingest.MaxEventBytes}
 	}
 	if s.replay != nil {
+		s.replay.Wakes = s.wakes
 		// On a cluster every worker talks to the cluster's first server
 		// that answers, in the cluster's order, so a lease claim is read
 		// where it was written rather than after its replication.
@@ -202,7 +206,15 @@ func (s stack) run(ctx context.Context) error {
 	apiURL := ""
 	switch {
 	case s.api != nil:
-		h, err := s.newHost(sender, notifier, worker, ready)
+		var announcer *replay.Announcer
+		if s.wakes != nil {
+			var err error
+			if announcer, err = replay.NewAnnouncer(s.wakes.Brokers, s.wakes.Topic, s.log.With("component", "replay-api")); err != nil {
+				return err
+			}
+			defer announcer.Close()
+		}
+		h, err := s.newHost(sender, notifier, worker, announcer, ready)
 		if err != nil {
 			return err
 		}
@@ -278,8 +290,10 @@ func (s stack) run(ctx context.Context) error {
 
 // newHost builds the HTTP host and mounts every module's routes on it:
 // query's and replay's on /v1, the dashboard at /. A replay created through
-// it wakes worker, the one in this process (nil: none).
-func (s stack) newHost(sender *webhook.Sender, notifier *replay.Notifier, worker *replay.Worker, ready []host.ReadyFunc) (*host.Host, error) {
+// it wakes worker, the one in this process (nil: none), and is announced to
+// the others by announcer (nil: none).
+func (s stack) newHost(sender *webhook.Sender, notifier *replay.Notifier, worker *replay.Worker, announcer *replay.Announcer,
+	ready []host.ReadyFunc) (*host.Host, error) {
 	h, err := host.New(*s.api, s.conn, s.log.With("component", "api"), ready...)
 	if err != nil {
 		return nil, usagef("%v", err)
@@ -291,8 +305,15 @@ func (s stack) newHost(sender *webhook.Sender, notifier *replay.Notifier, worker
 	q.Register(h.V1())
 	replays := replay.NewAPI(s.database, s.conn, sender, s.api.APIKey, s.log.With("component", "replay-api"))
 	replays.NotifyTo(notifier)
-	if worker != nil {
-		replays.OnCreate(worker.Wake)
+	if worker != nil || announcer != nil {
+		replays.OnCreate(func(id string) {
+			if worker != nil {
+				worker.Wake()
+			}
+			if announcer != nil {
+				announcer.Announce(id)
+			}
+		})
 	}
 	replays.Register(h.V1())
 	dashboard.Register(h.Root())
@@ -392,10 +413,19 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 		replayCfg.RegisterFlagsAndApplyDefaults(fs.FlagSet)
 		if !withIngest {
 			// serve's follows read where its ingest reads.
-			fs.StringVar(&kafka, "kafka", "", "Kafka seed brokers ingest reads, host:port,...: this worker then runs follows (replays that go on after their range)")
+			fs.StringVar(&kafka, "kafka", "", "Kafka seed brokers ingest reads, host:port,...: this worker then runs follows (replays that go on after their range) "+
+				"and starts the replays APIs announce on --wake-topic at once")
 			fs.StringVar(&followTopic, "topic", ingest.DefaultTopic, "the topic ingest reads, for follows")
 			fs.StringVar(&followGroup, "group", ingest.DefaultGroup, "ingest's consumer group, whose committed offsets a follow starts from")
 		}
+	}
+	if withAPI && !withIngest && !withReplay {
+		fs.StringVar(&kafka, "kafka", "", "Kafka seed brokers, host:port,...: new replays are announced there (--wake-topic), "+
+			"so replay-workers in other processes start them at once rather than at their next poll")
+	}
+	wakeTopic := replay.DefaultWakeTopic
+	if withAPI || withReplay {
+		fs.StringVar(&wakeTopic, "wake-topic", wakeTopic, "with --kafka: the topic where APIs announce new replays and workers listen for them")
 	}
 	if err := fs.parse(args); err != nil {
 		return helpOK(err)
@@ -412,6 +442,13 @@ func runRoles(ctx context.Context, name string, args []string, withIngest, withA
 	s := stack{database: c.database, cluster: c.cluster, log: log, metricsAddr: metricsAddr, policy: webhook.Policy{AllowPrivate: allowPrivate}}
 	if s.notifier, err = notify.notifier(ctx, s.policy, log); err != nil {
 		return err
+	}
+	if kafka != "" && (withAPI || withReplay) {
+		brokers, err := checkAddrs("kafka", kafka)
+		if err != nil {
+			return err
+		}
+		s.wakes = &replay.WakeSource{Brokers: brokers, Topic: wakeTopic}
 	}
 	if withReplay {
 		replayCfg.Database = c.database
