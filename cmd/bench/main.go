@@ -43,6 +43,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/dodev/hindsight/internal/chlocal"
+	"github.com/dodev/hindsight/replay"
 )
 
 // config is what a run measures, and where it writes.
@@ -133,7 +134,9 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		return err
 	}
 	defer conn.Close()
-	broker, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, topic))
+	// The wake topic is where the replay section's API announces replays
+	// to its worker, created beforehand as an operator would.
+	broker, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, topic), kfake.SeedTopics(1, replay.DefaultWakeTopic))
 	if err != nil {
 		return fmt.Errorf("start the broker: %w", err)
 	}

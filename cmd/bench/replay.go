@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -112,12 +113,15 @@ func (r *rig) replay(ctx context.Context, n int) (replayResult, error) {
 		return res, err
 	}
 	env := []string{"HINDSIGHT_DATABASE=" + db, "HINDSIGHT_API_KEY=" + key}
-	api, err := r.child("replay-api", env, "api", "--http", addr, "--allow-private-endpoints")
+	// Both on the broker: the API announces each new replay there, and the
+	// worker starts it at once rather than at its next poll.
+	kafka := strings.Join(r.brokers, ",")
+	api, err := r.child("replay-api", env, "api", "--http", addr, "--allow-private-endpoints", "--kafka", kafka)
 	if err != nil {
 		return res, err
 	}
 	defer api.stop()
-	worker, err := r.child("replay-worker", env, "replay-worker", "--allow-private-endpoints")
+	worker, err := r.child("replay-worker", env, "replay-worker", "--allow-private-endpoints", "--kafka", kafka)
 	if err != nil {
 		return res, err
 	}

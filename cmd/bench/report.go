@@ -117,9 +117,9 @@ func (rep report) write(w io.Writer) {
 			run.Bare.Seconds(), float64(rp.Events)/run.Bare.Seconds(), run.Bare.Seconds()/run.Replay.Seconds(),
 			run.First.Seconds(), run.Bare.Seconds()/run.FromFirst.Seconds())
 	}
-	fmt.Fprintln(w, "\nA replay starts when a worker finds it (`hindsight replay-worker` looks every second; "+
-		"`serve` and `dev` wake theirs when their API creates one) and has held its lease for 300 ms, "+
-		"long enough to see another worker's claim made at the same time.")
+	fmt.Fprintln(w, "\nA replay starts when a worker finds it and has held its lease for 300 ms, long enough to see another worker's "+
+		"claim made at the same time. Here `hindsight api` and `hindsight replay-worker` both have `--kafka`: the API announces "+
+		"each new replay on the wake topic and the worker looks at once (without, it looks every second, `--poll`).")
 	fmt.Fprintf(w, "\nFailing first attempts added %.2f s to the replay (the median of each round's difference); a first retry waits 1 s, ±20%%.\n",
 		rp.Added.Seconds())
 	fmt.Fprintf(w, "\n`hindsight replay-worker` peaked at %d MiB of RSS.\n", rp.WorkerPeak>>20)
