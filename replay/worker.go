@@ -472,8 +472,7 @@ func (w *Worker) deliverRange(ctx context.Context, job *Job, patterns []schema.P
 		}
 		size := w.pageSize(*job, ep)
 		if next == nil {
-			n := pageLimit(nil, size, w.cfg.PageBytes)
-			next = w.prefetch(ctx, *job, patterns, nextWindow(nil, n), n)
+			next = w.prefetch(ctx, *job, patterns, nil, size)
 		}
 		res := <-next
 		if res.err != nil {
@@ -491,8 +490,7 @@ func (w *Worker) deliverRange(ctx context.Context, job *Job, patterns []schema.P
 		// costs no delivery time.
 		ahead := *job
 		ahead.CursorAt, ahead.CursorID = last.createdAt, last.id
-		n := pageLimit(page, size, w.cfg.PageBytes)
-		next = w.prefetch(ctx, ahead, patterns, nextWindow(page, n), n)
+		next = w.prefetch(ctx, ahead, patterns, page, size)
 	}
 	if err := w.wait(ctx, job, f, true); err != nil {
 		return err
@@ -599,13 +597,17 @@ type pageResult struct {
 	err  error
 }
 
-// prefetch reads the page of size events after job's cursor in the
-// background, its window first (see readPage). The channel has room for the
-// result, so the goroutine ends even if nobody reads it.
-func (w *Worker) prefetch(ctx context.Context, job Job, patterns []schema.Pattern, window int64, size int) <-chan pageResult {
+// prefetch reads in the background the page after job's cursor that
+// follows prev (nil: the first page), of pages of size events: prev sizes
+// the read (pageLimit) and its first window (nextWindow, see readPage). The
+// channel has room for the result, so the goroutine ends even if nobody
+// reads it.
+func (w *Worker) prefetch(ctx context.Context, job Job, patterns []schema.Pattern, prev []event, size int) <-chan pageResult {
+	n := pageLimit(prev, size, w.cfg.PageBytes)
+	window := nextWindow(prev, n)
 	ch := make(chan pageResult, 1)
 	go func() {
-		page, err := readPage(ctx, w.conn, w.cfg.Database, job, patterns, size, w.cfg.PageBytes, window)
+		page, err := readPage(ctx, w.conn, w.cfg.Database, job, patterns, n, w.cfg.PageBytes, window)
 		ch <- pageResult{page, err}
 	}()
 	return ch
