@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/dodev/hindsight/replay/webhook"
@@ -283,61 +285,112 @@ func (s *Store) IsCancelled(ctx context.Context, id string) (bool, error) {
 	return c[id], err
 }
 
-// Leases. Claims on a job are appended to replay_leases, never replaced; a
-// renewal repeats its claim's claimed_at with a later until, and a release
-// writes until = -1. Of the claims still live (until in the future, not
-// released), the one claimed first holds the job. A claim that lands late
-// therefore cannot take a job from the worker that claimed it first, however
-// slow its insert was; and a holder checks every second that it still holds
-// (Worker.watch), which bounds any overlap from clock skew between hosts.
-// leaseSettle is the wait between writing a claim and reading who holds
-// the job, so claims made at nearly the same time are both seen.
-const leaseSettle = 300 * time.Millisecond
+// Leases. Claims on a job are appended to replay_leases, never replaced. A
+// claim starts as a trial; its worker then reads the claims live beside it
+// and confirms it if there are none, else releases it and tries again a
+// little later. A renewal repeats its claim's claimed_at with a later until,
+// and a release writes until = -1. Of the confirmed claims still live (until
+// in the future, not released), the one claimed first holds the job.
+//
+// Two trials cannot both be confirmed: the one that became visible second
+// was written after the first was visible, so its worker's read sees the
+// first. That needs every worker to read the server it writes, as on one
+// server, where an insert is visible to every read once it returns; on a
+// cluster a worker fails over to a replica that may lag, and LeaseSettle
+// waits out that lag between a trial and its read. A holder checks every
+// second that it still holds (Worker.watch), which bounds any overlap from
+// clock skew between hosts or a worker that stalls between its trial and
+// its confirmation for longer than the lease's TTL.
 
 // liveClaim holds for a claim, its rows grouped by (owner, claimed_at),
 // that is still live at the bound time: not expired, not released.
 const liveClaim = "max(until) > ? AND min(until) >= 0"
 
+// claim is one live claim on a job.
+type claim struct {
+	owner     string
+	claimedAt int64
+	confirmed bool
+}
+
+// Workers that find a job free at the same moment see each other's trials
+// and all step back: each tries again after a random wait, up to
+// claimTries times, the waits growing from claimBackoff, and the first to
+// try alone takes the job.
+const (
+	claimTries   = 6
+	claimBackoff = 20 * time.Millisecond
+)
+
 // TryLease takes or renews the lease on a replay for ttl. It reports false
-// when another worker holds it.
+// when another worker holds it, or when other workers kept claiming it at
+// the same time.
 func (s *Store) TryLease(ctx context.Context, id, owner string, ttl time.Duration) (bool, error) {
-	holder, claimedAt, err := s.LeaseHolder(ctx, id)
-	if err != nil {
-		return false, err
+	rival := func(c claim) bool { return c.owner != owner } // one worker claims a job once at a time
+	for try := range claimTries {
+		if try > 0 {
+			wait := rand.N(claimBackoff << (try - 1))
+			select {
+			case <-ctx.Done():
+				return false, ctx.Err()
+			case <-time.After(wait):
+			}
+		}
+		claims, err := s.liveClaims(ctx, id)
+		if err != nil {
+			return false, err
+		}
+		switch h := holder(claims); {
+		case h.owner == owner:
+			// A renewal: the claim keeps its place.
+			return true, s.writeLease(ctx, id, owner, h.claimedAt, time.Now().Add(ttl).UnixMilli(), true)
+		case h.owner != "":
+			return false, nil
+		case slices.ContainsFunc(claims, rival):
+			continue
+		}
+		claimedAt := time.Now().UnixNano()
+		if err := s.writeLease(ctx, id, owner, claimedAt, time.Now().Add(ttl).UnixMilli(), false); err != nil {
+			return false, err
+		}
+		if s.leaseSettle > 0 {
+			select {
+			case <-ctx.Done():
+				return false, ctx.Err()
+			case <-time.After(s.leaseSettle):
+			}
+		}
+		if claims, err = s.liveClaims(ctx, id); err != nil {
+			return false, err
+		}
+		if !slices.ContainsFunc(claims, rival) {
+			return true, s.writeLease(ctx, id, owner, claimedAt, time.Now().Add(ttl).UnixMilli(), true)
+		}
+		if err := s.writeLease(ctx, id, owner, claimedAt, -1, false); err != nil {
+			return false, err
+		}
 	}
-	if holder != "" && holder != owner {
-		return false, nil
-	}
-	now := time.Now()
-	if holder == owner {
-		// A renewal: the claim keeps its place.
-		return true, s.writeLease(ctx, id, owner, claimedAt, now.Add(ttl).UnixMilli())
-	}
-	claimedAt = now.UnixNano()
-	if err := s.writeLease(ctx, id, owner, claimedAt, now.Add(ttl).UnixMilli()); err != nil {
-		return false, err
-	}
-	select {
-	case <-ctx.Done():
-		return false, ctx.Err()
-	case <-time.After(leaseSettle):
-	}
-	holder, _, err = s.LeaseHolder(ctx, id)
-	return holder == owner, err
+	return false, nil
 }
 
 // ReleaseLease ends this owner's claims early, so another worker can go on
 // at once.
 func (s *Store) ReleaseLease(ctx context.Context, id, owner string) error {
-	holder, claimedAt, err := s.LeaseHolder(ctx, id)
-	if err != nil || holder != owner {
+	claims, err := s.liveClaims(ctx, id)
+	h := holder(claims)
+	if err != nil || h.owner != owner {
 		return err
 	}
-	return s.writeLease(ctx, id, owner, claimedAt, -1)
+	return s.writeLease(ctx, id, owner, h.claimedAt, -1, false)
 }
 
-func (s *Store) writeLease(ctx context.Context, id, owner string, claimedAt, until int64) error {
-	return s.insert(ctx, "replay_leases", []string{"replay_id", "owner", "claimed_at", "until"}, []any{id, owner, claimedAt, until})
+func (s *Store) writeLease(ctx context.Context, id, owner string, claimedAt, until int64, confirmed bool) error {
+	var c uint8
+	if confirmed {
+		c = 1
+	}
+	return s.insert(ctx, "replay_leases", []string{"replay_id", "owner", "claimed_at", "until", "confirmed"},
+		[]any{id, owner, claimedAt, until, c})
 }
 
 // PruneLeases deletes the renewal rows of claims that expired before
@@ -354,24 +407,44 @@ func (s *Store) PruneLeases(ctx context.Context, cutoff time.Time) error {
 	return nil
 }
 
-// LeaseHolder returns who holds a replay now and when they claimed it, or
-// "" when nobody does.
-func (s *Store) LeaseHolder(ctx context.Context, id string) (string, int64, error) {
-	rows, err := s.conn.Query(ctx, "SELECT owner, claimed_at FROM "+s.table("replay_leases")+" WHERE replay_id = ?"+
-		" GROUP BY owner, claimed_at HAVING "+liveClaim+" ORDER BY claimed_at, owner LIMIT 1",
+// LeaseHolder returns who holds a replay now, or "" when nobody does.
+func (s *Store) LeaseHolder(ctx context.Context, id string) (string, error) {
+	claims, err := s.liveClaims(ctx, id)
+	return holder(claims).owner, err
+}
+
+// liveClaims returns the claims on a replay that are live now, confirmed
+// or not, the earliest claimed first.
+func (s *Store) liveClaims(ctx context.Context, id string) ([]claim, error) {
+	rows, err := s.conn.Query(ctx, "SELECT owner, claimed_at, max(confirmed) FROM "+s.table("replay_leases")+" WHERE replay_id = ?"+
+		" GROUP BY owner, claimed_at HAVING "+liveClaim+" ORDER BY claimed_at, owner",
 		id, time.Now().UnixMilli())
 	if err != nil {
-		return "", 0, fmt.Errorf("read lease of %s: %w", id, err)
+		return nil, fmt.Errorf("read lease of %s: %w", id, err)
 	}
 	defer rows.Close()
-	var owner string
-	var claimedAt int64
-	if rows.Next() {
-		if err := rows.Scan(&owner, &claimedAt); err != nil {
-			return "", 0, fmt.Errorf("read lease of %s: %w", id, err)
+	var claims []claim
+	for rows.Next() {
+		var c claim
+		var confirmed uint8
+		if err := rows.Scan(&c.owner, &c.claimedAt, &confirmed); err != nil {
+			return nil, fmt.Errorf("read lease of %s: %w", id, err)
+		}
+		c.confirmed = confirmed == 1
+		claims = append(claims, c)
+	}
+	return claims, rows.Err()
+}
+
+// holder is the earliest confirmed of claims, in claimed order: the one
+// holding the job; the zero claim when none is confirmed.
+func holder(claims []claim) claim {
+	for _, c := range claims {
+		if c.confirmed {
+			return c
 		}
 	}
-	return owner, claimedAt, rows.Err()
+	return claim{}
 }
 
 // Record is one delivery attempt.

@@ -756,7 +756,8 @@ func TestBadRequests(t *testing.T) {
 }
 
 // TestLeaseFirstClaimWins: a claim that lands after the holder's, however
-// slowly, does not take the job; releasing or expiring hands it on.
+// slowly and however early it was stamped, does not take the job; releasing
+// or expiring hands it on, and claims written before claims had trials hold.
 func TestLeaseFirstClaimWins(t *testing.T) {
 	e := newEnv(t, 1)
 	ctx := context.Background()
@@ -764,33 +765,87 @@ func TestLeaseFirstClaimWins(t *testing.T) {
 	ok, err := s.TryLease(ctx, "rpl_x", "a", time.Minute)
 	require.NoError(t, err)
 	require.True(t, ok)
-	holder, claimedA, err := s.LeaseHolder(ctx, "rpl_x")
+	holder, err := s.LeaseHolder(ctx, "rpl_x")
 	require.NoError(t, err)
 	assert.Equal(t, "a", holder)
+	claims, err := s.liveClaims(ctx, "rpl_x")
+	require.NoError(t, err)
+	require.Len(t, claims, 1)
+	claimedA := claims[0].claimedAt
 
-	// b found the job free before a's claim was visible, and its claim lands now.
-	require.NoError(t, s.writeLease(ctx, "rpl_x", "b", claimedA+1, time.Now().Add(time.Minute).UnixMilli()))
-	holder, _, _ = s.LeaseHolder(ctx, "rpl_x")
-	assert.Equal(t, "a", holder, "the first claim keeps the job")
+	// b found the job free before a's claim was visible, stamped its trial
+	// before a's, and the trial lands only now.
+	require.NoError(t, s.writeLease(ctx, "rpl_x", "b", claimedA-1, time.Now().Add(time.Minute).UnixMilli(), false))
+	holder, _ = s.LeaseHolder(ctx, "rpl_x")
+	assert.Equal(t, "a", holder, "the confirmed claim keeps the job")
 	ok, err = s.TryLease(ctx, "rpl_x", "b", time.Minute)
 	require.NoError(t, err)
 	assert.False(t, ok)
 	ok, err = s.TryLease(ctx, "rpl_x", "a", time.Minute)
 	require.NoError(t, err)
 	assert.True(t, ok, "a renews")
-	_, renewedAt, _ := s.LeaseHolder(ctx, "rpl_x")
-	assert.Equal(t, claimedA, renewedAt, "a renewal keeps the claim's place")
+	claims, _ = s.liveClaims(ctx, "rpl_x")
+	assert.Equal(t, []claim{{"b", claimedA - 1, false}, {"a", claimedA, true}}, claims, "a renewal keeps the claim's place")
 
 	require.NoError(t, s.ReleaseLease(ctx, "rpl_x", "a"))
-	holder, _, _ = s.LeaseHolder(ctx, "rpl_x")
-	assert.Equal(t, "b", holder, "after a's release, the next live claim holds")
+	holder, _ = s.LeaseHolder(ctx, "rpl_x")
+	assert.Empty(t, holder, "b's trial holds nothing")
+	ok, err = s.TryLease(ctx, "rpl_x", "c", time.Minute)
+	require.NoError(t, err)
+	assert.False(t, ok, "nor does c take the job while b's trial is live")
+	require.NoError(t, s.writeLease(ctx, "rpl_x", "b", claimedA-1, -1, false))
+	ok, err = s.TryLease(ctx, "rpl_x", "c", time.Minute)
+	require.NoError(t, err)
+	assert.True(t, ok, "with b's trial released, c does")
 
-	require.NoError(t, s.writeLease(ctx, "rpl_y", "c", 1, time.Now().Add(-time.Second).UnixMilli()))
-	holder, _, _ = s.LeaseHolder(ctx, "rpl_y")
+	require.NoError(t, s.writeLease(ctx, "rpl_y", "c", 1, time.Now().Add(-time.Second).UnixMilli(), true))
+	holder, _ = s.LeaseHolder(ctx, "rpl_y")
 	assert.Empty(t, holder, "an expired claim holds nothing")
 	ok, err = s.TryLease(ctx, "rpl_y", "d", time.Minute)
 	require.NoError(t, err)
 	assert.True(t, ok)
+
+	// A claim of a worker from before trials (no confirmed column) holds.
+	require.NoError(t, s.insert(ctx, "replay_leases", []string{"replay_id", "owner", "claimed_at", "until"},
+		[]any{"rpl_z", "old", int64(1), time.Now().Add(time.Minute).UnixMilli()}))
+	holder, _ = s.LeaseHolder(ctx, "rpl_z")
+	assert.Equal(t, "old", holder)
+}
+
+// TestClaimsAtOnceOneHolder: workers claiming a job at the same moment, on
+// one server with no settling, never both hold it, and one of them gets it.
+func TestClaimsAtOnceOneHolder(t *testing.T) {
+	e := newEnv(t, 1)
+	ctx := context.Background()
+	s := NewStore(e.conn, e.db)
+	const rounds, claimers = 40, 6
+	for r := range rounds {
+		id := fmt.Sprintf("rpl_race%d", r)
+		var start sync.WaitGroup
+		start.Add(1)
+		var got [claimers]bool
+		var wg sync.WaitGroup
+		for c := range claimers {
+			wg.Go(func() {
+				start.Wait()
+				ok, err := s.TryLease(ctx, id, fmt.Sprintf("w%d", c), time.Minute)
+				assert.NoError(t, err)
+				got[c] = ok
+			})
+		}
+		start.Done()
+		wg.Wait()
+		var holders []string
+		for c, ok := range got {
+			if ok {
+				holders = append(holders, fmt.Sprintf("w%d", c))
+			}
+		}
+		require.Len(t, holders, 1, "round %d", r)
+		holder, err := s.LeaseHolder(ctx, id)
+		require.NoError(t, err)
+		assert.Equal(t, holders[0], holder, "round %d", r)
+	}
 }
 
 // shortJobs saves n pending replays of a few events each to endpoint ep and
@@ -818,7 +873,7 @@ func TestIdleWorkerClaimsFreeJobs(t *testing.T) {
 	store := NewStore(e.conn, e.db)
 	until := time.Now().Add(10 * time.Minute).UnixMilli()
 	for _, id := range ids[:64] {
-		require.NoError(t, store.writeLease(context.Background(), id, "elsewhere", time.Now().UnixNano(), until))
+		require.NoError(t, store.writeLease(context.Background(), id, "elsewhere", time.Now().UnixNano(), until, true))
 	}
 	e.worker(WorkerConfig{Owner: "idle"})
 	require.Eventually(t, func() bool {
@@ -856,7 +911,7 @@ func TestThreeWorkersShareManyJobs(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, StatusCompleted, j.Status, id)
 	}
-	rows, err := e.conn.Query(context.Background(), "SELECT owner, uniqExact(replay_id) FROM "+e.db+".replay_leases GROUP BY owner")
+	rows, err := e.conn.Query(context.Background(), "SELECT owner, uniqExact(replay_id) FROM "+e.db+".replay_leases WHERE confirmed GROUP BY owner")
 	require.NoError(t, err)
 	defer rows.Close()
 	per := map[string]uint64{}
@@ -1208,12 +1263,12 @@ func TestPruneLeases(t *testing.T) {
 		{"released", "w2", 2, soon}, {"released", "w2", 2, -1}, // released before its renewal ran out
 		{"expired", "w3", 3, old}, {"expired", "w3", 3, old + 10_000}, // its worker died
 	} {
-		require.NoError(t, s.writeLease(ctx, l.job, l.owner, l.claimedAt, l.until))
+		require.NoError(t, s.writeLease(ctx, l.job, l.owner, l.claimedAt, l.until, true))
 	}
 	holders := func() []string {
 		var out []string
 		for _, job := range []string{"live", "released", "expired"} {
-			h, _, err := s.LeaseHolder(ctx, job)
+			h, err := s.LeaseHolder(ctx, job)
 			require.NoError(t, err)
 			out = append(out, h)
 		}

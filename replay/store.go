@@ -35,9 +35,10 @@ var ErrNotFound = errors.New("not found")
 // ClickHouse. Rows are never updated in place: a change is a new row with a
 // higher version, and reads take the newest.
 type Store struct {
-	conn Conn
-	db   string
-	last atomic.Int64 // the last version handed out
+	conn        Conn
+	db          string
+	last        atomic.Int64  // the last version handed out
+	leaseSettle time.Duration // WorkerConfig.LeaseSettle
 }
 
 // NewStore returns a Store over database db, which Migrate has prepared.

@@ -28,6 +28,11 @@ type WorkerConfig struct {
 	// LeaseTTL is how long a lease lasts unless renewed (every third of it).
 	// A worker that dies loses its jobs to others after this. Default 30 s.
 	LeaseTTL time.Duration
+	// LeaseSettle is how long a worker claiming a job waits before it reads
+	// whether another claimed it too (see Store.TryLease): 0 where every
+	// worker reads the server it writes, as on one server; on a cluster, at
+	// least how far a replica may lag behind the one written. Default 0.
+	LeaseSettle time.Duration
 	// MaxJobs is how many jobs this worker runs at once. Default 64.
 	MaxJobs int
 	// PageSize is how many events a page holds at most (fewer at a rate
@@ -65,6 +70,9 @@ const (
 	DefaultMaxJobs   = 64
 	DefaultPageSize  = 20000
 	DefaultPageBytes = 16 << 20
+	// ClusterLeaseSettle is the least LeaseSettle of workers on a cluster:
+	// replicas of one site take well under it to copy a small insert.
+	ClusterLeaseSettle = 300 * time.Millisecond
 	// DefaultDeliveriesRetention is 30 days.
 	DefaultDeliveriesRetention = 30 * 24 * time.Hour
 )
@@ -118,6 +126,8 @@ func (c *WorkerConfig) RegisterFlagsAndApplyDefaults(fs *flag.FlagSet) {
 	fs.DurationVar(&c.Poll, "poll", c.Poll, "how often this worker looks for new replay jobs; each look costs ClickHouse a few ms of CPU "+
 		"(a worker in the API's process is also woken when the API creates one)")
 	fs.DurationVar(&c.LeaseTTL, "lease-ttl", c.LeaseTTL, "how long a replay job stays with a worker that stopped renewing it")
+	fs.DurationVar(&c.LeaseSettle, "lease-settle", c.LeaseSettle, "how long claiming a replay job waits before reading who else claimed it: "+
+		"how far a replica of replay_leases may lag (with --cluster at least "+ClusterLeaseSettle.String()+"; one server needs none)")
 	fs.IntVar(&c.PageSize, "page-size", c.PageSize, "events read per query by replay jobs; what a resumed job may repeat")
 	fs.IntVar(&c.MaxJobs, "max-jobs", c.MaxJobs, "replay jobs this worker runs at once")
 }
@@ -127,9 +137,11 @@ func (c *WorkerConfig) Validate() error {
 	if err := schema.ValidateDatabase(c.Database); err != nil {
 		return err
 	}
-	if c.Poll < 10*time.Millisecond || c.LeaseTTL < time.Second || c.MaxJobs < 1 || c.PageSize < 1 || c.PageBytes < 1 {
-		return fmt.Errorf("replay worker: poll %s, lease %s, max jobs %d, page %d events and %d bytes: want >= 10ms, >= 1s, >= 1, >= 1, >= 1",
-			c.Poll, c.LeaseTTL, c.MaxJobs, c.PageSize, c.PageBytes)
+	if c.Poll < 10*time.Millisecond || c.LeaseTTL < time.Second || c.LeaseSettle < 0 || c.LeaseSettle >= c.LeaseTTL/3 ||
+		c.MaxJobs < 1 || c.PageSize < 1 || c.PageBytes < 1 {
+		return fmt.Errorf("replay worker: poll %s, lease %s settling %s, max jobs %d, page %d events and %d bytes: "+
+			"want >= 10ms, >= 1s, >= 0 and under a third of the lease, >= 1, >= 1, >= 1",
+			c.Poll, c.LeaseTTL, c.LeaseSettle, c.MaxJobs, c.PageSize, c.PageBytes)
 	}
 	return nil
 }
@@ -167,7 +179,9 @@ func NewWorker(cfg WorkerConfig, conn Conn, sender *webhook.Sender, log *slog.Lo
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	w := &Worker{cfg: cfg, store: NewStore(conn, cfg.Database), conn: conn, sender: sender, log: log, running: map[string]bool{},
+	store := NewStore(conn, cfg.Database)
+	store.leaseSettle = cfg.LeaseSettle
+	w := &Worker{cfg: cfg, store: store, conn: conn, sender: sender, log: log, running: map[string]bool{},
 		wake: make(chan struct{}, 1)}
 	w.metrics = newWorkerMetrics(w)
 	return w, nil
@@ -385,7 +399,7 @@ func (w *Worker) watch(ctx context.Context, job Job, cancel context.CancelCauseF
 			cancel(errPaused)
 			return
 		}
-		if holder, _, err := w.store.LeaseHolder(ctx, id); err == nil && holder != w.cfg.Owner {
+		if holder, err := w.store.LeaseHolder(ctx, id); err == nil && holder != w.cfg.Owner {
 			w.log.Warn("replay lease lost", "replay", id, "holder", holder)
 			cancel(errors.New("lease lost"))
 			return

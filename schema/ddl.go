@@ -141,7 +141,8 @@ ORDER BY (service, type, created_at, event_id)`), nil},
 	replay_id String,
 	at Int64`, "ReplacingMergeTree()", `ORDER BY replay_id`),
 			// Lease claims are appended, never replaced: of the claims still
-			// live, the earliest holds the job (see replay.Store.TryLease).
+			// live, the earliest holds the job (see replay.Store.TryLease;
+			// migration 22 adds which are confirmed).
 			d.table("replay_leases", `
 	replay_id String,
 	owner String,
@@ -329,6 +330,10 @@ ORDER BY (recipient_hash, service, created_at, type)`),
 		// Distinct counts by quarter hour, built by ingest, and the counts
 		// that tell when they are current (see Links).
 		{21, "engagement_links", linksMigration(d), nil},
+		// A lease claim is a trial until its worker has read that no other
+		// claim is live beside it; only a confirmed claim holds its job (see
+		// replay.Store.TryLease). Claims written before hold as they did.
+		{22, "replay_lease_confirmed", nil, []Column{{"replay_leases", "confirmed", "UInt8 DEFAULT 1"}}},
 	}
 }
 

@@ -117,8 +117,8 @@ func (rep report) write(w io.Writer) {
 			run.Bare.Seconds(), float64(rp.Events)/run.Bare.Seconds(), run.Bare.Seconds()/run.Replay.Seconds(),
 			run.First.Seconds(), run.Bare.Seconds()/run.FromFirst.Seconds())
 	}
-	fmt.Fprintln(w, "\nA replay starts when a worker finds it and has held its lease for 300 ms, long enough to see another worker's "+
-		"claim made at the same time. Here `hindsight api` and `hindsight replay-worker` both have `--kafka`: the API announces "+
+	fmt.Fprintln(w, "\nA replay starts when a worker finds it and has claimed it: a trial claim, a read that no other worker "+
+		"claims it too, and the claim confirmed (on one server, with no wait). Here `hindsight api` and `hindsight replay-worker` both have `--kafka`: the API announces "+
 		"each new replay on the wake topic and the worker looks at once (without, it looks every second, `--poll`).")
 	fmt.Fprintf(w, "\nFailing first attempts added %.2f s to the replay (the median of each round's difference); a first retry waits 1 s, ±20%%.\n",
 		rp.Added.Seconds())

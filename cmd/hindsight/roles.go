@@ -175,6 +175,11 @@ func (s stack) run(ctx context.Context) error {
 	}
 	if s.replay != nil {
 		s.replay.Wakes = s.wakes
+		if s.cluster != "" {
+			// A worker failing over to another server reads a replica
+			// that may lag behind the one its rival wrote its claim to.
+			s.replay.LeaseSettle = max(s.replay.LeaseSettle, replay.ClusterLeaseSettle)
+		}
 		// On a cluster every worker talks to the cluster's first server
 		// that answers, in the cluster's order, so a lease claim is read
 		// where it was written rather than after its replication.
