@@ -1027,10 +1027,10 @@ func TestLargeEventsReplayUnderClickHouseMemoryLimit(t *testing.T) {
 // the page's mean size if fewer, at least one; before the first page, as
 // many of the largest events ingest stores as maxBytes holds.
 func TestPageLimit(t *testing.T) {
-	of := func(sizes ...int) []event {
+	of := func(n int, sizes ...int) []event {
 		var page []event
-		for _, n := range sizes {
-			page = append(page, event{raw: make([]byte, n)})
+		for i := range n {
+			page = append(page, event{raw: make([]byte, sizes[i%len(sizes)])})
 		}
 		return page
 	}
@@ -1041,11 +1041,12 @@ func TestPageLimit(t *testing.T) {
 		maxBytes int
 		want     int
 	}{
-		{"small events", of(200, 240), 20_000, 16 << 20, 20_000},
-		{"large events", of(256<<10, 256<<10), 20_000, 16 << 20, 96}, // 64 fit
-		{"mixed", of(1000, 3000), 20_000, 100_000, 75},               // 2,000 B each: 50 fit
-		{"larger than the bound", of(1 << 20), 20_000, 100_000, 1},   // not even one fits
-		{"no bytes", of(0, 0), 500, 100, 500},
+		{"small events", of(5000, 200, 240), 20_000, 16 << 20, 20_000},
+		{"after a small page", of(64, 200, 240), 20_000, 16 << 20, 256}, // pageGrowth times as many
+		{"large events", of(64, 256<<10), 20_000, 16 << 20, 96},         // 64 fit
+		{"mixed", of(40, 1000, 3000), 20_000, 100_000, 75},              // 2,000 B each: 50 fit
+		{"larger than the bound", of(1, 1<<20), 20_000, 100_000, 1},     // not even one fits
+		{"no bytes", of(200, 0), 500, 100, 500},
 		{"first page: the largest events", nil, 20_000, 16 << 20, 64},
 		{"first page: fewer asked", nil, 10, 16 << 20, 10},
 		{"first page: not even one fits", nil, 20_000, 1000, 1},
