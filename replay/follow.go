@@ -172,6 +172,9 @@ func (w *Worker) follow(ctx context.Context, job *Job, patterns []schema.Pattern
 		if err := w.hand(ctx, job, f, ep, page, func(j *Job) { maps.Copy(j.FollowOffsets, next); j.Lag = lag }); err != nil {
 			return err
 		}
+		if err := w.commit(ctx, job, f); err != nil {
+			return err
+		}
 	}
 }
 

@@ -501,10 +501,13 @@ func (w *Worker) deliverRange(ctx context.Context, job *Job, patterns []schema.P
 			return err
 		}
 		// Read the following page while this one is delivered: the query then
-		// costs no delivery time.
+		// costs no delivery time. So does logging the pages before it.
 		ahead := *job
 		ahead.CursorAt, ahead.CursorID = last.createdAt, last.id
 		next = w.prefetch(ctx, ahead, patterns, page, size)
+		if err := w.commit(ctx, job, f); err != nil {
+			return err
+		}
 	}
 	if err := w.wait(ctx, job, f, true); err != nil {
 		return err
@@ -528,7 +531,9 @@ func (w *Worker) pageSize(job Job, ep Endpoint) int {
 }
 
 // hand gives page to f once it has room, its events to go to ep; advance
-// moves the job's place past the page once it settles.
+// moves the job's place past the page once it settles. The pages that
+// settled before it are left for the caller's commit: the slots need not
+// wait for it.
 func (w *Worker) hand(ctx context.Context, job *Job, f *flight, ep Endpoint, page []event, advance func(*Job)) error {
 	if err := w.wait(ctx, job, f, false); err != nil {
 		return err
@@ -538,18 +543,16 @@ func (w *Worker) hand(ctx context.Context, job *Job, f *flight, ep Endpoint, pag
 }
 
 // wait waits until f has room for another page (all: until every page
-// handed to it is done), committing the pages that settle meanwhile.
+// handed to it is done, and committed), committing the pages that settle
+// before then.
 func (w *Worker) wait(ctx context.Context, job *Job, f *flight, all bool) error {
 	for {
 		ready, err := f.await(ctx, all)
-		if err != nil {
+		if err != nil || ready {
 			return err
 		}
 		if err := w.commit(ctx, job, f); err != nil {
 			return err
-		}
-		if ready {
-			return nil
 		}
 	}
 }
