@@ -59,23 +59,26 @@ func matching(ctx context.Context, conn Conn, db string, job Job, patterns []sch
 	return events, args, nil
 }
 
-func countMatching(ctx context.Context, conn Conn, db string, job Job, patterns []schema.Pattern) (uint64, error) {
+// countMatching returns how many events job matches and the createdAt of
+// its first (0 when none).
+func countMatching(ctx context.Context, conn Conn, db string, job Job, patterns []schema.Pattern) (uint64, int64, error) {
 	events, args, err := matching(ctx, conn, db, job, patterns)
 	if err != nil {
-		return 0, fmt.Errorf("count events of %s: %w", job.ID, err)
+		return 0, 0, fmt.Errorf("count events of %s: %w", job.ID, err)
 	}
-	rows, err := conn.Query(ctx, "SELECT count() FROM "+events, args...)
+	rows, err := conn.Query(ctx, "SELECT count(), min(created_at) FROM "+events, args...)
 	if err != nil {
-		return 0, fmt.Errorf("count events of %s: %w", job.ID, err)
+		return 0, 0, fmt.Errorf("count events of %s: %w", job.ID, err)
 	}
 	defer rows.Close()
 	var n uint64
+	var first int64
 	if rows.Next() {
-		if err := rows.Scan(&n); err != nil {
-			return 0, fmt.Errorf("count events of %s: %w", job.ID, err)
+		if err := rows.Scan(&n, &first); err != nil {
+			return 0, 0, fmt.Errorf("count events of %s: %w", job.ID, err)
 		}
 	}
-	return n, rows.Err()
+	return n, first, rows.Err()
 }
 
 // pageBlockRows is the block size pages are read in: what the client holds

@@ -433,8 +433,9 @@ func (w *Worker) deliverJob(ctx context.Context, job *Job, pause context.CancelC
 	if err != nil {
 		return w.finish(ctx, *job, StatusFailed, "bad patterns: "+err.Error())
 	}
+	var firstAt int64
 	if job.Status == StatusPending {
-		if job.Matched, err = countMatching(ctx, w.conn, w.cfg.Database, *job, patterns); err != nil {
+		if job.Matched, firstAt, err = countMatching(ctx, w.conn, w.cfg.Database, *job, patterns); err != nil {
 			return err
 		}
 		job.Status, job.StartedAt = StatusRunning, time.Now().UTC()
@@ -454,15 +455,17 @@ func (w *Worker) deliverJob(ctx context.Context, job *Job, pause context.CancelC
 	}
 	f := w.newFlight(ctx, *job, pause)
 	defer f.stop()
-	if err := w.deliverRange(ctx, job, patterns, f); err != nil {
+	if err := w.deliverRange(ctx, job, patterns, f, firstAt); err != nil {
 		return errors.Join(err, w.land(ctx, job, f))
 	}
 	return nil
 }
 
 // deliverRange hands the job's pages to f, from its cursor to the end of
-// its range, then follows if the job does, or ends it completed.
-func (w *Worker) deliverRange(ctx context.Context, job *Job, patterns []schema.Pattern, f *flight) error {
+// its range, then follows if the job does, or ends it completed. firstAt is
+// the createdAt of the job's first event when the job has just counted its
+// events, else 0.
+func (w *Worker) deliverRange(ctx context.Context, job *Job, patterns []schema.Pattern, f *flight, firstAt int64) error {
 	var next <-chan pageResult
 	for {
 		if cancelled, err := w.store.IsCancelled(ctx, job.ID); err != nil {
@@ -486,7 +489,7 @@ func (w *Worker) deliverRange(ctx context.Context, job *Job, patterns []schema.P
 		}
 		size := w.pageSize(*job, ep)
 		if next == nil {
-			next = w.prefetch(ctx, *job, patterns, nil, size)
+			next = w.prefetch(ctx, *job, patterns, nil, size, firstAt)
 		}
 		res := <-next
 		if res.err != nil {
@@ -504,7 +507,7 @@ func (w *Worker) deliverRange(ctx context.Context, job *Job, patterns []schema.P
 		// costs no delivery time. So does logging the pages before it.
 		ahead := *job
 		ahead.CursorAt, ahead.CursorID = last.createdAt, last.id
-		next = w.prefetch(ctx, ahead, patterns, page, size)
+		next = w.prefetch(ctx, ahead, patterns, page, size, 0)
 		if err := w.commit(ctx, job, f); err != nil {
 			return err
 		}
@@ -616,12 +619,17 @@ type pageResult struct {
 
 // prefetch reads in the background the page after job's cursor that
 // follows prev (nil: the first page), of pages of size events: prev sizes
-// the read (pageLimit) and its first window (nextWindow, see readPage). The
-// channel has room for the result, so the goroutine ends even if nobody
-// reads it.
-func (w *Worker) prefetch(ctx context.Context, job Job, patterns []schema.Pattern, prev []event, size int) <-chan pageResult {
+// the read (pageLimit) and its first window (nextWindow, see readPage).
+// Where the job's first event is known (firstAt, else 0), the first page's
+// window reaches past the gap before it, rather than widening to it a query
+// at a time. The channel has room for the result, so the goroutine ends
+// even if nobody reads it.
+func (w *Worker) prefetch(ctx context.Context, job Job, patterns []schema.Pattern, prev []event, size int, firstAt int64) <-chan pageResult {
 	n := pageLimit(prev, size, w.cfg.PageBytes)
 	window := nextWindow(prev, n)
+	if prev == nil && firstAt > job.CursorAt {
+		window += firstAt - job.CursorAt
+	}
 	ch := make(chan pageResult, 1)
 	go func() {
 		page, err := readPage(ctx, w.conn, w.cfg.Database, job, patterns, n, w.cfg.PageBytes, window)
