@@ -10,6 +10,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/url"
 	"syscall"
 	"time"
 )
@@ -35,6 +36,7 @@ type Line struct {
 	bw     *bufio.Writer
 	reused bool        // conn has answered a request before
 	unwind func() bool // stops closing conn when ctx ends
+	pre    preamble    // of the URL and headers sent last
 }
 
 // NewLine returns a Line whose attempts are made under ctx; it connects
@@ -49,9 +51,9 @@ func (s *Sender) NewLine(ctx context.Context) *Line {
 // attempt that ends before the answer's first byte (a server drops idle
 // connections when it likes) gets the request again on a new one, as
 // net/http does.
-func (l *Line) roundTrip(req *http.Request, deadline time.Time) (*http.Response, error) {
+func (l *Line) roundTrip(req *request, deadline time.Time) (*http.Response, error) {
 	for {
-		if err := l.connect(req, deadline); err != nil {
+		if err := l.connect(req.pre.u, deadline); err != nil {
 			return nil, err
 		}
 		reused := l.reused
@@ -61,9 +63,6 @@ func (l *Line) roundTrip(req *http.Request, deadline time.Time) (*http.Response,
 		}
 		l.Close()
 		if !reused || l.ctx.Err() != nil || !errors.Is(err, errUnanswered) {
-			return nil, err
-		}
-		if req.Body, err = req.GetBody(); err != nil {
 			return nil, err
 		}
 	}
@@ -80,9 +79,8 @@ func unanswered(err error) error {
 	return err
 }
 
-// connect makes sure the line has a connection to req's host.
-func (l *Line) connect(req *http.Request, deadline time.Time) error {
-	u := req.URL
+// connect makes sure the line has a connection to u's host.
+func (l *Line) connect(u *url.URL, deadline time.Time) error {
 	port := u.Port()
 	switch {
 	case port != "":
@@ -122,13 +120,11 @@ func (l *Line) connect(req *http.Request, deadline time.Time) error {
 // informational (1xx) answers as net/http does, at most five. The heads
 // read are MaxResponseHead bytes at most, all five included; the body is
 // the caller's to limit.
-func (l *Line) exchange(req *http.Request, deadline time.Time) (*http.Response, error) {
+func (l *Line) exchange(req *request, deadline time.Time) (*http.Response, error) {
 	if err := l.conn.SetDeadline(deadline); err != nil {
 		return nil, err
 	}
-	if err := req.Write(l.bw); err != nil {
-		return nil, unanswered(err)
-	}
+	req.writeTo(l.bw)
 	if err := l.bw.Flush(); err != nil {
 		return nil, unanswered(err)
 	}
@@ -138,7 +134,7 @@ func (l *Line) exchange(req *http.Request, deadline time.Time) (*http.Response, 
 		return nil, unanswered(err)
 	}
 	for n := 0; ; n++ {
-		resp, err := http.ReadResponse(l.br, req)
+		resp, err := http.ReadResponse(l.br, post)
 		if err != nil {
 			if l.head.N <= 0 {
 				err = fmt.Errorf("answer's head longer than %d bytes", MaxResponseHead)
@@ -174,3 +170,7 @@ func (l *Line) Close() {
 	l.conn.Close()
 	l.conn, l.br, l.bw, l.addr = nil, nil, nil, ""
 }
+
+// post is what http.ReadResponse is told each answer answers: a POST (only
+// a HEAD's answer would be read differently).
+var post = &http.Request{Method: http.MethodPost}

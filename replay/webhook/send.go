@@ -1,7 +1,6 @@
 package webhook
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -120,26 +119,14 @@ func (l *Line) Send(rawURL string, m Message) Attempt {
 		// It would fail the same way every time: never retried.
 		return Attempt{Outcome: Failed, Err: "request: the eventId cannot be sent as a webhook-id header"}
 	}
-	req, err := http.NewRequestWithContext(l.ctx, http.MethodPost, rawURL, bytes.NewReader(m.Body))
-	if err == nil && req.URL.Scheme != "http" && req.URL.Scheme != "https" {
-		err = fmt.Errorf("unsupported scheme %q", req.URL.Scheme)
+	if m.ReplayID != "" && !validHeaderValue(m.ReplayID) {
+		return Attempt{Outcome: Failed, Err: "request: the replay's id cannot be sent as a header"}
 	}
+	pre, err := l.preambleFor(rawURL, m.Headers)
 	if err != nil {
 		return Attempt{Outcome: Failed, Err: "request: " + redactURLError(err)}
 	}
-	// The keys are canonical already: Header.Set would canonicalize each.
-	req.Header = make(http.Header, len(m.Headers)+6)
-	for name, value := range m.Headers {
-		req.Header.Set(name, value)
-	}
-	req.Header["Content-Type"] = []string{"application/json"}
-	req.Header["User-Agent"] = []string{s.userAgent}
-	req.Header["Webhook-Id"] = []string{m.ID}
-	req.Header["Webhook-Timestamp"] = []string{strconv.FormatInt(start.Unix(), 10)}
-	req.Header["Webhook-Signature"] = []string{sig}
-	if m.ReplayID != "" {
-		req.Header["Hindsight-Replay-Id"] = []string{m.ReplayID}
-	}
+	req := &request{pre: pre, m: &m, timestamp: start.Unix(), signature: sig}
 	resp, err := l.roundTrip(req, start.Add(s.timeout))
 	a := Attempt{Latency: time.Since(start)}
 	if err != nil {
