@@ -1827,7 +1827,21 @@ func manyValues(n int) string {
 // the API's (here one that polls hourly) starts a new replay at once when
 // the API's Announcer produces it to the wake topic.
 func TestAnnouncedReplayWakesWorkerElsewhere(t *testing.T) {
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, DefaultWakeTopic))
+	for _, seeded := range []bool{true, false} {
+		t.Run(fmt.Sprintf("topic there before: %v", seeded), func(t *testing.T) { announcedReplayWakes(t, seeded) })
+	}
+}
+
+// announcedReplayWakes runs TestAnnouncedReplayWakesWorkerElsewhere on a
+// broker that does not create topics as they are first used (as kfake by
+// default, and many a production cluster): with the wake topic there
+// before, or left to the listening worker to create.
+func announcedReplayWakes(t *testing.T, seeded bool) {
+	opts := []kfake.Opt{kfake.NumBrokers(1)}
+	if seeded {
+		opts = append(opts, kfake.SeedTopics(1, DefaultWakeTopic))
+	}
+	cluster, err := kfake.NewCluster(opts...)
 	require.NoError(t, err)
 	t.Cleanup(cluster.Close)
 	e := newEnv(t, 100)

@@ -2,10 +2,13 @@ package replay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -16,7 +19,7 @@ import (
 // replay's id to the wake topic, and every worker listening there
 // (WorkerConfig.Wakes) looks at once. Polls go on: a wake only makes a look
 // sooner, so a wake lost (Kafka down, the topic missing) costs at most a
-// poll.
+// poll. A listening worker creates the topic where it is missing.
 
 // DefaultWakeTopic is the wake topic's name unless set. One partition is
 // enough; its records are a replay id each, worth nothing after a second.
@@ -77,6 +80,7 @@ func (w *Worker) listen(ctx context.Context, src *WakeSource, since time.Time) {
 		return
 	}
 	defer cl.Close()
+	w.createWakeTopic(ctx, cl, src.Topic)
 	for {
 		fetches := cl.PollFetches(ctx)
 		if ctx.Err() != nil || fetches.IsClientClosed() {
@@ -96,5 +100,21 @@ func (w *Worker) listen(ctx context.Context, src *WakeSource, since time.Time) {
 			return
 		case <-time.After(time.Second):
 		}
+	}
+}
+
+// createWakeTopic creates the wake topic, one partition, where it is
+// missing: a broker that does not create topics as they are first used
+// would refuse every announcement. Failing (not allowed to, a broker down)
+// costs only wakes.
+func (w *Worker) createWakeTopic(ctx context.Context, cl *kgo.Client, topic string) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err := kadm.NewClient(cl).CreateTopic(ctx, 1, -1, nil, topic)
+	switch {
+	case err == nil:
+		w.log.Info("wake topic created", "topic", topic)
+	case !errors.Is(err, kerr.TopicAlreadyExists):
+		w.log.Warn("create the wake topic (new replays wait for the next poll until it exists)", "topic", topic, "err", err)
 	}
 }
