@@ -1,7 +1,6 @@
 package replay
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -18,6 +17,7 @@ import (
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/stretchr/testify/require"
 
+	"github.com/dodev/hindsight/internal/bareloop"
 	"github.com/dodev/hindsight/internal/chtest"
 	"github.com/dodev/hindsight/replay/webhook"
 	"github.com/dodev/hindsight/schema"
@@ -187,36 +187,16 @@ func (r *replayRig) bodies(b *testing.B) [][]byte {
 	return out
 }
 
-// bareLoop posts every body to the receiver from concurrency goroutines and
-// returns how long that took.
+// bareLoop posts every body to the receiver from concurrency goroutines
+// (bareloop.Post) and returns how long that took.
 func (r *replayRig) bareLoop(b *testing.B, bodies [][]byte, concurrency int) time.Duration {
 	b.StopTimer()
 	defer b.StartTimer()
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: concurrency}}
-	defer client.CloseIdleConnections()
 	r.got.Store(0)
-	var next atomic.Int64
-	var wg sync.WaitGroup
 	b.StartTimer()
-	start := time.Now()
-	for range concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := next.Add(1) - 1; i < int64(len(bodies)); i = next.Add(1) - 1 {
-				resp, err := client.Post(r.recv.URL+"/hook", "application/json", bytes.NewReader(bodies[i]))
-				if err != nil {
-					b.Error(err)
-					return
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-			}
-		}()
-	}
-	wg.Wait()
-	took := time.Since(start)
+	took, err := bareloop.Post(context.Background(), r.recv.URL+"/hook", bodies, concurrency)
 	b.StopTimer()
+	require.NoError(b, err)
 	require.EqualValues(b, len(bodies), r.got.Load())
 	return took
 }

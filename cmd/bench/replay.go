@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dodev/hindsight/internal/apiclient"
+	"github.com/dodev/hindsight/internal/bareloop"
 	"github.com/dodev/hindsight/internal/chtest"
 )
 
@@ -201,48 +201,13 @@ func (r *rig) bodies(ctx context.Context, db string) ([][]byte, error) {
 	return out, rows.Err()
 }
 
-// bareLoop posts every body to the receiver from replayConcurrency
-// goroutines, each again at once when it is answered 500, and returns how
-// long that took: a client with no reading, signing, retry schedule or
-// delivery log.
+// bareLoop posts every body to the receiver, replayConcurrency at a time,
+// each again at once when it is answered 500 (bareloop.Post), and returns
+// how long that took, checking the receiver got them all.
 func bareLoop(ctx context.Context, rc *receiver, bodies [][]byte) (time.Duration, error) {
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: replayConcurrency}}
-	defer client.CloseIdleConnections()
-	var next atomic.Int64
-	errs := make([]error, replayConcurrency)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for g := range replayConcurrency {
-		wg.Go(func() {
-			for i := next.Add(1) - 1; i < int64(len(bodies)); i = next.Add(1) - 1 {
-				for {
-					req, err := http.NewRequestWithContext(ctx, http.MethodPost, rc.url, bytes.NewReader(bodies[i]))
-					if err != nil {
-						errs[g] = err
-						return
-					}
-					req.Header.Set("Content-Type", "application/json")
-					req.Header.Set("webhook-id", fmt.Sprintf("bare_%d", i))
-					resp, err := client.Do(req)
-					if err != nil {
-						errs[g] = err
-						return
-					}
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode < 300 {
-						break
-					}
-				}
-			}
-		})
-	}
-	wg.Wait()
-	took := time.Since(start)
-	for _, err := range errs {
-		if err != nil {
-			return took, err
-		}
+	took, err := bareloop.Post(ctx, rc.url, bodies, replayConcurrency)
+	if err != nil {
+		return took, err
 	}
 	if got := rc.got.Load(); got != int64(len(bodies)) {
 		return took, fmt.Errorf("the bare loop delivered %d of %d", got, len(bodies))
