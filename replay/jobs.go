@@ -329,11 +329,8 @@ func (s *Store) TryLease(ctx context.Context, id, owner string, ttl time.Duratio
 	rival := func(c claim) bool { return c.owner != owner } // one worker claims a job once at a time
 	for try := range claimTries {
 		if try > 0 {
-			wait := rand.N(claimBackoff << (try - 1))
-			select {
-			case <-ctx.Done():
-				return false, ctx.Err()
-			case <-time.After(wait):
+			if err := sleep(ctx, rand.N(claimBackoff<<(try-1))); err != nil {
+				return false, err
 			}
 		}
 		claims, err := s.liveClaims(ctx, id)
@@ -353,12 +350,8 @@ func (s *Store) TryLease(ctx context.Context, id, owner string, ttl time.Duratio
 		if err := s.writeLease(ctx, id, owner, claimedAt, time.Now().Add(ttl).UnixMilli(), false); err != nil {
 			return false, err
 		}
-		if s.leaseSettle > 0 {
-			select {
-			case <-ctx.Done():
-				return false, ctx.Err()
-			case <-time.After(s.leaseSettle):
-			}
+		if err := sleep(ctx, s.leaseSettle); err != nil {
+			return false, err
 		}
 		if claims, err = s.liveClaims(ctx, id); err != nil {
 			return false, err

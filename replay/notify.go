@@ -105,10 +105,8 @@ func (n *Notifier) send(ctx context.Context, m webhook.Message) {
 			n.log.Warn("notification not delivered", "id", m.ID, "attempts", i+1, "err", a.Err)
 			return
 		}
-		select {
-		case <-ctx.Done():
+		if sleep(ctx, wait) != nil {
 			return
-		case <-time.After(wait):
 		}
 	}
 }

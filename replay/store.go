@@ -245,3 +245,19 @@ func (s *Store) Endpoint(ctx context.Context, id string) (Endpoint, error) {
 	}
 	return es[0], nil
 }
+
+// sleep waits d (none when d <= 0), or until ctx ends: then it returns
+// ctx's error.
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -95,10 +95,8 @@ func (w *Worker) listen(ctx context.Context, src *WakeSource, since time.Time) {
 		fetches.EachError(func(topic string, p int32, err error) {
 			w.log.Debug("listen for new replays", "topic", topic, "partition", p, "err", err)
 		})
-		select {
-		case <-ctx.Done():
+		if sleep(ctx, time.Second) != nil {
 			return
-		case <-time.After(time.Second):
 		}
 	}
 }
