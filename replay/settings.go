@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/dodev/hindsight/replay/webhook"
 )
 
 // Limits of an endpoint's own delivery settings.
@@ -18,19 +20,6 @@ const (
 // headerName is an HTTP token (RFC 9110), at most 64 characters.
 var headerName = regexp.MustCompile("^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")
 
-// reservedHeader reports a header an endpoint may not set: the ones a
-// delivery's meaning or signature rests on, and those that would change
-// how the request is framed or routed.
-func reservedHeader(name string) bool {
-	n := strings.ToLower(name)
-	switch n {
-	case "host", "content-type", "content-length", "content-encoding", "user-agent", "transfer-encoding",
-		"connection", "keep-alive", "te", "trailer", "upgrade", "expect":
-		return true
-	}
-	return strings.HasPrefix(n, "webhook-") || strings.HasPrefix(n, "hindsight-") || strings.HasPrefix(n, "proxy-")
-}
-
 // ValidateHeaders checks an endpoint's custom headers: at most MaxHeaders,
 // names that are HTTP tokens and not reserved, each once whatever its case,
 // values of printable ASCII (tabs allowed) up to MaxHeaderValueLen bytes.
@@ -43,7 +32,7 @@ func ValidateHeaders(h map[string]string) error {
 		if !headerName.MatchString(name) {
 			return fmt.Errorf("%q is not a header name", name)
 		}
-		if reservedHeader(name) {
+		if webhook.ReservedHeader(name) {
 			return fmt.Errorf("%s is set by Hindsight and cannot be overridden", name)
 		}
 		if lower := strings.ToLower(name); seen[lower] {

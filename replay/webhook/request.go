@@ -31,10 +31,19 @@ type preamble struct {
 	bytes   []byte
 }
 
-// ownHeaders are those a request carries whatever the endpoint's headers
-// say: set by Send, or by the HTTP framing.
-var ownHeaders = []string{"Host", "User-Agent", "Content-Type", "Content-Length", "Transfer-Encoding", "Trailer",
-	"Webhook-Id", "Webhook-Timestamp", "Webhook-Signature", "Hindsight-Replay-Id"}
+// ReservedHeader reports a header an endpoint may not set: the ones a
+// delivery's meaning or signature rests on (those Send sets), and those
+// that would change how the request is framed or routed. A request never
+// carries an endpoint's header of these names.
+func ReservedHeader(name string) bool {
+	n := strings.ToLower(name)
+	switch n {
+	case "host", "content-type", "content-length", "content-encoding", "user-agent", "transfer-encoding",
+		"connection", "keep-alive", "te", "trailer", "upgrade", "expect":
+		return true
+	}
+	return strings.HasPrefix(n, "webhook-") || strings.HasPrefix(n, "hindsight-") || strings.HasPrefix(n, "proxy-")
+}
 
 // preambleFor returns the preamble of requests to rawURL with headers: the
 // line's last one when both are the same.
@@ -82,10 +91,10 @@ func newPreamble(rawURL string, headers map[string]string, userAgent string) (pr
 	b = append(b, userAgent...)
 	b = append(b, "\r\nContent-Type: application/json\r\n"...)
 	for _, name := range slices.Sorted(maps.Keys(headers)) {
-		key := http.CanonicalHeaderKey(name)
-		if slices.Contains(ownHeaders, key) {
+		if ReservedHeader(name) {
 			continue
 		}
+		key := http.CanonicalHeaderKey(name)
 		value := textproto.TrimString(headers[name])
 		if !httpguts.ValidHeaderFieldName(key) || !httpguts.ValidHeaderFieldValue(value) {
 			return preamble{}, fmt.Errorf("the header %q cannot be sent", name)

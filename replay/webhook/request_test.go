@@ -93,6 +93,17 @@ func TestRequestRefusesWhatCannotBeSent(t *testing.T) {
 	}
 }
 
+// TestRequestLeavesOutReservedHeaders: an endpoint header the API refuses
+// (ReservedHeader), should a stored endpoint carry one, is not sent.
+func TestRequestLeavesOutReservedHeaders(t *testing.T) {
+	pre, err := newPreamble("http://example.com/hook", map[string]string{"Connection": "close", "proxy-authorization": "x", "X-Tenant": "acme"}, "hindsight/test")
+	require.NoError(t, err)
+	head := string(pre.bytes)
+	assert.Contains(t, head, "X-Tenant: acme\r\n")
+	assert.NotContains(t, head, "Connection")
+	assert.NotContains(t, head, "Proxy-Authorization")
+}
+
 // TestLineRebuildsItsPreambleWhenTheEndpointChanges: a slot's line sends
 // each attempt with the endpoint's headers of that attempt.
 func TestLineRebuildsItsPreambleWhenTheEndpointChanges(t *testing.T) {
