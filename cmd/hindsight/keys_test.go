@@ -58,29 +58,9 @@ func TestKeysAcrossProcesses(t *testing.T) {
 
 	var logs []*lockedBuffer
 	api := func() string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		addr := ln.Addr().String()
-		ln.Close()
-		cmd := exec.Command(bin, "api", "--http", addr)
-		cmd.Env = env
 		out := &lockedBuffer{}
-		cmd.Stderr = out
 		logs = append(logs, out)
-		require.NoError(t, cmd.Start())
-		t.Cleanup(func() {
-			_ = cmd.Process.Signal(os.Interrupt)
-			_ = cmd.Wait()
-		})
-		url := "http://" + addr
-		require.Eventually(t, func() bool {
-			resp, err := http.Get(url + "/readyz")
-			if err == nil {
-				resp.Body.Close()
-			}
-			return err == nil && resp.StatusCode == http.StatusOK
-		}, 60*time.Second, 100*time.Millisecond, "api %s not ready: %s", addr, out)
-		return url
+		return apiProcess(t, bin, env, out)
 	}
 	a, b := api(), api()
 	status := func(base, method, path, secret, body string) (int, map[string]any) {
@@ -194,6 +174,34 @@ func TestKeysAcrossProcesses(t *testing.T) {
 		return nil
 	}))
 	t.Logf("%d tables, %d files of ClickHouse and %d logs hold no secret", len(tables), scanned, len(logs))
+}
+
+// apiProcess runs `hindsight api` (bin) with env and args on a free port of
+// 127.0.0.1, its log to stderr, until the test ends, and returns its base
+// URL once it is ready.
+func apiProcess(t *testing.T, bin string, env []string, stderr io.Writer, args ...string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(bin, append([]string{"api", "--http", addr}, args...)...)
+	cmd.Env = env
+	cmd.Stderr = stderr
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		_ = cmd.Wait()
+	})
+	url := "http://" + addr
+	require.Eventually(t, func() bool {
+		resp, err := http.Get(url + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil && resp.StatusCode == http.StatusOK
+	}, 60*time.Second, 100*time.Millisecond, "api %s not ready: %s", addr, stderr)
+	return url
 }
 
 // apiCall sends method path to the API at base with secret as the bearer

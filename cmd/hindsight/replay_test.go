@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -247,32 +246,14 @@ func TestAPIAnnouncesReplaysToWorkers(t *testing.T) {
 		_ = worker.Wait()
 	}()
 	const key = "announce-test-key-0123456789"
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	ln.Close()
-	api := exec.Command(bin, "api", "--http", addr, "--allow-private-endpoints", "--kafka", kafka)
-	api.Env = append(os.Environ(), "HINDSIGHT_CLICKHOUSE="+chtest.Addr(t), "HINDSIGHT_DATABASE="+db, "HINDSIGHT_API_KEY="+key, "HINDSIGHT_LOG_LEVEL=warn")
-	api.Stderr = os.Stderr
-	require.NoError(t, api.Start())
-	defer func() {
-		_ = api.Process.Signal(os.Interrupt)
-		_ = api.Wait()
-	}()
-	base := "http://" + addr
+	base := apiProcess(t, bin, append(os.Environ(), "HINDSIGHT_CLICKHOUSE="+chtest.Addr(t), "HINDSIGHT_DATABASE="+db, "HINDSIGHT_API_KEY="+key,
+		"HINDSIGHT_LOG_LEVEL=warn"), os.Stderr, "--allow-private-endpoints", "--kafka", kafka)
 	call := func(method, path, body string) map[string]any {
 		t.Helper()
 		code, out := apiCall(t, base, method, path, key, body)
 		require.Less(t, code, 300, "%s %s: %v", method, path, out)
 		return out
 	}
-	require.Eventually(t, func() bool {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil && resp.StatusCode == http.StatusOK
-	}, 60*time.Second, 100*time.Millisecond, "api not ready")
 	ep := call("POST", "/v1/endpoints", `{"url":"`+recv.URL+`","enabled_events":["*"]}`)
 	for round := 1; round <= 2; round++ {
 		job := call("POST", "/v1/replays", `{"endpoint_id":"`+ep["id"].(string)+`","since":"2020-01-01T00:00:00Z","livemode":"all","ordered":false}`)
