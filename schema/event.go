@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/cespare/xxhash/v2"
-	"github.com/valyala/fastjson"
 )
 
 // Limits of the envelope.
@@ -82,47 +81,26 @@ type Dims struct {
 // safe for concurrent use: give each goroutine its own. The zero value is
 // ready to use.
 type Parser struct {
-	p fastjson.Parser
+	s scanner
 }
 
 // Parse validates one record value and returns the event it holds. An error
 // wraps ErrInvalid and is an *InvalidError. The returned Event's Raw is raw
 // itself, not a copy.
 //
-// It reads each object once: a Visit over the envelope and one over data
-// pick the fields it needs (the first of each name, as a lookup by name
-// would find), rather than a lookup per field, each a scan of the keys.
+// It reads the record once (see scanner): checking it is JSON and noting
+// the envelope's members and data's on the way. An object that repeats a
+// key is read by its first.
 func (ps *Parser) Parse(raw []byte) (Event, error) {
-	// fastjson's parser is lenient about numbers ("1-2"); its validator is
-	// strict, so validate first.
-	if err := fastjson.ValidateBytes(raw); err != nil {
-		return Event{}, invalid("not JSON: %v", err)
-	}
-	v, err := ps.p.ParseBytes(raw)
+	s := &ps.s
+	top, err := s.scan(raw)
 	if err != nil {
 		return Event{}, invalid("not JSON: %v", err)
 	}
-	obj, err := v.Object()
-	if err != nil {
-		return Event{}, invalid("not a JSON object: the record is a JSON %s", v.Type())
+	if top != kindObject {
+		return Event{}, invalid("not a JSON object: the record is a JSON %s", top)
 	}
-	var env struct{ id, typ, service, createdAt, livemode, data *fastjson.Value }
-	obj.Visit(func(k []byte, v *fastjson.Value) {
-		switch string(k) {
-		case "eventId":
-			first(&env.id, v)
-		case "type":
-			first(&env.typ, v)
-		case "service":
-			first(&env.service, v)
-		case "createdAt":
-			first(&env.createdAt, v)
-		case "livemode":
-			first(&env.livemode, v)
-		case "data":
-			first(&env.data, v)
-		}
-	})
+	env := &s.env
 	ev := Event{Raw: raw, Livemode: true}
 
 	id, err := envelopeString(env.id, "eventId")
@@ -158,48 +136,40 @@ func (ps *Parser) Parse(raw []byte) (Event, error) {
 	if ev.CreatedAt, err = createdAt(env.createdAt); err != nil {
 		return Event{}, err
 	}
-	if lm := env.livemode; lm != nil {
-		switch lm.Type() {
-		case fastjson.TypeTrue:
-		case fastjson.TypeFalse:
-			ev.Livemode = false
-		default:
-			return Event{}, invalid("livemode must be a boolean, got %s", lm.Type())
-		}
+	switch lm := env.livemode; lm.kind {
+	case kindNone, kindTrue:
+	case kindFalse:
+		ev.Livemode = false
+	default:
+		return Event{}, invalid("livemode must be a boolean, got %s", lm.kind)
 	}
-	if env.data == nil {
+	switch env.data.kind {
+	case kindNone:
 		return Event{}, invalid("missing data")
-	}
-	data, err := env.data.Object()
-	if err != nil {
-		return Event{}, invalid("data must be an object, got %s", env.data.Type())
+	case kindObject:
+	default:
+		return Event{}, invalid("data must be an object, got %s", env.data.kind)
 	}
 	if known {
 		ev.Known = true
-		if err := checkFields(et, env.data); err != nil {
+		if err := checkFields(et, s); err != nil {
 			return Event{}, err
 		}
 	}
-	ev.Dims = extractDims(ev.Service, data)
+	ev.Dims = extractDims(ev.Service, s.data)
 	return ev, nil
 }
 
-// first keeps the first value of a key an object repeats.
-func first(dst **fastjson.Value, v *fastjson.Value) {
-	if *dst == nil {
-		*dst = v
-	}
-}
-
 // envelopeString returns the bytes of a non-empty string field f, named key.
-func envelopeString(f *fastjson.Value, key string) ([]byte, error) {
-	if f == nil {
+func envelopeString(f value, key string) ([]byte, error) {
+	switch f.kind {
+	case kindNone:
 		return nil, invalid("missing %s", key)
+	case kindString:
+	default:
+		return nil, invalid("%s must be a string, got %s", key, f.kind)
 	}
-	if f.Type() != fastjson.TypeString {
-		return nil, invalid("%s must be a string, got %s", key, f.Type())
-	}
-	b, _ := f.StringBytes()
+	b := f.bytes()
 	if len(b) == 0 {
 		return nil, invalid("empty %s", key)
 	}
@@ -246,16 +216,17 @@ func checkType(t string) error {
 	return nil
 }
 
-func createdAt(v *fastjson.Value) (int64, error) {
-	if v == nil {
+func createdAt(v value) (int64, error) {
+	switch v.kind {
+	case kindNone:
 		return 0, invalid("missing createdAt")
+	case kindNumber:
+	default:
+		return 0, invalid("createdAt must be an integer of milliseconds, got %s", v.kind)
 	}
-	if v.Type() != fastjson.TypeNumber {
-		return 0, invalid("createdAt must be an integer of milliseconds, got %s", v.Type())
-	}
-	ms, err := v.Int64() // strconv.ParseInt's answer, without marshalling v
-	if err != nil {
-		return 0, invalid("createdAt must be an integer of milliseconds, got %s", v)
+	ms, ok := v.int64()
+	if !ok {
+		return 0, invalid("createdAt must be an integer of milliseconds, got %s", v.text)
 	}
 	if ms < 0 || ms >= MaxCreatedAt {
 		return 0, invalid("createdAt %d is outside 1970-01-01 to 2100-01-01", ms)
@@ -263,20 +234,20 @@ func createdAt(v *fastjson.Value) (int64, error) {
 	return ms, nil
 }
 
-func checkFields(et *EventType, data *fastjson.Value) error {
+func checkFields(et *EventType, s *scanner) error {
 	for _, f := range et.Fields {
-		v := data.Get(f.Name)
-		if v == nil {
+		m := s.dataMember(f.Name)
+		if m == nil {
 			if f.Optional {
 				continue
 			}
 			return invalid("%s: missing data.%s", et.Type, f.Name)
 		}
-		if !kindMatches(f.Kind, v) {
-			return invalid("%s: data.%s must be %s, got %s", et.Type, f.Name, kindName(f.Kind), v.Type())
+		if !kindMatches(f.Kind, m) {
+			return invalid("%s: data.%s must be %s, got %s", et.Type, f.Name, kindName(f.Kind), m.val.kind)
 		}
 		if len(f.Enum) > 0 {
-			s := string(v.GetStringBytes())
+			s := m.val.string()
 			if !contains(f.Enum, s) {
 				return invalid("%s: data.%s must be one of %s, got %q", et.Type, f.Name, strings.Join(f.Enum, ", "), s)
 			}
@@ -285,36 +256,33 @@ func checkFields(et *EventType, data *fastjson.Value) error {
 	return nil
 }
 
-func kindMatches(k Kind, v *fastjson.Value) bool {
+func kindMatches(k Kind, m *member) bool {
+	v := m.val
 	switch k {
 	case KindString:
-		return v.Type() == fastjson.TypeString
+		return v.kind == kindString
 	case KindStrings:
-		if v.Type() == fastjson.TypeString {
+		if v.kind == kindString {
 			return true
 		}
-		arr, err := v.Array()
-		if err != nil || len(arr) == 0 {
+		if v.kind != kindArray || len(m.elems) == 0 {
 			return false
 		}
-		for _, e := range arr {
-			if e.Type() != fastjson.TypeString {
+		for _, e := range m.elems {
+			if e.kind != kindString {
 				return false
 			}
 		}
 		return true
 	case KindNumber:
-		return v.Type() == fastjson.TypeNumber
+		return v.kind == kindNumber
 	case KindInteger:
-		if v.Type() != fastjson.TypeNumber {
-			return false
-		}
-		_, err := v.Int64()
-		return err == nil
+		_, ok := v.int64()
+		return ok
 	case KindBool:
-		return v.Type() == fastjson.TypeTrue || v.Type() == fastjson.TypeFalse
+		return v.kind == kindTrue || v.kind == kindFalse
 	case KindObject:
-		return v.Type() == fastjson.TypeObject
+		return v.kind == kindObject
 	}
 	return false
 }
@@ -340,95 +308,92 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// extractDims reads the fields queries need. It runs on unknown types too, so
-// a new type with familiar fields is grouped like its siblings; a field of an
-// unexpected JSON type is left at its zero value.
-func extractDims(service string, data *fastjson.Object) Dims {
+// extractDims reads the fields queries need from data's members. It runs
+// on unknown types too, so a new type with familiar fields is grouped like
+// its siblings; a field of an unexpected JSON type is left at its zero
+// value.
+func extractDims(service string, data []member) Dims {
 	var f struct {
-		messageID, bounceType, npa, voice, format, to, from *fastjson.Value
-		hasCarrier, hasInventory, textLength, durationSec   *fastjson.Value
+		messageID, bounceType, npa, voice, format, from   value
+		hasCarrier, hasInventory, textLength, durationSec value
+		to                                                *member
 	}
-	data.Visit(func(k []byte, v *fastjson.Value) {
-		switch string(k) {
+	for i, m := range data {
+		var dst *value
+		switch string(m.key) {
 		case "messageId":
-			first(&f.messageID, v)
+			dst = &f.messageID
 		case "bounceType":
-			first(&f.bounceType, v)
+			dst = &f.bounceType
 		case "npa":
-			first(&f.npa, v)
+			dst = &f.npa
 		case "voice":
-			first(&f.voice, v)
+			dst = &f.voice
 		case "format":
-			first(&f.format, v)
+			dst = &f.format
 		case "to":
-			first(&f.to, v)
+			if f.to == nil {
+				f.to = &data[i]
+			}
+			continue
 		case "from":
-			first(&f.from, v)
+			dst = &f.from
 		case "hasCarrier":
-			first(&f.hasCarrier, v)
+			dst = &f.hasCarrier
 		case "hasInventory":
-			first(&f.hasInventory, v)
+			dst = &f.hasInventory
 		case "textLength":
-			first(&f.textLength, v)
+			dst = &f.textLength
 		case "durationSec":
-			first(&f.durationSec, v)
+			dst = &f.durationSec
+		default:
+			continue
 		}
-	})
+		if dst.kind == kindNone { // the first of a repeated key
+			*dst = m.val
+		}
+	}
 	d := Dims{
-		MessageID:  stringOf(f.messageID),
-		BounceType: stringOf(f.bounceType),
-		NPA:        stringOf(f.npa),
-		Voice:      stringOf(f.voice),
-		Format:     stringOf(f.format),
+		MessageID:  f.messageID.string(),
+		BounceType: f.bounceType.string(),
+		NPA:        f.npa.string(),
+		Voice:      f.voice.string(),
+		Format:     f.format.string(),
 	}
 	if d.MessageID != "" {
 		d.MessageHash = xxhash.Sum64String(d.MessageID)
 	}
 	if service == "send" {
 		d.Recipients, d.RecipientDomain = recipientsOf(f.to)
-		d.SenderDomain = domainOf(stringOf(f.from))
+		d.SenderDomain = domainOf(f.from.string())
 	}
-	if v := f.hasCarrier; v != nil {
-		d.HasCarrier = v.Type() == fastjson.TypeTrue
+	d.HasCarrier = f.hasCarrier.kind == kindTrue
+	d.HasInventory = f.hasInventory.kind == kindTrue
+	if f.textLength.kind == kindNumber {
+		d.TextLength, _ = f.textLength.int64()
 	}
-	if v := f.hasInventory; v != nil {
-		d.HasInventory = v.Type() == fastjson.TypeTrue
-	}
-	if v := f.textLength; v != nil && v.Type() == fastjson.TypeNumber {
-		d.TextLength = v.GetInt64()
-	}
-	if v := f.durationSec; v != nil && v.Type() == fastjson.TypeNumber {
-		d.DurationSec = v.GetFloat64()
+	if f.durationSec.kind == kindNumber {
+		d.DurationSec = f.durationSec.float64()
 	}
 	return d
 }
 
-// stringOf returns v's text if v is a string, else "".
-func stringOf(v *fastjson.Value) string {
-	if v == nil || v.Type() != fastjson.TypeString {
-		return ""
-	}
-	b, _ := v.StringBytes()
-	return string(b)
-}
-
-// recipientsOf reads data.to, one address or a list: every address,
-// NormalizeAddress'd, and the domain of the first element if it is a
-// string (the recipient domain queries group by).
-func recipientsOf(v *fastjson.Value) (addrs []string, firstDomain string) {
-	if v == nil {
+// recipientsOf reads data.to (nil without one), one address or a list:
+// every address, NormalizeAddress'd, and the domain of the first element if
+// it is a string (the recipient domain queries group by).
+func recipientsOf(to *member) (addrs []string, firstDomain string) {
+	if to == nil {
 		return nil, ""
 	}
-	list := []*fastjson.Value{v}
-	if v.Type() == fastjson.TypeArray {
-		list, _ = v.Array()
+	list := []value{to.val}
+	if to.val.kind == kindArray {
+		list = to.elems
 	}
 	for i, a := range list {
-		if a.Type() != fastjson.TypeString {
+		if a.kind != kindString {
 			continue
 		}
-		b, _ := a.StringBytes()
-		s := string(b)
+		s := a.string()
 		if i == 0 {
 			firstDomain = domainOf(s)
 		}
