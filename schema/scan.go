@@ -20,6 +20,10 @@ import (
 // it costs a deep recursion.
 const maxDepth = 300
 
+// keepMembers is the most data members and array elements a scanner keeps
+// room for from one record to the next.
+const keepMembers = 1024
+
 // kind is a JSON value's type.
 type kind uint8
 
@@ -89,7 +93,11 @@ const (
 // scan reads b, a whole record. The top-level value's kind is returned
 // whatever it is; an error says where b stops being JSON.
 func (s *scanner) scan(b []byte) (kind, error) {
-	*s = scanner{b: b, data: s.data[:0], elems: s.elems[:0]}
+	data, elems := s.data[:0], s.elems[:0]
+	if cap(data) > keepMembers || cap(elems) > keepMembers {
+		data, elems = nil, nil // one large record's, not kept for every next one
+	}
+	*s = scanner{b: b, data: data, elems: elems}
 	s.ws()
 	v, err := s.value(0, roleEnvelope)
 	if err != nil {
@@ -204,7 +212,7 @@ func (s *scanner) object(depth int, r role) error {
 // member scans the value of the member key (esc: with escapes) of an
 // object with role r, noting it if Parse needs it.
 func (s *scanner) member(depth int, r role, key []byte, esc bool) error {
-	if esc {
+	if esc && (r == roleEnvelope || r == roleData) {
 		key = unescape(nil, key)
 	}
 	switch r {
