@@ -86,8 +86,7 @@ const (
 	roleOther    role = iota
 	roleEnvelope      // the record itself
 	roleData          // the envelope's (first) data
-	roleMember        // a value of a member of data
-	roleElem          // an element of an array of roleMember
+	roleMember        // a value of a member of data: an array's elements are noted
 )
 
 // scan reads b, a whole record. The top-level value's kind is returned
@@ -261,11 +260,7 @@ func (s *scanner) array(depth int, r role) error {
 		return nil
 	}
 	for {
-		child := roleOther
-		if r == roleMember {
-			child = roleElem
-		}
-		v, err := s.value(depth, child)
+		v, err := s.value(depth, roleOther)
 		if err != nil {
 			return err
 		}
