@@ -22,7 +22,7 @@ import (
 //     Ingest writes to each shard's events_local itself (see ShardOf); the
 //     event_ids view feeds event_ids_local on the replica written to, and
 //     replication carries both to the shard's other replicas. message_ids,
-//     recipient_ids, stats_rollup and the engagements tables are fed the
+//     recipient_ids, stats_rollup, rollup_totals and the engagements tables are fed the
 //     same way from each shard's events.
 //   - Every other table (replay's, the keys, event_dups, dead letters,
 //     schema_migrations) is small and whole on every server: one
@@ -183,7 +183,7 @@ func ShardOf(id string, slots []int) int {
 // ShardOf picks, the same as cityHash64(event_id); the lookup tables and
 // the rollup are filled on each shard from its events (a rebuild of the
 // rollup, which counts, may put its rows on any shard).
-var shardKeys = map[string]string{"events": "cityHash64(event_id)", "event_ids": "id_hash", "message_ids": "message_hash", "stats_rollup": "rand()", "engagements": "message_hash", "recipient_ids": "recipient_hash", "engagements_by_sender": "message_hash", "engagement_counts": "rand()"}
+var shardKeys = map[string]string{"events": "cityHash64(event_id)", "event_ids": "id_hash", "message_ids": "message_hash", "stats_rollup": "rand()", "rollup_totals": "rand()", "engagements": "message_hash", "recipient_ids": "recipient_hash", "engagements_by_sender": "message_hash", "engagement_counts": "rand()"}
 
 // OnShard is r as it applies on each shard of a cluster, one shard at a
 // time: the sharded tables' local parts; the tables whole on every server

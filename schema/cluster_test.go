@@ -18,7 +18,7 @@ var createdRe = regexp.MustCompile("CREATE (?:TABLE|MATERIALIZED VIEW) IF NOT EX
 
 // TestClusterMigrations: on a cluster every table of the single-server
 // layout exists under its name (events, event_ids, message_ids,
-// stats_rollup, engagements, engagement_counts and recipient_ids as Distributed tables over replicated _local
+// stats_rollup, rollup_totals, engagements, engagement_counts and recipient_ids as Distributed tables over replicated _local
 // ones, the rest replicated whole), every statement
 // runs ON CLUSTER, and nothing is copied in (a cluster is created empty).
 // The cluster suite (internal/cluster) runs them on a real cluster.
@@ -43,12 +43,12 @@ func TestClusterMigrations(t *testing.T) {
 	for name, stmt := range all {
 		assert.Contains(t, stmt, " ON CLUSTER `c`", name)
 		switch {
-		case name == "events" || name == "event_ids" || name == "message_ids" || name == "stats_rollup" || name == "engagements" || name == "recipient_ids" || name == "engagements_by_sender" || name == "engagement_counts":
+		case name == "events" || name == "event_ids" || name == "message_ids" || name == "stats_rollup" || name == "rollup_totals" || name == "engagements" || name == "recipient_ids" || name == "engagements_by_sender" || name == "engagement_counts":
 			assert.Contains(t, stmt, "ENGINE = Distributed(`c`, `db`, "+name+"_local, ", name)
 		case strings.HasSuffix(name, "_local"):
 			base := strings.TrimSuffix(name, "_local")
 			assert.Regexp(t, "ENGINE = Replicated\\w*MergeTree\\('/clickhouse/tables/\\{shard\\}/db/"+base+"', '\\{replica\\}'", stmt, name)
-		case name == "event_ids_mv" || name == "message_ids_mv" || name == "stats_rollup_mv" || name == "engagements_mv" || name == "recipient_ids_mv" || name == "engagements_by_sender_mv" || name == "engagement_counts_mv":
+		case name == "event_ids_mv" || name == "message_ids_mv" || name == "stats_rollup_mv" || name == "rollup_totals_mv" || name == "engagements_mv" || name == "recipient_ids_mv" || name == "engagements_by_sender_mv" || name == "engagement_counts_mv":
 			assert.Contains(t, stmt, "TO `db`."+strings.TrimSuffix(name, "_mv")+"_local", name)
 			assert.Contains(t, stmt, "FROM `db`.events_local", name)
 		case name == "delivery_ids_mv":

@@ -334,6 +334,9 @@ ORDER BY (recipient_hash, service, created_at, type)`),
 		// claim is live beside it; only a confirmed claim holds its job (see
 		// replay.Store.TryLease). Claims written before hold as they did.
 		{22, "replay_lease_confirmed", nil, []Column{{"replay_leases", "confirmed", "UInt8 DEFAULT 1"}}},
+		// The rollup's total per quarter hour, which every count over it
+		// compares with the one checked (see Rollup).
+		{23, "rollup_totals", totalsMigration(d), nil},
 	}
 }
 

@@ -23,7 +23,7 @@ type Retained struct {
 
 // The tables with a retention.
 var (
-	EventsRetained     = Retained{Table: "events", Column: "created_at", Companions: []string{"event_ids", "event_dups", "message_ids", "stats_rollup", "rollup_checked", "engagements", "engagements_by_sender", "recipient_ids", "engagement_counts", "engagement_links", "links_checked"}}
+	EventsRetained     = Retained{Table: "events", Column: "created_at", Companions: []string{"event_ids", "event_dups", "message_ids", "stats_rollup", "rollup_totals", "rollup_checked", "engagements", "engagements_by_sender", "recipient_ids", "engagement_counts", "engagement_links", "links_checked"}}
 	DeliveriesRetained = Retained{Table: "deliveries", Column: "at", Companions: []string{"delivery_ids"}}
 )
 

@@ -322,7 +322,7 @@ func TestMigrateRebuildsRollups(t *testing.T) {
 	}
 	var engagedSteps uint64
 	require.NoError(t, conn.QueryRow(ctx, "SELECT count(DISTINCT intDiv(created_at, 900000)) FROM "+db+".engagements").Scan(&engagedSteps))
-	for _, table := range []string{"stats_rollup", "engagements", "engagement_counts", "links_checked", "engagement_links"} {
+	for _, table := range []string{"stats_rollup", "rollup_totals", "engagements", "engagement_counts", "links_checked", "engagement_links"} {
 		require.NoError(t, conn.Exec(ctx, "TRUNCATE TABLE "+db+"."+table))
 	}
 	require.Zero(t, rolled())

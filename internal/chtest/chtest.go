@@ -254,7 +254,7 @@ func Fill(ctx context.Context, conn driver.Conn, db string, n int, span time.Dur
 	// per inserted block; the server merges them in the background within
 	// minutes. Benchmarks measure that steady state, merged.
 	stmts := []string{q}
-	for _, table := range []string{"events", "event_ids", "message_ids", "recipient_ids", "stats_rollup", "engagements", "engagements_by_sender", "engagement_counts"} {
+	for _, table := range []string{"events", "event_ids", "message_ids", "recipient_ids", "stats_rollup", "rollup_totals", "engagements", "engagements_by_sender", "engagement_counts"} {
 		stmts = append(stmts, "OPTIMIZE TABLE "+db+"."+table+" FINAL")
 	}
 	for _, stmt := range stmts {
