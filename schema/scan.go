@@ -92,6 +92,10 @@ const (
 // scan reads b, a whole record. The top-level value's kind is returned
 // whatever it is; an error says where b stops being JSON.
 func (s *scanner) scan(b []byte) (kind, error) {
+	// The last record's members point into its bytes: cleared, they keep
+	// no record alive that is not the one in hand.
+	clear(s.data)
+	clear(s.elems)
 	data, elems := s.data[:0], s.elems[:0]
 	if cap(data) > keepMembers || cap(elems) > keepMembers {
 		data, elems = nil, nil // one large record's, not kept for every next one

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -138,4 +139,30 @@ func FuzzUnescape(f *testing.F) {
 		}
 		require.Equal(t, want, got, "%q", quoted)
 	})
+}
+
+// TestScannerKeepsNoEarlierRecord: once the next record is parsed, nothing
+// the parser keeps points into an earlier one, whose buffer (a whole fetch,
+// in ingest) would otherwise stay alive.
+func TestScannerKeepsNoEarlierRecord(t *testing.T) {
+	var p Parser
+	first := []byte(`{"eventId":"e","type":"x.y","service":"x","createdAt":1,"data":{"a":"1","b":"2","c":"3","to":["4","5"]}}`)
+	_, err := p.Parse(first)
+	require.NoError(t, err)
+	_, err = p.Parse([]byte(`{"eventId":"e","type":"x.y","service":"x","createdAt":1,"data":{}}`))
+	require.NoError(t, err)
+	lo := uintptr(unsafe.Pointer(&first[0]))
+	into := func(b []byte) bool {
+		if cap(b) == 0 {
+			return false
+		}
+		at := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+		return at >= lo && at < lo+uintptr(len(first))
+	}
+	for _, m := range p.s.data[:cap(p.s.data)] {
+		assert.False(t, into(m.key) || into(m.val.text), "a member of the first record is kept: %q", m.key)
+	}
+	for _, v := range p.s.elems[:cap(p.s.elems)] {
+		assert.False(t, into(v.text), "an element of the first record is kept: %q", v.text)
+	}
 }
