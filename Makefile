@@ -160,7 +160,9 @@ bench-cluster: clickhouse zookeeper
 ## fuzz: run each fuzz test for a while (FUZZTIME for all of them)
 FUZZTIME ?=
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzParse -fuzztime $(or $(FUZZTIME),60s) ./schema/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(or $(FUZZTIME),60s) ./schema/
+	$(GO) test -run '^$$' -fuzz FuzzParseAsBefore -fuzztime $(or $(FUZZTIME),60s) ./schema/
+	$(GO) test -run '^$$' -fuzz FuzzUnescape -fuzztime $(or $(FUZZTIME),30s) ./schema/
 	$(GO) test -run '^$$' -fuzz FuzzPattern -fuzztime $(or $(FUZZTIME),30s) ./schema/
 	$(GO) test -run '^$$' -fuzz FuzzParseTime -fuzztime $(or $(FUZZTIME),30s) ./internal/httpapi/
 	$(GO) test -run '^$$' -fuzz FuzzBuckets -fuzztime $(or $(FUZZTIME),30s) ./internal/httpapi/
