@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 	"regexp"
 	"strings"
 	"testing"
@@ -110,10 +109,7 @@ func TestAttemptsCommand(t *testing.T) {
 // startAPI runs the API alone on a free loopback port and returns its URL.
 func startAPI(t *testing.T, conn driver.Conn, db, key string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	httpAddr := ln.Addr().String()
-	ln.Close()
+	httpAddr := freeAddr(t)
 	apiURL, _ := runStack(t, stack{conn: conn, database: db, log: slog.New(slog.DiscardHandler),
 		api: &host.Config{Addr: httpAddr, Database: db, APIKey: key}})
 	return apiURL

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"io"
 	"io/fs"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -181,10 +180,7 @@ func TestKeysAcrossProcesses(t *testing.T) {
 // URL once it is ready.
 func apiProcess(t *testing.T, bin string, env []string, stderr io.Writer, args ...string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 	cmd := exec.Command(bin, append([]string{"api", "--http", addr}, args...)...)
 	cmd.Env = env
 	cmd.Stderr = stderr

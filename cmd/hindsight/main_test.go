@@ -125,10 +125,7 @@ func TestEndToEnd(t *testing.T) {
 	defer broker.Close()
 	brokers := broker.ListenAddrs()
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	httpAddr := ln.Addr().String()
-	ln.Close()
+	httpAddr := freeAddr(t)
 
 	const apiKey = "e2e-key-0123456789abcdef"
 	ingestCfg := ingest.Config{Brokers: brokers, Database: db, FlushInterval: 100 * time.Millisecond}
@@ -265,10 +262,7 @@ func TestPoolsCarryLimits(t *testing.T) {
 // a log collector in production), text when asked.
 func TestLogFormat(t *testing.T) {
 	bin := binary(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	closed := ln.Addr().String() // nothing answers there once closed
-	ln.Close()
+	closed := freeAddr(t) // nothing answers there
 	firstLine := func(args ...string) string {
 		cmd := exec.Command(bin, append([]string{"migrate", "--clickhouse", closed}, args...)...)
 		stderr, err := cmd.StderrPipe()
@@ -335,4 +329,15 @@ func TestMigrateRebuildsRollups(t *testing.T) {
 	assert.EqualValues(t, len(events), rolled())
 	assert.Equal(t, opens, engaged(), "and engagements")
 	assert.Equal(t, engagedSteps, linked(), "and the links of every quarter hour with engagements")
+}
+
+// freeAddr is a loopback address nothing listens on: a port the kernel
+// handed out and that was closed again, for a process under test to listen
+// on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	return ln.Addr().String()
 }

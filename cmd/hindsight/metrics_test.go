@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"math"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -39,10 +38,7 @@ func TestMetrics(t *testing.T) {
 	broker, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, "events"), kfake.AllowAutoTopicCreation())
 	require.NoError(t, err)
 	defer broker.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	httpAddr := ln.Addr().String()
-	ln.Close()
+	httpAddr := freeAddr(t)
 
 	const apiKey = "metrics-key-0123456789abcdef"
 	ingestCfg := ingest.Config{Brokers: broker.ListenAddrs(), Database: db, FlushInterval: 100 * time.Millisecond}
@@ -217,10 +213,7 @@ func matches(m *dto.Metric, labels []string) bool {
 // --metrics.
 func TestMetricsWithoutAPI(t *testing.T) {
 	_, db := chtest.Database(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 	cmd := exec.Command(binary(t), "replay-worker", "--metrics", addr)
 	cmd.Env = append(os.Environ(), "HINDSIGHT_CLICKHOUSE="+chtest.Addr(t), "HINDSIGHT_DATABASE="+db, "HINDSIGHT_LOG_LEVEL=warn")
 	cmd.Stderr = os.Stderr
@@ -258,10 +251,7 @@ func TestIngestMemoryLimit(t *testing.T) {
 		{[]string{"--memory-limit", "300"}, 300 << 20},
 	} {
 		_, db := chtest.Database(t)
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		addr := ln.Addr().String()
-		ln.Close()
+		addr := freeAddr(t)
 		cmd := exec.Command(binary(t), append([]string{"ingest", "--metrics", addr}, tc.args...)...)
 		cmd.Env = append(os.Environ(), "HINDSIGHT_CLICKHOUSE="+chtest.Addr(t), "HINDSIGHT_DATABASE="+db, "HINDSIGHT_LOG_LEVEL=warn",
 			"HINDSIGHT_KAFKA="+strings.Join(broker.ListenAddrs(), ","), "GOMEMLIMIT=")
