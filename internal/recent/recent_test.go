@@ -3,6 +3,7 @@ package recent
 import (
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -45,6 +46,25 @@ func TestRecentIDsForgetsOldest(t *testing.T) {
 	assert.False(t, r.Add("d"))
 	assert.False(t, r.Add("b"))
 	assert.True(t, r.Add("a"), "a was the oldest and is forgotten")
+}
+
+// BenchmarkRecentIDsStream adds ids never seen before to a full table of
+// ingest's default size, as ingest does with every new event: each Add
+// looks up its own slot and forgets the oldest id, both far from cache.
+// (BenchmarkRecentIDs cycles through ids it holds, all in cache.)
+func BenchmarkRecentIDsStream(b *testing.B) {
+	r := New(1 << 21)
+	buf := make([]byte, 0, 32)
+	id := func(i int) string {
+		buf = strconv.AppendUint(append(buf[:0], "evt_"...), uint64(i)*0x9e3779b97f4a7c15, 16)
+		return string(buf)
+	}
+	for i := range 1 << 21 {
+		r.Add(id(i))
+	}
+	for i := 1 << 21; b.Loop(); i++ {
+		r.Add(id(i))
+	}
 }
 
 func BenchmarkRecentIDs(b *testing.B) {
