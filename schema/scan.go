@@ -195,19 +195,8 @@ func (s *scanner) object(depth int, r role) error {
 		if err := s.member(depth, r, key, esc); err != nil {
 			return err
 		}
-		s.ws()
-		if s.i >= len(s.b) {
-			return s.unexpected("in an object")
-		}
-		switch s.b[s.i] {
-		case ',':
-			s.i++
-			s.ws()
-		case '}':
-			s.i++
-			return nil
-		default:
-			return s.unexpected("in an object")
+		if more, err := s.more('}', "in an object"); !more {
+			return err
 		}
 	}
 }
@@ -271,21 +260,29 @@ func (s *scanner) array(depth int, r role) error {
 		if r == roleMember {
 			s.elems = append(s.elems, v)
 		}
-		s.ws()
-		if s.i >= len(s.b) {
-			return s.unexpected("in an array")
+		if more, err := s.more(']', "in an array"); !more {
+			return err
 		}
+	}
+}
+
+// more reads what follows a member of an object or an element of an
+// array: a comma, and more follow, or close, which ends it; where (in an
+// object, in an array) names it in an error.
+func (s *scanner) more(close byte, where string) (bool, error) {
+	s.ws()
+	if s.i < len(s.b) {
 		switch s.b[s.i] {
 		case ',':
 			s.i++
 			s.ws()
-		case ']':
+			return true, nil
+		case close:
 			s.i++
-			return nil
-		default:
-			return s.unexpected("in an array")
+			return false, nil
 		}
 	}
+	return false, s.unexpected(where)
 }
 
 // str scans the string at s.i and returns its bytes between the quotes
