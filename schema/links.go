@@ -60,10 +60,7 @@ var engagementService, _, _ = strings.Cut(DistinctTypes[0], ".")
 func linksMigration(d ddl) []string {
 	r := d.r
 	return slices.Concat(
-		d.sharded("engagement_counts", `
-	created_at Int64,
-	events UInt64`, "SummingMergeTree()", `PARTITION BY toYYYYMM(toDateTime(intDiv(created_at, 1000), 'UTC'))
-ORDER BY created_at`),
+		quarterCounts(d, "engagement_counts"),
 		[]string{
 			r.Replace("CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.engagement_counts_mv{on} TO {db}.engagement_counts{local} AS\n" +
 				engagementCountsOf("{db}.events{local}")),
@@ -94,8 +91,7 @@ func engagementCountsFill(d ddl) string {
 
 // engagementCountsOf is what engagement_counts holds of the events of from.
 func engagementCountsOf(from string) string {
-	return "SELECT intDiv(created_at, 900000) * 900000 AS created_at, count() AS events FROM " + from +
-		" WHERE type IN ('" + strings.Join(DistinctTypes, "', '") + "') GROUP BY created_at" // constants
+	return quarterCountsOf(from, "created_at", DistinctTypes...)
 }
 
 // linkStateSQL is the links' stateSQL: the engagements counted, the

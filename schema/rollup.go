@@ -133,24 +133,36 @@ ORDER BY created_at`),
 // stored) keeps its quarter hour read from the events, exact, until a
 // rebuild.
 
-// totalsSelect is what rollup_totals holds for the events of {from}, with
-// {step} as in rollupSelect.
-const totalsSelect = `SELECT intDiv(created_at, 900000) * 900000 AS {step}, count() AS events FROM {from} GROUP BY {step}`
-
-// totalsOf is totalsSelect over from, the step named step.
-func totalsOf(from, step string) string {
-	return strings.NewReplacer("{from}", from, "{step}", step).Replace(totalsSelect)
+// quarterCounts creates table, sharded: how many events each quarter hour
+// (created_at, its start) holds, summed as its parts merge. rollup_totals
+// and engagement_counts are such tables, read by stateSQL.
+func quarterCounts(d ddl, table string) []string {
+	return d.sharded(table, `
+	created_at Int64,
+	events UInt64`, "SummingMergeTree()", `PARTITION BY toYYYYMM(toDateTime(intDiv(created_at, 1000), 'UTC'))
+ORDER BY created_at`)
 }
+
+// quarterCountsOf counts the events of from per quarter hour, those of
+// types if any given, the quarter hour's start named step (see
+// rollupSelect on that name).
+func quarterCountsOf(from, step string, types ...string) string {
+	where := ""
+	if len(types) > 0 {
+		where = " WHERE type IN ('" + strings.Join(types, "', '") + "')" // constants
+	}
+	return "SELECT intDiv(created_at, 900000) * 900000 AS " + step + ", count() AS events FROM " + from + where + " GROUP BY " + step
+}
+
+// totalsOf is what rollup_totals holds of the events of from.
+func totalsOf(from, step string) string { return quarterCountsOf(from, step) }
 
 // totalsMigration creates rollup_totals and its view, and on one server
 // fills it with the rollup's sums.
 func totalsMigration(d ddl) []string {
 	r := d.r
 	return slices.Concat(
-		d.sharded("rollup_totals", `
-	created_at Int64,
-	events UInt64`, "SummingMergeTree()", `PARTITION BY toYYYYMM(toDateTime(intDiv(created_at, 1000), 'UTC'))
-ORDER BY created_at`),
+		quarterCounts(d, "rollup_totals"),
 		[]string{r.Replace("CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.rollup_totals_mv{on} TO {db}.rollup_totals{local} AS\n" +
 			totalsOf("{db}.events{local}", "created_at"))},
 		d.serverOnly(r.Replace("INSERT INTO {db}.rollup_totals (created_at, events)\n"+
