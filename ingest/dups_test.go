@@ -1,12 +1,46 @@
 package ingest
 
 import (
+	"context"
+	"fmt"
 	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
+
+// TestFindDuplicatesExact: the look-up for copies returns exactly the keys
+// stored more than once at the createdAt values it is asked about: not two
+// events sharing a millisecond, not one eventId stored under two types (two
+// keys, which ClickHouse does not merge), and also the copies of an event
+// of another batch stored at one of those milliseconds.
+func TestFindDuplicatesExact(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	require.NoError(t, f.conn.Exec(ctx, "SYSTEM STOP MERGES `"+f.db+"`.events"))
+	t.Cleanup(func() { f.conn.Exec(context.Background(), "SYSTEM START MERGES `"+f.db+"`.events") })
+	at := time.Date(2026, 10, 10, 0, 0, 0, 0, time.UTC)
+	opened := func(id string, createdAt time.Time) []byte {
+		return fmt.Appendf(nil, `{"eventId":%q,"type":"send.email.opened","service":"send","data":{"messageId":"m-%s","to":"a@b.c"},"createdAt":%d}`,
+			id, id, createdAt.UnixMilli())
+	}
+	f.storeElsewhere(delivered("twice", at), delivered("b", at.Add(time.Second)), delivered("c", at.Add(time.Second)),
+		delivered("two-types", at.Add(2*time.Second)), opened("two-types", at.Add(2*time.Second)),
+		delivered("other-batch", at.Add(time.Second)), delivered("later", at.Add(time.Hour)))
+	f.storeElsewhere(delivered("twice", at), delivered("other-batch", at.Add(time.Second)), delivered("later", at.Add(time.Hour)))
+
+	in := &Ingester{cfg: Config{Database: f.db}, shards: []shard{{conn: f.conn, table: "events"}}}
+	keys, err := in.findDuplicates(ctx, []string{"twice", "b", "c", "two-types"},
+		[]int64{at.UnixMilli(), at.Add(time.Second).UnixMilli(), at.Add(time.Second).UnixMilli(), at.Add(2 * time.Second).UnixMilli()},
+		[]string{"send"})
+	require.NoError(t, err)
+	assert.ElementsMatch(t, []dupKey{
+		{service: "send", typ: "send.email.delivered", id: "twice", createdAt: at.UnixMilli()},
+		{service: "send", typ: "send.email.delivered", id: "other-batch", createdAt: at.Add(time.Second).UnixMilli()},
+	}, keys)
+}
 
 // TestSpansOf: a live batch with one event produced an hour late reads two
 // short spans, not the hour; spans are ordered, disjoint, at most maxSpans,
