@@ -210,14 +210,13 @@ type span struct{ lo, hi int64 }
 // One event produced an hour late must not make a batch read the whole
 // hour, so the batch's createdAt values are split into spans wherever they
 // are more than spanGap apart, at most maxSpans of them (at the widest
-// gaps).
+// gaps). spansOf takes the values sorted.
 const (
 	spanGap  = 60_000
 	maxSpans = 64
 )
 
-func spansOf(createdAt []int64) []span {
-	at := slices.Sorted(slices.Values(createdAt))
+func spansOf(at []int64) []span {
 	var cuts []int // at[i] starts a new span
 	for i := 1; i < len(at); i++ {
 		if at[i]-at[i-1] > spanGap {
@@ -307,7 +306,9 @@ func findDuplicatesOn(ctx context.Context, on shard, db string, createdAt []int6
 // largest query ClickHouse parses.
 func groupsStoredTwice(ctx context.Context, on shard, db string, createdAt []int64, services []string, cols, groupBy string,
 	scan func(driver.Rows) error) error {
-	createdAt = slices.Compact(slices.Sorted(slices.Values(createdAt)))
+	createdAt = slices.Clone(createdAt)
+	slices.Sort(createdAt)
+	createdAt = slices.Compact(createdAt)
 	tbl, err := ext.NewTable("at", ext.Column("created_at", "Int64"))
 	if err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -52,6 +53,7 @@ func TestSpansOf(t *testing.T) {
 		live = append(live, now+int64(i%1000))
 	}
 	live = append(live, now-3_600_000)
+	slices.Sort(live)
 	assert.Equal(t, []span{{now - 3_600_000, now - 3_600_000}, {now, now + 999}}, spansOf(live))
 
 	rng := rand.New(rand.NewPCG(1, 2))
@@ -60,6 +62,7 @@ func TestSpansOf(t *testing.T) {
 		for i := range at {
 			at[i] = now + rng.Int64N(30*24*3600*1000) // a month's backfill: gaps everywhere
 		}
+		slices.Sort(at)
 		spans := spansOf(at)
 		require.LessOrEqual(t, len(spans), maxSpans)
 		for i, s := range spans {
