@@ -32,6 +32,9 @@ type ingestRun struct {
 	// CPU and PeakRSS are hindsight's own (0 for the peers).
 	CPU     time.Duration
 	PeakRSS int64
+	// ServerCPU is the ClickHouse server's, from the path's start until
+	// the merges of what it stored are done.
+	ServerCPU time.Duration
 }
 
 // ingestResult is the ingest section: every path over the same records.
@@ -62,10 +65,22 @@ func (r *rig) ingest(ctx context.Context) (ingestResult, error) {
 		return res, err
 	}
 	for _, path := range []func(context.Context, [][]byte) (ingestRun, error){r.ingestHindsight, r.ingestKcat, r.ingestKafkaEngine, r.ingestTSV} {
+		before, err := proctest.CPUTime(r.ch.PID())
+		if err != nil {
+			return res, err
+		}
 		run, err := path(ctx, values)
 		if err != nil {
 			return res, err
 		}
+		if err := r.mergesDone(ctx); err != nil {
+			return res, err
+		}
+		after, err := proctest.CPUTime(r.ch.PID())
+		if err != nil {
+			return res, err
+		}
+		run.ServerCPU = after - before
 		r.log.Info("drained", "path", run.Path, "took", run.Took.Round(time.Millisecond), "events/s", math.Round(float64(len(values))/run.Took.Seconds()))
 		res.Runs = append(res.Runs, run)
 	}
@@ -118,6 +133,26 @@ func (r *rig) ingestHindsight(ctx context.Context, values [][]byte) (ingestRun, 
 	run.PeakRSS = c.peak
 	run.Rows, run.Unique, err = r.stored(ctx, db+".events", "event_id")
 	return run, err
+}
+
+// mergesDone waits until the server merges nothing, at most a minute: the
+// parts a path wrote are merged in the background, part of what storing
+// them costs, and the next path should start on an idle server.
+func (r *rig) mergesDone(ctx context.Context) error {
+	for start := time.Now(); time.Since(start) < time.Minute; {
+		var n uint64
+		if err := r.conn.QueryRow(ctx, "SELECT count() FROM system.merges").Scan(&n); err != nil {
+			return fmt.Errorf("merges in progress: %w", err)
+		}
+		if n == 0 {
+			return nil
+		}
+		if err := sleep(ctx, 100*time.Millisecond); err != nil {
+			return err
+		}
+	}
+	r.log.Warn("merges still running after a minute; the next path starts beside them")
+	return nil
 }
 
 // caughtUp reports whether the committed offsets reach every end.

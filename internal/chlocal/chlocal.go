@@ -225,6 +225,9 @@ func (s *Server) waitHTTP(ctx context.Context, path, what string, limit time.Dur
 	}
 }
 
+// PID is the server process's id, while it runs.
+func (s *Server) PID() int { return s.cmd.Process.Pid }
+
 // Stop asks the server to shut down and waits for it, killing it after 20 s.
 // Stopping a stopped server does nothing.
 func (s *Server) Stop() {
