@@ -39,9 +39,7 @@ type fixture struct {
 
 func newFixture(t testing.TB) *fixture {
 	t.Helper()
-	conn, db := chtest.Database(t)
-	_, err := schema.Migrate(context.Background(), conn, db)
-	require.NoError(t, err)
+	conn, db := chtest.MigratedDatabase(t)
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, "events"), kfake.AllowAutoTopicCreation())
 	require.NoError(t, err)
 	t.Cleanup(cluster.Close)

@@ -51,9 +51,7 @@ func insert(t *testing.T, conn driver.Conn, db string, rows []row) {
 
 func newAPI(t *testing.T) (*httptest.Server, driver.Conn, string) {
 	t.Helper()
-	conn, db := chtest.Database(t)
-	_, err := schema.Migrate(context.Background(), conn, db)
-	require.NoError(t, err)
+	conn, db := chtest.MigratedDatabase(t)
 	return serve(t, conn, host.Config{Database: db, APIKey: key}), conn, db
 }
 
@@ -212,9 +210,7 @@ func TestConfigValidate(t *testing.T) {
 // naming granularity and that limit; more than 100 type patterns are a 400
 // naming types.
 func TestLimits(t *testing.T) {
-	conn, db := chtest.Database(t)
-	_, err := schema.Migrate(context.Background(), conn, db)
-	require.NoError(t, err)
+	conn, db := chtest.MigratedDatabase(t)
 	opts := sample.TestdataOptions(9)
 	stored, err := sample.Events(2000, opts)
 	require.NoError(t, err)

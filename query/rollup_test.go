@@ -34,10 +34,8 @@ import (
 // Half the requests run before the rollup is checked and the engagements
 // linked again, half after.
 func TestRollupAnswersAsTheEvents(t *testing.T) {
-	conn, db := chtest.Database(t)
+	conn, db := chtest.MigratedDatabase(t)
 	ctx := context.Background()
-	_, err := schema.Migrate(ctx, conn, db)
-	require.NoError(t, err)
 	start := time.Date(2026, 10, 28, 0, 0, 0, 0, time.UTC)
 	events, err := sample.Events(4000, sample.Options{Seed: 7, Start: start, Span: 7 * 24 * time.Hour, TestMode: 0.1, Unknown: 0.01})
 	require.NoError(t, err)
@@ -158,10 +156,8 @@ func TestRollupAnswersAsTheEvents(t *testing.T) {
 // message's later quarter hours included; one stored before the range
 // changes nothing.
 func TestLinksFollowLateEngagements(t *testing.T) {
-	conn, db := chtest.Database(t)
+	conn, db := chtest.MigratedDatabase(t)
 	ctx := context.Background()
-	_, err := schema.Migrate(ctx, conn, db)
-	require.NoError(t, err)
 	api, err := New(Config{Database: db, CursorKey: "links-test-key-0123456789"}, conn, nil)
 	require.NoError(t, err)
 

@@ -52,9 +52,7 @@ const testKey = "replay-test-key-0123456789"
 
 func newEnv(t *testing.T, n int) *env {
 	t.Helper()
-	conn, db := chtest.Database(t)
-	_, err := schema.Migrate(context.Background(), conn, db)
-	require.NoError(t, err)
+	conn, db := chtest.MigratedDatabase(t)
 	opts := sample.TestdataOptions(3)
 	opts.Duplicates = 0
 	events, err := sample.Events(n, opts)
@@ -979,9 +977,7 @@ func TestReadPageStopsAtItsByteBound(t *testing.T) {
 // 20,000 such events cannot be read; the worker asks for as many as its
 // page bytes hold.
 func TestLargeEventsReplayUnderClickHouseMemoryLimit(t *testing.T) {
-	conn, db := chtest.Database(t)
-	_, err := schema.Migrate(context.Background(), conn, db)
-	require.NoError(t, err)
+	conn, db := chtest.MigratedDatabase(t)
 	const n = 2000
 	start := since.UnixMilli()
 	require.NoError(t, conn.Exec(context.Background(), fmt.Sprintf(`INSERT INTO %s.events (event_id, type, service, created_at, livemode,
@@ -1104,9 +1100,7 @@ func TestWaitingRetriesHoldNoSlot(t *testing.T) {
 // once, in full pages, whether each page starts from the first window, from
 // the window nextWindow gives after the page before, or from 1 ms.
 func TestReadPageAcrossWindows(t *testing.T) {
-	conn, db := chtest.Database(t)
-	_, err := schema.Migrate(context.Background(), conn, db)
-	require.NoError(t, err)
+	conn, db := chtest.MigratedDatabase(t)
 	t0 := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
 	offsets := []time.Duration{0, time.Millisecond, 5 * time.Hour, 40 * 24 * time.Hour, 40*24*time.Hour + time.Millisecond, 300 * 24 * time.Hour}
 	var p schema.Parser
@@ -1249,10 +1243,8 @@ func TestResendOneEvent(t *testing.T) {
 // deleted; a live claim still holds its job and a released one stays
 // released.
 func TestPruneLeases(t *testing.T) {
-	conn, db := chtest.Database(t)
+	conn, db := chtest.MigratedDatabase(t)
 	ctx := context.Background()
-	_, err := schema.Migrate(ctx, conn, db)
-	require.NoError(t, err)
 	s := NewStore(conn, db)
 	now := time.Now()
 	old, soon := now.Add(-2*time.Hour).UnixMilli(), now.Add(time.Minute).UnixMilli()

@@ -17,10 +17,8 @@ import (
 // the months wholly older than now-keep go, with what event_ids and
 // event_dups held of them; the month the cutoff falls in stays whole.
 func TestRetentionDropsWholeMonths(t *testing.T) {
-	conn, db := chtest.Database(t)
+	conn, db := chtest.MigratedDatabase(t)
 	ctx := context.Background()
-	_, err := schema.Migrate(ctx, conn, db)
-	require.NoError(t, err)
 	v, err := schema.ServerVersion(conn)
 	require.NoError(t, err)
 	if v.HasTTL() {

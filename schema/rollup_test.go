@@ -93,10 +93,8 @@ func without(want map[int64]uint64, gaps map[int64]bool) map[int64]uint64 {
 // rebuild starts over from the events, and one run while events are
 // inserted counts each once where the rollup is read.
 func TestRollupCountsEveryInsert(t *testing.T) {
-	conn, db := chtest.Database(t)
+	conn, db := chtest.MigratedDatabase(t)
 	ctx := context.Background()
-	_, err := schema.Migrate(ctx, conn, db)
-	require.NoError(t, err)
 	start := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
 	first, err := sample.Events(3000, sample.Options{Seed: 3, Start: start, Span: 48 * time.Hour, TestMode: 0.1})
 	require.NoError(t, err)
@@ -172,10 +170,8 @@ func TestRollupCountsEveryInsert(t *testing.T) {
 // the others: one a copy was stored into, one whose total is off the
 // rollup's.
 func TestPlanRollupReadsTheTotals(t *testing.T) {
-	conn, db := chtest.Database(t)
+	conn, db := chtest.MigratedDatabase(t)
 	ctx := context.Background()
-	_, err := schema.Migrate(ctx, conn, db)
-	require.NoError(t, err)
 	start := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
 	evs, err := sample.Events(2000, sample.Options{Seed: 5, Start: start, Span: 6 * time.Hour})
 	require.NoError(t, err)

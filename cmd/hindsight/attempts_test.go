@@ -19,17 +19,14 @@ import (
 	"github.com/dodev/hindsight/internal/host"
 	"github.com/dodev/hindsight/replay"
 	"github.com/dodev/hindsight/replay/webhook"
-	"github.com/dodev/hindsight/schema"
 )
 
 // TestAttemptsCommand logs 1,050 attempts to one endpoint (every tenth
 // failed) and 5 to another, then reads them back with `hindsight attempts`
 // through a running API: filtered, across pages, as JSON and as a table.
 func TestAttemptsCommand(t *testing.T) {
-	conn, db := chtest.Database(t)
+	conn, db := chtest.MigratedDatabase(t)
 	ctx := context.Background()
-	_, err := schema.Migrate(ctx, conn, db)
-	require.NoError(t, err)
 	// Within the API's default range, the last day.
 	start := time.Now().UTC().Add(-2 * time.Hour).Truncate(time.Second)
 	var recs []replay.Record

@@ -16,17 +16,14 @@ import (
 
 	"github.com/dodev/hindsight/internal/chtest"
 	"github.com/dodev/hindsight/internal/sample"
-	"github.com/dodev/hindsight/schema"
 )
 
 // TestExportCommand exports a day of sample events with `hindsight export`
 // through a running API, filtered by pattern and dimension, as NDJSON to
 // stdout and as CSV to a file: every matching event once, in order.
 func TestExportCommand(t *testing.T) {
-	conn, db := chtest.Database(t)
+	conn, db := chtest.MigratedDatabase(t)
 	ctx := context.Background()
-	_, err := schema.Migrate(ctx, conn, db)
-	require.NoError(t, err)
 	start := time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
 	events, err := sample.Events(2000, sample.Options{Seed: 7, Start: start, Span: 24 * time.Hour})
 	require.NoError(t, err)

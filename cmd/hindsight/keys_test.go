@@ -21,7 +21,6 @@ import (
 
 	"github.com/dodev/hindsight/internal/chtest"
 	"github.com/dodev/hindsight/internal/keys"
-	"github.com/dodev/hindsight/schema"
 )
 
 // lockedBuffer collects a child process's stderr.
@@ -47,9 +46,7 @@ func (l *lockedBuffer) String() string {
 // from the command line stops working on both within keys.MaxAge, and no
 // secret reaches a log or ClickHouse.
 func TestKeysAcrossProcesses(t *testing.T) {
-	conn, db := chtest.Database(t)
-	_, err := schema.Migrate(context.Background(), conn, db)
-	require.NoError(t, err)
+	conn, db := chtest.MigratedDatabase(t)
 	bin := binary(t)
 	const bootstrap = "keys-test-bootstrap-0123456789"
 	env := append(os.Environ(), "HINDSIGHT_CLICKHOUSE="+chtest.Addr(t), "HINDSIGHT_DATABASE="+db,

@@ -26,7 +26,6 @@ import (
 	"github.com/dodev/hindsight/internal/chtest"
 	"github.com/dodev/hindsight/internal/host"
 	"github.com/dodev/hindsight/internal/sample"
-	"github.com/dodev/hindsight/schema"
 )
 
 func TestMain(m *testing.M) {
@@ -286,10 +285,8 @@ func TestLogFormat(t *testing.T) {
 // rollup went wrong (here emptied by hand) runs it, and says what it did.
 func TestMigrateRebuildsRollups(t *testing.T) {
 	bin := binary(t)
-	conn, db := chtest.Database(t)
+	conn, db := chtest.MigratedDatabase(t)
 	ctx := context.Background()
-	_, err := schema.Migrate(ctx, conn, db)
-	require.NoError(t, err)
 	events, err := sample.Events(500, sample.TestdataOptions(2))
 	require.NoError(t, err)
 	chtest.InsertEvents(t, conn, db, events)

@@ -182,9 +182,7 @@ func TestFollowWorkerKilled(t *testing.T) {
 // for the kill tests.
 func killSample(t *testing.T, seed uint64, n int) (driver.Conn, string, []schema.Event) {
 	t.Helper()
-	conn, db := chtest.Database(t)
-	_, err := schema.Migrate(context.Background(), conn, db)
-	require.NoError(t, err)
+	conn, db := chtest.MigratedDatabase(t)
 	opts := sample.TestdataOptions(seed)
 	opts.Duplicates = 0
 	events, err := sample.Events(n, opts)

@@ -111,6 +111,16 @@ func Database(t testing.TB) (driver.Conn, string) {
 	return conn, name
 }
 
+// MigratedDatabase is Database with the schema migrated into it.
+func MigratedDatabase(t testing.TB) (driver.Conn, string) {
+	t.Helper()
+	conn, db := Database(t)
+	if _, err := schema.Migrate(context.Background(), conn, db); err != nil {
+		t.Fatalf("migrate %s: %v", db, err)
+	}
+	return conn, db
+}
+
 // InsertColumns is the INSERT of every events column, in EventColumns order.
 func InsertColumns(db string) string {
 	return "INSERT INTO `" + db + "`.events (" + strings.Join(schema.EventColumns, ", ") + ")"

@@ -28,7 +28,6 @@ import (
 	"github.com/dodev/hindsight/query"
 	"github.com/dodev/hindsight/replay"
 	"github.com/dodev/hindsight/replay/webhook"
-	"github.com/dodev/hindsight/schema"
 )
 
 func TestMain(m *testing.M) { os.Exit(chtest.Main(m)) }
@@ -68,9 +67,7 @@ func stack(t *testing.T) (*httptest.Server, time.Time) {
 // server's handler. It returns the events' database too.
 func stackWith(t *testing.T, replays bool, wrap func(http.Handler) http.Handler) (*httptest.Server, time.Time, string) {
 	t.Helper()
-	conn, db := chtest.Database(t)
-	_, err := schema.Migrate(context.Background(), conn, db)
-	require.NoError(t, err)
+	conn, db := chtest.MigratedDatabase(t)
 	start := time.Date(2026, 10, 5, 0, 0, 0, 0, time.UTC)
 	events, err := sample.Events(3000, sample.Options{Seed: 9, Start: start, Span: 7 * 24 * time.Hour})
 	require.NoError(t, err)

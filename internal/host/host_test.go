@@ -54,9 +54,7 @@ func mount(t *testing.T, conn driver.Conn, cfg host.Config, log *slog.Logger, re
 // logs.
 func fullAPI(t *testing.T, logs *bytes.Buffer, ready ...host.ReadyFunc) (*httptest.Server, *host.Host, string) {
 	t.Helper()
-	conn, db := chtest.Database(t)
-	_, err := schema.Migrate(context.Background(), conn, db)
-	require.NoError(t, err)
+	conn, db := chtest.MigratedDatabase(t)
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv, h := mount(t, conn, host.Config{Database: db, APIKey: key}, log, ready...)
 	return srv, h, db
@@ -145,9 +143,7 @@ func TestConfigValidate(t *testing.T) {
 // TestConcurrencyCap: more requests at once than MaxConcurrent are 429
 // with Retry-After, on any module's route.
 func TestConcurrencyCap(t *testing.T) {
-	conn, db := chtest.Database(t)
-	_, err := schema.Migrate(context.Background(), conn, db)
-	require.NoError(t, err)
+	conn, db := chtest.MigratedDatabase(t)
 	_, h := mount(t, conn, host.Config{Database: db, APIKey: key, MaxConcurrent: 1}, nil)
 	release, entered := make(chan struct{}), make(chan struct{})
 	h.V1().GET("/block", func(c *gin.Context) { close(entered); <-release; c.JSON(http.StatusOK, gin.H{}) })

@@ -15,7 +15,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/dodev/hindsight/internal/chtest"
-	"github.com/dodev/hindsight/schema"
 )
 
 func TestMain(m *testing.M) { os.Exit(chtest.Main(m)) }
@@ -26,9 +25,7 @@ func TestMain(m *testing.M) { os.Exit(chtest.Main(m)) }
 // unavailable while the bootstrap key goes on.
 func TestCheckerTrustsACopyForMaxAge(t *testing.T) {
 	ctx := context.Background()
-	conn, db := chtest.Database(t)
-	_, err := schema.Migrate(ctx, conn, db)
-	require.NoError(t, err)
+	conn, db := chtest.MigratedDatabase(t)
 	store := NewStore(conn, db)
 	k, secret, err := store.Create(ctx, "k", []Scope{StatsRead})
 	require.NoError(t, err)
@@ -85,9 +82,7 @@ func (c *countingConn) Query(ctx context.Context, q string, args ...any) (driver
 // at once cause one read of the keys, and known keys then cause none.
 func TestManyRequestsOneRead(t *testing.T) {
 	ctx := context.Background()
-	conn, db := chtest.Database(t)
-	_, err := schema.Migrate(ctx, conn, db)
-	require.NoError(t, err)
+	conn, db := chtest.MigratedDatabase(t)
 	counting := &countingConn{Conn: conn}
 	store := NewStore(counting, db)
 	_, secret, err := store.Create(ctx, "k", []Scope{StatsRead})
