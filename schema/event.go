@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -81,7 +82,29 @@ type Dims struct {
 // safe for concurrent use: give each goroutine its own. The zero value is
 // ready to use.
 type Parser struct {
-	s scanner
+	// Shared makes the strings of the Events returned share raw's bytes
+	// where they can, rather than copy them: the caller then keeps raw
+	// unchanged for as long as it uses them. Ingest holds each record's
+	// value until its row is stored, and most of an event's strings
+	// (eventId, messageId, domains, addresses) were an allocation each.
+	Shared bool
+	s      scanner
+}
+
+// text returns b as a string: b itself if ps.Shared, else a copy.
+func (ps *Parser) text(b []byte) string {
+	if ps.Shared {
+		return unsafe.String(unsafe.SliceData(b), len(b))
+	}
+	return string(b)
+}
+
+// str returns a string value's text, or "" for any other kind (see text).
+func (ps *Parser) str(v value) string {
+	if v.kind != kindString {
+		return ""
+	}
+	return ps.text(v.bytes())
 }
 
 // Parse validates one record value and returns the event it holds. An error
@@ -107,7 +130,7 @@ func (ps *Parser) Parse(raw []byte) (Event, error) {
 	if err != nil {
 		return Event{}, err
 	}
-	ev.ID = string(id)
+	ev.ID = ps.text(id)
 	if err := checkEventID(ev.ID); err != nil {
 		return Event{}, err
 	}
@@ -156,7 +179,7 @@ func (ps *Parser) Parse(raw []byte) (Event, error) {
 			return Event{}, err
 		}
 	}
-	ev.Dims = extractDims(ev.Service, s.data)
+	ev.Dims = ps.extractDims(ev.Service, s.data)
 	return ev, nil
 }
 
@@ -247,7 +270,8 @@ func checkFields(et *EventType, s *scanner) error {
 			return invalid("%s: data.%s must be %s, got %s", et.Type, f.Name, kindName(f.Kind), m.val.kind)
 		}
 		if len(f.Enum) > 0 {
-			s := m.val.string()
+			b := m.val.bytes()
+			s := unsafe.String(unsafe.SliceData(b), len(b)) // not kept
 			if !contains(f.Enum, s) {
 				return invalid("%s: data.%s must be one of %s, got %q", et.Type, f.Name, strings.Join(f.Enum, ", "), s)
 			}
@@ -312,7 +336,7 @@ func contains(list []string, s string) bool {
 // on unknown types too, so a new type with familiar fields is grouped like
 // its siblings; a field of an unexpected JSON type is left at its zero
 // value.
-func extractDims(service string, data []member) Dims {
+func (ps *Parser) extractDims(service string, data []member) Dims {
 	var f struct {
 		messageID, bounceType, npa, voice, format, from   value
 		hasCarrier, hasInventory, textLength, durationSec value
@@ -354,18 +378,18 @@ func extractDims(service string, data []member) Dims {
 		}
 	}
 	d := Dims{
-		MessageID:  f.messageID.string(),
-		BounceType: f.bounceType.string(),
-		NPA:        f.npa.string(),
-		Voice:      f.voice.string(),
-		Format:     f.format.string(),
+		MessageID:  ps.str(f.messageID),
+		BounceType: ps.str(f.bounceType),
+		NPA:        ps.str(f.npa),
+		Voice:      ps.str(f.voice),
+		Format:     ps.str(f.format),
 	}
 	if d.MessageID != "" {
 		d.MessageHash = xxhash.Sum64String(d.MessageID)
 	}
 	if service == "send" {
-		d.Recipients, d.RecipientDomain = recipientsOf(f.to)
-		d.SenderDomain = domainOf(f.from.string())
+		d.Recipients, d.RecipientDomain = ps.recipientsOf(f.to)
+		d.SenderDomain = domainOf(ps.str(f.from))
 	}
 	d.HasCarrier = f.hasCarrier.kind == kindTrue
 	d.HasInventory = f.hasInventory.kind == kindTrue
@@ -381,7 +405,7 @@ func extractDims(service string, data []member) Dims {
 // recipientsOf reads data.to (nil without one), one address or a list:
 // every address, NormalizeAddress'd, and the domain of the first element if
 // it is a string (the recipient domain queries group by).
-func recipientsOf(to *member) (addrs []string, firstDomain string) {
+func (ps *Parser) recipientsOf(to *member) (addrs []string, firstDomain string) {
 	if to == nil {
 		return nil, ""
 	}
@@ -393,7 +417,7 @@ func recipientsOf(to *member) (addrs []string, firstDomain string) {
 		if a.kind != kindString {
 			continue
 		}
-		s := a.string()
+		s := ps.str(a)
 		if i == 0 {
 			firstDomain = domainOf(s)
 		}

@@ -420,14 +420,6 @@ func (v value) bytes() []byte {
 	return unescape(nil, v.text)
 }
 
-// string returns a string value's text, or "" for any other kind.
-func (v value) string() string {
-	if v.kind != kindString {
-		return ""
-	}
-	return string(v.bytes())
-}
-
 // int64 returns a number's value if it is an integer that fits in int64.
 func (v value) int64() (int64, bool) {
 	t := v.text

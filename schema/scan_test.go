@@ -113,6 +113,31 @@ func checkScan(t *testing.T, in []byte) {
 		return
 	}
 	assert.Equal(t, old, ev, "%q", in)
+	shared := Parser{Shared: true}
+	sev, err := shared.Parse(in)
+	require.NoError(t, err, "%q", in)
+	assert.Equal(t, ev, sev, "%q: Shared reads it otherwise", in)
+}
+
+// TestParseShared: a Shared parser's strings are raw's bytes, a plain one's
+// copies of them, so a plain Event outlives a raw reused.
+func TestParseShared(t *testing.T) {
+	raw := []byte(`{"eventId":"evt_1","type":"send.email.sent","service":"send","createdAt":1,` +
+		`"data":{"messageId":"m_1","to":["ann@b.c","Bob <bob@d.e>"],"from":"x@y.z","subject":"s"}}`)
+	inRaw := func(s string) bool {
+		p := uintptr(unsafe.Pointer(unsafe.StringData(s)))
+		start := uintptr(unsafe.Pointer(&raw[0]))
+		return p >= start && p < start+uintptr(len(raw))
+	}
+	for _, shared := range []bool{false, true} {
+		p := Parser{Shared: shared}
+		ev, err := p.Parse(raw)
+		require.NoError(t, err)
+		require.Equal(t, []string{"ann@b.c", "bob@d.e"}, ev.Dims.Recipients)
+		for _, s := range []string{ev.ID, ev.Dims.MessageID, ev.Dims.Recipients[0], ev.Dims.Recipients[1], ev.Dims.RecipientDomain, ev.Dims.SenderDomain} {
+			assert.Equal(t, shared, inRaw(s), "shared %v: %q", shared, s)
+		}
+	}
 }
 
 // FuzzUnescape: a JSON string's text reads as encoding/json reads it,
@@ -131,7 +156,7 @@ func FuzzUnescape(f *testing.F) {
 		s := scanner{b: quoted}
 		text, esc, err := s.str()
 		require.NoError(t, err, "%q", quoted)
-		got := value{kind: kindString, text: text, esc: esc}.string()
+		got := new(Parser).str(value{kind: kindString, text: text, esc: esc})
 		// encoding/json replaces invalid UTF-8 with U+FFFD; stored
 		// dimensions keep the bytes as sent.
 		if !utf8.Valid(in) {
