@@ -38,9 +38,14 @@ type columns struct {
 	ingestedAt     []time.Time
 	recipients     [][]string
 
-	// recs are the rows' Kafka records, not inserted: a row ClickHouse
-	// refuses for good is dead-lettered from its record.
-	recs []*kgo.Record
+	// keys, headers and timestamps (ms) are the rest of the rows' Kafka
+	// records, not inserted: a row ClickHouse refuses for good is
+	// dead-lettered as it was read (see record). The records themselves are
+	// not kept: franz-go makes those of a fetched batch in one array, kept
+	// whole while any of them is.
+	keys       [][]byte
+	headers    [][]kgo.RecordHeader
+	timestamps []int64
 	// bytes is the sum of the rows' record values.
 	bytes int
 	// shard is the index of the shard the rows go to (on a cluster; see
@@ -78,14 +83,17 @@ func (c *columns) add(ev *schema.Event, r *kgo.Record, now time.Time) {
 	// The driver copies a []byte row into a new string before appending it
 	// to its column, an allocation per record; a string is appended as is.
 	// Nothing writes to a fetched record's value, so the string may share
-	// its bytes, which the batch holds on to until it is stored.
+	// its bytes, which the batch holds on to until it is stored, as the
+	// event's other strings do (schema.Parser.Shared).
 	c.raw = append(c.raw, unsafe.String(unsafe.SliceData(ev.Raw), len(ev.Raw)))
 	c.kafkaTopic = append(c.kafkaTopic, r.Topic)
 	c.kafkaPartition = append(c.kafkaPartition, r.Partition)
 	c.kafkaOffset = append(c.kafkaOffset, r.Offset)
 	c.ingestedAt = append(c.ingestedAt, now)
 	c.recipients = append(c.recipients, d.Recipients)
-	c.recs = append(c.recs, r)
+	c.keys = append(c.keys, r.Key)
+	c.headers = append(c.headers, r.Headers)
+	c.timestamps = append(c.timestamps, r.Timestamp.UnixMilli())
 	c.bytes += len(r.Value)
 }
 
@@ -117,10 +125,20 @@ func (c *columns) pick(idx []int) *columns {
 		p.kafkaOffset = append(p.kafkaOffset, c.kafkaOffset[i])
 		p.ingestedAt = append(p.ingestedAt, c.ingestedAt[i])
 		p.recipients = append(p.recipients, c.recipients[i])
-		p.recs = append(p.recs, c.recs[i])
+		p.keys = append(p.keys, c.keys[i])
+		p.headers = append(p.headers, c.headers[i])
+		p.timestamps = append(p.timestamps, c.timestamps[i])
 		p.bytes += len(c.raw[i])
 	}
 	return p
+}
+
+// record is row i's Kafka record as it was read.
+func (c *columns) record(i int) *kgo.Record {
+	return &kgo.Record{
+		Topic: c.kafkaTopic[i], Partition: c.kafkaPartition[i], Offset: c.kafkaOffset[i],
+		Key: c.keys[i], Value: []byte(c.raw[i]), Headers: c.headers[i], Timestamp: time.UnixMilli(c.timestamps[i]),
+	}
 }
 
 // month is the events table's partition of a createdAt: months since 1970
@@ -192,7 +210,7 @@ func (c *columns) halves() (*columns, *columns) {
 func (c *columns) len() int { return len(c.eventID) }
 
 // values lists rows lo to hi of the column slices, in schema.EventColumns
-// order.
+// order, but for the last, recipients (see appendRecipients).
 func (c *columns) values(lo, hi int) []any {
 	return []any{
 		c.eventID[lo:hi], c.typ[lo:hi], c.service[lo:hi], c.createdAt[lo:hi], c.livemode[lo:hi], c.known[lo:hi],
@@ -200,14 +218,41 @@ func (c *columns) values(lo, hi int) []any {
 		c.hasCarrier[lo:hi], c.hasInventory[lo:hi], c.npa[lo:hi], c.voice[lo:hi], c.format[lo:hi],
 		c.textLength[lo:hi], c.durationSec[lo:hi], c.raw[lo:hi],
 		c.kafkaTopic[lo:hi], c.kafkaPartition[lo:hi], c.kafkaOffset[lo:hi], c.ingestedAt[lo:hi],
-		c.recipients[lo:hi],
 	}
 }
 
-// reset empties the columns, keeping their memory for the next batch.
+// appendRecipients appends rows lo to hi of recipients to col. The driver
+// appends a [][]string column by reflection, with an allocation per row and
+// per address; a row of pointers to its addresses goes in with one, and a
+// row without addresses with none.
+func (c *columns) appendRecipients(col driver.BatchColumn, lo, hi int) error {
+	var ptrs []*string
+	for _, addrs := range c.recipients[lo:hi] {
+		ptrs = ptrs[:0]
+		for i := range addrs {
+			ptrs = append(ptrs, &addrs[i])
+		}
+		row := ptrs
+		if len(addrs) == 0 {
+			row = nil
+		}
+		if err := col.AppendRow(row); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// reset empties the columns, keeping their memory for the next batch. The
+// strings are cleared too: they share the records' bytes (see add), which
+// would stay in memory as long as a string left past the end pointed to them.
 func (c *columns) reset() {
-	clear(c.raw) // drop the references so the records' memory can be freed
-	clear(c.recs)
+	for _, col := range [][]string{c.eventID, c.typ, c.service, c.messageID, c.recipientDomain, c.senderDomain,
+		c.bounceType, c.npa, c.voice, c.format, c.raw} {
+		clear(col)
+	}
+	clear(c.keys)
+	clear(c.headers)
 	clear(c.recipients)
 	*c = columns{
 		eventID: c.eventID[:0], typ: c.typ[:0], service: c.service[:0], createdAt: c.createdAt[:0],
@@ -216,7 +261,8 @@ func (c *columns) reset() {
 		hasCarrier: c.hasCarrier[:0], hasInventory: c.hasInventory[:0], npa: c.npa[:0], voice: c.voice[:0],
 		format: c.format[:0], textLength: c.textLength[:0], durationSec: c.durationSec[:0], raw: c.raw[:0],
 		kafkaTopic: c.kafkaTopic[:0], kafkaPartition: c.kafkaPartition[:0], kafkaOffset: c.kafkaOffset[:0],
-		ingestedAt: c.ingestedAt[:0], recipients: c.recipients[:0], recs: c.recs[:0],
+		ingestedAt: c.ingestedAt[:0], recipients: c.recipients[:0],
+		keys: c.keys[:0], headers: c.headers[:0], timestamps: c.timestamps[:0],
 	}
 }
 
@@ -281,10 +327,14 @@ func (c *columns) insert(ctx context.Context, conn Inserter, query string) error
 	defer batch.Close()
 	for lo, hi := 0, 0; lo < c.len(); lo = hi {
 		hi = c.blockEnd(lo)
-		for i, v := range c.values(lo, hi) {
+		values := c.values(lo, hi)
+		for i, v := range values {
 			if err := batch.Column(i).Append(v); err != nil {
 				return fmt.Errorf("append column %s: %w", schema.EventColumns[i], err)
 			}
+		}
+		if err := c.appendRecipients(batch.Column(len(values)), lo, hi); err != nil {
+			return fmt.Errorf("append column %s: %w", schema.EventColumns[len(values)], err)
 		}
 		if hi < c.len() {
 			if err := batch.Flush(); err != nil {

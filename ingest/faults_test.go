@@ -178,8 +178,8 @@ func TestIngestTenYearBackfill(t *testing.T) {
 
 // TestIngestDeadLettersRowsClickHouseRefuses injects a permanent refusal
 // (TYPE_MISMATCH) for some rows of a batch: the batch is split, the good rows
-// stored, the refused ones dead-lettered with ClickHouse's reason, and ingest
-// goes on.
+// stored, the refused ones dead-lettered as they were produced (key, headers,
+// timestamp) with ClickHouse's reason, and ingest goes on.
 func TestIngestDeadLettersRowsClickHouseRefuses(t *testing.T) {
 	f := newFixture(t)
 	day := time.Date(2026, 10, 5, 0, 0, 0, 0, time.UTC)
@@ -201,20 +201,33 @@ func TestIngestDeadLettersRowsClickHouseRefuses(t *testing.T) {
 		}
 		return nil
 	}})
-	f.produce(values...)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(f.cluster.ListenAddrs()...), kgo.DefaultProduceTopic("events"))
+	require.NoError(t, err)
+	produced := time.UnixMilli(time.Now().UnixMilli() - 1000)
+	for i, v := range values {
+		id := fmt.Sprint(i)
+		r := &kgo.Record{Key: []byte("key-" + id), Value: v, Timestamp: produced, Headers: []kgo.RecordHeader{{Key: "trace", Value: []byte("t-" + id)}}}
+		require.NoError(t, cl.ProduceSync(context.Background(), r).FirstErr())
+	}
+	cl.Close()
 	f.waitConsumed(in, 200)
 	f.produce(delivered("after", day))
 	f.waitConsumed(in, 201)
 	require.NoError(t, stop())
 	assert.Equal(t, uint64(198), f.count("SELECT count() FROM "+f.db+".events"))
 	assert.Zero(t, f.count("SELECT count() FROM "+f.db+".events WHERE event_id LIKE 'poison%'"))
-	got := map[string]string{}
+	got := map[string]*kgo.Record{}
 	for _, r := range f.deadLetters(3) {
-		got[string(r.Value)] = header(r, "error")
+		got[string(r.Value)] = r
 	}
 	for _, i := range []int{5, 72, 139} {
 		id := fmt.Sprintf("poison-%d", i)
-		assert.Contains(t, got[string(delivered(id, day))], "clickhouse refused the row: code: 53, message: injected: cannot store "+id)
+		r := got[string(delivered(id, day))]
+		require.NotNil(t, r, id)
+		assert.Contains(t, header(r, "error"), "clickhouse refused the row: code: 53, message: injected: cannot store "+id)
+		assert.Equal(t, fmt.Sprintf("key-%d", i), string(r.Key))
+		assert.Equal(t, fmt.Sprintf("t-%d", i), header(r, "trace"))
+		assert.Equal(t, produced, r.Timestamp)
 	}
 	assert.Equal(t, int64(3), in.Stats().DeadLettered)
 	assert.Equal(t, uint64(3), f.count("SELECT count() FROM "+f.db+".dead_letter_log WHERE kind = 'refused'"))

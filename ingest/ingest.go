@@ -161,6 +161,9 @@ func newIngester(cfg Config, conn Inserter, shards []shard, slots []int, log *sl
 		recent:  recent.New(cfg.RecentIDs),
 		resumed: map[int32]bool{},
 	}
+	// The batch keeps each record's value until its row is stored, so the
+	// events' strings need not be copies (see columns.reset).
+	in.parser.Shared = true
 	in.metrics = newMetrics(in)
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
@@ -515,8 +518,9 @@ func (in *Ingester) flush(ctx context.Context) error {
 			in.todo = append([]*columns{left, right}, in.todo[1:]...)
 			continue
 		case errors.As(err, &p):
-			in.log.Warn("clickhouse refuses a row; dead-lettering it", "source", source(part.recs[0]), "err", p.err)
-			in.deadLetter(part.recs[0], deadRefused, "clickhouse refused the row: "+p.err.Error())
+			r := part.record(0)
+			in.log.Warn("clickhouse refuses a row; dead-lettering it", "source", source(r), "err", p.err)
+			in.deadLetter(r, deadRefused, "clickhouse refused the row: "+p.err.Error())
 		case err != nil:
 			return err
 		default:

@@ -167,6 +167,38 @@ func TestIngestSampleEachEventOnce(t *testing.T) {
 	require.NoError(t, f.conn.QueryRow(context.Background(),
 		"SELECT raw FROM "+f.db+".events WHERE event_id = ?", eventID(t, lines[0])).Scan(&raw))
 	assert.Equal(t, string(lines[0]), raw)
+	f.checkDims()
+}
+
+// checkDims holds every stored row's envelope and dimensions to what a
+// parser of its own (one that copies its strings) reads from its raw record.
+func (f *fixture) checkDims() {
+	f.t.Helper()
+	rows, err := f.conn.Query(context.Background(), "SELECT raw, event_id, type, service, created_at, message_id, message_hash, "+
+		"recipient_domain, sender_domain, bounce_type, npa, voice, format, recipients FROM "+f.db+".events")
+	require.NoError(f.t, err)
+	defer rows.Close()
+	var p schema.Parser
+	n := 0
+	for rows.Next() {
+		var raw, id, typ, svc, msg, rdom, sdom, bounce, npa, voice, format string
+		var at int64
+		var hash uint64
+		var recipients []string
+		require.NoError(f.t, rows.Scan(&raw, &id, &typ, &svc, &at, &msg, &hash, &rdom, &sdom, &bounce, &npa, &voice, &format, &recipients))
+		ev, err := p.Parse([]byte(raw))
+		require.NoError(f.t, err)
+		d := ev.Dims
+		if len(d.Recipients) == 0 {
+			d.Recipients = []string{}
+		}
+		require.Equal(f.t, []any{ev.ID, ev.Type, ev.Service, ev.CreatedAt, d.MessageID, d.MessageHash, d.RecipientDomain, d.SenderDomain,
+			d.BounceType, d.NPA, d.Voice, d.Format, d.Recipients},
+			[]any{id, typ, svc, at, msg, hash, rdom, sdom, bounce, npa, voice, format, recipients}, raw)
+		n++
+	}
+	require.NoError(f.t, rows.Err())
+	require.NotZero(f.t, n)
 }
 
 func eventID(t *testing.T, line []byte) string {
@@ -350,8 +382,8 @@ func TestColumnsMatchTheTable(t *testing.T) {
 	var c columns
 	c.add(&ev, rec, now)
 	want := schema.EventRow(&ev, rec.Topic, rec.Partition, rec.Offset, now)
-	got := c.values(0, c.len())
-	require.Len(t, got, len(schema.EventColumns), "one slice per column, in EventColumns order")
+	got := append(c.values(0, c.len()), c.recipients)
+	require.Len(t, got, len(schema.EventColumns), "one slice per column, in EventColumns order, recipients last")
 	require.Len(t, want, len(schema.EventColumns))
 	for i, col := range got {
 		v := reflect.ValueOf(col)
