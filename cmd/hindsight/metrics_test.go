@@ -247,7 +247,7 @@ func TestIngestMemoryLimit(t *testing.T) {
 		args []string
 		want float64
 	}{
-		{nil, 240 << 20}, // 48 MiB of recent ids, 8 batches of 16 MiB, 64 MiB
+		{nil, 224 << 20}, // 48 MiB of recent ids, 4 batches of 32 MiB, 48 MiB
 		{[]string{"--memory-limit", "300"}, 300 << 20},
 	} {
 		_, db := chtest.Database(t)
@@ -280,7 +280,7 @@ func TestIngestMemoryLimit(t *testing.T) {
 func TestMemoryLimitOf(t *testing.T) {
 	var cfg ingest.Config
 	cfg.ApplyDefaults()
-	budget := int64(240 << 20)
+	budget := int64(224 << 20)
 	for _, tc := range []struct {
 		name     string
 		flag     int
