@@ -36,7 +36,10 @@ func BenchmarkAdd(b *testing.B) {
 			if err := in.add(ctx, &recs[i], now); err != nil {
 				b.Fatal(err)
 			}
-			if in.pending() > 0 && in.rows.len() >= cfg.BatchSize {
+			if i%500 == 499 { // a poll's records
+				in.addValid()
+			}
+			if in.rows.len() >= cfg.BatchSize {
 				in.rows.reset()
 				clear(in.last)
 			}

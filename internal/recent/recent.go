@@ -23,6 +23,7 @@ type IDs struct {
 	next  int
 	full  bool
 	count int
+	sink  uint64 // what Prefetch read, so that its loads are not left out
 }
 
 // New returns an empty IDs for n ids.
@@ -32,11 +33,38 @@ func New(n int) *IDs {
 }
 
 // Add remembers id and reports whether it was new.
-func (r *IDs) Add(id string) bool {
+func (r *IDs) Add(id string) bool { return r.AddHash(Hash(id)) }
+
+// Hash is the hash of id that AddHash takes.
+func Hash(id string) uint64 {
 	h := xxhash.Sum64String(id)
 	if h == 0 {
 		h = 1
 	}
+	return h
+}
+
+// Prefetch reads the slots that adding hs, in this order, looks at first:
+// each hash's own and those of the ids the adds will forget. Each is
+// likely a cache miss of its own, and a look-up waits for it; read here
+// together, the misses overlap, and the adds that follow find the slots
+// in cache. It changes nothing: AddHash gives the same answers without it.
+func (r *IDs) Prefetch(hs []uint64) {
+	var sum uint64
+	for _, h := range hs {
+		sum += r.slots[h&r.mask]
+	}
+	if r.full {
+		for k := range len(hs) {
+			sum += r.slots[r.ring[(r.next+k)%len(r.ring)]&r.mask]
+		}
+	}
+	r.sink += sum
+}
+
+// AddHash remembers the id of hash h (see Hash) and reports whether it
+// was new.
+func (r *IDs) AddHash(h uint64) bool {
 	i := h & r.mask
 	for r.slots[i] != 0 {
 		if r.slots[i] == h {

@@ -53,15 +53,7 @@ func TestRecentIDsForgetsOldest(t *testing.T) {
 // looks up its own slot and forgets the oldest id, both far from cache.
 // (BenchmarkRecentIDs cycles through ids it holds, all in cache.)
 func BenchmarkRecentIDsStream(b *testing.B) {
-	r := New(1 << 21)
-	buf := make([]byte, 0, 32)
-	id := func(i int) string {
-		buf = strconv.AppendUint(append(buf[:0], "evt_"...), uint64(i)*0x9e3779b97f4a7c15, 16)
-		return string(buf)
-	}
-	for i := range 1 << 21 {
-		r.Add(id(i))
-	}
+	r, id := streamed()
 	for i := 1 << 21; b.Loop(); i++ {
 		r.Add(id(i))
 	}
@@ -77,4 +69,57 @@ func BenchmarkRecentIDs(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		r.Add(ids[i&(len(ids)-1)])
 	}
+}
+
+// streamed is a table of ingest's default size filled with ids 0 to 2^21-1
+// of id, which names an id for each int.
+func streamed() (r *IDs, id func(int) string) {
+	r = New(1 << 21)
+	buf := make([]byte, 0, 32)
+	id = func(i int) string {
+		buf = strconv.AppendUint(append(buf[:0], "evt_"...), uint64(i)*0x9e3779b97f4a7c15, 16)
+		return string(buf)
+	}
+	for i := range 1 << 21 {
+		r.Add(id(i))
+	}
+	return r, id
+}
+
+// BenchmarkRecentIDsStreamPrefetched is BenchmarkRecentIDsStream with the
+// adds in groups of 32, each group's slots read first (Prefetch), as ingest
+// adds a poll's records.
+func BenchmarkRecentIDsStreamPrefetched(b *testing.B) {
+	r, id := streamed()
+	hs := make([]uint64, 32)
+	i := 1 << 21
+	for b.Loop() {
+		for k := range hs {
+			hs[k] = Hash(id(i + k))
+		}
+		i += len(hs)
+		r.Prefetch(hs)
+		for _, h := range hs {
+			r.AddHash(h)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(hs)), "ns/add")
+}
+
+// TestPrefetchChangesNothing: adds in prefetched groups answer as one by
+// one.
+func TestPrefetchChangesNothing(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	one, grouped := New(100), New(100)
+	for range 200 {
+		var hs []uint64
+		for range rng.IntN(40) {
+			hs = append(hs, Hash(fmt.Sprintf("evt_%d", rng.IntN(300))))
+		}
+		grouped.Prefetch(hs)
+		for _, h := range hs {
+			require.Equal(t, one.AddHash(h), grouped.AddHash(h))
+		}
+	}
+	require.Equal(t, one.Len(), grouped.Len())
 }
