@@ -538,3 +538,26 @@ func TestIngestChecksTheRollup(t *testing.T) {
 	assert.Equal(t, steps, checked(), "the sweep at start checks every quarter hour")
 	assert.Equal(t, engaged, linked(), "and links every one")
 }
+
+// TestFlushStoresRecordsWaitingForTheRecentSet: valid records wait in
+// groups for the recent set (addValid) while their offsets are already the
+// batch's. A flush that comes before their group is added, as a stop
+// between two records of a poll does, must store them first, or their
+// offsets would be committed over rows never stored.
+func TestFlushStoresRecordsWaitingForTheRecentSet(t *testing.T) {
+	f := newFixture(t)
+	in, err := New(f.config(), f.conn, testLogger(t))
+	require.NoError(t, err)
+	defer in.client.Close()
+	in.resumed[0] = true
+	day := time.Date(2026, 10, 5, 0, 0, 0, 0, time.UTC)
+	ctx := context.Background()
+	for i := range 5 {
+		r := &kgo.Record{Topic: "events", Offset: int64(i), Value: delivered(fmt.Sprint("waiting-", i), day)}
+		require.NoError(t, in.add(ctx, r, time.Now()))
+	}
+	require.Len(t, in.valid, 5, "fewer than a group: none added yet")
+	require.NoError(t, in.flush(ctx))
+	require.NoError(t, in.finishTail(ctx))
+	assert.Equal(t, uint64(5), f.count("SELECT count() FROM "+f.db+".events"))
+}
